@@ -1,0 +1,27 @@
+"""fapilog: OpenTelemetry-native structured logging for FastAPI.
+
+from fapilog import configure_logging, log
+configure_logging()
+log.info("user logged in", user_id=42)
+"""
+
+from fapilog._config import configure_logging, force_flush, shutdown, stats
+from fapilog._logger import BoundLogger, get_logger, log
+from fapilog.exceptions import ConfigurationError
+from fapilog.exporters import register_exporter
+from fapilog.settings import LoggingSettings
+
+__all__ = [
+    "BoundLogger",
+    "ConfigurationError",
+    "LoggingSettings",
+    "configure_logging",
+    "force_flush",
+    "get_logger",
+    "log",
+    "register_exporter",
+    "shutdown",
+    "stats",
+]
+
+__version__ = "0.1.0"

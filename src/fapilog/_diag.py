@@ -1,0 +1,84 @@
+"""fapilog's own diagnostics: rate-limited warnings written straight to stderr.
+
+This path never goes through the pipeline (no recursion when an exporter or the SDK fails)
+and never raises. Lines are JSON in the same schema as stdout so log collectors parse them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["add_listener", "remove_listener", "report", "reset"]
+
+_lock = threading.Lock()
+_last: dict[str, float] = {}
+_suppressed: dict[str, int] = {}
+_listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+INTERVAL = 60.0
+
+
+def report(key: str, message: str, *, level: str = "warning", **fields: Any) -> bool:
+    """Write `message` to stderr unless `key` was reported within INTERVAL seconds.
+    Returns whether it was written. Listeners (alert callbacks) see every written report."""
+    now = time.monotonic()
+    with _lock:
+        last = _last.get(key)
+        if last is not None and now - last < INTERVAL:
+            _suppressed[key] = _suppressed.get(key, 0) + 1
+            return False
+        _last[key] = now
+        suppressed = _suppressed.pop(key, 0)
+        listeners = list(_listeners)
+    line: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+        "level": level,
+        "message": message,
+        "logger": "fapilog",
+        "fapilog.diagnostic": key,
+    }
+    if suppressed:
+        line["fapilog.suppressed"] = suppressed
+    line.update(fields)
+    try:
+        data = orjson.dumps(line, default=repr) + b"\n"
+        stream = sys.__stderr__ or sys.stderr
+        if stream is not None:
+            buffer = getattr(stream, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+            else:
+                stream.write(data.decode("utf-8", "replace"))
+            stream.flush()
+    except Exception:  # stderr closed or broken: nothing more we can do
+        pass
+    for listener in listeners:
+        try:
+            listener(key, message, fields)
+        except Exception:
+            pass
+    return True
+
+
+def add_listener(listener: Callable[[str, str, dict[str, Any]], None]) -> None:
+    with _lock:
+        if listener not in _listeners:
+            _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[str, str, dict[str, Any]], None]) -> None:
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+
+def reset() -> None:
+    """Forget the rate-limit state (tests, and after a reconfiguration)."""
+    with _lock:
+        _last.clear()
+        _suppressed.clear()

@@ -1,0 +1,180 @@
+"""The logging facade: `log`, `get_logger()` and the structlog wrapper class behind them.
+
+The level gate is the first thing a call does (a filtered call costs one attribute read),
+and it reads the level from the logger's `Sink`, so a reconfiguration changes the level of
+loggers that already exist. The processor chain is one list object, mutated in place on
+reconfiguration, for the same reason (structlog's own `capture_logs` relies on this too).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import structlog
+from structlog.contextvars import merge_contextvars
+from structlog.typing import Processor
+
+from fapilog._bridge import METHOD_LEVELS, OTelBridge, Sink
+from fapilog.processors import add_trace_context
+
+__all__ = ["CHAIN", "BoundLogger", "get_logger", "log", "set_levels", "sink_for"]
+
+# The processor chain shared by every fapilog logger (see module doc).
+CHAIN: list[Processor] = [merge_contextvars, add_trace_context, OTelBridge()]
+
+_SINKS: dict[str, Sink] = {}
+_SINKS_LOCK = threading.Lock()
+_LEVELS: dict[str, int] = {}
+_DEFAULT_LEVEL = [20]
+
+
+def _level_for(name: str) -> int:
+    """The configured level of `name`: the closest dotted ancestor in logger_levels wins."""
+    probe = name
+    while True:
+        if probe in _LEVELS:
+            return _LEVELS[probe]
+        if "." not in probe:
+            return _DEFAULT_LEVEL[0]
+        probe = probe.rsplit(".", 1)[0]
+
+
+def sink_for(name: str) -> Sink:
+    sink = _SINKS.get(name)
+    if sink is None:
+        with _SINKS_LOCK:
+            sink = _SINKS.get(name)
+            if sink is None:
+                sink = _SINKS[name] = Sink(name, _level_for(name))
+    return sink
+
+
+def set_levels(default: int, per_logger: dict[str, int]) -> None:
+    _DEFAULT_LEVEL[0] = default
+    _LEVELS.clear()
+    _LEVELS.update(per_logger)
+    for sink in list(_SINKS.values()):
+        sink.min_level = _level_for(sink.name)
+
+
+def _factory(name: str | None = None, *args: Any) -> Sink:
+    """structlog logger factory: `structlog.get_logger("x")` gets the interned sink "x"."""
+    return sink_for(name if isinstance(name, str) else "app")
+
+
+class BoundLogger(structlog.BoundLoggerBase):
+    """fapilog's structlog wrapper class: the usual level methods with a live level gate.
+
+    `log.info("paid", order_id=7)`; `log.info("%s paid", "alice")` formats stdlib-style;
+    `log.exception("failed")` inside an `except` block adds the exception; `bind()`,
+    `unbind()`, `new()` and `try_unbind()` come from structlog. The `a*` variants exist for
+    code written against structlog's async API; they do not need an executor here because
+    logging never blocks.
+    """
+
+    _logger: Sink
+
+    def _gate(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> Any:
+        if self._logger.min_level > levelno:
+            return None
+        if args:
+            try:
+                event = event % args
+            except Exception:
+                event = f"{event} {args!r}"
+        return self._proxy_to_logger(method, event, **kw)
+
+    def debug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 10:
+            return None
+        return self._gate("debug", 10, event, args, kw)
+
+    def info(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 20:
+            return None
+        if args:
+            return self._gate("info", 20, event, args, kw)
+        return self._proxy_to_logger("info", event, **kw)
+
+    msg = info
+
+    def warning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 30:
+            return None
+        return self._gate("warning", 30, event, args, kw)
+
+    warn = warning
+
+    def error(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 40:
+            return None
+        return self._gate("error", 40, event, args, kw)
+
+    def exception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 40:
+            return None
+        kw.setdefault("exc_info", sys.exc_info()[1] or True)
+        return self._gate("error", 40, event, args, kw)
+
+    def critical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 50:
+            return None
+        return self._gate("critical", 50, event, args, kw)
+
+    fatal = critical
+
+    def log(self, level: int | str, event: Any = None, *args: Any, **kw: Any) -> Any:
+        """Log at a level given as a number (stdlib) or a name."""
+        if isinstance(level, str):
+            method = level.lower()
+            known = METHOD_LEVELS.get(method)
+            levelno = known.stdlib if known else 20
+        else:
+            levelno = level
+            method = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}.get(
+                level, "info" if level < 30 else "warning" if level < 40 else "error"
+            )
+        return self._gate(method, levelno, event, args, kw)
+
+    def is_enabled_for(self, level: int) -> bool:
+        return self._logger.min_level <= level
+
+    isEnabledFor = is_enabled_for
+
+    async def adebug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.debug(event, *args, **kw)
+
+    async def ainfo(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.info(event, *args, **kw)
+
+    async def awarning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.warning(event, *args, **kw)
+
+    async def aerror(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.error(event, *args, **kw)
+
+    async def aexception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", sys.exc_info()[1] or True)
+        return self.error(event, *args, **kw)
+
+    async def acritical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.critical(event, *args, **kw)
+
+    @property
+    def name(self) -> str:
+        return self._logger.name
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> BoundLogger:
+    """A logger named `name` (default: the calling module's `__name__`), bound to
+    `initial_values`. Works before `configure_logging()`: the first event configures
+    fapilog from the environment."""
+    if name is None:
+        frame = sys._getframe(1)
+        name = frame.f_globals.get("__name__", "app")
+    return BoundLogger(sink_for(str(name)), CHAIN, initial_values)
+
+
+log: BoundLogger = BoundLogger(sink_for("app"), CHAIN, {})

@@ -1,0 +1,177 @@
+"""The one adapter around the OpenTelemetry logs SDK (`opentelemetry.sdk._logs`).
+
+That API is still unstable (it changed in 1.35, 1.39, 1.42 and 1.44), so every import of it
+lives here and the rest of fapilog uses these names. pyproject.toml pins the tested series.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry import _logs as logs_api
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import (
+    Logger,
+    LoggerProvider,
+    LogRecordLimits,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+)
+from opentelemetry.sdk._logs.export import (
+    InMemoryLogRecordExporter,
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.resources import Resource
+
+__all__ = [
+    "InMemoryLogRecordExporter",
+    "LogRecord",
+    "LogRecordExportResult",
+    "LogRecordExporter",
+    "LogRecordProcessor",
+    "Logger",
+    "LoggerProvider",
+    "ReadWriteLogRecord",
+    "ReadableLogRecord",
+    "SeverityNumber",
+    "SimpleLogRecordProcessor",
+    "emit",
+    "fast_emit_supported",
+    "global_sdk_provider",
+    "make_record",
+    "new_provider",
+    "readable",
+    "sdk_logger",
+    "set_global_provider",
+    "std_to_severity",
+]
+
+# Highest fapilog tolerates; OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT still wins when set.
+_MAX_ATTRIBUTES = 1024
+
+
+def new_provider(resource: Resource) -> LoggerProvider:
+    """A LoggerProvider fapilog owns: no atexit hook of its own (fapilog drains with a
+    deadline) and an attribute limit high enough that key-value pairs are never dropped."""
+    limit = None
+    if not os.environ.get("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT") and not os.environ.get(
+        "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    ):
+        limit = _MAX_ATTRIBUTES
+    return LoggerProvider(
+        resource=resource,
+        shutdown_on_exit=False,
+        log_record_limits=LogRecordLimits(max_log_record_attributes=limit),
+    )
+
+
+def global_sdk_provider() -> LoggerProvider | None:
+    """The globally installed SDK LoggerProvider, if someone (the user,
+    `opentelemetry-instrument`) installed one."""
+    provider = logs_api.get_logger_provider()
+    return provider if isinstance(provider, LoggerProvider) else None
+
+
+def set_global_provider(provider: LoggerProvider) -> None:
+    logs_api.set_logger_provider(provider)
+
+
+def sdk_logger(provider: LoggerProvider, name: str) -> Logger:
+    """An SDK Logger for `name`. Under OTEL_SDK_DISABLED the SDK hands out no-op loggers;
+    fapilog's own local exporters keep working, so the cached SDK logger is used directly."""
+    logger = provider.get_logger(name)
+    if isinstance(logger, Logger):
+        return logger
+    return provider._get_logger_cached(name)
+
+
+def make_record(
+    *,
+    timestamp: int,
+    context: Context | None,
+    severity_number: SeverityNumber,
+    severity_text: str,
+    body: Any,
+    attributes: dict[str, Any],
+) -> LogRecord:
+    return LogRecord(
+        timestamp=timestamp,
+        observed_timestamp=timestamp,
+        context=context or _EMPTY_CONTEXT,
+        severity_text=severity_text,
+        severity_number=severity_number,
+        body=body,
+        attributes=attributes,
+    )
+
+
+_EMPTY_CONTEXT = Context()
+
+
+def fast_emit_supported(logger: Logger) -> bool:
+    """Whether `emit` can hand records to the provider's processors directly (the SDK
+    internals it relies on are present); otherwise it uses the public `Logger.emit`."""
+    return all(
+        hasattr(logger, attr)
+        for attr in (
+            "_is_enabled",
+            "_resource",
+            "_instrumentation_scope",
+            "_log_record_limits",
+            "_multi_log_record_processor",
+        )
+    ) and {"log_record", "resource", "instrumentation_scope", "limits"} <= set(
+        getattr(ReadWriteLogRecord, "__dataclass_fields__", {})
+    )
+
+
+def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
+    """Emit `record` through `logger` to the provider's processors.
+
+    `Logger.emit` wraps the record in a ReadWriteLogRecord whose construction re-validates
+    every attribute (BoundedAttributes), the largest cost in the worker. fapilog's bridge
+    has already coerced every value to a valid AnyValue, so with `fast` the same
+    ReadWriteLogRecord is built without that second pass and handed to the same processors.
+    """
+    if not fast:
+        logger.emit(record)
+        return
+    if not logger._is_enabled():
+        return
+    writable = ReadWriteLogRecord.__new__(ReadWriteLogRecord)
+    writable.log_record = record
+    writable.resource = logger._resource
+    writable.instrumentation_scope = logger._instrumentation_scope
+    writable.limits = logger._log_record_limits
+    logger._multi_log_record_processor.on_emit(writable)
+
+
+def readable(record: ReadWriteLogRecord) -> ReadableLogRecord:
+    """The immutable view exporters receive; built once and shared by every exporter."""
+    resource = record.resource if record.resource is not None else Resource.get_empty()
+    return ReadableLogRecord(
+        log_record=record.log_record,
+        resource=resource,
+        instrumentation_scope=record.instrumentation_scope,
+        limits=record.limits,
+    )
+
+
+_STD_TO_OTEL: dict[int, SeverityNumber] = {}
+
+
+def std_to_severity(levelno: int) -> SeverityNumber:
+    """OTel severity for a stdlib level number (the SDK's own mapping, cached)."""
+    try:
+        return _STD_TO_OTEL[levelno]
+    except KeyError:
+        from opentelemetry.sdk._logs._internal import std_to_otel
+
+        number = std_to_otel(levelno)
+        _STD_TO_OTEL[levelno] = number
+        return number

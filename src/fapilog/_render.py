@@ -1,0 +1,182 @@
+"""Render OTel log records as fapilog's JSON line (stdout, file, Loki) or a pretty console line.
+
+The JSON line is flat: ``timestamp``, ``level``, ``message``, ``logger``, ``trace_id``,
+``span_id``, then the record's attributes, then the resource attributes (``service.name``,
+...). A user attribute whose name collides with one of those reserved names is kept under
+``attr.<name>`` instead of overwriting it. docs/json-schema.md documents the schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from fapilog._otel_logs import ReadableLogRecord
+
+__all__ = ["CORE_KEYS", "ConsoleRenderer", "JsonRenderer", "iso_timestamp", "level_name"]
+
+CORE_KEYS = frozenset(
+    {"timestamp", "level", "message", "logger", "trace_id", "span_id", "trace_flags"}
+)
+COLLISION_PREFIX = "attr."
+# Resource attributes left out of each line: constant SDK metadata, not useful per line.
+_RESOURCE_SKIP_PREFIXES = ("telemetry.",)
+
+_LEVEL_BY_NUMBER = {
+    1: "trace", 5: "debug", 9: "info", 13: "warning", 17: "error", 21: "critical"
+}  # fmt: skip
+
+_second_cache: list[Any] = [-1, ""]
+
+
+def iso_timestamp(ns: int) -> str:
+    """RFC 3339, UTC, microseconds: ``2026-11-26T12:00:00.123456Z``."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    cache = _second_cache
+    if cache[0] != seconds:
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        cache[0] = seconds
+    return f"{cache[1]}.{rest // 1000:06d}Z"
+
+
+def level_name(record: Any) -> str:
+    text = record.severity_text
+    if text:
+        lowered: str = text.lower()
+        return "warning" if lowered == "warn" else lowered
+    number = record.severity_number
+    if number is None:
+        return "info"
+    value = number.value
+    base = (
+        21
+        if value >= 21
+        else 17
+        if value >= 17
+        else 13
+        if value >= 13
+        else 9
+        if value >= 9
+        else 5
+        if value >= 5
+        else 1
+    )
+    return _LEVEL_BY_NUMBER[base]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
+
+
+class JsonRenderer:
+    """ReadableLogRecord -> one JSON object (bytes, no newline). Resource attributes are
+    rendered once per resource and reused."""
+
+    __slots__ = ("_resource_cache",)
+
+    def __init__(self) -> None:
+        self._resource_cache: tuple[int, dict[str, Any], frozenset[str]] | None = None
+
+    def _resource(self, resource: Any) -> tuple[dict[str, Any], frozenset[str]]:
+        cache = self._resource_cache
+        if cache is not None and cache[0] == id(resource):
+            return cache[1], cache[2]
+        attrs = {
+            str(k): v
+            for k, v in (resource.attributes if resource is not None else {}).items()
+            if not str(k).startswith(_RESOURCE_SKIP_PREFIXES)
+        }
+        reserved = CORE_KEYS | frozenset(attrs)
+        self._resource_cache = (id(resource), attrs, reserved)
+        return attrs, reserved
+
+    def as_dict(self, readable: ReadableLogRecord) -> dict[str, Any]:
+        record = readable.log_record
+        resource_attrs, reserved = self._resource(readable.resource)
+        scope = readable.instrumentation_scope
+        line: dict[str, Any] = {
+            "timestamp": iso_timestamp(record.timestamp or record.observed_timestamp or 0),
+            "level": level_name(record),
+            "message": record.body,
+            "logger": scope.name if scope is not None else "",
+        }
+        if record.trace_id:
+            line["trace_id"] = format(record.trace_id, "032x")
+            line["span_id"] = format(record.span_id, "016x")
+        attributes = record.attributes
+        if attributes:
+            for key, value in attributes.items():
+                if key in reserved:
+                    line[COLLISION_PREFIX + key] = value
+                else:
+                    line[key] = value
+        line.update(resource_attrs)
+        return line
+
+    def render(self, readable: ReadableLogRecord) -> bytes:
+        line = self.as_dict(readable)
+        try:
+            return orjson.dumps(line, default=_json_default)
+        except (TypeError, orjson.JSONEncodeError):
+            return json.dumps(line, default=_json_default, ensure_ascii=False).encode(
+                "utf-8", "backslashreplace"
+            )
+
+    def render_batch(self, batch: Sequence[ReadableLogRecord]) -> bytes:
+        render = self.render
+        return b"".join([render(readable) + b"\n" for readable in batch])
+
+
+class ConsoleRenderer:
+    """A pretty, aligned, optionally coloured line per record, with readable tracebacks:
+    structlog's ConsoleRenderer fed from the OTel record."""
+
+    def __init__(self, colors: bool) -> None:
+        import structlog
+
+        self._renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
+        self._json = JsonRenderer()
+
+    def render(self, readable: ReadableLogRecord) -> str:
+        line = self._json.as_dict(readable)
+        event: dict[str, Any] = {
+            "timestamp": line.pop("timestamp")[11:23],
+            "level": line.pop("level"),
+            "event": line.pop("message"),
+            "logger": line.pop("logger"),
+        }
+        stack = line.pop("exception.stacktrace", None)
+        line.pop("exception.type", None)
+        line.pop("exception.message", None)
+        for key in [
+            k for k in line if k.startswith(("service.", "deployment.", "host.", "process."))
+        ]:
+            del line[key]
+        event.update(line)
+        try:
+            text = str(self._renderer(None, event["level"], event))
+        except Exception:
+            text = repr(event)
+        if stack:
+            text = f"{text}\n{stack.rstrip()}"
+        return text

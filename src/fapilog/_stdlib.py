@@ -1,0 +1,187 @@
+"""Route stdlib `logging` (the application's, libraries', uvicorn's) into fapilog.
+
+One handler on the root logger turns each LogRecord into an event dict and runs it through
+the same processor chain as `log.info()` (so enrichment and redaction apply), ending at the
+bridge. `extra={...}` fields become attributes. Records logged on fapilog's own worker
+threads (an SDK or HTTP-library warning raised while exporting) go to stderr instead, so the
+pipeline never feeds itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+from structlog import DropEvent
+
+from fapilog import _diag
+from fapilog._bridge import stdlib_sink
+from fapilog._pipeline import worker_thread_ids
+
+__all__ = ["FapilogHandler", "install", "uninstall"]
+
+# LogRecord attributes that are not user `extra` fields.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+)
+# Loggers that ship their own handlers writing plain text: they propagate to fapilog instead.
+TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn", "gunicorn.error",
+              "gunicorn.access")  # fmt: skip
+
+_local = threading.local()
+
+
+class FapilogHandler(logging.Handler):
+    """A stdlib handler feeding fapilog's processor chain."""
+
+    def __init__(self, chain: list[Any], level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self._chain = chain
+
+    def createLock(self) -> None:
+        self.lock = None  # emit is thread-safe on its own: no handler lock, no contention
+
+    def acquire(self) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # stdlib filters, then emit (without the handler lock, see createLock)
+        rv: Any = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a record
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.get_ident() in worker_thread_ids() or getattr(_local, "active", False):
+            _to_stderr(record)
+            return
+        _local.active = True
+        try:
+            self._process(record)
+        except Exception as exc:  # never raise into the application
+            _diag.report("stdlib-handler", f"fapilog could not process a stdlib record: {exc!r}")
+        finally:
+            _local.active = False
+
+    def _process(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # bad %-format args: keep the raw message and args
+            message = f"{record.msg!r} {record.args!r} (format error: {exc})"
+        event: dict[str, Any] = {"event": message}
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                event[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            event["exc_info"] = record.exc_info
+        if record.stack_info:
+            event["stack_info"] = record.stack_info
+        method = record.levelname.lower()
+        sink = stdlib_sink(record.name, record.created, record.levelno, record.levelname)
+        processed: Any = event
+        try:
+            for processor in self._chain:
+                processed = processor(sink, method, processed)
+        except DropEvent:
+            return
+        args, kwargs = processed
+        sink._put(*args, **kwargs)
+
+
+def _to_stderr(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:
+        message = str(record.msg)
+    _diag.report(
+        f"internal:{record.name}:{message[:80]}",
+        message,
+        level=record.levelname.lower(),
+        source_logger=record.name,
+    )
+
+
+class _Installed:
+    handler: FapilogHandler | None = None
+    removed: list[tuple[logging.Logger, logging.Handler]] = []  # noqa: RUF012
+    saved: dict[str, tuple[bool, int]] = {}  # noqa: RUF012
+    root_level: int = logging.WARNING
+    capture_warnings: bool = False
+
+
+def _is_console_handler(handler: logging.Handler) -> bool:
+    if isinstance(handler, FapilogHandler):
+        return True
+    if type(handler) is logging.StreamHandler:
+        return handler.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return False
+
+
+def install(chain: list[Any], level: int, logger_levels: dict[str, int]) -> None:
+    """Put the handler on the root logger (once), take over uvicorn/gunicorn loggers, and
+    apply levels. Plain console handlers on the root logger are removed (they would print
+    text beside the JSON); file and other handlers are left alone."""
+    root = logging.getLogger()
+    if _Installed.handler is None:
+        _Installed.root_level = root.level
+        _Installed.capture_warnings = _warnings_captured()
+        _Installed.handler = FapilogHandler(chain)
+    handler = _Installed.handler
+    for existing in list(root.handlers):
+        if existing is not handler and _is_console_handler(existing):
+            root.removeHandler(existing)
+            _Installed.removed.append((root, existing))
+    if handler not in root.handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name in TAKEN_OVER:
+        logger = logging.getLogger(name)
+        if name not in _Installed.saved:
+            _Installed.saved[name] = (logger.propagate, logger.level)
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+            _Installed.removed.append((logger, existing))
+        logger.propagate = True
+        if name not in logger_levels:
+            logger.setLevel(logging.NOTSET)
+    for name, value in logger_levels.items():
+        logging.getLogger(name).setLevel(value)
+    logging.captureWarnings(True)
+
+
+def _warnings_captured() -> bool:
+    import warnings
+
+    return getattr(logging, "_warnings_showwarning", None) is not None and (
+        warnings.showwarning is not getattr(logging, "_warnings_showwarning", None)
+    )
+
+
+def uninstall() -> None:
+    """Undo `install` (tests, `fapilog.shutdown(restore_logging=True)`)."""
+    root = logging.getLogger()
+    if _Installed.handler is not None:
+        root.removeHandler(_Installed.handler)
+        _Installed.handler = None
+    for logger, handler in _Installed.removed:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+    _Installed.removed = []
+    for name, (propagate, level) in _Installed.saved.items():
+        logger = logging.getLogger(name)
+        logger.propagate = propagate
+        logger.setLevel(level)
+    _Installed.saved = {}
+    root.setLevel(_Installed.root_level)
+    logging.captureWarnings(False)
+
+
+def installed_handler() -> FapilogHandler | None:
+    return _Installed.handler

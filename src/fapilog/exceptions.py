@@ -1,0 +1,21 @@
+"""Exceptions fapilog raises to the application.
+
+Only configuration raises: once `configure_logging()` has returned, nothing on the logging
+path raises into the application.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigurationError"]
+
+
+class ConfigurationError(ValueError):
+    """An invalid setting, raised by `configure_logging()` or `LoggingSettings()`.
+
+    The message names the setting, its environment variable, the bad value and what is
+    allowed, one line per problem. `errors` holds the same as structured data.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, str]] = errors or []
