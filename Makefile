@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=fapilog --cov-report=term
 
 test: lint typecheck unit
+
+docs: $(STAMP)
+	$(BIN)/python docs/update_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

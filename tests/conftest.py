@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,66 @@ def subprocess_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+class MemoryExporter:
+    """A registered exporter name backed by the SDK's InMemoryLogRecordExporter."""
+
+    def __init__(self, name: str) -> None:
+        from fapilog._otel_logs import InMemoryLogRecordExporter
+
+        self.name = name
+        self.exporter = InMemoryLogRecordExporter()
+
+    def records(self) -> list[object]:
+        import fapilog
+
+        fapilog.force_flush(10)
+        return list(self.exporter.get_finished_logs())
+
+
+@pytest.fixture
+def memory_exporter() -> Iterator[MemoryExporter]:
+    """`exporters=[memory_exporter.name]` routes records into memory (the real pipeline:
+    bridge, router, batching processor)."""
+    import uuid
+
+    from fapilog.exporters import register_exporter, unregister_exporter
+
+    from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
+
+    holder = MemoryExporter(f"memory_{uuid.uuid4().hex[:8]}")
+
+    class Forwarding(LogRecordExporter):
+        """A fresh exporter per configuration, all feeding the one in-memory store."""
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            return holder.exporter.export(batch)
+
+        def shutdown(self) -> None:
+            return None
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    register_exporter(holder.name, lambda settings: Forwarding())
+    yield holder
+    unregister_exporter(holder.name)
+
+
+def run_python(
+    code: str, env: dict[str, str], *, timeout: float = 60, stdin: str | None = None
+) -> tuple[int, str, str]:
+    """Run `code` in a fresh interpreter; returns (exit code, stdout, stderr)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, proc.stderr

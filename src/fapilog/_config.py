@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import platform
+import signal
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from fapilog._otel_logs import (
     LoggerProvider,
     global_sdk_provider,
     new_provider,
+    replace_resource,
     set_global_provider,
 )
 from fapilog._pipeline import ExportProcessor, Router
@@ -127,30 +129,36 @@ def _apply(settings: LoggingSettings, specs: list[Any]) -> dict[str, Any]:
         return {}
     # build everything that can fail before touching the running pipeline
     chain = _build_chain(settings)
-    processors = [
-        ExportProcessor(
-            spec.name,
-            create_exporter(spec, settings),
-            settings.queue,
-            max_delay=spec.max_delay,
-        )
-        for spec in specs
-    ]
+    rebuild = previous is None or not pipeline.processors or _exporters_changed(previous, settings)
+    processors = (
+        [
+            ExportProcessor(
+                spec.name,
+                create_exporter(spec, settings),
+                settings.queue,
+                max_delay=spec.max_delay,
+            )
+            for spec in specs
+        ]
+        if rebuild
+        else pipeline.processors
+    )
     if pipeline.provider is None:
         _install_provider(pipeline, settings)
     elif pipeline.owns_provider and (
         previous is None or _resource_fields(previous) != _resource_fields(settings)
     ):
-        pipeline.provider._resource = _resource(settings)
-        if pipeline.bridge is not None:
-            pipeline.bridge._loggers.clear()
+        replace_resource(pipeline.provider, _resource(settings))
     assert pipeline.provider is not None
     router = _routers.get(id(pipeline.provider))
     if router is None:
         router = _routers[id(pipeline.provider)] = Router()
         pipeline.provider.add_log_record_processor(router)
     pipeline.router = router
-    old_processors = pipeline.processors
+    old_processors = pipeline.processors if rebuild else []
+    if old_processors and pipeline.bridge is not None and not pipeline.shut_down:
+        # what was logged before this call still goes to the exporters configured then
+        pipeline.bridge.flush(settings.shutdown_timeout)
     router.targets = tuple(processors)
     pipeline.processors = processors
     if pipeline.bridge is None or pipeline.shut_down:
@@ -174,13 +182,28 @@ def _apply(settings: LoggingSettings, specs: list[Any]) -> dict[str, Any]:
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
+    _install_sigterm_handler()
     if old_processors:
-        # the bridge may still hold records for the old exporters: let it hand them over,
-        # then drain the old exporters in the background (bounded), keeping their counts
-        pipeline.bridge.flush(settings.shutdown_timeout)
+        # drain the old exporters in the background (bounded), keeping their counts
         pipeline.retired.extend(old_processors)
         _drain_in_background(old_processors, settings.shutdown_timeout)
     return _diff(previous, settings) if previous is not None else {}
+
+
+# Settings that only affect the caller-side chain and levels: changing them keeps the
+# running exporters (and their queues) as they are.
+_CHAIN_ONLY_FIELDS = frozenset(
+    {"level", "logger_levels", "capture_stdlib", "enrichers", "redaction", "request",
+     "shutdown_timeout", "on_alert"}
+)  # fmt: skip
+
+
+def _exporters_changed(old: LoggingSettings, new: LoggingSettings) -> bool:
+    return any(
+        getattr(old, name) != getattr(new, name)
+        for name in LoggingSettings.model_fields
+        if name not in _CHAIN_ONLY_FIELDS
+    )
 
 
 def _build_chain(settings: LoggingSettings) -> list[Processor]:
@@ -283,6 +306,9 @@ def _autoconfigure() -> Bridge | None:
         return _pipeline.bridge
 
 
+state().autoconfigure = _autoconfigure
+
+
 def force_flush(timeout: float | None = None) -> bool:
     """Export everything logged so far; wait at most `timeout` seconds (default
     `shutdown_timeout`). Returns whether everything was exported in time."""
@@ -312,6 +338,30 @@ def shutdown(timeout: float | None = None) -> bool:
             ok = processor.shutdown(max(0.0, deadline - time.monotonic())) and ok
         pipeline.shut_down = True
         return ok
+
+
+def _install_sigterm_handler() -> None:
+    """SIGTERM's default action kills the process without running atexit, so nothing queued
+    would be delivered. Where SIGTERM still has its default action, fapilog handles it:
+    drain (bounded by shutdown_timeout), then die by SIGTERM as before. A server that
+    installs its own handler (uvicorn, gunicorn) restores this one when it finishes and
+    re-raises the signal, which then drains here. A handler the application set is never
+    replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+        pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _at_exit() -> None:
@@ -367,7 +417,7 @@ def reset() -> None:
         shutdown(timeout=2.0)
         _stdlib.uninstall()
         set_bridge(None)
-        state().autoconfigure = None
+        state().autoconfigure = _autoconfigure
         provider = _pipeline.provider
         if (
             provider is not None
@@ -383,5 +433,7 @@ def reset() -> None:
         _pipeline = fresh
         set_levels(20, {})
         structlog.reset_defaults()
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _diag.reset()
         logging.getLogger().setLevel(logging.WARNING)

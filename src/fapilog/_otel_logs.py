@@ -46,6 +46,7 @@ __all__ = [
     "make_record",
     "new_provider",
     "readable",
+    "replace_resource",
     "sdk_logger",
     "set_global_provider",
     "std_to_severity",
@@ -68,6 +69,16 @@ def new_provider(resource: Resource) -> LoggerProvider:
         shutdown_on_exit=False,
         log_record_limits=LogRecordLimits(max_log_record_attributes=limit),
     )
+
+
+def replace_resource(provider: LoggerProvider, resource: Resource) -> None:
+    """Give a provider fapilog owns a new Resource (a reconfiguration changed the service
+    name, version or environment), including the Loggers it already handed out."""
+    provider._resource = resource
+    loggers = list(getattr(provider, "_logger_cache", {}).values())
+    loggers += list(getattr(provider, "_active_loggers", ()))
+    for logger in loggers:
+        logger._set_resource(resource)
 
 
 def global_sdk_provider() -> LoggerProvider | None:

@@ -32,6 +32,8 @@ __all__ = [
     "QueueSettings",
     "env_var_for",
     "parse_list",
+    "reference_markdown",
+    "settings_reference",
 ]
 
 ENV_PREFIX = "FAPILOG_"
@@ -310,6 +312,16 @@ def _allowed_values(error: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _env_depth(loc: tuple[str, ...]) -> int:
+    """How many parts of an error location name the setting (a section field: 2; a plain
+    field: 1; the rest points inside a dict or list value)."""
+    field = LoggingSettings.model_fields.get(loc[0])
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return 2
+    return 1
+
+
 def _configuration_error(exc: ValidationError) -> ConfigurationError:
     lines = []
     records = []
@@ -318,7 +330,7 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
         # dict/list element errors point inside the field: name the field's variable
         field_loc = tuple(p for p in loc if isinstance(p, str))
         path = ".".join(str(p) for p in loc) or "settings"
-        env = env_var_for(*field_loc[:2]) if field_loc else ENV_PREFIX + "*"
+        env = env_var_for(*field_loc[: _env_depth(field_loc)]) if field_loc else ENV_PREFIX + "*"
         value = error.get("input")
         message = error["msg"]
         if message.startswith("Value error, "):
@@ -330,3 +342,66 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
         lines.append(line)
         records.append({"setting": path, "env": env, "value": repr(value), "error": message})
     return ConfigurationError("invalid fapilog settings:\n  " + "\n  ".join(lines), records)
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    if typing.get_origin(annotation) is Literal:
+        return "one of: " + ", ".join(str(a) for a in typing.get_args(annotation))
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    if text is None:
+        text = str(annotation).replace("typing.", "").replace("NoneType", "None")
+    for noise in ("Annotated[", ", NoDecode]", "pydantic.types.", "collections.abc."):
+        text = text.replace(noise, "")
+    text = text.replace("Literal['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL']", "level")
+    return text
+
+
+def _default_text(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return ""
+    if value is None:
+        return "unset"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value) if value else ("[]" if isinstance(value, list) else "{}")
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def settings_reference(
+    model: type[BaseModel] = LoggingSettings, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, str, str, str]]:
+    """Every setting as (environment variable, type, default, description), sections
+    expanded. docs/configuration.md is generated from this (`python -m fapilog.settings`)."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(settings_reference(annotation, (*prefix, name)))
+            continue
+        env = env_var_for(*prefix, name)
+        if field.exclude:
+            env = f"(code only: `{'.'.join((*prefix, name))}=`)"
+        rows.append((env, _type_name(annotation), _default_text(field), field.description or ""))
+    return rows
+
+
+def reference_markdown() -> str:
+    lines = [
+        "| Environment variable | Type | Default | Meaning |",
+        "|---|---|---|---|",
+    ]
+    for env, kind, default, description in settings_reference():
+        name = env if env.startswith("(") else f"`{env}`"
+        shown = f"`{default}`" if default else ""
+        kind = kind.replace("|", "or")
+        lines.append(f"| {name} | {kind} | {shown} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - docs generator
+    print(reference_markdown(), end="")
