@@ -13,11 +13,11 @@ import warnings
 from typing import Any
 
 import pytest
-from conftest import MemoryExporter
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import fapilog
+from conftest import MemoryExporter
 from fapilog import configure_logging, get_logger, log
 from fapilog._otel_logs import SeverityNumber
 

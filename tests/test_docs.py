@@ -7,9 +7,9 @@ import re
 
 import jsonschema
 import pytest
-from conftest import ROOT
 
 import fapilog
+from conftest import ROOT
 from fapilog import configure_logging, get_logger, log
 from fapilog.settings import reference_markdown, settings_reference
 

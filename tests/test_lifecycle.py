@@ -7,9 +7,9 @@ import textwrap
 from typing import Any
 
 import pytest
-from conftest import MemoryExporter, run_python
 
 import fapilog
+from conftest import MemoryExporter, run_python
 from fapilog import configure_logging, log
 from fapilog.testing import capture_logs
 

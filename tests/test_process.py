@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from conftest import ROOT, run_python
 
 pytestmark = pytest.mark.slow

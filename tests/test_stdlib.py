@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MemoryExporter
 
 import fapilog
+from conftest import MemoryExporter
 from fapilog import configure_logging, register_exporter
 from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
 from fapilog.exporters import unregister_exporter
@@ -192,7 +192,7 @@ def test_uvicorn_lines_are_json_once(tmp_path: Path, subprocess_env: dict[str, s
     assert proc.returncode in (0, -signal.SIGTERM), err
     parsed = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     messages = [line["message"] for line in parsed]
-    assert messages.count("Started server process [%d]" % proc.pid) == 1
+    assert messages.count(f"Started server process [{proc.pid}]") == 1
     assert messages.count("Application startup complete.") == 1
     access = [line for line in parsed if line["logger"] == "uvicorn.access"]
     assert len(access) == 1
