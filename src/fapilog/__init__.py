@@ -7,6 +7,8 @@ log.info("user logged in", user_id=42)
 
 from fapilog._config import configure_logging, force_flush, shutdown, stats
 from fapilog._logger import BoundLogger, get_logger, log
+from fapilog._monitoring import register_metrics
+from fapilog.enrichers import register_enricher
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import register_exporter
 from fapilog.settings import LoggingSettings
@@ -19,7 +21,9 @@ __all__ = [
     "force_flush",
     "get_logger",
     "log",
+    "register_enricher",
     "register_exporter",
+    "register_metrics",
     "shutdown",
     "stats",
 ]

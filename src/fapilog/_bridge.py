@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, MutableMapping
+from math import isfinite as _isfinite
 from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
@@ -145,7 +146,9 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
     elif method_name == "exception":
         exc = sys.exc_info()[1]
     for value in event.values():
-        if type(value) not in PRIMITIVES:
+        kind = type(value)
+        # a finite float is already an AnyValue: no walk for it (durations, ratios)
+        if kind not in PRIMITIVES and (kind is not float or not _isfinite(value)):
             coerce_attributes(event)
             break
     if isinstance(logger, _StdlibSink):

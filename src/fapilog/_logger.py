@@ -16,13 +16,37 @@ import structlog
 from structlog.contextvars import merge_contextvars
 from structlog.typing import Processor
 
-from fapilog._bridge import METHOD_LEVELS, OTelBridge, Sink
+from fapilog._bridge import METHOD_LEVELS, OTelBridge, Sink, state
 from fapilog.processors import add_trace_context
 
-__all__ = ["CHAIN", "BoundLogger", "get_logger", "log", "set_levels", "sink_for"]
+__all__ = ["CHAIN", "BoundLogger", "default_chain", "get_logger", "log", "set_levels", "sink_for"]
+
+
+def _configure_first(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """The chain's first processor until fapilog is configured: the first event configures
+    fapilog from the environment BEFORE it is processed, so it gets the configured enrichers
+    and redaction like every later event (no secret in the very first line). Configuring
+    replaces CHAIN's contents in place, and a `for` loop over a list continues by index, so
+    the processors run after this one are the configured chain's (trace context, enrichers,
+    redaction, bridge); this one stands in for the configured chain's merge_contextvars."""
+    current = state()
+    if (
+        current.bridge is None
+        and current.autoconfigure is not None
+        and CHAIN[0] is _configure_first
+        and isinstance(CHAIN[-1], OTelBridge)  # not inside capture_logs()
+    ):
+        current.autoconfigure()
+    return merge_contextvars(logger, method_name, event_dict)
+
 
 # The processor chain shared by every fapilog logger (see module doc).
-CHAIN: list[Processor] = [merge_contextvars, add_trace_context, OTelBridge()]
+def default_chain() -> list[Processor]:
+    """The chain before configuration (and after `_config.reset()`)."""
+    return [_configure_first, add_trace_context, OTelBridge()]
+
+
+CHAIN: list[Processor] = default_chain()
 
 _SINKS: dict[str, Sink] = {}
 _SINKS_LOCK = threading.Lock()
