@@ -3,7 +3,10 @@ request enrichment (see docs/enrichment.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -11,7 +14,20 @@ from pydantic_settings import NoDecode
 from fapilog._sections import Section
 from fapilog._sections.enrichment import RequestEnrichmentFields
 
-__all__ = ["RequestSettings"]
+__all__ = ["DEFAULT_STATUS_LEVELS", "ContextHook", "RequestSettings"]
+
+RequestLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+ContextHook = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
+"""``hook(scope) -> {"user.id": ..., "session.id": ...}`` (or None): see docs/fastapi.md."""
+
+# The levels of request events by status; `status_levels` entries override these.
+DEFAULT_STATUS_LEVELS: dict[str, RequestLevel] = {
+    "5xx": "ERROR",
+    "4xx": "WARNING",
+    "default": "INFO",
+}
+_STATUS_KEY = re.compile(r"^(?:[1-5][0-9][0-9]|[1-5]xx|default)$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
 
 
 class RequestSettings(RequestEnrichmentFields, Section):
@@ -19,7 +35,37 @@ class RequestSettings(RequestEnrichmentFields, Section):
 
     enabled: bool = Field(default=True, description="log one event per request")
     exclude_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="paths without request events or spans, e.g. /health"
+        default_factory=list,
+        description="paths without request events or spans, e.g. /health; "
+        "a trailing * matches a prefix (/static/*)",
+    )
+    tracing: bool = Field(
+        default=True,
+        description="trace the app with opentelemetry-instrumentation-fastapi (server span "
+        "per request, W3C traceparent continued); false: request logging only",
+    )
+    internal_spans: bool = Field(
+        default=False,
+        description="keep the instrumentation's internal per-receive/send spans",
+    )
+    request_id: bool = Field(
+        default=True,
+        description="accept a valid inbound request id header or generate one, echo it in "
+        "the response and bind it to every log line of the request as request_id",
+    )
+    request_id_header: str = Field(
+        default="X-Request-ID", description="the header carrying the request id"
+    )
+    status_levels: Annotated[dict[str, RequestLevel], NoDecode] = Field(
+        default_factory=dict,
+        description="level of the request event by status: exact codes (404), classes "
+        "(4xx) or default, e.g. 404=INFO,2xx=DEBUG; on top of 5xx=ERROR,4xx=WARNING,"
+        "default=INFO",
+    )
+    context_hook: ContextHook | None = Field(
+        default=None,
+        description="callable (or 'module:function') receiving the ASGI scope and returning "
+        "fields such as user.id / session.id bound to the request's log lines",
     )
 
     @field_validator("exclude_paths", mode="before")
@@ -28,3 +74,62 @@ class RequestSettings(RequestEnrichmentFields, Section):
         from fapilog.settings import parse_list
 
         return parse_list(value)
+
+    @field_validator("exclude_paths")
+    @classmethod
+    def _paths_absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/', e.g. /health")
+        return value
+
+    @field_validator("request_id_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid HTTP header name, e.g. X-Request-ID")
+        return value
+
+    @field_validator("status_levels", mode="before")
+    @classmethod
+    def _levels(cls, value: object) -> object:
+        from fapilog.settings import _normalise_level, _parse_mapping
+
+        parsed = _parse_mapping(value)
+        if isinstance(parsed, dict):
+            levels = {str(k).strip().lower(): _normalise_level(v) for k, v in parsed.items()}
+            for key in levels:
+                if not _STATUS_KEY.match(key):
+                    raise ValueError(
+                        f"unknown status {key!r}: use a status code (404), a class (4xx) or default"
+                    )
+            return levels
+        return parsed
+
+    @field_validator("context_hook", mode="before")
+    @classmethod
+    def _hook(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            return _import_callable(text)
+        return value
+
+
+def _import_callable(target: str) -> Any:
+    """'package.module:function' (or 'package.module.function') -> the callable."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep:
+        module_name, _, attribute = target.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError(f"{target!r} is not an import path: write 'package.module:function'")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {target!r}: {exc}") from None
+    if not callable(found):
+        raise ValueError(f"{target!r} is not callable")
+    return found
