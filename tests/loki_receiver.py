@@ -1,0 +1,754 @@
+"""A strict, Loki-compatible push receiver for tests: a real HTTP server on 127.0.0.1.
+
+It is strict where real Loki is strict (the rules in shared/LOKI.md, read from Loki's source
+at v3.7.6): ``POST /loki/api/v1/push`` with ``Content-Type: application/json``,
+``Content-Encoding`` none/gzip/deflate; timestamps as strings of decimal nanoseconds; lines as
+strings; structured metadata as string-to-string objects; label names
+``[a-zA-Z_][a-zA-Z0-9_]*`` (a bad name fails the whole request); empty label values dropped and
+a stream left without labels rejected; at most 15 label names per stream; length limits for
+label names/values and lines; timestamps not older than 7 days nor newer than now + 10 min;
+out-of-order entries accepted unless more than 1 h behind the stream's newest; exact
+duplicates of a stream's last entry silently dropped; the per-tenant ingestion rate limit
+(4 MiB/s, burst 6 MiB) and active stream limit answered with 429; partial acceptance (valid
+entries stored, one 400 listing the rejected ones); 413 above 100 MiB; 422 for zero streams
+(Loki 3.4+); 401 without ``X-Scope-OrgID`` when multi-tenant.
+
+Tests can make it fail (`fail`: any status for a time or a number of requests, with an
+optional Retry-After), answer slowly (`slow`), go down and come back on the same port
+(`down`/`up`), act as an authenticating proxy (`basic`/`bearer`), and query what was stored:
+over HTTP like Loki (``GET /loki/api/v1/query_range``, ``/labels``, ``/label/<n>/values``) or
+in Python (`entries`, `streams`, `pushes`, `wait_for_entries`).
+
+Not implemented: the protobuf+snappy body (answered 400: this receiver reads JSON only),
+LogQL beyond stream selectors, Loki 3.x's automatic ``service_name`` / ``detected_level``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["Entry", "LokiReceiver", "Push"]
+
+PUSH_PATH = "/loki/api/v1/push"
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
+NS_DIGITS = re.compile(r"^[0-9]+$")
+MAX_LABEL_NAMES = 15
+MAX_LABEL_NAME_LENGTH = 1024
+MAX_LABEL_VALUE_LENGTH = 2048
+MAX_LINE_SIZE = 256 * 1024
+MAX_METADATA_SIZE = 64 * 1024
+MAX_METADATA_ENTRIES = 128
+MAX_BODY = 100 * 1024 * 1024
+REJECT_OLD = 7 * 24 * 3600 * 10**9
+CREATION_GRACE = 10 * 60 * 10**9
+OUT_OF_ORDER_WINDOW = 3600 * 10**9
+RATE_BYTES = 4 * 1024 * 1024
+BURST_BYTES = 6 * 1024 * 1024
+MAX_STREAMS = 5000
+SINGLE_TENANT = "fake"  # what Loki calls the tenant when auth is disabled
+
+
+class BadRequest(Exception):
+    """The whole request is rejected with this status and message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Entry:
+    timestamp: int
+    line: str
+    metadata: dict[str, str]
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.line)
+
+
+@dataclass
+class Push:
+    """One POST to the push endpoint, as the receiver saw it."""
+
+    status: int
+    headers: dict[str, str]
+    tenant: str | None
+    accepted: int = 0
+    rejected: int = 0
+    body: Any = None  # the decoded JSON, when it parsed
+    message: str = ""
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Failure:
+    status: int
+    until: float | None
+    times: int | None
+    retry_after: str | None
+    body: str
+    echo_headers: bool
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self, amount: float) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if amount > self.tokens:
+            return False
+        self.tokens -= amount
+        return True
+
+
+class _Stream:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+        self.entries: list[Entry] = []
+        self.newest = 0
+
+
+class LokiReceiver:
+    """See the module docstring. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        auth_enabled: bool = False,
+        basic: tuple[str, str] | None = None,
+        bearer: str | None = None,
+        structured_metadata: bool = True,
+        rate_bytes: float = RATE_BYTES,
+        burst_bytes: float = BURST_BYTES,
+        max_streams: int = MAX_STREAMS,
+        zero_streams_status: int = 422,
+    ) -> None:
+        self.auth_enabled = auth_enabled
+        self.basic = basic
+        self.bearer = bearer
+        self.structured_metadata = structured_metadata
+        self.rate_bytes = rate_bytes
+        self.burst_bytes = burst_bytes
+        self.max_streams = max_streams
+        self.zero_streams_status = zero_streams_status
+        self.pushes: list[Push] = []
+        self._tenants: dict[str, dict[tuple[tuple[str, str], ...], _Stream]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._cond = threading.Condition()
+        self._failures: list[_Failure] = []
+        self._delay = 0.0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> LokiReceiver:
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.receiver = self
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def down(self) -> None:
+        """Stop listening and cut open connections: clients get connection errors."""
+        self.stop()
+
+    def up(self) -> None:
+        """Listen again on the same port."""
+        if self._server is None:
+            self.start()
+
+    def __enter__(self) -> LokiReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def push_url(self) -> str:
+        return self.url + PUSH_PATH
+
+    # -- failure modes -------------------------------------------------------------------
+
+    def fail(
+        self,
+        status: int,
+        *,
+        seconds: float | None = None,
+        times: int | None = None,
+        retry_after: float | str | None = None,
+        body: str | None = None,
+        echo_headers: bool = False,
+    ) -> None:
+        """Answer pushes with `status` (nothing stored) for `seconds` or `times` requests
+        (neither: until `clear_failures()`). `echo_headers` puts the request headers into
+        the error body, as a misbehaving proxy might."""
+        until = time.monotonic() + seconds if seconds is not None else None
+        text = body if body is not None else f"injected failure {status}"
+        with self._cond:
+            self._failures.append(
+                _Failure(
+                    status,
+                    until,
+                    times,
+                    None if retry_after is None else str(retry_after),
+                    text,
+                    echo_headers,
+                )
+            )
+
+    def clear_failures(self) -> None:
+        with self._cond:
+            self._failures.clear()
+
+    def slow(self, seconds: float) -> None:
+        """Wait `seconds` before answering each push (0: normal)."""
+        self._delay = seconds
+
+    def _take_failure(self) -> _Failure | None:
+        with self._cond:
+            now = time.monotonic()
+            for failure in list(self._failures):
+                if failure.until is not None and now >= failure.until:
+                    self._failures.remove(failure)
+                    continue
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                return failure
+        return None
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def streams(self, tenant: str | None = None) -> dict[tuple[tuple[str, str], ...], list[Entry]]:
+        with self._cond:
+            stored = self._tenants.get(tenant or SINGLE_TENANT, {})
+            return {key: list(stream.entries) for key, stream in stored.items()}
+
+    def entries(self, tenant: str | None = None, **labels: str) -> list[Entry]:
+        """Stored entries of the streams whose labels include `labels`, stream by stream
+        in arrival order."""
+        found: list[Entry] = []
+        for key, entries in self.streams(tenant).items():
+            if all(dict(key).get(name) == value for name, value in labels.items()):
+                found.extend(entries)
+        return found
+
+    def count(self, tenant: str | None = None) -> int:
+        with self._cond:
+            stored = self._tenants.get(tenant or SINGLE_TENANT, {})
+            return sum(len(stream.entries) for stream in stored.values())
+
+    def wait_for_entries(self, count: int, timeout: float, tenant: str | None = None) -> bool:
+        """Block until at least `count` entries are stored (False at `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.count(tenant) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def wait_for_pushes(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.pushes) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    # -- the push endpoint ---------------------------------------------------------------
+
+    def handle_push(self, headers: dict[str, str], raw: bytes) -> tuple[int, str, dict[str, str]]:
+        """Validate and store one push; returns (status, text body, extra headers)."""
+        if self._delay:
+            time.sleep(self._delay)
+        tenant = headers.get("x-scope-orgid")
+        push = Push(status=204, headers=dict(headers), tenant=tenant)
+        try:
+            failure = self._take_failure()
+            if failure is not None:
+                text = failure.body
+                if failure.echo_headers:
+                    text += " " + json.dumps(headers)
+                extra = {"Retry-After": failure.retry_after} if failure.retry_after else {}
+                raise _Injected(failure.status, text, extra)
+            self._authenticate(headers)
+            tenant_id = self._tenant(tenant)
+            body = self._decode(headers, raw)
+            push.body = body
+            streams = self._parse(body)
+            if not streams:
+                if self.zero_streams_status != 204:
+                    raise BadRequest("no streams in the push request", self.zero_streams_status)
+                return self._done(push, 204, "", {})
+            accepted, rejected = self._store(tenant_id, streams)
+            push.accepted, push.rejected = accepted, len(rejected)
+            if rejected:
+                return self._done(push, 400, "\n".join(rejected[:20]) + "\n", {})
+            return self._done(push, 204, "", {})
+        except _Injected as exc:
+            return self._done(push, exc.status, exc.text + "\n", exc.headers)
+        except BadRequest as exc:
+            return self._done(push, exc.status, f"{exc}\n", {})
+
+    def _done(
+        self, push: Push, status: int, text: str, extra: dict[str, str]
+    ) -> tuple[int, str, dict[str, str]]:
+        push.status = status
+        push.message = text.strip()
+        with self._cond:
+            self.pushes.append(push)
+            self._cond.notify_all()
+        return status, text, extra
+
+    def _authenticate(self, headers: dict[str, str]) -> None:
+        given = headers.get("authorization", "")
+        if self.basic is not None:
+            expected = "Basic " + base64.b64encode(":".join(self.basic).encode()).decode()
+            if given != expected:
+                raise BadRequest("unauthorized", 401)
+        if self.bearer is not None and given != f"Bearer {self.bearer}":
+            raise BadRequest("unauthorized", 401)
+
+    def _tenant(self, tenant: str | None) -> str:
+        if not self.auth_enabled:
+            return SINGLE_TENANT
+        if not tenant:
+            raise BadRequest("no org id", 401)
+        if not TENANT.match(tenant):
+            raise BadRequest(f"tenant ID {tenant!r} contains unsupported characters", 400)
+        return tenant
+
+    @staticmethod
+    def _decode(headers: dict[str, str], raw: bytes) -> Any:
+        if len(raw) > MAX_BODY:
+            raise BadRequest("request body too large", 413)
+        encoding = headers.get("content-encoding", "").strip().lower()
+        try:
+            if encoding == "gzip":
+                raw = gzip.decompress(raw)
+            elif encoding == "deflate":
+                raw = zlib.decompress(raw)
+            elif encoding:
+                raise BadRequest(f'Content-Encoding "{encoding}" not supported')
+        except (OSError, zlib.error, EOFError) as exc:
+            raise BadRequest(f"cannot decompress body: {exc}") from None
+        content_type = headers.get("content-type")
+        if not content_type:
+            raise BadRequest("missing Content-Type header")
+        media = content_type.split(";")[0].strip().lower()
+        if media != "application/json":
+            raise BadRequest(
+                f"Content-Type {content_type!r}: protobuf bodies are not decoded by this "
+                "test receiver (real Loki would try protobuf+snappy)"
+            )
+        try:
+            return json.loads(raw, object_pairs_hook=_no_duplicates)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"loghttp.PushRequest: {exc}") from None
+
+    def _parse(self, body: Any) -> list[tuple[dict[str, str], list[Entry]]]:
+        """Structure, label names and entry types: any error fails the whole request,
+        as Loki's JSON decoder does."""
+        if not isinstance(body, dict) or not isinstance(body.get("streams"), list):
+            raise BadRequest('loghttp.PushRequest: expected an object with "streams"')
+        result: list[tuple[dict[str, str], list[Entry]]] = []
+        for stream in body["streams"]:
+            if not isinstance(stream, dict):
+                raise BadRequest("loghttp.PushRequest: a stream must be an object")
+            labels = stream.get("stream", {})
+            if not isinstance(labels, dict):
+                raise BadRequest('loghttp.PushRequest: "stream" must be an object')
+            for name, value in labels.items():
+                if not LABEL_NAME.match(name):
+                    bad = next((c for c in name if not (c.isalnum() or c == "_")), name[:1])
+                    raise BadRequest(
+                        f"couldn't parse labels: 1:2: parse error: unexpected character "
+                        f"inside braces: {bad!r}"
+                    )
+                if not isinstance(value, str):
+                    raise BadRequest(f"loghttp.PushRequest: label {name} value is not a string")
+            values = stream.get("values")
+            if not isinstance(values, list):
+                raise BadRequest('loghttp.PushRequest: "values" must be an array')
+            entries = [self._entry(value) for value in values]
+            result.append((labels, entries))
+        return result
+
+    def _entry(self, value: Any) -> Entry:
+        if not isinstance(value, list) or len(value) not in (2, 3):
+            raise BadRequest("loghttp.PushRequest: an entry is [timestamp, line(, metadata)]")
+        timestamp, line = value[0], value[1]
+        if not isinstance(timestamp, str) or not NS_DIGITS.match(timestamp):
+            raise BadRequest(
+                f"loghttp.PushRequest: timestamp {timestamp!r}: expected a string of "
+                "nanoseconds since the epoch"
+            )
+        if not isinstance(line, str):
+            raise BadRequest("loghttp.PushRequest: the log line must be a string")
+        metadata: dict[str, str] = {}
+        if len(value) == 3:
+            if not self.structured_metadata:
+                raise BadRequest(
+                    "loghttp.PushRequest: structured metadata is not allowed (Loki < 2.9 "
+                    "or allow_structured_metadata: false)"
+                )
+            raw = value[2]
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise BadRequest(
+                    "loghttp.PushRequest: structured metadata must map strings to strings"
+                )
+            metadata = raw
+        return Entry(int(timestamp), line, metadata)
+
+    def _store(
+        self, tenant: str, streams: list[tuple[dict[str, str], list[Entry]]]
+    ) -> tuple[int, list[str]]:
+        """Per-stream and per-entry validation (partial acceptance), rate limits, storage."""
+        rejected: list[str] = []
+        valid: list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[Entry]]] = []
+        for labels, entries in streams:
+            kept = {name: value for name, value in labels.items() if value != ""}
+            problem = None
+            if not kept:
+                problem = "error at least one label pair is required per stream"
+            elif len(kept) > MAX_LABEL_NAMES:
+                problem = f"stream '{kept}' has {len(kept)} label names; limit {MAX_LABEL_NAMES}"
+            elif any(len(name.encode()) > MAX_LABEL_NAME_LENGTH for name in kept):
+                problem = "label name too long"
+            elif any(len(value.encode()) > MAX_LABEL_VALUE_LENGTH for value in kept.values()):
+                problem = "label value too long"
+            if problem:
+                rejected.append(problem)
+                continue
+            valid.append((tuple(sorted(kept.items())), kept, entries))
+        size = sum(
+            len(entry.line.encode()) + _metadata_size(entry.metadata)
+            for _, _, entries in valid
+            for entry in entries
+        )
+        now = time.time_ns()
+        accepted = 0
+        with self._cond:
+            stored = self._tenants.setdefault(tenant, {})
+            new_streams = {key for key, _, _ in valid if key not in stored}
+            if len(stored) + len(new_streams) > self.max_streams:
+                raise _Injected(
+                    429,
+                    f"Maximum active stream limit exceeded, reduce the number of active "
+                    f"streams (reduce labels or reduce label values), or contact your Loki "
+                    f"administrator to see if the limit can be increased, user: '{tenant}'",
+                    {},
+                )
+            bucket = self._buckets.setdefault(tenant, _Bucket(self.rate_bytes, self.burst_bytes))
+            if not bucket.take(size):
+                raise _Injected(
+                    429,
+                    f"Ingestion rate limit exceeded for user {tenant} (limit: "
+                    f"{int(self.rate_bytes)} bytes/sec) while attempting to ingest "
+                    f"'{sum(len(e) for _, _, e in valid)}' lines totaling '{size}' bytes, "
+                    "reduce log volume or contact your Loki administrator to see if the "
+                    "limit can be increased",
+                    {},
+                )
+            for key, labels, entries in valid:
+                for entry in entries:
+                    error = _entry_error(labels, entry, now)
+                    stream = stored.get(key)
+                    if error is None and stream is not None:
+                        if entry.timestamp < stream.newest - OUT_OF_ORDER_WINDOW:
+                            error = (
+                                f"entry for stream '{labels}' has timestamp too old: "
+                                "entry too far behind"
+                            )
+                        elif stream.entries and stream.entries[-1] == entry:
+                            continue  # an exact duplicate: silently dropped
+                    if error is not None:
+                        rejected.append(error)
+                        continue
+                    if stream is None:
+                        stream = stored[key] = _Stream(labels)
+                    stream.entries.append(entry)
+                    stream.newest = max(stream.newest, entry.timestamp)
+                    accepted += 1
+        return accepted, rejected
+
+    # -- the query API -------------------------------------------------------------------
+
+    def query_range(self, params: dict[str, str], tenant: str | None) -> dict[str, Any]:
+        matchers = parse_selector(params.get("query", ""))
+        now = time.time_ns()
+        end = _parse_time(params.get("end"), now)
+        start = _parse_time(params.get("start"), end - 3600 * 10**9)
+        limit = int(params.get("limit", "100"))
+        forward = params.get("direction", "backward").lower() == "forward"
+        found: list[tuple[int, int, dict[str, str], Entry]] = []
+        order = 0
+        for key, entries in self.streams(None if not self.auth_enabled else tenant).items():
+            labels = dict(key)
+            if not all(matcher(labels) for matcher in matchers):
+                continue
+            for entry in entries:
+                if start <= entry.timestamp < end:
+                    found.append((entry.timestamp, order, labels, entry))
+                    order += 1
+        found.sort(key=lambda item: (item[0], item[1]), reverse=not forward)
+        grouped: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
+        for _, _, labels, entry in found[:limit]:
+            merged = {**labels, **entry.metadata}
+            grouped.setdefault(tuple(sorted(merged.items())), []).append(
+                [str(entry.timestamp), entry.line]
+            )
+        result = [{"stream": dict(key), "values": values} for key, values in grouped.items()]
+        return {"status": "success", "data": {"resultType": "streams", "result": result}}
+
+    def label_names(self, tenant: str | None) -> list[str]:
+        names = {name for key in self.streams(tenant) for name, _ in key}
+        return sorted(names)
+
+    def label_values(self, name: str, tenant: str | None) -> list[str]:
+        return sorted({dict(key)[name] for key in self.streams(tenant) if name in dict(key)})
+
+
+class _Injected(Exception):
+    def __init__(self, status: int, text: str, headers: dict[str, str]) -> None:
+        super().__init__(text)
+        self.status, self.text, self.headers = status, text, headers
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"couldn't parse labels: duplicate label name {key!r}")
+        result[key] = value
+    return result
+
+
+def _metadata_size(metadata: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def _entry_error(labels: dict[str, str], entry: Entry, now: int) -> str | None:
+    if len(entry.line.encode()) > MAX_LINE_SIZE:
+        return (
+            f"max entry size '{MAX_LINE_SIZE}' bytes exceeded for stream '{labels}' while "
+            f"adding an entry with length '{len(entry.line.encode())}' bytes"
+        )
+    if len(entry.metadata) > MAX_METADATA_ENTRIES:
+        return f"stream '{labels}' has structured metadata too many entries"
+    if _metadata_size(entry.metadata) > MAX_METADATA_SIZE:
+        return f"stream '{labels}' has structured metadata too large"
+    if entry.timestamp < now - REJECT_OLD:
+        return f"entry for stream '{labels}' has timestamp too old: {entry.timestamp}"
+    if entry.timestamp > now + CREATION_GRACE:
+        return f"entry for stream '{labels}' has timestamp too new: {entry.timestamp}"
+    return None
+
+
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def parse_selector(query: str) -> list[Any]:
+    """A LogQL stream selector ``{a="b", c=~"d.*"}`` as a list of predicates."""
+    text = query.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise BadRequest(
+            f"parse error: this receiver supports stream selectors only, got {query!r}"
+        )
+    inner = text[1:-1].strip()
+    matchers: list[Any] = []
+    position = 0
+    while position < len(inner):
+        match = _MATCHER.match(inner, position)
+        if match is None:
+            raise BadRequest(f"parse error at {inner[position:]!r}")
+        name, op, raw, _ = match.groups()
+        value = json.loads(f'"{raw}"')
+        matchers.append(_matcher(name, op, value))
+        position = match.end()
+    if not matchers:
+        raise BadRequest("queries require at least one regexp or equality matcher")
+    return matchers
+
+
+def _matcher(name: str, op: str, value: str) -> Any:
+    if op == "=":
+        return lambda labels: labels.get(name, "") == value
+    if op == "!=":
+        return lambda labels: labels.get(name, "") != value
+    pattern = re.compile(value)
+    if op == "=~":
+        return lambda labels: pattern.fullmatch(labels.get(name, "")) is not None
+    return lambda labels: pattern.fullmatch(labels.get(name, "")) is None
+
+
+def _parse_time(value: str | None, default: int) -> int:
+    if not value:
+        return default
+    if NS_DIGITS.match(value):
+        return int(value)
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        raise BadRequest(f"invalid time {value!r}") from None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    receiver: LokiReceiver
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out and went away is normal here: no traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return b"".join(self._chunks())
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return
+            yield self.rfile.read(size)
+            self.rfile.readline()
+
+    def _send(
+        self,
+        status: int,
+        text: str = "",
+        headers: dict[str, str] | None = None,
+        content_type: str = "text/plain; charset=utf-8",
+    ) -> None:
+        data = text.encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if data:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        raw = self._body()
+        if path != PUSH_PATH:
+            self._send(404, "404 page not found\n")
+            return
+        try:
+            status, text, headers = self.server.receiver.handle_push(self._headers(), raw)
+        except Exception as exc:  # a receiver bug must show up in tests, not hang them
+            status, text, headers = 500, f"receiver error: {exc!r}\n", {}
+        self._send(status, text, headers)
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        receiver = self.server.receiver
+        tenant = self._headers().get("x-scope-orgid")
+        try:
+            if parts.path == PUSH_PATH:
+                self._send(405, "405 method not allowed\n")
+            elif parts.path == "/ready":
+                self._send(200, "ready\n")
+            elif parts.path == "/loki/api/v1/query_range":
+                self._json(receiver.query_range(params, tenant))
+            elif parts.path == "/loki/api/v1/labels":
+                self._json({"status": "success", "data": receiver.label_names(tenant)})
+            elif parts.path.startswith("/loki/api/v1/label/") and parts.path.endswith("/values"):
+                name = parts.path[len("/loki/api/v1/label/") : -len("/values")]
+                self._json({"status": "success", "data": receiver.label_values(name, tenant)})
+            else:
+                self._send(404, "404 page not found\n")
+        except BadRequest as exc:
+            self._send(exc.status, f"{exc}\n")
+
+    def _json(self, payload: Any) -> None:
+        self._send(200, json.dumps(payload), content_type="application/json")
