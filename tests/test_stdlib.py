@@ -202,3 +202,27 @@ def test_uvicorn_lines_are_json_once(tmp_path: Path, subprocess_env: dict[str, s
     assert all(line["service.name"] == "uvicorn-test" for line in parsed)
     assert "Shutting down" in messages
     assert err.strip() == ""
+
+
+def test_silenced_uvicorn_access_log_stays_silent(memory_exporter: MemoryExporter) -> None:
+    # what `uvicorn --no-access-log` leaves behind: no handlers, no propagation
+    access = logging.getLogger("uvicorn.access")
+    saved = (access.propagate, list(access.handlers))
+    access.handlers = []
+    access.propagate = False
+    try:
+        configure_logging(exporters=[memory_exporter.name])
+        access.info("GET / 200")
+        logging.getLogger("uvicorn.error").info("kept")
+        assert [r.log_record.body for r in memory_exporter.records()] == ["kept"]
+    finally:
+        access.propagate, access.handlers = saved[0], saved[1]
+
+
+def test_uvicorn_color_message_is_not_a_field(memory_exporter: MemoryExporter) -> None:
+    configure_logging(exporters=[memory_exporter.name])
+    logging.getLogger("uvicorn.error").info(
+        "Started", extra={"color_message": "\x1b[32mStarted\x1b[0m"}
+    )
+    [record] = memory_exporter.records()
+    assert "color_message" not in _attrs(record)

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -32,7 +33,7 @@ from fapilog._otel_logs import (
     replace_resource,
     set_global_provider,
 )
-from fapilog._pipeline import ExportProcessor, Router
+from fapilog._pipeline import ExportProcessor, Router, shutdown_processors
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import create_exporter, exporter_spec
 from fapilog.processors import add_trace_context
@@ -73,6 +74,9 @@ _lock = threading.RLock()
 _pipeline = _Pipeline()
 _atexit_registered = False
 _routers: dict[int, Router] = {}  # id(provider) -> the router added to it
+# Other things fapilog set up that must drain within the same deadline (fapilog.otlp's span
+# processors): called by shutdown() with the seconds left. See add_shutdown_hook().
+_shutdown_hooks: list[Callable[[float], bool]] = []
 
 
 def is_configured() -> bool:
@@ -136,7 +140,7 @@ def _apply(settings: LoggingSettings, specs: list[Any]) -> dict[str, Any]:
                 spec.name,
                 create_exporter(spec, settings),
                 settings.queue,
-                max_delay=spec.max_delay,
+                max_delay=spec.delay_for(settings),
             )
             for spec in specs
         ]
@@ -229,7 +233,7 @@ def _drain_in_background(processors: list[ExportProcessor], timeout: float) -> N
 
 
 def _resource_fields(settings: LoggingSettings) -> tuple[Any, ...]:
-    return (settings.service_name, settings.service_version, settings.env)
+    return (settings.service_name, settings.service_version, settings.env, settings.system.package)
 
 
 def _resource(settings: LoggingSettings) -> Resource:
@@ -244,8 +248,11 @@ def _resource(settings: LoggingSettings) -> Resource:
     }
     if settings.service_name:
         attributes["service.name"] = settings.service_name
-    if settings.service_version:
-        attributes["service.version"] = settings.service_version
+    from fapilog.enrichers import service_version
+
+    version = service_version(settings)  # FAPILOG_SERVICE_VERSION, else FAPILOG_SYSTEM__PACKAGE
+    if version:
+        attributes["service.version"] = version
     detected = Resource.create({})
     # OTEL_RESOURCE_ATTRIBUTES may name the host or the environment: keep theirs, unless
     # FAPILOG_ENV / env= was given explicitly
@@ -257,6 +264,24 @@ def _resource(settings: LoggingSettings) -> Resource:
     ):
         del attributes["deployment.environment.name"]
     return detected.merge(Resource(attributes))
+
+
+def _refresh_pid_after_fork() -> None:
+    """A forked child (prefork servers) logs its own process.pid, not its parent's."""
+    pipeline = _pipeline
+    provider = pipeline.provider
+    if provider is None or not pipeline.owns_provider:
+        return
+    try:
+        provider._resource = provider.resource.merge(Resource({"process.pid": os.getpid()}))
+        if pipeline.bridge is not None:
+            pipeline.bridge._loggers.clear()
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_refresh_pid_after_fork)
 
 
 def _install_provider(pipeline: _Pipeline, settings: LoggingSettings) -> None:
@@ -334,10 +359,24 @@ def shutdown(timeout: float | None = None) -> bool:
         budget = pipeline.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, budget)
         ok = pipeline.bridge.shutdown(budget)
-        for processor in pipeline.processors + pipeline.retired:
-            ok = processor.shutdown(max(0.0, deadline - time.monotonic())) and ok
+        remaining = max(0.0, deadline - time.monotonic())
+        ok = shutdown_processors(pipeline.processors + pipeline.retired, remaining) and ok
+        for hook in list(_shutdown_hooks):
+            try:
+                ok = hook(max(0.0, deadline - time.monotonic())) and ok
+            except Exception:  # never fail a shutdown
+                ok = False
         pipeline.shut_down = True
         return ok
+
+
+def add_shutdown_hook(hook: Callable[[float], bool]) -> None:
+    """Have `shutdown()` (at exit, on SIGTERM, or called) also run `hook(seconds_left)`,
+    after the log exporters drained, within the same deadline. For fapilog's own span
+    export (fapilog.otlp): the TracerProvider's atexit hook never runs when the process
+    dies by SIGTERM."""
+    if hook not in _shutdown_hooks:
+        _shutdown_hooks.append(hook)
 
 
 def _install_sigterm_handler() -> None:
@@ -365,8 +404,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _at_exit() -> None:
-    if _pipeline.pid != os.getpid():
-        return
+    # also in a forked child: its queues were emptied at fork (the parent delivers what
+    # was queued then), so it drains only its own records
     try:
         shutdown()
     except Exception:  # pragma: no cover - never fail interpreter exit
@@ -382,17 +421,31 @@ def stats() -> dict[str, Any]:
     """
     pipeline = _pipeline
     bridge = pipeline.bridge
-    intake_dropped = bridge.intake.total_dropped() + bridge.errors if bridge else 0
-    emitted = (bridge.intake.accepted + bridge.intake.total_dropped()) if bridge else 0
+    intake_reasons = dict(bridge.intake.dropped) if bridge else {}
+    if bridge is not None and bridge.errors:
+        intake_reasons["emit_error"] = bridge.errors
+    intake_dropped = sum(intake_reasons.values())
+    emitted = bridge.intake.offered if bridge else 0
     exporters: dict[str, Any] = {}
     for processor in pipeline.retired + pipeline.processors:
         figures = processor.stats()
-        figures["dropped"] += intake_dropped
-        if intake_dropped:
-            reasons = figures["dropped_by_reason"]
-            for reason, count in bridge.intake.dropped.items() if bridge else ():
-                reasons[f"intake_{reason}"] = reasons.get(f"intake_{reason}", 0) + count
+        known = exporters.get(processor.name)
+        if known is not None:  # a replaced exporter of the same name: add its figures up
+            for key, value in figures.items():
+                if key == "dropped_by_reason":
+                    for reason, count in value.items():
+                        known[key][reason] = known[key].get(reason, 0) + count
+                elif key not in ("capacity", "queued"):
+                    known[key] += value
+            known["queued"] += figures["queued"]
+            known["capacity"] = figures["capacity"]
+            continue
         exporters[processor.name] = figures
+    for figures in exporters.values():
+        figures["dropped"] += intake_dropped
+        reasons = figures["dropped_by_reason"]
+        for reason, count in intake_reasons.items():
+            reasons[f"intake_{reason}"] = reasons.get(f"intake_{reason}", 0) + count
     return {
         "emitted": emitted,
         "exported": sum(e["exported"] for e in exporters.values()),
@@ -401,8 +454,9 @@ def stats() -> dict[str, Any]:
         + sum(e["queued"] for e in exporters.values()),
         "intake": {
             "accepted": bridge.intake.accepted if bridge else 0,
-            "dropped_by_reason": dict(bridge.intake.dropped) if bridge else {},
+            "dropped_by_reason": intake_reasons,
             "queued": bridge.intake.depth if bridge else 0,
+            "capacity": bridge.intake.max_size if bridge else 0,
         },
         "exporters": exporters,
         "unconfigured_dropped": state().dropped_unconfigured,
@@ -432,6 +486,9 @@ def reset() -> None:
             fresh.owns_provider = True
         _pipeline = fresh
         set_levels(20, {})
+        from fapilog._logger import default_chain
+
+        CHAIN[:] = default_chain()
         structlog.reset_defaults()
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -23,8 +23,10 @@ from fapilog._pipeline import worker_thread_ids
 __all__ = ["FapilogHandler", "install", "uninstall"]
 
 # LogRecord attributes that are not user `extra` fields.
+# color_message: uvicorn's ANSI-coloured copy of the message, meant for its own formatter
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "taskName", "color_message"}
 )
 # Loggers that ship their own handlers writing plain text: they propagate to fapilog instead.
 TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn", "gunicorn.error",
@@ -143,6 +145,8 @@ def install(chain: list[Any], level: int, logger_levels: dict[str, int]) -> None
     root.setLevel(level)
     for name in TAKEN_OVER:
         logger = logging.getLogger(name)
+        if name not in _Installed.saved and not logger.propagate and not logger.handlers:
+            continue  # silenced on purpose (`uvicorn --no-access-log`): keep it silent
         if name not in _Installed.saved:
             _Installed.saved[name] = (logger.propagate, logger.level)
         for existing in list(logger.handlers):

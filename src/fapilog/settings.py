@@ -188,6 +188,11 @@ class LoggingSettings(BaseSettings):
     enrichers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="custom enrichers applied, in this order"
     )
+    exporter_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options of custom exporters by exporter name, e.g. "
+        "FAPILOG_EXPORTER_OPTIONS__MYSINK__ENDPOINT=http://x (see docs/exporters.md)",
+    )
     queue: QueueSettings = Field(default_factory=QueueSettings)
     file: FileSettings = Field(default_factory=FileSettings)
     loki: LokiSettings = Field(default_factory=LokiSettings)
@@ -359,10 +364,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def _default_text(field: Any) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     if isinstance(value, BaseModel):
         return ""
     if value is None:
@@ -398,8 +400,7 @@ def reference_markdown() -> str:
     for env, kind, default, description in settings_reference():
         name = env if env.startswith("(") else f"`{env}`"
         shown = f"`{default}`" if default else ""
-        kind = kind.replace("|", "or")
-        lines.append(f"| {name} | {kind} | {shown} | {description} |")
+        lines.append(f"| {name} | {kind.replace('|', 'or')} | {shown} | {description} |")
     return "\n".join(lines) + "\n"
 
 
