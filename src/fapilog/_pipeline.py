@@ -1,10 +1,19 @@
 """The non-blocking pipeline: bounded queues, background workers, overflow policies.
 
-`BatchQueue` is the one mechanism: a bounded deque guarded by a condition, one daemon worker
-woken by notification (never polling), a consumer called with batches. It backs both the
-bridge's intake queue (captured events -> LogRecords) and each exporter's queue
-(`ExportProcessor`). Every record that enters is accounted for: consumed, or dropped and
-counted by reason. Errors are the last records shed under every policy.
+`BatchQueue` is the one mechanism: a bounded deque guarded by one lock, one daemon worker
+woken by notification (an idle worker waits on a condition with no timeout: no polling), a
+consumer called with batches. It backs both the bridge's intake queue (captured events ->
+LogRecords) and each exporter's queue (`ExportProcessor`).
+
+Accounting is exact: every record offered to a queue is either accepted or dropped, and
+every accepted record is eventually delivered, dropped (evicted, failed, abandoned at the
+shutdown deadline) or still queued; drops are counted by reason. Errors are the last
+records shed under every policy (and, under `sample`, warnings the last but errors).
+
+The caller never waits on an exporter, except under policy `block`, and then at most
+`block_timeout` per stall: once a wait times out the queue sheds instead of waiting until its
+worker makes progress again, so a dead exporter costs the application one bounded wait, not
+one per record.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from fapilog import _diag
+from fapilog import _diag, _monitoring
 from fapilog._otel_logs import (
     LogRecordExporter,
     LogRecordExportResult,
@@ -35,6 +44,8 @@ __all__ = [
     "BatchQueue",
     "ExportProcessor",
     "Router",
+    "call_bounded",
+    "shutdown_processors",
     "worker_thread_ids",
 ]
 
@@ -55,13 +66,15 @@ class BatchQueue(Generic[T]):
     """A bounded queue drained in batches by one background worker.
 
     `severity(item)` ranks items for shedding (OTel severity numbers). `consume(batch)` runs
-    on the worker; it must not raise (exceptions are reported and the batch counted dropped).
+    on the worker and returns None when the batch was delivered, or the reason it was not
+    (counted as dropped); it must not raise (if it does, the batch counts as dropped,
+    reason ``consumer_error``).
     """
 
     def __init__(
         self,
         name: str,
-        consume: Callable[[list[T]], None],
+        consume: Callable[[list[T]], str | None],
         severity: Callable[[T], int],
         settings: QueueSettings,
         *,
@@ -78,25 +91,37 @@ class BatchQueue(Generic[T]):
         self.sample_ratio = settings.sample_ratio
         self.high_water = max(1, int(settings.max_size * settings.high_water))
         self._random = random.Random()
-        self._init_state()
-        self.accepted = 0  # items that entered the queue
-        self.consumed = 0  # items handed to consume()
-        self.dropped: dict[str, int] = {}
         self._sync = False
+        self._init_state()
+        self._init_counters()
         _QUEUES.add(self)
+        # start the worker now, on the configuring thread: started lazily from another
+        # worker (the intake's first record), the start waits for GIL hand-overs that a
+        # busy application thread delays by up to a switch interval each (~100 ms seen)
+        self._start()
+
+    def _init_counters(self) -> None:
+        self.offered = 0  # put() calls: records that reached this queue
+        self.accepted = 0  # records that entered the queue
+        self.delivered = 0  # records the consumer delivered
+        self.dropped: dict[str, int] = {}  # by reason: rejected, evicted, failed, abandoned
 
     def _init_state(self) -> None:
         self._queue: deque[T] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._settled = 0  # items that left the queue (consumed or evicted)
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # the worker waits here
+        self._progress = threading.Condition(self._lock)  # blocked callers and flushers
+        self._settled = 0  # accepted records that left for good (delivered or dropped)
         self._entered = 0
         self._busy = False
+        self._inflight = 0  # size of the batch the worker is processing
+        self._written_off = False  # that batch was counted dropped at the shutdown deadline
+        self._stalled = False  # policy block: a wait timed out; shed until the worker moves
         self._first_at = 0.0
         self._flushers = 0
         self._stopping = False
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
 
     # -- caller side -------------------------------------------------------------------
 
@@ -107,8 +132,8 @@ class BatchQueue(Generic[T]):
             self._start()
         if self._sync:
             return self._put_sync(item)
-        cond = self._cond
-        with cond:
+        with self._lock:
+            self.offered += 1
             if self._stopped:
                 self._count_drop("shutdown")
                 return False
@@ -122,93 +147,91 @@ class BatchQueue(Generic[T]):
             ):
                 self._count_drop("sampled")
                 return False
-            if size >= self.max_size:
-                if self.overflow == "block" and not self._wait_for_room():
-                    if not self._make_room(item, "block_timeout"):
-                        return False
-                elif self.overflow != "block" and not self._make_room(item, "queue_full"):
-                    return False
+            if size >= self.max_size and not self._make_room(item):
+                return False
             queue.append(item)
             self.accepted += 1
             self._entered += 1
             size = len(queue)
             if size == 1:
                 self._first_at = time.monotonic()
-                cond.notify()
+                self._wakeup.notify()
             elif size == self.batch_size:
-                cond.notify()
+                self._wakeup.notify()
         return True
 
+    def _make_room(self, item: T) -> bool:
+        """The queue is full (lock held): make room for `item` by evicting a lesser record,
+        or reject `item` (counted). Returns whether there is room now."""
+        overflow = self.overflow
+        reason = "queue_full"
+        if overflow == "block":
+            reason = "block_timeout"
+            if not self._stalled:
+                if self._wait_for_room():
+                    return True
+                self._stalled = True  # until the worker takes its next batch
+        queue = self._queue
+        severity = self._severity
+        incoming = severity(item)
+        if overflow == "drop_oldest":
+            for index, queued in enumerate(queue):
+                if severity(queued) < ERROR_SEVERITY:
+                    return self._evict(index, reason)
+            if incoming >= ERROR_SEVERITY:  # only errors queued: the oldest error goes
+                return self._evict(0, reason)
+        else:
+            # drop_newest, block (timed out), sample (full): the incoming record is shed,
+            # unless a lesser record can make room for it (the newest such record goes)
+            limits = (WARN_SEVERITY, ERROR_SEVERITY) if overflow == "sample" else (ERROR_SEVERITY,)
+            for limit in limits:
+                if incoming >= limit:
+                    for index in range(len(queue) - 1, -1, -1):
+                        if severity(queue[index]) < limit:
+                            return self._evict(index, reason)
+        self._count_drop(reason)
+        return False
+
     def _wait_for_room(self) -> bool:
-        """Policy block: wait (holding no lock) for room, at most block_timeout.
-        A queue's own worker never waits on itself."""
+        """Policy block (lock held): wait for room, at most block_timeout. The queue's own
+        worker never waits on itself."""
         if self._thread is threading.current_thread():
             return False
         deadline = time.monotonic() + self.block_timeout
         while len(self._queue) >= self.max_size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopped:
+            if remaining <= 0 or self._stopped or self._stalled:
                 return False
-            self._cond.wait(remaining)
+            self._progress.wait(remaining)
         return True
 
-    def _make_room(self, item: T, reason: str) -> bool:
-        """The queue is full: evict one record, or reject `item`. Below-ERROR records go first."""
-        queue = self._queue
-        severity = self._severity
-        incoming_error = severity(item) >= ERROR_SEVERITY
-        if self.overflow in ("drop_oldest",):
-            for index, queued in enumerate(queue):
-                if severity(queued) < ERROR_SEVERITY:
-                    del queue[index]
-                    self._evicted(reason)
-                    return True
-            if incoming_error:  # all queued are errors: the oldest error goes
-                queue.popleft()
-                self._evicted(reason)
-                return True
-            self._count_drop(reason)
-            return False
-        # drop_newest, block (timed out), sample (full): the incoming record is shed unless it
-        # is an error and a lesser record can make room for it
-        if incoming_error:
-            for index in range(len(queue) - 1, -1, -1):
-                if severity(queue[index]) < ERROR_SEVERITY:
-                    del queue[index]
-                    self._evicted(reason)
-                    return True
-        self._count_drop(reason)
-        return False
-
-    def _evicted(self, reason: str) -> None:
+    def _evict(self, index: int, reason: str) -> bool:
+        del self._queue[index]
         self._settled += 1
         self._count_drop(reason)
+        return True
 
     def _count_drop(self, reason: str, count: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
-        _diag.report(
-            f"drop:{self.name}:{reason}",
-            f"fapilog dropped records from queue {self.name!r} ({reason}); "
-            "see fapilog.stats() for totals",
-            queue=self.name,
-            reason=reason,
-        )
+        """Count dropped records (lock held) and tell the monitor (cheap, never calls out)."""
+        total = self.dropped.get(reason, 0) + count
+        self.dropped[reason] = total
+        _monitoring.note_drop(self.name, reason, count, total)
 
     def _put_sync(self, item: T) -> bool:
         """No worker could be started (interpreter shutting down, thread limit): deliver on
         the caller's thread rather than lose the record."""
-        self.accepted += 1
-        self._entered += 1
-        self._run_consume([item])
-        with self._cond:
-            self._settled += 1
+        with self._lock:
+            self.offered += 1
+            self.accepted += 1
+            self._entered += 1
+        self._process([item])
         return True
 
     # -- worker ------------------------------------------------------------------------
 
     def _start(self) -> None:
-        with self._cond:
-            if self._thread is not None or self._stopped:
+        with self._lock:
+            if self._thread is not None or self._stopped or self._sync:
                 return
             thread = threading.Thread(target=self._run, name=f"fapilog-{self.name}", daemon=True)
             try:
@@ -226,22 +249,18 @@ class BatchQueue(Generic[T]):
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._run_consume(batch)
-                with self._cond:
-                    self._busy = False
-                    self._settled += len(batch)
-                    self._cond.notify_all()
+                self._process(batch)
         finally:
             _WORKER_IDS.discard(ident)
 
     def _next_batch(self) -> list[T] | None:
-        cond = self._cond
-        with cond:
+        with self._lock:
             queue = self._queue
+            wakeup = self._wakeup
             while not queue:
                 if self._stopping:
                     return None
-                cond.wait()
+                wakeup.wait()  # no timeout: an idle worker costs nothing
             if (
                 len(queue) < self.batch_size
                 and self.max_delay > 0
@@ -253,64 +272,86 @@ class BatchQueue(Generic[T]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    cond.wait(remaining)
+                    wakeup.wait(remaining)
             count = min(len(queue), self.batch_size)
             batch = [queue.popleft() for _ in range(count)]
             if queue:
                 self._first_at = time.monotonic()
             self._busy = True
-            cond.notify_all()  # room for blocked callers
+            self._inflight = count
+            self._written_off = False
+            self._stalled = False
+            self._progress.notify_all()  # room for blocked callers
             return batch
 
-    def _run_consume(self, batch: list[T]) -> None:
-        self.consumed += len(batch)
+    def _process(self, batch: list[T]) -> None:
+        """Run the consumer on `batch` and account for every record of it."""
         try:
-            self._consume(batch)
+            failed = self._consume(batch)
         except BaseException as exc:  # the worker must survive anything
-            self._count_drop("consumer_error", len(batch))
+            failed = "consumer_error"
             _diag.report(
                 f"consume:{self.name}",
                 f"fapilog queue {self.name!r} failed to process a batch: {exc!r}",
             )
+        with self._lock:
+            if not self._written_off:  # else already counted at the shutdown deadline
+                self._settled += len(batch)
+                if failed is None:
+                    self.delivered += len(batch)
+                else:
+                    self._count_drop(failed, len(batch))
+            self._busy = False
+            self._inflight = 0
+            self._written_off = False
+            self._progress.notify_all()
 
     # -- control -----------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything accepted so far has been consumed, at most `timeout` s."""
         deadline = time.monotonic() + max(0.0, timeout)
-        cond = self._cond
-        with cond:
+        with self._lock:
             target = self._entered
             if self._settled >= target:
                 return True
             if self._thread is None or not self._thread.is_alive():
-                return self._settled >= target
+                return False
             self._flushers += 1
-            cond.notify_all()
+            self._wakeup.notify()
             try:
                 while self._settled < target:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    cond.wait(remaining)
+                    self._progress.wait(remaining)
                 return True
             finally:
                 self._flushers -= 1
 
     def shutdown(self, timeout: float) -> bool:
-        """Drain, stop the worker, and count whatever the deadline left behind as dropped."""
+        """Drain, stop the worker, and count whatever the deadline left behind (queued, or
+        in the hands of a stuck consumer) as dropped, reason ``shutdown_timeout``."""
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._cond:
-            if self._stopped:
-                return True
+        self.begin_shutdown()
+        return self.finish_shutdown(deadline)
+
+    def begin_shutdown(self) -> None:
+        """Tell the worker to drain what is queued and stop (returns at once)."""
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            self._wakeup.notify_all()
+
+    def finish_shutdown(self, deadline: float) -> bool:
+        """Wait for the worker until `deadline` (time.monotonic()), then stop for good."""
         thread = self._thread
         drained = True
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
             drained = not thread.is_alive()
-        with self._cond:
+        with self._lock:
+            if self._stopped:
+                return True
             self._stopped = True
             left = len(self._queue)
             if left:
@@ -318,7 +359,12 @@ class BatchQueue(Generic[T]):
                 self._settled += left
                 self._count_drop("shutdown_timeout", left)
                 drained = False
-            self._cond.notify_all()
+            if self._busy and not self._written_off and thread is not threading.current_thread():
+                self._written_off = True
+                self._settled += self._inflight
+                self._count_drop("shutdown_timeout", self._inflight)
+                drained = False
+            self._progress.notify_all()
         return drained
 
     @property
@@ -330,25 +376,80 @@ class BatchQueue(Generic[T]):
 
     def _after_fork_in_child(self) -> None:
         """The parent keeps (and exports) what was queued at fork time; the child starts
-        empty with fresh locks and starts its own worker on first use."""
+        empty, with fresh locks and counters, and starts its own worker on first use."""
         self._init_state()
-        self.accepted = 0
-        self.consumed = 0
-        self.dropped = {}
+        self._init_counters()
         self._sync = False
 
 
 _QUEUES: weakref.WeakSet[BatchQueue[Any]] = weakref.WeakSet()
+_PROCESSORS: weakref.WeakSet[ExportProcessor] = weakref.WeakSet()
 
 
-def _reinit_queues_after_fork() -> None:
+def _reinit_after_fork() -> None:
     _WORKER_IDS.clear()
     for queue in list(_QUEUES):
         queue._after_fork_in_child()
+    for processor in list(_PROCESSORS):
+        processor._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_queues_after_fork)
+    os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def call_bounded(name: str, function: Callable[[], Any], timeout: float) -> bool:
+    """Run `function` in a daemon thread, waiting at most `timeout` s for it (exporter
+    shutdown/flush calls can block on a dead endpoint). Returns whether it finished."""
+    return _call_all_bounded([(name, function)], time.monotonic() + max(0.0, timeout))
+
+
+def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: float) -> bool:
+    """Run the calls in parallel daemon threads; wait for them until `deadline`."""
+    threads = []
+    for name, function in calls:
+        thread = threading.Thread(
+            target=_quietly(name, function), name=f"fapilog-{name}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new threads; call it here
+            _quietly(name, function)()
+            continue
+        threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
+
+
+def shutdown_processors(processors: Sequence[ExportProcessor], timeout: float) -> bool:
+    """Shut exporters down together under one deadline: every queue is told to drain
+    first, so a dead exporter's wait never eats the time of the healthy ones. Then each
+    exporter's own shutdown(), in parallel, bounded by what is left."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    pending = [processor for processor in processors if not processor._shutdown]
+    for processor in pending:
+        processor._shutdown = True
+        processor.queue.begin_shutdown()
+    drained = True
+    for processor in pending:
+        drained = processor.queue.finish_shutdown(deadline) and drained
+    _call_all_bounded([(f"{p.name}-shutdown", p.exporter.shutdown) for p in pending], deadline)
+    return drained
+
+
+def _quietly(name: str, function: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        ident = threading.get_ident()
+        _WORKER_IDS.add(ident)
+        try:
+            function()
+        except Exception as exc:
+            _diag.report(f"call:{name}", f"fapilog: {name} raised {exc!r}")
+        finally:
+            _WORKER_IDS.discard(ident)
+
+    return run
 
 
 def _record_severity(record: ReadableLogRecord) -> int:
@@ -371,66 +472,83 @@ class ExportProcessor:
         self.name = name
         self.exporter = exporter
         self.export_timeout = settings.export_timeout
-        self.exported = 0
-        self.failures = 0
-        self.consecutive_failures = 0
-        self.export_seconds = 0.0
         self.queue: BatchQueue[ReadableLogRecord] = BatchQueue(
             name, self._export, _record_severity, settings, max_delay=max_delay
         )
         self._shutdown = False
+        self._after_fork_in_child()
+        _PROCESSORS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.export_seconds = 0.0
+
+    @property
+    def exported(self) -> int:
+        return self.queue.delivered
 
     def put(self, record: ReadableLogRecord) -> None:
         self.queue.put(record)
 
-    def _export(self, batch: list[ReadableLogRecord]) -> None:
+    def _export(self, batch: list[ReadableLogRecord]) -> str | None:
         started = time.perf_counter()
+        error: str | None = None
         try:
             result = self.exporter.export(batch)
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
-            _diag.report(f"export:{self.name}", f"fapilog exporter {self.name!r} raised: {exc!r}")
-        self.export_seconds += time.perf_counter() - started
-        if result == LogRecordExportResult.SUCCESS:
-            self.exported += len(batch)
+            error = repr(exc)
+        elapsed = time.perf_counter() - started
+        self.export_seconds += elapsed
+        ok = result == LogRecordExportResult.SUCCESS
+        if ok:
             self.consecutive_failures = 0
         else:
             self.failures += 1
             self.consecutive_failures += 1
-            self.queue._count_drop("export_failed", len(batch))
+            if error is None:
+                error = f"export returned {result!r}"
+        _monitoring.note_export(
+            self.name,
+            ok,
+            elapsed,
+            records=len(batch),
+            consecutive=self.consecutive_failures,
+            error=error,
+        )
+        if elapsed > self.export_timeout:
             _diag.report(
-                f"export-failed:{self.name}",
-                f"fapilog exporter {self.name!r} failed to export {len(batch)} records",
+                f"export-slow:{self.name}",
+                f"fapilog exporter {self.name!r} took {elapsed:.1f} s for one export, more "
+                f"than export_timeout ({self.export_timeout} s)",
                 exporter=self.name,
-                consecutive_failures=self.consecutive_failures,
             )
+        return None if ok else "export_failed"
 
     def force_flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
         flushed = self.queue.flush(timeout)
-        try:
-            self.exporter.force_flush(int(max(0.0, timeout) * 1000))
-        except Exception:
-            pass
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            millis = int(remaining * 1000)
+            call_bounded(f"{self.name}-flush", lambda: self.exporter.force_flush(millis), remaining)
         return flushed
 
     def shutdown(self, timeout: float) -> bool:
-        if self._shutdown:
-            return True
-        self._shutdown = True
-        drained = self.queue.shutdown(timeout)
-        try:
-            self.exporter.shutdown()  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            _diag.report(f"shutdown:{self.name}", f"exporter {self.name!r} shutdown: {exc!r}")
-        return drained
+        """Drain and stop, at most `timeout` s however the exporter behaves."""
+        return shutdown_processors([self], timeout)
 
     def stats(self) -> dict[str, Any]:
+        queue = self.queue
         return {
-            "exported": self.exported,
-            "dropped": self.queue.total_dropped(),
-            "dropped_by_reason": dict(self.queue.dropped),
-            "queued": self.queue.depth,
-            "accepted": self.queue.accepted,
+            "offered": queue.offered,
+            "exported": queue.delivered,
+            "dropped": queue.total_dropped(),
+            "dropped_by_reason": dict(queue.dropped),
+            "queued": queue.depth,
+            "accepted": queue.accepted,
+            "capacity": queue.max_size,
             "export_failures": self.failures,
             "export_seconds": round(self.export_seconds, 6),
         }

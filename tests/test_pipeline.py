@@ -1,0 +1,441 @@
+"""The non-blocking pipeline: overflow policies, accounting, isolation, deadlines, idle CPU.
+
+Queue-level tests drive a real `BatchQueue` (its real worker thread) whose consumer is held
+on a gate, so the queue's contents are known exactly; end-to-end tests go through
+`configure_logging()` with exporters registered by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psutil
+import pytest
+
+import fapilog
+from fapilog import configure_logging, get_logger, log
+from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue
+from fapilog.exporters import register_exporter, unregister_exporter
+from fapilog.settings import LoggingSettings, QueueSettings
+
+INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY
+Item = tuple[int, str]
+
+
+class Gate:
+    """A consumer that holds the worker on its first batch until `release()`."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.taken = threading.Event()
+        self.delivered: list[Item] = []
+
+    def __call__(self, batch: list[Item]) -> None:
+        self.taken.set()
+        self.opened.wait(30)
+        self.delivered.extend(batch)
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+@pytest.fixture
+def make_queue() -> Iterator[Callable[..., tuple[BatchQueue[Item], Gate]]]:
+    made: list[tuple[BatchQueue[Item], Gate]] = []
+
+    def make(**settings: Any) -> tuple[BatchQueue[Item], Gate]:
+        gate = Gate()
+        options = {"max_size": 5, "batch_size": 100, "max_delay": 0, **settings}
+        queue: BatchQueue[Item] = BatchQueue(
+            "test", gate, lambda item: item[0], QueueSettings(**options)
+        )
+        assert queue.put((INFO, "blocker"))  # the worker takes it and waits at the gate
+        assert gate.taken.wait(10)
+        made.append((queue, gate))
+        return queue, gate
+
+    yield make
+    for queue, gate in made:
+        gate.release()
+        queue.shutdown(5)
+
+
+def drain(queue: BatchQueue[Item], gate: Gate) -> list[str]:
+    gate.release()
+    assert queue.flush(10)
+    return [name for _, name in gate.delivered[1:]]  # without the blocker
+
+
+def accounted(queue: BatchQueue[Any]) -> None:
+    """Every record offered is delivered or dropped (nothing queued or in flight)."""
+    assert queue.offered == queue.delivered + queue.total_dropped()
+    assert queue.accepted == queue.offered - _rejected(queue)
+
+
+def _rejected(queue: BatchQueue[Any]) -> int:
+    # records refused at the door = offered - accepted; evictions were accepted first
+    return queue.offered - queue.accepted
+
+
+# -- overflow policies, exact ------------------------------------------------------------
+
+
+def test_drop_oldest_evicts_the_oldest_non_error(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="drop_oldest")
+    for name in ("e1", "i1", "w1", "i2", "i3"):
+        queue.put((ERROR if name[0] == "e" else WARN if name[0] == "w" else INFO, name))
+    assert queue.put((INFO, "i4"))  # evicts i1 (e1 is older but an error)
+    assert queue.put((ERROR, "e2"))  # evicts w1
+    assert queue.depth == 5
+    assert drain(queue, gate) == ["e1", "i2", "i3", "i4", "e2"]
+    assert queue.dropped == {"queue_full": 2}
+    accounted(queue)
+
+
+def test_drop_oldest_with_only_errors_queued(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="drop_oldest")
+    for n in range(5):
+        queue.put((ERROR, f"e{n}"))
+    assert not queue.put((INFO, "i"))  # an info never displaces an error
+    assert queue.put((ERROR, "e5"))  # the oldest error goes for a newer one
+    assert drain(queue, gate) == ["e1", "e2", "e3", "e4", "e5"]
+    assert queue.dropped == {"queue_full": 2}
+    accounted(queue)
+
+
+def test_drop_newest_rejects_the_incoming_record_but_keeps_errors(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="drop_newest")
+    for name in ("i1", "w1", "i2", "i3", "i4"):
+        queue.put((WARN if name[0] == "w" else INFO, name))
+    assert not queue.put((WARN, "w2"))
+    assert queue.put((ERROR, "e1"))  # the newest non-error (i4) makes room
+    assert queue.put((ERROR, "e2"))  # then i3
+    assert drain(queue, gate) == ["i1", "w1", "i2", "e1", "e2"]
+    assert queue.dropped == {"queue_full": 3}
+    accounted(queue)
+
+
+def test_sample_keeps_every_warning_and_error(make_queue: Any) -> None:
+    # high water 2 of 5: above it infos are kept at sample_ratio (0 here: none)
+    queue, gate = make_queue(overflow="sample", high_water=0.4, sample_ratio=0.0)
+    for name in ("i1", "i2", "i3", "w1", "i4", "e1", "w2", "w3", "e2", "w4"):
+        level = {"i": INFO, "w": WARN, "e": ERROR}[name[0]]
+        queue.put((level, name))
+    # i3, i4 sampled out; when full, w3 and e2 evict the newest infos (i2, i1); w4 finds
+    # only warnings and errors queued: with the queue bounded, it is the one shed
+    assert drain(queue, gate) == ["w1", "e1", "w2", "w3", "e2"]
+    assert queue.dropped == {"sampled": 2, "queue_full": 3}
+    accounted(queue)
+
+
+def test_sample_ratio_one_keeps_everything_that_fits(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="sample", high_water=0.4, sample_ratio=1.0)
+    for n in range(5):
+        assert queue.put((INFO, f"i{n}"))
+    assert drain(queue, gate) == [f"i{n}" for n in range(5)]
+    assert queue.dropped == {}
+
+
+def test_block_waits_for_room_then_enqueues(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="block", block_timeout=30)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    result: list[bool] = []
+    caller = threading.Thread(target=lambda: result.append(queue.put((INFO, "waited"))))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not queue._progress._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # wait until the caller is blocked inside put()
+    assert result == []
+    gate.release()  # the worker takes the queued batch: room for the blocked caller
+    caller.join(10)
+    assert result == [True]
+    assert queue.flush(10)
+    assert queue.dropped == {}
+    assert [name for _, name in gate.delivered][-1] == "waited"
+
+
+def test_block_is_bounded_and_does_not_wait_again_while_stalled(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="block", block_timeout=0.3)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    started = time.monotonic()
+    assert not queue.put((INFO, "late"))
+    first_wait = time.monotonic() - started
+    assert 0.3 <= first_wait < 10  # waited its bound, and no more than that (generous)
+    started = time.monotonic()
+    assert not queue.put((INFO, "later"))  # stalled: shed at once, no second wait
+    assert time.monotonic() - started < 0.3
+    assert queue.put((ERROR, "e1"))  # errors still displace lesser records
+    assert queue.dropped == {"block_timeout": 3}
+    assert drain(queue, gate) == ["i0", "i1", "i2", "i3", "e1"]
+    assert queue.put((INFO, "after"))  # the worker moved: normal again
+    assert queue.flush(10)
+    accounted(queue)
+
+
+def test_block_from_an_event_loop_thread_is_bounded(make_queue: Any) -> None:
+    queue, gate = make_queue(overflow="block", block_timeout=0.2)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+
+    async def handler() -> tuple[bool, float]:
+        started = time.monotonic()
+        accepted = queue.put((INFO, "from the loop"))
+        return accepted, time.monotonic() - started
+
+    accepted, waited = asyncio.run(handler())
+    assert accepted is False
+    assert 0.2 <= waited < 10
+    drain(queue, gate)
+    accounted(queue)
+
+
+# -- end to end through configure_logging -------------------------------------------------
+
+
+class RecordingExporter(LogRecordExporter):
+    """Records what it exports; optionally sleeps per batch or waits on a gate."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.delay = delay
+        self.gate = gate
+        self.records: list[ReadableLogRecord] = []
+        self.calls = 0
+        self.entered = threading.Event()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(60)
+        if self.delay:
+            time.sleep(self.delay)  # the slow sink under test
+        self.records.extend(batch)
+        self.calls += 1
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+@pytest.fixture
+def exporter_named() -> Iterator[Callable[[LogRecordExporter], str]]:
+    names: list[str] = []
+
+    def register(exporter: LogRecordExporter) -> str:
+        name = f"rec_{uuid.uuid4().hex[:8]}"
+        register_exporter(name, lambda settings: exporter)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        unregister_exporter(name)
+
+
+def test_burst_never_waits_on_a_slow_exporter_and_every_record_is_accounted_for(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """Acceptance 1: 200 ms per batch, 100,000 log.info, policy drop_oldest."""
+    slow = RecordingExporter(delay=0.2)
+    configure_logging(exporters=[exporter_named(slow)], queue={"overflow": "drop_oldest"})
+    logger = get_logger("burst")
+    for i in range(100_000):
+        logger.info("burst", i=i, kind="load", ok=True)
+    calls_when_burst_returned = slow.calls
+    # had the caller waited on the exporter, >= (100,000 - 2 x 1,000 queued) / 512 = 191
+    # batches would have been exported by now
+    assert calls_when_burst_returned < 100
+    assert fapilog.force_flush(30)
+    figures = fapilog.stats()
+    assert figures["emitted"] == 100_000
+    assert figures["exported"] + figures["dropped"] == figures["emitted"]
+    assert figures["exported"] == len(slow.records)
+    assert figures["dropped"] > 0
+    assert figures["queued"] == 0
+    reasons = figures["exporters"][next(iter(figures["exporters"]))]["dropped_by_reason"]
+    assert set(reasons) <= {"queue_full", "intake_queue_full"}
+    assert sum(reasons.values()) == figures["dropped"]
+
+
+def test_a_stuck_exporter_does_not_stall_the_others(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    gate = threading.Event()
+    stuck, healthy = RecordingExporter(gate=gate), RecordingExporter()
+    configure_logging(
+        exporters=[exporter_named(stuck), exporter_named(healthy)],
+        queue={"max_size": 20_000, "max_delay": 0.01},
+    )
+    for i in range(5_000):
+        log.info("fan out", i=i)
+    deadline = time.monotonic() + 30
+    while len(healthy.records) < 5_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.log_record.attributes["i"] for r in healthy.records] == list(range(5_000))
+    assert stuck.entered.is_set() and stuck.records == []
+    gate.set()
+    assert fapilog.force_flush(30)
+    assert len(stuck.records) == 5_000
+
+
+def test_sample_end_to_end_keeps_all_warnings_and_errors(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """Acceptance 2: policy sample under a stalled exporter keeps 100% of WARNING+."""
+    gate = threading.Event()
+    exporter = RecordingExporter(gate=gate)
+    configure_logging(
+        exporters=[exporter_named(exporter)],
+        queue={"overflow": "sample", "sample_ratio": 0.1, "max_delay": 0},
+    )
+    levels: list[str] = []
+    for i in range(5_000):
+        level = "error" if i % 25 == 0 else "warning" if i % 10 == 0 else "info"
+        levels.append(level)
+        getattr(log, level)("mixed", i=i)
+    gate.set()
+    assert fapilog.force_flush(30)
+    kept = {r.log_record.attributes["i"] for r in exporter.records}
+    severe = {i for i, level in enumerate(levels) if level != "info"}
+    assert severe <= kept  # every warning and error
+    infos_kept = len(kept - severe)
+    assert infos_kept < levels.count("info")  # infos were sampled
+    figures = fapilog.stats()
+    assert figures["exported"] + figures["dropped"] == figures["emitted"] == 5_000
+    reasons = figures["exporters"][next(iter(figures["exporters"]))]["dropped_by_reason"]
+    assert reasons.get("sampled", 0) + reasons.get("intake_sampled", 0) > 0
+
+
+def test_block_end_to_end_loses_nothing_with_a_live_exporter(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    exporter = RecordingExporter(delay=0.002)
+    configure_logging(
+        exporters=[exporter_named(exporter)],
+        queue={"overflow": "block", "max_size": 50, "batch_size": 10, "block_timeout": 10},
+    )
+    for i in range(2_000):
+        log.info("backpressure", i=i)
+    assert fapilog.force_flush(30)
+    assert [r.log_record.attributes["i"] for r in exporter.records] == list(range(2_000))
+    assert fapilog.stats()["dropped"] == 0
+
+
+def test_force_flush_and_shutdown_honour_their_timeouts(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    never = threading.Event()
+    stuck = RecordingExporter(gate=never)
+    configure_logging(exporters=[exporter_named(stuck)], queue={"max_delay": 0})
+    for i in range(100):
+        log.info("stuck", i=i)
+    assert stuck.entered.wait(10)
+    started = time.monotonic()
+    assert fapilog.force_flush(0.3) is False
+    assert time.monotonic() - started < 10
+    started = time.monotonic()
+    assert fapilog.shutdown(0.5) is False
+    assert time.monotonic() - started < 10
+    figures = fapilog.stats()
+    # what was queued, and the batch stuck inside export(), are counted, not lost silently
+    assert figures["exported"] == 0
+    assert figures["dropped"] == figures["emitted"] == 100
+    reasons = figures["exporters"][next(iter(figures["exporters"]))]["dropped_by_reason"]
+    assert set(reasons) == {"shutdown_timeout"}
+    never.set()  # the stuck export returns late: not counted twice
+    deadline = time.monotonic() + 10
+    while stuck.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fapilog.stats()["dropped"] == 100 and fapilog.stats()["exported"] == 0
+
+
+def test_idle_workers_use_no_cpu(exporter_named: Callable[[LogRecordExporter], str]) -> None:
+    """No polling: idle workers wait on a condition without a timeout."""
+    configure_logging(exporters=[exporter_named(RecordingExporter())])
+    log.info("wake the workers once")
+    assert fapilog.force_flush(10)
+    workers = [t for t in threading.enumerate() if t.name.startswith("fapilog-")]
+    assert workers
+    native = {t.native_id for t in workers}
+    process = psutil.Process()
+
+    def cpu() -> float:
+        return sum(t.user_time + t.system_time for t in process.threads() if t.id in native)
+
+    before = cpu()
+    time.sleep(1.0)  # the interval being measured
+    assert cpu() - before < 0.02
+    for thread in workers:  # and each is parked in an untimed wait
+        frame = __import__("sys")._current_frames()[thread.ident]
+        assert frame.f_code.co_name == "wait"
+        assert frame.f_locals.get("timeout") is None
+
+
+def test_otel_blrp_variables_configure_the_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "5000")
+    monkeypatch.setenv("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "100")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "250")
+    monkeypatch.setenv("OTEL_BLRP_EXPORT_TIMEOUT", "3000")
+    monkeypatch.setenv("FAPILOG_QUEUE__OVERFLOW", "block")
+    queue = LoggingSettings().queue
+    assert (queue.max_size, queue.batch_size, queue.max_delay, queue.export_timeout) == (
+        5000,
+        100,
+        0.25,
+        3.0,
+    )
+    assert queue.overflow == "block"  # FAPILOG_QUEUE__* still read alongside
+    monkeypatch.setenv("FAPILOG_QUEUE__MAX_SIZE", "7")  # fapilog's own variable wins
+    assert LoggingSettings().queue.max_size == 7
+
+
+def test_stats_add_up_across_a_reconfiguration(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    exporter = RecordingExporter()
+    name = exporter_named(exporter)
+    configure_logging(exporters=[name])
+    for i in range(10):
+        log.info("before", i=i)
+    configure_logging(exporters=[name], level="DEBUG")  # same name, new processor
+    for i in range(10):
+        log.debug("after", i=i)
+    assert fapilog.force_flush(10)
+    deadline = time.monotonic() + 10  # the replaced processor drains in the background
+    while fapilog.stats()["exported"] < 21 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    figures = fapilog.stats()
+    assert list(figures["exporters"]) == [name]
+    assert figures["emitted"] == figures["exported"] == len(exporter.records) == 21
+
+
+def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
+    calls: list[int] = []
+
+    def consume(batch: list[Item]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise ValueError("bad batch")
+
+    queue: BatchQueue[Item] = BatchQueue(
+        "raising", consume, lambda item: item[0], QueueSettings(max_delay=0, batch_size=1)
+    )
+    try:
+        queue.put((INFO, "first"))
+        assert queue.flush(10)
+        queue.put((INFO, "second"))
+        assert queue.flush(10)
+        assert queue.dropped == {"consumer_error": 1}
+        assert queue.delivered == 1
+    finally:
+        queue.shutdown(5)

@@ -1,0 +1,231 @@
+"""Graceful shutdown in real processes: drain at normal exit, under uvicorn on SIGTERM
+mid-load, and a bounded exit when an exporter's endpoint is dead."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import run_python
+
+pytestmark = pytest.mark.slow
+
+
+def test_normal_exit_delivers_every_record(subprocess_env: dict[str, str]) -> None:
+    """Acceptance 3: 50,000 events, then the interpreter exits; every line is written."""
+    code = textwrap.dedent(
+        """
+        import fapilog
+        fapilog.configure_logging(exporters=["stdout"], queue={"max_size": 100_000})
+        log = fapilog.get_logger("exit")
+        for i in range(50_000):
+            log.info("line", i=i)
+        # no flush, no shutdown: exit must drain
+        """
+    )
+    code_rc, out, err = run_python(code, subprocess_env, timeout=120)
+    assert code_rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["i"] for line in lines if line["message"] == "line"] == list(range(50_000))
+
+
+@pytest.fixture
+def dead_endpoint() -> Iterator[str]:
+    """A TCP port that accepts connections and never answers (a hung collector)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    host, port = server.getsockname()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.close()
+
+
+def _exit_takes(code: str, env: dict[str, str], deadline: float) -> tuple[float, str]:
+    """Run `code`; return seconds from its last statement to the process being gone, and
+    its stdout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=deadline + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ended = time.monotonic()  # CLOCK_MONOTONIC is system-wide on Linux
+    marks = [line for line in out.splitlines() if line.startswith("EXITING ")]
+    assert marks, f"no exit mark; stderr: {err[-2000:]}"
+    return ended - float(marks[-1].split()[1]), out
+
+
+BLOCKING_EXPORTER = """
+import sys, threading, time, fapilog
+from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
+
+class Forever(LogRecordExporter):
+    def export(self, batch):
+        threading.Event().wait()  # never returns
+        return LogRecordExportResult.SUCCESS
+    def shutdown(self):
+        threading.Event().wait()  # neither does its shutdown
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+fapilog.register_exporter("forever", lambda settings: Forever())
+"""
+
+
+def test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever(
+    subprocess_env: dict[str, str],
+) -> None:
+    """Acceptance 4: a dead exporter cannot make exit take longer than shutdown_timeout."""
+    code = BLOCKING_EXPORTER + textwrap.dedent(
+        """
+        fapilog.configure_logging(exporters=["forever", "stdout"], shutdown_timeout=3)
+        for i in range(2_000):
+            fapilog.log.info("queued behind a dead exporter", i=i)
+        sys.stdout.write(f"EXITING {time.monotonic()}\\n")  # one write: a whole line
+        sys.stdout.flush()
+        """
+    )
+    took, out = _exit_takes(code, subprocess_env, 3)
+    assert took < 3 + 3.0, took  # the deadline, plus interpreter teardown on a busy machine
+    # the healthy exporter was not starved of the deadline by the dead one
+    assert out.count('"message":"queued behind a dead exporter"') == 2_000
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "loki"])
+def test_exit_is_bounded_with_an_unreachable_real_endpoint(
+    exporter: str, dead_endpoint: str, subprocess_env: dict[str, str]
+) -> None:
+    from fapilog.exceptions import ConfigurationError
+    from fapilog.exporters import exporter_spec
+
+    try:
+        exporter_spec(exporter)
+    except ConfigurationError:
+        pytest.skip(f"the {exporter} exporter is not available yet")
+    env = dict(subprocess_env)
+    if exporter == "otlp":
+        env["FAPILOG_OTLP__ENDPOINT"] = dead_endpoint
+        env["FAPILOG_OTLP__PROTOCOL"] = "http/protobuf"
+    else:
+        env["FAPILOG_LOKI__URL"] = dead_endpoint
+    code = textwrap.dedent(
+        f"""
+        import time, fapilog
+        fapilog.configure_logging(exporters=["{exporter}"], shutdown_timeout=2)
+        for i in range(1_000):
+            fapilog.log.info("to a dead collector", i=i)
+        time.sleep(0.5)  # let the exporter start talking to the dead endpoint
+        print("EXITING", time.monotonic(), flush=True)
+        """
+    )
+    took, _ = _exit_takes(code, env, 2)
+    assert took < 2 + 3.0, took
+
+
+UVICORN_APP = """
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import fapilog
+
+# a queue large enough that nothing overflows: what is measured is the drain at shutdown
+fapilog.configure_logging(exporters=["file"], file={"path": os.environ["LOG_PATH"]},
+                          capture_stdlib=False, queue={"max_size": 200_000})
+log = fapilog.get_logger("app")
+emitted = 0
+app = FastAPI()
+
+
+@app.get("/work/{n}")
+async def work(n: int) -> dict[str, int]:
+    global emitted
+    for k in range(20):
+        log.info("work", n=n, k=k)
+        emitted += 1
+    return {"n": n}
+
+
+@app.on_event("shutdown")
+async def report() -> None:
+    Path(os.environ["COUNT_PATH"]).write_text(str(emitted))
+"""
+
+
+def test_uvicorn_sigterm_mid_load_delivers_everything_emitted(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Acceptance 3: uvicorn receives SIGTERM while requests are flowing."""
+    (tmp_path / "sigapp.py").write_text(UVICORN_APP)
+    log_path, count_path = tmp_path / "app.log", tmp_path / "count"
+    env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_PATH=str(count_path))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "sigapp:app", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ok = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            n = 0
+            while not stop.is_set() and n < 20_000:
+                n += 1
+                try:
+                    if client.get(f"/work/{n}").status_code == 200:
+                        ok[0] += 1
+                except httpx.HTTPError:
+                    if server.poll() is not None:
+                        return
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/work/0", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        while ok[0] < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGTERM)  # mid-load
+        _, err = server.communicate(timeout=60)
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    emitted = int(count_path.read_text())
+    assert emitted >= 200 * 20
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert sum(1 for line in lines if line["message"] == "work") == emitted, err[-2000:]
