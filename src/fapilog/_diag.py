@@ -6,6 +6,7 @@ and never raises. Lines are JSON in the same schema as stdout so log collectors 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -75,6 +76,16 @@ def remove_listener(listener: Callable[[str, str, dict[str, Any]], None]) -> Non
     with _lock:
         if listener in _listeners:
             _listeners.remove(listener)
+
+
+def _after_fork_in_child() -> None:
+    """A fork while another thread held the lock would leave it locked in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reset() -> None:

@@ -354,6 +354,10 @@ def _type_name(annotation: Any) -> str:
 
     if typing.get_origin(annotation) is Literal:
         return "one of: " + ", ".join(str(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if len(args) == 2 and type(None) in args:  # Optional[X]
+        inner = next(a for a in args if a is not type(None))
+        return _type_name(inner) + " (or unset)"
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     if text is None:
         text = str(annotation).replace("typing.", "").replace("NoneType", "None")
@@ -388,7 +392,10 @@ def settings_reference(
         env = env_var_for(*prefix, name)
         if field.exclude:
             env = f"(code only: `{'.'.join((*prefix, name))}=`)"
-        rows.append((env, _type_name(annotation), _default_text(field), field.description or ""))
+        default = _default_text(field)
+        if name == "mode" and isinstance(field.default, int):  # file permissions read as octal
+            default = f"0o{field.default:o}"
+        rows.append((env, _type_name(annotation), default, field.description or ""))
     return rows
 
 
