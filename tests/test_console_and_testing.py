@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import fapilog
+from conftest import ROOT
 from fapilog import configure_logging, log
 from fapilog.exporters.stdout import ConsoleExporter
 
@@ -102,8 +103,11 @@ def test_testing_helpers_in_a_users_suite(tmp_path: Path, subprocess_env: dict[s
     # acceptance 9: the plugin is found through its pytest11 entry point, in a separate run
     (tmp_path / "test_user.py").write_text(USER_TESTS)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *("--rootdir", str(tmp_path), str(tmp_path)),
+        ],
+        cwd=ROOT,  # coverage data of the child lands beside the parent's
         env=subprocess_env,
         capture_output=True,
         text=True,
