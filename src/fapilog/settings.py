@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from fapilog._sections import Section
+from fapilog._sections import CommaList, NameList, Section, parse_list, parse_mapping
 from fapilog._sections.enrichment import RedactionSettings, SystemSettings
 from fapilog._sections.file import FileSettings
 from fapilog._sections.loki import LokiSettings
@@ -49,59 +49,6 @@ def env_var_for(*loc: str | int) -> str:
     """The environment variable of a setting path:
     ``("queue", "max_size")`` -> ``FAPILOG_QUEUE__MAX_SIZE``."""
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
-
-
-def parse_list(value: Any) -> Any:
-    """Accept a list, a JSON array string or a comma-separated string; other input is left
-    for pydantic to reject with its own message."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"malformed list {value!r}: not valid JSON ({exc.msg}); "
-                    "write a JSON array or comma-separated names, e.g. stdout,file"
-                ) from None
-            if not isinstance(parsed, list):  # pragma: no cover - '[' always parses to a list
-                raise ValueError(f"malformed list {value!r}")
-            return parsed
-        items = [item.strip() for item in text.split(",")]
-        if any(not item for item in items):
-            raise ValueError(
-                f"malformed list {value!r}: empty item; "
-                "write comma-separated names, e.g. stdout,file"
-            )
-        return items
-    return value
-
-
-def _parse_mapping(value: Any) -> Any:
-    """Accept a dict, a JSON object string or ``name=value,name=value``."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return {}
-        if text.startswith("{"):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"malformed mapping {value!r}: not valid JSON ({exc.msg})"
-                ) from None
-        result: dict[str, str] = {}
-        for part in text.split(","):
-            name, sep, val = part.partition("=")
-            if not sep or not name.strip() or not val.strip():
-                raise ValueError(
-                    f"malformed mapping {value!r}: write name=value pairs separated by commas"
-                )
-            result[name.strip()] = val.strip()
-        return result
-    return value
 
 
 def _normalise_level(value: Any) -> Any:
@@ -172,9 +119,7 @@ class LoggingSettings(BaseSettings):
         default=None, description="service.name; falls back to OTEL_SERVICE_NAME"
     )
     service_version: str | None = Field(default=None, description="service.version")
-    exporters: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["stdout"], description="where records go"
-    )
+    exporters: NameList = Field(default_factory=lambda: ["stdout"], description="where records go")
     logger_levels: Annotated[dict[str, Level], NoDecode] = Field(
         default_factory=dict,
         description="per-logger minimum levels, e.g. uvicorn.access=WARNING,sqlalchemy=INFO",
@@ -185,7 +130,7 @@ class LoggingSettings(BaseSettings):
     shutdown_timeout: float = Field(
         default=5.0, gt=0, description="seconds to drain queues at exit / shutdown()"
     )
-    enrichers: Annotated[list[str], NoDecode] = Field(
+    enrichers: CommaList = Field(
         default_factory=list, description="custom enrichers applied, in this order"
     )
     exporter_options: dict[str, dict[str, Any]] = Field(
@@ -251,14 +196,6 @@ class LoggingSettings(BaseSettings):
             return {"dev": "development", "prod": "production"}.get(lowered, lowered)
         return value
 
-    @field_validator("exporters", mode="before")
-    @classmethod
-    def _exporters(cls, value: Any) -> Any:
-        parsed = parse_list(value)
-        if isinstance(parsed, list):
-            return [item.strip().lower() if isinstance(item, str) else item for item in parsed]
-        return parsed
-
     @field_validator("exporters")
     @classmethod
     def _exporters_unique(cls, value: list[str]) -> list[str]:
@@ -266,15 +203,10 @@ class LoggingSettings(BaseSettings):
             raise ValueError("at least one exporter is required, e.g. stdout")
         return list(dict.fromkeys(value))
 
-    @field_validator("enrichers", mode="before")
-    @classmethod
-    def _enrichers(cls, value: Any) -> Any:
-        return parse_list(value)
-
     @field_validator("logger_levels", mode="before")
     @classmethod
     def _logger_levels(cls, value: Any) -> Any:
-        parsed = _parse_mapping(value)
+        parsed = parse_mapping(value)
         if isinstance(parsed, dict):
             return {str(k): _normalise_level(v) for k, v in parsed.items()}
         return parsed

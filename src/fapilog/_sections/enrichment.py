@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
-from fapilog._sections import Section
+from fapilog._sections import CommaList, Section, parse_names
 
 __all__ = [
     "BUILTIN_PATTERNS",
@@ -56,16 +56,6 @@ SENSITIVE_HEADERS: tuple[str, ...] = (
 ClientIp = Literal["anonymized", "full", "none"]
 
 
-def _names(value: Any) -> Any:
-    """A list setting of names, normalised to lower case."""
-    from fapilog.settings import parse_list
-
-    parsed = parse_list(value)
-    if isinstance(parsed, list):
-        return [item.strip().lower() if isinstance(item, str) else item for item in parsed]
-    return parsed
-
-
 def _parse_patterns(value: Any) -> Any:
     """Regexes may contain commas, so they are not split on them: a JSON array of strings,
     or one regex."""
@@ -101,7 +91,7 @@ class RequestEnrichmentFields(BaseModel):
         default="anonymized",
         description="client.address: anonymized (IPv4 /24, IPv6 /48), full, or none",
     )
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+    trusted_proxies: CommaList = Field(
         default_factory=list,
         description="addresses/CIDRs of proxies whose X-Forwarded-For / Forwarded headers "
         "are honoured (none by default: the peer address is the client)",
@@ -110,7 +100,7 @@ class RequestEnrichmentFields(BaseModel):
     @field_validator("headers", "sensitive_headers", mode="before")
     @classmethod
     def _header_names(cls, value: object) -> object:
-        return _names(value)
+        return parse_names(value)
 
     @field_validator("headers", "sensitive_headers")
     @classmethod
@@ -127,13 +117,6 @@ class RequestEnrichmentFields(BaseModel):
             lowered = value.strip().lower()
             return {"anonymised": "anonymized", "anonymous": "anonymized"}.get(lowered, lowered)
         return value
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _proxies(cls, value: object) -> object:
-        from fapilog.settings import parse_list
-
-        return parse_list(value)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -183,7 +166,7 @@ class RedactionSettings(Section):
     @field_validator("keys", "allow_keys", "key_fragments", "builtin_patterns", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
-        return _names(value)
+        return parse_names(value)
 
     @field_validator("keys", "allow_keys", "key_fragments")
     @classmethod

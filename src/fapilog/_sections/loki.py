@@ -7,12 +7,9 @@ at `configure_logging()` time, with messages that never echo a credential.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import Field, SecretStr
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
-
-from fapilog._sections import Section
+from fapilog._sections import CommaList, Section, StrMap
 
 __all__ = ["DEFAULT_LABELS", "LokiSettings"]
 
@@ -32,12 +29,12 @@ class LokiSettings(Section):
     bearer_token: SecretStr | None = Field(
         default=None, description="bearer token (instead of basic auth)"
     )
-    labels: Annotated[list[str], NoDecode] = Field(
+    labels: CommaList = Field(
         default_factory=lambda: list(DEFAULT_LABELS),
         description="stream labels: `name` or `name=source` (a resource or record attribute, "
         "level, logger); keep them few and low-cardinality",
     )
-    static_labels: Annotated[dict[str, str], NoDecode] = Field(
+    static_labels: StrMap = Field(
         default_factory=dict, description="constant labels added to every stream, e.g. team=pay"
     )
     structured_metadata: bool = Field(
@@ -62,17 +59,3 @@ class LokiSettings(Section):
         default=10, ge=0, description="retries of a failed push (429, 5xx, connection errors)"
     )
     gzip: bool = Field(default=True, description="gzip request bodies")
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels(cls, value: object) -> object:
-        from fapilog.settings import parse_list
-
-        return parse_list(value)
-
-    @field_validator("static_labels", mode="before")
-    @classmethod
-    def _static_labels(cls, value: object) -> object:
-        from fapilog.settings import _parse_mapping
-
-        return _parse_mapping(value)

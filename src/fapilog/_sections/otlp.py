@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from fapilog._sections import Section
+from fapilog._sections import Section, parse_mapping
 
 __all__ = ["PROTOCOLS", "OtlpSettings", "Protocol"]
 
@@ -31,7 +31,7 @@ class OtlpSettings(Section):
         default=None,
         description="grpc or http/protobuf; unset: OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL, else grpc",
     )
-    headers: Annotated[dict[str, SecretStr], NoDecode] = Field(
+    headers: Annotated[dict[str, SecretStr], NoDecode, BeforeValidator(parse_mapping)] = Field(
         default_factory=dict,
         description="headers sent with every export, e.g. authorization=Bearer x,x-tenant=a; "
         "empty: OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS",
@@ -88,10 +88,3 @@ class OtlpSettings(Section):
             lowered = value.strip().lower()
             return {"http": "http/protobuf", "http/proto": "http/protobuf"}.get(lowered, lowered)
         return value
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers(cls, value: object) -> object:
-        from fapilog.settings import _parse_mapping
-
-        return _parse_mapping(value)
