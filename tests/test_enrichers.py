@@ -307,3 +307,20 @@ def test_the_example_runs(subprocess_env: dict[str, str]) -> None:
     assert line["billing"] == {"iban": "[REDACTED]", "plan": "pro"}
     for secret in ("hunter2", "DE8937", "4111", "s3cret", "token=abc"):
         assert secret not in proc.stdout
+
+
+def test_enricher_failures_show_in_stats() -> None:
+    import fapilog
+
+    def broken(logger: object, method: str, event: dict[str, object]) -> dict[str, object]:
+        raise RuntimeError("enricher bug")
+
+    fapilog.register_enricher("broken_for_stats", broken)
+    try:
+        fapilog.configure_logging(enrichers=["broken_for_stats"], exporters=["console"])
+        fapilog.log.info("kept")
+        assert fapilog.stats()["enricher_failures"] == {"broken_for_stats": 1}
+    finally:
+        from fapilog import enrichers
+
+        enrichers.unregister_enricher("broken_for_stats")

@@ -459,8 +459,15 @@ def stats() -> dict[str, Any]:
             "capacity": bridge.intake.max_size if bridge else 0,
         },
         "exporters": exporters,
+        "enricher_failures": _enricher_failures(),
         "unconfigured_dropped": state().dropped_unconfigured,
     }
+
+
+def _enricher_failures() -> dict[str, int]:
+    from fapilog import enrichers
+
+    return enrichers.failure_counts()
 
 
 def reset() -> None:
