@@ -1,6 +1,8 @@
 """FastAPI per-request overhead: the same app bare, with the OpenTelemetry FastAPI
 instrumentation alone, and with fapilog (`configure_logging(app=app)`: server span, one
-request event, one log line in the endpoint, stdout JSON).
+request event, one log line in the endpoint, stdout JSON). `fapilog` uses the default
+tracing mode (fapilog's native server span); `fapilog-instrumentation` the same with
+``request.tracing="instrumentation"`` (the span from opentelemetry-instrumentation-fastapi).
 
     python bench/fastapi_bench.py inprocess VARIANT REQUESTS   # drive the ASGI app directly
     BENCH_VARIANT=fapilog uvicorn --factory fastapi_bench:app_factory ...   # under uvicorn
@@ -17,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("bare", "otel", "fapilog")
+VARIANTS = ("bare", "otel", "fapilog", "fapilog-instrumentation")
 
 
 def make_app(variant: str) -> Any:
@@ -25,10 +27,11 @@ def make_app(variant: str) -> Any:
 
     app = FastAPI()
     log: Any = None
-    if variant == "fapilog":
+    if variant.startswith("fapilog"):
         import fapilog
 
-        fapilog.configure_logging(app=app, exporters=["stdout"], json_console=True)
+        request = {"tracing": "instrumentation"} if variant == "fapilog-instrumentation" else {}
+        fapilog.configure_logging(app=app, exporters=["stdout"], json_console=True, request=request)
         log = fapilog.get_logger("bench")
     elif variant == "otel":
         from opentelemetry import trace
@@ -107,7 +110,7 @@ def inprocess(variant: str, count: int) -> dict[str, Any]:
         "us_per_request": (wall1 - wall0) / count / 1000,
         "cpu_us_per_request": (cpu1 - cpu0) / count / 1000,
     }
-    if variant == "fapilog":
+    if variant.startswith("fapilog"):
         import fapilog
 
         fapilog.shutdown(30)

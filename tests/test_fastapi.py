@@ -1,6 +1,9 @@
 """FastAPI integration, in process: real FastAPI/Starlette apps driven through
 httpx.ASGITransport, real OTel server spans (SDK TracerProvider + in-memory span exporter),
-events read with `capture_logs()` or through the real export pipeline."""
+events read with `capture_logs()` or through the real export pipeline.
+
+Every trace-related test runs in both tracing modes (`tracing_mode`): fapilog's native
+server span and opentelemetry-instrumentation-fastapi's."""
 
 from __future__ import annotations
 
@@ -41,6 +44,16 @@ Message = dict[str, Any]
 
 # --------------------------------------------------------------------------- fixtures
 
+MODES = ["native", "instrumentation"]
+
+
+@pytest.fixture(params=MODES)
+def tracing_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each way of creating server spans (FAPILOG_REQUEST__TRACING)."""
+    mode: str = request.param
+    monkeypatch.setenv("FAPILOG_REQUEST__TRACING", mode)
+    return mode
+
 
 @pytest.fixture
 def trace_globals() -> Iterator[None]:
@@ -70,6 +83,19 @@ def spans(trace_globals: None) -> InMemorySpanExporter:
 
 def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+
+
+def made_by(span: ReadableSpan) -> str:
+    """Which tracing mode created a server span (its instrumentation scope)."""
+    scope = span.instrumentation_scope
+    assert scope is not None
+    return {"fapilog": "native"}.get(scope.name, "instrumentation")
+
+
+def span_path(span: ReadableSpan) -> Any:
+    """The request path of a server span, in either semantic-convention generation."""
+    attributes = span.attributes or {}
+    return attributes.get("url.path") or attributes.get("http.target")
 
 
 def make_app(factory: Callable[[], FastAPI] = FastAPI) -> FastAPI:
@@ -145,7 +171,7 @@ def app_lines(logs: CapturedLogs) -> list[dict[str, Any]]:
 
 
 def test_upstream_traceparent_is_continued_with_the_server_span_id(
-    spans: InMemorySpanExporter, memory_exporter: MemoryExporter
+    spans: InMemorySpanExporter, memory_exporter: MemoryExporter, tracing_mode: str
 ) -> None:
     app = make_app()
     configure_logging(app=app, exporters=[memory_exporter.name])
@@ -153,6 +179,7 @@ def test_upstream_traceparent_is_continued_with_the_server_span_id(
     assert response.status_code == 200
 
     (server,) = server_spans(spans)
+    assert made_by(server) == tracing_mode
     assert format(server.context.trace_id, "032x") == TRACE_ID
     assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_SPAN_ID
     records = [r for r in memory_exporter.records() if r.instrumentation_scope.name != "httpx"]
@@ -164,7 +191,9 @@ def test_upstream_traceparent_is_continued_with_the_server_span_id(
         assert format(record.span_id, "016x") != PARENT_SPAN_ID
 
 
-def test_request_without_traceparent_starts_a_fresh_trace(spans: InMemorySpanExporter) -> None:
+def test_request_without_traceparent_starts_a_fresh_trace(
+    spans: InMemorySpanExporter, tracing_mode: str
+) -> None:
     app = make_app()
     configure_logging(app=app)
     with capture_logs() as logs:
@@ -202,7 +231,7 @@ def test_request_without_traceparent_starts_a_fresh_trace(spans: InMemorySpanExp
     ],
 )
 def test_malformed_traceparent_never_crashes_and_starts_a_new_trace(
-    spans: InMemorySpanExporter, traceparent: str
+    spans: InMemorySpanExporter, traceparent: str, tracing_mode: str
 ) -> None:
     app = make_app()
     configure_logging(app=app)
@@ -210,6 +239,7 @@ def test_malformed_traceparent_never_crashes_and_starts_a_new_trace(
         response = get(app, "/items/3", headers={"traceparent": traceparent})
     assert response.status_code == 200
     (server,) = server_spans(spans)
+    assert made_by(server) == tracing_mode
     assert server.parent is None
     trace_id = format(server.context.trace_id, "032x")
     assert trace_id != TRACE_ID and int(trace_id, 16) != 0
@@ -222,7 +252,7 @@ def test_malformed_traceparent_never_crashes_and_starts_a_new_trace(
 # -------------------------------------------------------- acceptance 3: no leakage at scale
 
 
-def test_1000_concurrent_requests_keep_their_own_context() -> None:
+def test_1000_concurrent_requests_keep_their_own_context(tracing_mode: str) -> None:
     app = FastAPI()
     worker = logging.getLogger("lib.worker")
 
@@ -272,7 +302,9 @@ def test_1000_concurrent_requests_keep_their_own_context() -> None:
 # -------------------------------------------------- acceptance 4: the request event's fields
 
 
-def test_request_event_fields_duration_and_sizes(spans: InMemorySpanExporter) -> None:
+def test_request_event_fields_duration_and_sizes(
+    spans: InMemorySpanExporter, tracing_mode: str
+) -> None:
     app = FastAPI()
 
     @app.post("/echo/{name}", status_code=201)
@@ -328,7 +360,7 @@ def test_unread_request_body_size_comes_from_content_length() -> None:
     assert event["http.request.body.size"] == 300
 
 
-def test_streaming_response_is_timed_to_the_end_of_the_body() -> None:
+def test_streaming_response_is_timed_to_the_end_of_the_body(tracing_mode: str) -> None:
     app = FastAPI()
 
     @app.get("/stream")
@@ -403,7 +435,7 @@ def test_route_templates_of_routers_and_mounts() -> None:
 
 
 def test_unhandled_exception_gives_one_error_event_and_the_client_a_500(
-    spans: InMemorySpanExporter,
+    spans: InMemorySpanExporter, tracing_mode: str
 ) -> None:
     app = make_app()
     configure_logging(app=app)
@@ -414,6 +446,7 @@ def test_unhandled_exception_gives_one_error_event_and_the_client_a_500(
     errors = logs.by_level("error")
     (event,) = errors
     (server,) = server_spans(spans)
+    assert made_by(server) == tracing_mode
     assert event["logger"] == REQUEST_LOGGER
     assert event["message"] == "request failed"
     assert event["http.response.status_code"] == 500
@@ -428,7 +461,7 @@ def test_unhandled_exception_gives_one_error_event_and_the_client_a_500(
     assert server.status.status_code is trace.StatusCode.ERROR  # the span saw it too
 
 
-def test_exception_still_reaches_starlette_error_handling_and_the_server() -> None:
+def test_exception_still_reaches_starlette_error_handling_and_the_server(tracing_mode: str) -> None:
     app = make_app()
     handled: list[str] = []
 
@@ -557,7 +590,7 @@ def test_request_id_options() -> None:
 
 
 def test_sync_endpoints_and_dependencies_carry_the_request_context(
-    spans: InMemorySpanExporter,
+    spans: InMemorySpanExporter, tracing_mode: str
 ) -> None:
     app = make_app()
     configure_logging(app=app)
@@ -586,7 +619,9 @@ def test_sync_endpoints_and_dependencies_carry_the_request_context(
 # ------------------------------------------------------------ exclusions and switches
 
 
-def test_excluded_paths_get_neither_request_events_nor_spans(spans: InMemorySpanExporter) -> None:
+def test_excluded_paths_get_neither_request_events_nor_spans(
+    spans: InMemorySpanExporter, tracing_mode: str
+) -> None:
     app = make_app()
     configure_logging(app=app, request={"exclude_paths": ["/health", "/static/*"]})
 
@@ -597,10 +632,7 @@ def test_excluded_paths_get_neither_request_events_nor_spans(spans: InMemorySpan
     with capture_logs() as logs:
         run(app, scenario)
     assert [e["url.path"] for e in requests_of(logs)] == ["/items/1", "/healthz"]
-    assert [s.attributes.get("http.target") or s.name for s in server_spans(spans)] == [
-        "/items/1",
-        "/healthz",
-    ]
+    assert [span_path(s) for s in server_spans(spans)] == ["/items/1", "/healthz"]
     (health,) = [e for e in logs if e["message"] == "health endpoint"]
     assert "trace_id" not in health and "request_id" not in health
 
@@ -628,18 +660,209 @@ def test_tracing_off_means_request_logging_only(trace_globals: None) -> None:
 
 def test_internal_spans_can_be_kept(spans: InMemorySpanExporter) -> None:
     app = make_app()
-    configure_logging(app=app, request={"internal_spans": True})
+    configure_logging(app=app, request={"tracing": "instrumentation", "internal_spans": True})
     get(app, "/items/1")
     kinds = [s.kind for s in spans.get_finished_spans()]
     assert kinds.count(SpanKind.SERVER) == 1
     assert kinds.count(SpanKind.INTERNAL) >= 2  # http send (start and body)
 
 
-def test_default_has_only_the_server_span(spans: InMemorySpanExporter) -> None:
+def test_default_has_only_the_server_span(spans: InMemorySpanExporter, tracing_mode: str) -> None:
     app = make_app()
     configure_logging(app=app)
     get(app, "/items/1")
     assert [s.kind for s in spans.get_finished_spans()] == [SpanKind.SERVER]
+
+
+# ------------------------------------------------------------ the native server span
+
+
+def test_native_span_has_the_http_semantic_convention_attributes(
+    spans: InMemorySpanExporter,
+) -> None:
+    app = make_app()
+    configure_logging(app=app)  # native is the default
+    assert app._telemetry["tracing"] is False  # FastAPI's own spans step aside
+    assert [m.kwargs for m in app.user_middleware] == [
+        {"tracer_provider": trace.get_tracer_provider()}
+    ]
+    response = get(
+        app,
+        "/items/7",
+        headers={"traceparent": TRACEPARENT, "user-agent": "probe/1.0", "host": "shop:8443"},
+    )
+    assert response.status_code == 200
+    (server,) = server_spans(spans)
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name == "fapilog"
+    assert server.name == "GET /items/{item_id}"
+    assert dict(server.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.path": "/items/7",
+        "url.scheme": "http",
+        "server.address": "shop",
+        "server.port": 8443,
+        "user_agent.original": "probe/1.0",
+        "network.protocol.version": "1.1",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+    }
+    assert server.status.status_code is trace.StatusCode.UNSET
+    assert server.parent is not None and server.parent.is_remote
+
+
+def test_native_span_status_errors_and_unknown_methods(spans: InMemorySpanExporter) -> None:
+    app = make_app()
+
+    @app.get("/unavailable")
+    async def unavailable_endpoint() -> JSONResponse:
+        return JSONResponse({}, status_code=503)
+
+    @app.api_route("/odd", methods=["PURGE"])
+    async def odd_method() -> dict[str, bool]:
+        return {"ok": True}
+
+    configure_logging(app=app)
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await client.get("/missing")
+        await client.get("/unavailable")
+        await client.get("/boom")
+        await client.request("PURGE", "/odd")
+
+    run(app, scenario)
+    missing, unavailable, boom, odd = server_spans(spans)
+    assert missing.status.status_code is trace.StatusCode.UNSET  # 4xx: the client's error
+    assert (missing.attributes or {})["http.response.status_code"] == 404
+    assert unavailable.status.status_code is trace.StatusCode.ERROR
+    assert (unavailable.attributes or {})["error.type"] == "503"
+    assert boom.status.status_code is trace.StatusCode.ERROR
+    assert (boom.attributes or {})["error.type"] == "ValueError"
+    assert (boom.attributes or {})["http.response.status_code"] == 500
+    (event,) = boom.events
+    assert event.name == "exception"
+    assert (event.attributes or {})["exception.message"] == "kaboom"
+    assert odd.name == "HTTP /odd"
+    assert (odd.attributes or {})["http.request.method"] == "_OTHER"
+    assert (odd.attributes or {})["http.request.method_original"] == "PURGE"
+
+
+def test_native_span_ends_after_a_streaming_body_and_carries_baggage(
+    spans: InMemorySpanExporter,
+) -> None:
+    from opentelemetry import baggage
+
+    app = FastAPI()
+    seen: list[object] = []
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        seen.append(baggage.get_baggage("tenant"))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                await asyncio.sleep(0.02)
+                yield b"x"
+
+        return StreamingResponse(chunks())
+
+    configure_logging(app=app)
+    headers = {"traceparent": TRACEPARENT, "tracestate": "vendor=abc", "baggage": "tenant=acme"}
+    get(app, "/stream", headers=headers)
+    (server,) = server_spans(spans)
+    assert seen == ["acme"]
+    assert server.parent is not None and server.parent.trace_state.get("vendor") == "abc"
+    assert server.end_time is not None and server.start_time is not None
+    assert (server.end_time - server.start_time) / 1e6 >= 60.0  # to the end of the body
+
+
+def test_native_mode_defers_to_instrumentation_added_later_and_fastapi_telemetry(
+    spans: InMemorySpanExporter,
+) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = make_app()
+    configure_logging(app=app)
+    FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])  # outermost
+    with capture_logs() as logs:
+        get(app, "/items/1")
+    (server,) = server_spans(spans)
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name.startswith("opentelemetry.instrumentation")
+    (event,) = requests_of(logs)
+    assert event["span_id"] == format(server.context.span_id, "016x")
+    spans.clear()
+
+    # FastAPI's native telemetry, given its own provider by the user, keeps tracing
+    own = make_app(lambda: FastAPI(telemetry={"tracer_provider": trace.get_tracer_provider()}))
+    configure_logging(app=own)
+    assert own._telemetry["tracing"] is True
+    with capture_logs() as logs:
+        get(own, "/items/1")
+    (server,) = server_spans(spans)
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name == "fastapi"
+    (event,) = requests_of(logs)
+    assert event["trace_id"] == format(server.context.trace_id, "032x")
+
+
+def test_native_mode_honours_the_instrumentations_excluded_urls_variable(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/static/.*")
+    app = make_app()
+    configure_logging(app=app)
+    with capture_logs() as logs:
+        get(app, "/static/a.css")
+        get(app, "/items/1")
+    assert [span_path(s) for s in server_spans(spans)] == ["/items/1"]
+    assert [e["url.path"] for e in requests_of(logs)] == ["/static/a.css", "/items/1"]
+
+
+def test_native_span_for_a_hand_added_middleware_and_the_response_propagator(
+    spans: InMemorySpanExporter,
+) -> None:
+    from opentelemetry.instrumentation.propagators import (
+        TraceResponsePropagator,
+        get_global_response_propagator,
+        set_global_response_propagator,
+    )
+
+    app = make_app()
+    app.add_middleware(RequestLoggingMiddleware)
+    configure_logging(app=app)  # the hand-added middleware now starts the span
+    configure_logging(app=app)
+    assert len(app.user_middleware) == 1
+    saved = get_global_response_propagator()
+    set_global_response_propagator(TraceResponsePropagator())
+    try:
+        response = get(app, "/items/1", headers={"traceparent": TRACEPARENT})
+    finally:
+        set_global_response_propagator(saved)  # type: ignore[arg-type]
+    (server,) = server_spans(spans)
+    assert response.headers["traceresponse"] == (
+        f"00-{TRACE_ID}-{format(server.context.span_id, '016x')}-01"
+    )
+
+
+def test_tracing_setting_accepts_booleans_and_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, mode in [
+        ("true", "native"),
+        ("1", "native"),
+        ("FALSE", "off"),
+        ("no", "off"),
+        ("Instrumentation", "instrumentation"),
+        ("native", "native"),
+        ("off", "off"),
+    ]:
+        monkeypatch.setenv("FAPILOG_REQUEST__TRACING", value)
+        assert LoggingSettings().request.tracing == mode, value
+    assert RequestSettings(tracing=True).tracing == "native"  # type: ignore[arg-type]
+    assert RequestSettings(tracing=False).tracing == "off"  # type: ignore[arg-type]
+    assert RequestSettings().tracing == "native"
+    monkeypatch.setenv("FAPILOG_REQUEST__TRACING", "sometimes")
+    with pytest.raises(ConfigurationError, match="FAPILOG_REQUEST__TRACING"):
+        LoggingSettings()
 
 
 # ------------------------------------------------------------- user and session hook
@@ -708,7 +931,7 @@ def test_context_hook_from_an_import_path_and_a_failing_hook(
 
 
 def test_configure_twice_gives_one_span_and_one_request_event(
-    spans: InMemorySpanExporter,
+    spans: InMemorySpanExporter, tracing_mode: str
 ) -> None:
     app = make_app()
     configure_logging(app=app)
@@ -718,10 +941,11 @@ def test_configure_twice_gives_one_span_and_one_request_event(
     with capture_logs() as logs:
         get(app, "/items/1")
     assert len(server_spans(spans)) == 1
+    assert made_by(server_spans(spans)[0]) == tracing_mode
     assert len(requests_of(logs)) == 1
 
 
-def test_app_instrumented_by_the_user_first(spans: InMemorySpanExporter) -> None:
+def test_app_instrumented_by_the_user_first(spans: InMemorySpanExporter, tracing_mode: str) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     app = make_app()
@@ -731,12 +955,15 @@ def test_app_instrumented_by_the_user_first(spans: InMemorySpanExporter) -> None
     with capture_logs() as logs:
         get(app, "/items/1", headers={"traceparent": TRACEPARENT})
     (server,) = server_spans(spans)
+    assert made_by(server) == "instrumentation"  # deferred to, in both modes
     (event,) = requests_of(logs)
     assert event["trace_id"] == TRACE_ID
     assert event["span_id"] == format(server.context.span_id, "016x")
 
 
-def test_app_instrumented_like_opentelemetry_instrument(spans: InMemorySpanExporter) -> None:
+def test_app_instrumented_like_opentelemetry_instrument(
+    spans: InMemorySpanExporter, tracing_mode: str
+) -> None:
     import fastapi
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -751,12 +978,13 @@ def test_app_instrumented_like_opentelemetry_instrument(spans: InMemorySpanExpor
     finally:
         instrumentor.uninstrument()
     (server,) = server_spans(spans)
+    assert made_by(server) == "instrumentation"  # deferred to, in both modes
     (event,) = requests_of(logs)
     assert event["span_id"] == format(server.context.span_id, "016x")
 
 
 def test_hand_added_otel_middleware_and_hand_added_request_middleware(
-    spans: InMemorySpanExporter,
+    spans: InMemorySpanExporter, tracing_mode: str
 ) -> None:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
@@ -770,6 +998,7 @@ def test_hand_added_otel_middleware_and_hand_added_request_middleware(
     with capture_logs() as logs:
         get(app, "/items/1")
     (server,) = server_spans(spans)
+    assert made_by(server) == "instrumentation"  # deferred to, in both modes
     (event,) = requests_of(logs)
     assert event["span_id"] == format(server.context.span_id, "016x")
 
@@ -782,7 +1011,7 @@ def test_hand_added_otel_middleware_and_hand_added_request_middleware(
     assert len(requests_of(logs)) == 1
 
 
-def test_existing_sdk_tracer_provider_is_used(trace_globals: None) -> None:
+def test_existing_sdk_tracer_provider_is_used(trace_globals: None, tracing_mode: str) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource({"service.name": "users-own"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -799,7 +1028,9 @@ def test_existing_sdk_tracer_provider_is_used(trace_globals: None) -> None:
     assert event["trace_id"] == format(server.context.trace_id, "032x")
 
 
-def test_created_tracer_provider_shares_the_log_resource(trace_globals: None) -> None:
+def test_created_tracer_provider_shares_the_log_resource(
+    trace_globals: None, tracing_mode: str
+) -> None:
     settings = configure_logging(
         app=make_app(), service_name="shop", service_version="2.1", env="staging"
     )
@@ -813,7 +1044,7 @@ def test_created_tracer_provider_shares_the_log_resource(trace_globals: None) ->
     assert provider.resource.attributes["service.name"] == "shop"
 
 
-def test_non_sdk_global_provider_is_left_alone(trace_globals: None) -> None:
+def test_non_sdk_global_provider_is_left_alone(trace_globals: None, tracing_mode: str) -> None:
     trace.set_tracer_provider(trace.NoOpTracerProvider())
     app = make_app()
     configure_logging(app=app)
@@ -827,7 +1058,7 @@ def test_non_sdk_global_provider_is_left_alone(trace_globals: None) -> None:
 # ------------------------------------------------------------------ other app shapes
 
 
-def test_plain_starlette_app() -> None:
+def test_plain_starlette_app(tracing_mode: str) -> None:
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -859,7 +1090,7 @@ def test_not_an_app_or_an_app_already_serving_is_a_configuration_error() -> None
         configure_logging(app=app)
 
 
-def test_websocket_passes_through_with_trace_context() -> None:
+def test_websocket_passes_through_with_trace_context(tracing_mode: str) -> None:
     app = FastAPI()
 
     @app.websocket("/ws")
@@ -1066,7 +1297,7 @@ def test_request_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> N
     request = LoggingSettings().request
     assert request.exclude_paths == ["/health", "/metrics"]
     assert request.status_levels == {"404": "INFO", "2xx": "DEBUG"}
-    assert request.tracing is False
+    assert request.tracing == "off"
     assert request.context_hook is None
 
 

@@ -100,9 +100,11 @@ def json_lines(lines: list[str]) -> list[dict[str, Any]]:
     return parsed
 
 
+@pytest.mark.parametrize("tracing", ["native", "instrumentation"])
 def test_uvicorn_stdout_is_json_lines_correlated_per_request_and_sigterm_loses_none(
-    subprocess_env: dict[str, str],
+    subprocess_env: dict[str, str], tracing: str
 ) -> None:
+    env = {**subprocess_env, "FAPILOG_REQUEST__TRACING": tracing}
     server = Server(
         [
             sys.executable,
@@ -116,7 +118,7 @@ def test_uvicorn_stdout_is_json_lines_correlated_per_request_and_sigterm_loses_n
             "--port",
             "0",
         ],
-        subprocess_env,
+        env,
     )
     try:
         port = server.port()

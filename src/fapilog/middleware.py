@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from contextvars import Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
@@ -33,6 +33,10 @@ from fapilog import _config, _diag
 from fapilog._logger import get_logger
 from fapilog._request_enrichment import request_fields, response_fields
 from fapilog._sections.request import DEFAULT_STATUS_LEVELS, RequestSettings
+from fapilog._tracing import ServerSpan, ServerSpans
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "REQUEST_LOGGER",
@@ -131,6 +135,7 @@ class _Exchange:
         "request_bytes",
         "response_bytes",
         "response_headers",
+        "route",
         "started",
         "status",
     )
@@ -144,6 +149,13 @@ class _Exchange:
         self.response_bytes = 0
         self.response_headers: Iterable[tuple[bytes, bytes]] = ()
         self.ended: float | None = None
+        self.route: str | bool | None = False  # False: not looked up yet
+
+    def route_of(self, scope: Scope) -> str | None:
+        route = self.route
+        if route is False:
+            route = self.route = _route_template(scope, self.entry_root)
+        return route  # type: ignore[return-value]
 
 
 class RequestLoggingMiddleware:
@@ -151,12 +163,24 @@ class RequestLoggingMiddleware:
 
     `settings`: fixed request settings; by default the middleware follows the settings of
     the current `configure_logging()` (so a reconfiguration applies to it too).
+
+    `tracer_provider`: also start the request's server span (fapilog's native tracing,
+    what `configure_logging(app=app)` sets up by default): continued from an inbound W3C
+    ``traceparent``, current while the request is handled, ended when the response body
+    is complete. No span is started when one is already current (an outer OpenTelemetry
+    middleware owns the request).
     """
 
-    def __init__(self, app: ASGIApp, settings: RequestSettings | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: RequestSettings | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.app = app
         self._fixed = _Plan(settings) if settings is not None else None
         self._plan: _Plan | None = None
+        self._spans = ServerSpans(tracer_provider) if tracer_provider is not None else None
         install_duplicate_filter()
 
     def _current_plan(self) -> _Plan:
@@ -174,17 +198,53 @@ class RequestLoggingMiddleware:
         if kind != "http":
             if kind == "lifespan":
                 await self.app(scope, _lifespan_receive(receive), send)
+            elif kind == "websocket" and self._spans is not None:
+                await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
         plan = self._current_plan()
-        if not plan.active or plan.excluded(scope.get("path", "")):
+        if (not plan.active and self._spans is None) or plan.excluded(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         await self._handle(plan, scope, receive, send)
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket connection: no request event, but a server span (native tracing)
+        from the handshake to the end of the connection, current for its log lines."""
+        assert self._spans is not None
+        if self._current_plan().excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        server_span: ServerSpan | None = None
+        try:
+            server_span = self._spans.start(scope)
+        except Exception as exc:  # never raise into the application
+            _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
+        if server_span is None:
+            await self.app(scope, receive, send)
+            return
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            failure = exc if not _normal_close(exc) else None
+            raise
+        finally:
+            _end_span(server_span, scope, _Exchange(0.0, scope.get("root_path", "")), failure)
+            try:
+                server_span.detach()
+            except Exception:  # pragma: no cover - a different context: nothing to undo
+                pass
+
     async def _handle(self, plan: _Plan, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = _Exchange(time.perf_counter(), scope.get("root_path", ""))
+        server_span: ServerSpan | None = None
+        if self._spans is not None:
+            try:
+                server_span = self._spans.start(scope)
+            except Exception as exc:  # never raise into the application
+                _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
         bound: list[Mapping[str, Token[Any]]] = []
         request_id: str | None = None
         id_header = plan.request_id_header
@@ -221,16 +281,30 @@ class RequestLoggingMiddleware:
                 exchange.response_bytes += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     exchange.ended = time.perf_counter()
+                    await send(message)
+                    if server_span is not None:
+                        _end_span(server_span, scope, exchange, None)
+                    return
             elif kind == "http.response.start":
-                exchange.status = message["status"]
+                status = exchange.status = message["status"]
                 headers = message.get("headers") or ()
-                exchange.response_headers = headers
+                extra: list[tuple[bytes, bytes]] = []
                 if echo is not None and all(name.lower() != echo[0] for name, _ in headers):
-                    message = {**message, "headers": [*headers, echo]}
-                    exchange.response_headers = message["headers"]
+                    extra.append(echo)
+                if server_span is not None:
+                    server_span.status = status
+                    _inject_response(server_span, extra)
+                if extra:
+                    headers = [*headers, *extra]
+                    message = {**message, "headers": headers}
+                exchange.response_headers = headers
             elif kind == "http.response.pathsend":
                 exchange.ended = time.perf_counter()
                 exchange.response_bytes = _content_length(exchange.response_headers)
+                await send(message)
+                if server_span is not None:
+                    _end_span(server_span, scope, exchange, None)
+                return
             await send(message)
 
         failure: BaseException | None = None
@@ -241,6 +315,8 @@ class RequestLoggingMiddleware:
             raise
         finally:
             try:
+                if server_span is not None:
+                    _end_span(server_span, scope, exchange, failure)
                 if plan.log:
                     _log_request(plan, scope, exchange, failure)
             except Exception as exc:  # never raise into the application
@@ -251,6 +327,37 @@ class RequestLoggingMiddleware:
                         reset_contextvars(**tokens)
                     except Exception:  # pragma: no cover - a different context: nothing to undo
                         pass
+                if server_span is not None:
+                    try:
+                        server_span.detach()
+                    except Exception:  # pragma: no cover - a different context: nothing to undo
+                        pass
+
+
+def _end_span(
+    span: ServerSpan, scope: Scope, exchange: _Exchange, failure: BaseException | None
+) -> None:
+    if span.ended:
+        return
+    try:
+        span.end(exchange.route_of(scope), failure)
+    except Exception as exc:  # never raise into the application
+        _diag.report("server-span", f"fapilog could not end a server span: {exc!r}")
+
+
+def _normal_close(exc: BaseException) -> bool:
+    """A WebSocket closed normally (1000, 1001): not an error."""
+    return type(exc).__name__ == "WebSocketDisconnect" and getattr(exc, "code", None) in (
+        1000,
+        1001,
+    )
+
+
+def _inject_response(span: ServerSpan, headers: list[tuple[bytes, bytes]]) -> None:
+    try:
+        span.inject_response(headers)
+    except Exception as exc:  # never raise into the application
+        _diag.report("server-span", f"fapilog could not inject response headers: {exc!r}")
 
 
 def _log_request(
@@ -277,7 +384,7 @@ def _log_request(
         "http.request.method": scope.get("method", ""),
         "url.path": scope.get("path", ""),
     }
-    route = _route_template(scope, exchange.entry_root)
+    route = exchange.route_of(scope)
     if route is not None:
         event["http.route"] = route
     if status is not None:

@@ -11,10 +11,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from fapilog._sections import Section
+from fapilog._sections import CommaList, Section, parse_mapping
 from fapilog._sections.enrichment import RequestEnrichmentFields
 
-__all__ = ["DEFAULT_STATUS_LEVELS", "ContextHook", "RequestSettings"]
+__all__ = ["DEFAULT_STATUS_LEVELS", "ContextHook", "RequestSettings", "TracingMode"]
+
+TracingMode = Literal["native", "instrumentation", "off"]
+"""How `configure_logging(app=app)` gives each request its server span (docs/fastapi.md)."""
+_TRACING_TRUE = frozenset({"true", "1", "yes", "on"})
+_TRACING_FALSE = frozenset({"false", "0", "no", "none", ""})
 
 RequestLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ContextHook = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
@@ -34,15 +39,17 @@ class RequestSettings(RequestEnrichmentFields, Section):
     """Request logging (issue 3 fields) plus request enrichment (`RequestEnrichmentFields`)."""
 
     enabled: bool = Field(default=True, description="log one event per request")
-    exclude_paths: Annotated[list[str], NoDecode] = Field(
+    exclude_paths: CommaList = Field(
         default_factory=list,
         description="paths without request events or spans, e.g. /health; "
         "a trailing * matches a prefix (/static/*)",
     )
-    tracing: bool = Field(
-        default=True,
-        description="trace the app with opentelemetry-instrumentation-fastapi (server span "
-        "per request, W3C traceparent continued); false: request logging only",
+    tracing: TracingMode = Field(
+        default="native",
+        description="server span per request (W3C traceparent continued): native (fapilog's "
+        "own lightweight span in its request middleware), instrumentation "
+        "(opentelemetry-instrumentation-fastapi), off (request logging only); "
+        "true means native, false means off",
     )
     internal_spans: bool = Field(
         default=False,
@@ -68,19 +75,26 @@ class RequestSettings(RequestEnrichmentFields, Section):
         "fields such as user.id / session.id bound to the request's log lines",
     )
 
-    @field_validator("exclude_paths", mode="before")
-    @classmethod
-    def _paths(cls, value: object) -> object:
-        from fapilog.settings import parse_list
-
-        return parse_list(value)
-
     @field_validator("exclude_paths")
     @classmethod
     def _paths_absolute(cls, value: list[str]) -> list[str]:
         for path in value:
             if not path.startswith("/"):
                 raise ValueError(f"path {path!r} must start with '/', e.g. /health")
+        return value
+
+    @field_validator("tracing", mode="before")
+    @classmethod
+    def _tracing(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "native" if value else "off"
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in _TRACING_TRUE:
+                return "native"
+            if text in _TRACING_FALSE:
+                return "off"
+            return text
         return value
 
     @field_validator("request_id_header")
@@ -93,9 +107,9 @@ class RequestSettings(RequestEnrichmentFields, Section):
     @field_validator("status_levels", mode="before")
     @classmethod
     def _levels(cls, value: object) -> object:
-        from fapilog.settings import _normalise_level, _parse_mapping
+        from fapilog.settings import _normalise_level
 
-        parsed = _parse_mapping(value)
+        parsed = parse_mapping(value)
         if isinstance(parsed, dict):
             levels = {str(k).strip().lower(): _normalise_level(v) for k, v in parsed.items()}
             for key in levels:
