@@ -29,7 +29,14 @@ from opentelemetry.util._once import Once
 
 import fapilog._config
 from conftest import MemoryExporter
-from fapilog import ConfigurationError, LoggingSettings, _tracing, configure_logging, log
+from fapilog import (
+    ConfigurationError,
+    LoggingSettings,
+    _tracing,
+    configure_logging,
+    get_logger,
+    log,
+)
 from fapilog._sections.request import RequestSettings
 from fapilog.fastapi import RequestLoggingMiddleware, current_request_id
 from fapilog.middleware import REQUEST_LOGGER, valid_request_id
@@ -1344,3 +1351,31 @@ def test_docs_page_lists_every_request_setting_and_event_field(
         for key in record.log_record.attributes or {}:
             assert f"`{key}`" in page, key
         assert f"`{record.log_record.body}`" in page
+
+
+def test_lifespan_shutdown_delivers_what_shutdown_handlers_logged(
+    memory_exporter: MemoryExporter,
+) -> None:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        get_logger("shop").info("closing pools")
+
+    app = FastAPI(lifespan=lifespan)
+    configure_logging(app=app, exporters=[memory_exporter.name], queue={"max_delay": 30})
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0)
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    # no force_flush here: the middleware flushed when the app completed its shutdown
+    bodies = [r.log_record.body for r in memory_exporter.exporter.get_finished_logs()]
+    assert "closing pools" in bodies

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
+from anyio import to_thread
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
 from fapilog import _config, _diag
@@ -197,7 +198,7 @@ class RequestLoggingMiddleware:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self.app(scope, _lifespan_receive(receive), send)
+                await self.app(scope, _lifespan_receive(receive), _lifespan_send(send))
             elif kind == "websocket" and self._spans is not None:
                 await self._websocket(scope, receive, send)
             else:
@@ -458,6 +459,17 @@ def _lifespan_receive(receive: Receive) -> Receive:
         return message
 
     return receive_lifespan
+
+
+def _lifespan_send(send: Send) -> Send:
+    async def send_lifespan(message: Message) -> None:
+        if message.get("type") == "lifespan.shutdown.complete":
+            # the app's shutdown handlers have run: deliver what they (and the requests
+            # before them) logged, bounded by shutdown_timeout, off the event loop
+            await to_thread.run_sync(_config.force_flush)
+        await send(message)
+
+    return send_lifespan
 
 
 def reroute_stdlib() -> None:
