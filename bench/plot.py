@@ -21,7 +21,7 @@ def main() -> None:
     throughput = data["throughput"]
     names = [n for n, _ in COMPETITORS if "error" not in throughput.get(n, {"error": 1})]
     labels = [LABELS[n] for n in names]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
 
     ax = axes[0][0]
     cpu = [throughput[n]["caller_cpu_us"] for n in names]
@@ -36,7 +36,7 @@ def main() -> None:
 
     ax = axes[0][1]
     ax.barh(list(y), [throughput[n]["process_cpu_us"] for n in names], color="#dd8452")
-    ax.set_yticks(list(y), labels)
+    ax.set_yticks(list(y), [""] * len(names))  # same rows as the panel on the left
     ax.invert_yaxis()
     ax.set_xlabel("process CPU µs per event, to a file (worker threads included)")
 
@@ -54,7 +54,11 @@ def main() -> None:
     ax = axes[1][1]
     fastapi = data.get("fastapi", {})
     bare = fastapi.get("bare", {}).get("us_per_request")
-    variants = [("otel", "OTel FastAPI\ninstrumentation"), ("fapilog", "fapilog\n(app=app)")]
+    variants = [
+        ("otel", "OTel FastAPI\ninstrumentation"),
+        ("fapilog", "fapilog (app=app)\nnative span"),
+        ("fapilog-instrumentation", "fapilog (app=app)\ntracing=instrumentation"),
+    ]
     values, names_f = [], []
     for key, label in variants:
         us = fastapi.get(key, {}).get("us_per_request")
@@ -62,7 +66,7 @@ def main() -> None:
             values.append(us - bare)
             names_f.append(label)
     if values:
-        ax.bar(names_f, values, color=["#c44e52", "#4c72b0"][: len(values)])
+        ax.bar(names_f, values, color=["#c44e52", "#4c72b0", "#8172b3"][: len(values)])
         ax.set_ylabel(f"µs added per request (bare app: {bare:.0f} µs)")
     else:
         ax.text(0.5, 0.5, "FastAPI figures not measured", ha="center")

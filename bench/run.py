@@ -178,7 +178,7 @@ def idle(seconds: float) -> dict[str, Any]:
 
 def fastapi_inprocess(requests: int, repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for variant in ("bare", "otel", "fapilog"):
+    for variant in ("bare", "otel", "fapilog", "fapilog-instrumentation"):
         runs = []
         for repeat in range(repeats):
             print(f"[bench] fastapi in-process {variant} #{repeat + 1}", flush=True)
@@ -263,7 +263,7 @@ def _load_python(
 def uvicorn_load(seconds: int, repeats: int) -> dict[str, Any]:
     generator = "wrk" if shutil.which("wrk") else "python-asyncio"
     results: dict[str, Any] = {"generator": generator}
-    for variant in ("bare", "otel", "fapilog"):
+    for variant in ("bare", "otel", "fapilog", "fapilog-instrumentation"):
         runs = []
         for repeat in range(repeats):
             print(f"[bench] uvicorn + {generator} {variant} #{repeat + 1}", flush=True)
