@@ -34,9 +34,10 @@ from fapilog._otel_logs import (
     fast_emit_supported,
     make_record,
     sdk_logger,
+    span_context_of,
     std_to_severity,
 )
-from fapilog._pipeline import BatchQueue
+from fapilog._pipeline import BatchQueue, collect_batch
 from fapilog.settings import QueueSettings
 
 __all__ = [
@@ -180,16 +181,23 @@ def event_fields(pending: Pending) -> tuple[Any, dict[str, Any]]:
     """The body and attributes of a captured event: the message comes out of `event`, the
     trace ids move to the record's own fields, the exception becomes the OTel semantic
     convention attributes."""
+    body, attributes, _ = _record_fields(pending)
+    return body, attributes
+
+
+def _record_fields(pending: Pending) -> tuple[Any, dict[str, Any], trace.SpanContext]:
+    """`event_fields`, plus the span context of the event's OTel context (read once)."""
     attributes = pending.event
     body = attributes.pop("event", None)
     if body is not None and type(body) is not str:
         body = coerce_value(body)
-    if _span_context(pending.context) is not None:
+    span_context = span_context_of(pending.context)
+    if span_context.is_valid:
         attributes.pop("trace_id", None)
         attributes.pop("span_id", None)
     if pending.exception is not None:
         attributes.update(exception_attributes(pending.exception))
-    return body, attributes
+    return body, attributes, span_context
 
 
 def exception_attributes(exc: BaseException) -> dict[str, str]:
@@ -223,10 +231,14 @@ class Bridge:
         self.put = self.intake.put
 
     def _emit_batch(self, batch: list[Pending]) -> None:
+        with collect_batch():
+            self._emit_each(batch)
+
+    def _emit_each(self, batch: list[Pending]) -> None:
         loggers = self._loggers
         for pending in batch:
             try:
-                body, attributes = event_fields(pending)
+                body, attributes, span_context = _record_fields(pending)
                 record = make_record(
                     timestamp=pending.timestamp,
                     context=pending.context,
@@ -234,6 +246,7 @@ class Bridge:
                     severity_text=pending.severity_text,
                     body=body,
                     attributes=attributes,
+                    span_context=span_context,
                 )
                 entry = loggers.get(pending.logger)
                 if entry is None:

@@ -6,10 +6,12 @@ lives here and the rest of fapilog uses these names. pyproject.toml pins the tes
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 from opentelemetry import _logs as logs_api
+from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import (
@@ -49,6 +51,7 @@ __all__ = [
     "replace_resource",
     "sdk_logger",
     "set_global_provider",
+    "span_context_of",
     "std_to_severity",
 ]
 
@@ -101,6 +104,22 @@ def sdk_logger(provider: LoggerProvider, name: str) -> Logger:
     return provider._get_logger_cached(name)
 
 
+def span_context_of(context: Context | None) -> trace.SpanContext:
+    """The span context an API LogRecord takes from `context` (`get_current_span(context)
+    .get_span_context()`, without reading the current context when `context` is given)."""
+    span: Any = context.get(_SPAN_KEY) if context else None
+    if span is None:
+        return _INVALID_SPAN_CONTEXT
+    kind = type(span)
+    is_span = _SPAN_TYPES.get(kind)
+    if is_span is None:  # the ABC check, once per span class
+        is_span = _SPAN_TYPES[kind] = isinstance(span, trace.Span)
+    return span.get_span_context() if is_span else _INVALID_SPAN_CONTEXT
+
+
+_SPAN_TYPES: dict[type, bool] = {}
+
+
 def make_record(
     *,
     timestamp: int,
@@ -109,19 +128,62 @@ def make_record(
     severity_text: str,
     body: Any,
     attributes: dict[str, Any],
+    span_context: trace.SpanContext | None = None,
 ) -> LogRecord:
-    return LogRecord(
-        timestamp=timestamp,
-        observed_timestamp=timestamp,
-        context=context or _EMPTY_CONTEXT,
-        severity_text=severity_text,
-        severity_number=severity_number,
-        body=body,
-        attributes=attributes,
-    )
+    """An API LogRecord for a captured event. `context` is the caller's (captured on its
+    thread); `span_context`, when the caller already has it, is `span_context_of(context)`.
+
+    `LogRecord.__init__` reads the worker's current context when `context` is empty and the
+    span from the context again; with `_FAST_RECORD` the same fields are set directly."""
+    if not _FAST_RECORD:
+        return LogRecord(
+            timestamp=timestamp,
+            observed_timestamp=timestamp,
+            context=context or _EMPTY_CONTEXT,
+            severity_text=severity_text,
+            severity_number=severity_number,
+            body=body,
+            attributes=attributes,
+        )
+    if span_context is None:
+        span_context = span_context_of(context)
+    record = _new_record(LogRecord)
+    record.timestamp = timestamp
+    record.observed_timestamp = timestamp
+    record.context = context or _EMPTY_CONTEXT
+    record.trace_id = span_context.trace_id
+    record.span_id = span_context.span_id
+    record.trace_flags = span_context.trace_flags
+    record.severity_text = severity_text
+    record.severity_number = severity_number
+    record.body = body
+    record.attributes = attributes
+    record.event_name = None
+    record.exception = None
+    return record
 
 
 _EMPTY_CONTEXT = Context()
+_SPAN_KEY: str = trace._SPAN_KEY  # type: ignore[attr-defined]  # where OTel keeps the current span
+_INVALID_SPAN_CONTEXT = trace.INVALID_SPAN_CONTEXT
+_new_record = object.__new__
+_RECORD_FIELDS = (
+    "timestamp", "observed_timestamp", "context", "trace_id", "span_id", "trace_flags",
+    "severity_text", "severity_number", "body", "attributes", "event_name", "exception",
+)  # fmt: skip
+
+
+def _fast_record_check() -> bool:
+    """Whether `LogRecord.__init__` sets exactly the fields `make_record` sets (checked once
+    against the installed API): otherwise the public constructor is used."""
+    try:
+        probe = LogRecord(timestamp=1, observed_timestamp=1, context=Context(), body="x")
+        return tuple(vars(probe)) == _RECORD_FIELDS
+    except Exception:  # pragma: no cover - an API change
+        return False
+
+
+_FAST_RECORD = _fast_record_check()
 
 
 def fast_emit_supported(logger: Logger) -> bool:
@@ -165,12 +227,38 @@ def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
 def readable(record: ReadWriteLogRecord) -> ReadableLogRecord:
     """The immutable view exporters receive; built once and shared by every exporter."""
     resource = record.resource if record.resource is not None else Resource.get_empty()
+    if _FAST_READABLE:
+        # the frozen dataclass's __init__ sets its four fields through object.__setattr__
+        view = _new_record(ReadableLogRecord)
+        view.__dict__.update(
+            log_record=record.log_record,
+            resource=resource,
+            instrumentation_scope=record.instrumentation_scope,
+            limits=record.limits,
+        )
+        return view
     return ReadableLogRecord(
         log_record=record.log_record,
         resource=resource,
         instrumentation_scope=record.instrumentation_scope,
         limits=record.limits,
     )
+
+
+def _fast_readable_check() -> bool:
+    """Whether ReadableLogRecord is still a plain dataclass of those four fields."""
+    try:
+        names = tuple(field.name for field in dataclasses.fields(ReadableLogRecord))
+        return (
+            names == ("log_record", "resource", "instrumentation_scope", "limits")
+            and not hasattr(ReadableLogRecord, "__post_init__")
+            and not hasattr(ReadableLogRecord, "__slots__")
+        )
+    except Exception:  # pragma: no cover - an SDK change
+        return False
+
+
+_FAST_READABLE = _fast_readable_check()
 
 
 _STD_TO_OTEL: dict[int, SeverityNumber] = {}

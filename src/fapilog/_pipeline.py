@@ -45,6 +45,7 @@ __all__ = [
     "ExportProcessor",
     "Router",
     "call_bounded",
+    "collect_batch",
     "shutdown_processors",
     "worker_thread_ids",
 ]
@@ -133,31 +134,49 @@ class BatchQueue(Generic[T]):
         if self._sync:
             return self._put_sync(item)
         with self._lock:
-            self.offered += 1
-            if self._stopped:
-                self._count_drop("shutdown")
-                return False
-            queue = self._queue
-            size = len(queue)
-            if (
-                size >= self.high_water
-                and self.overflow == "sample"
-                and self._severity(item) < WARN_SEVERITY
-                and self._random.random() >= self.sample_ratio
-            ):
-                self._count_drop("sampled")
-                return False
-            if size >= self.max_size and not self._make_room(item):
-                return False
-            queue.append(item)
-            self.accepted += 1
-            self._entered += 1
-            size = len(queue)
-            if size == 1:
-                self._first_at = time.monotonic()
-                self._wakeup.notify()
-            elif size == self.batch_size:
-                self._wakeup.notify()
+            return self._offer(item)
+
+    def put_many(self, items: Sequence[T]) -> None:
+        """`put` each of `items` in order, under one lock acquisition: the same policy,
+        the same counting, as many separate `put` calls."""
+        if self._thread is None and not self._sync:
+            self._start()
+        if self._sync:
+            for item in items:
+                self._put_sync(item)
+            return
+        with self._lock:
+            offer = self._offer
+            for item in items:
+                offer(item)
+
+    def _offer(self, item: T) -> bool:
+        """One record offered (lock held): accept it, make room for it, or drop it."""
+        self.offered += 1
+        if self._stopped:
+            self._count_drop("shutdown")
+            return False
+        queue = self._queue
+        size = len(queue)
+        if (
+            size >= self.high_water
+            and self.overflow == "sample"
+            and self._severity(item) < WARN_SEVERITY
+            and self._random.random() >= self.sample_ratio
+        ):
+            self._count_drop("sampled")
+            return False
+        if size >= self.max_size and not self._make_room(item):
+            return False
+        queue.append(item)
+        self.accepted += 1
+        self._entered += 1
+        size = len(queue)
+        if size == 1:
+            self._first_at = time.monotonic()
+            self._wakeup.notify()
+        elif size == self.batch_size:
+            self._wakeup.notify()
         return True
 
     def _make_room(self, item: T) -> bool:
@@ -491,6 +510,9 @@ class ExportProcessor:
     def put(self, record: ReadableLogRecord) -> None:
         self.queue.put(record)
 
+    def put_many(self, records: Sequence[ReadableLogRecord]) -> None:
+        self.queue.put_many(records)
+
     def _export(self, batch: list[ReadableLogRecord]) -> str | None:
         started = time.perf_counter()
         error: str | None = None
@@ -554,11 +576,59 @@ class ExportProcessor:
         }
 
 
+class _Collecting(threading.local):
+    """Per thread: the records Routers collected while that thread emits a batch."""
+
+    records: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]] | None = None
+
+
+_COLLECTING = _Collecting()
+
+
+class collect_batch:
+    """Context manager for a thread that emits a batch of records (the bridge's worker):
+    while it is active, Routers collect that thread's records and hand them to each
+    exporter queue once at the end (`put_many`: one lock acquisition per batch instead of
+    one per record), in the order they were emitted. Other threads are not affected."""
+
+    __slots__ = ("_outer",)
+
+    def __enter__(self) -> None:
+        self._outer = _COLLECTING.records
+        _COLLECTING.records = []
+
+    def __exit__(self, *exc: object) -> None:
+        collected = _COLLECTING.records
+        _COLLECTING.records = self._outer
+        if collected:
+            _dispatch(collected)
+
+
+def _dispatch(collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]) -> None:
+    """Hand collected records to their targets: each run of records routed to the same
+    target set goes to each target in one `put_many`."""
+    start = 0
+    count = len(collected)
+    while start < count:
+        targets = collected[start][0]
+        end = start + 1
+        while end < count and collected[end][0] is targets:
+            end += 1
+        records = [pair[1] for pair in collected[start:end]]
+        for target in targets:
+            try:
+                target.put_many(records)
+            except Exception as exc:  # pragma: no cover - put never raises by design
+                _diag.report("router", f"fapilog could not queue records: {exc!r}")
+        start = end
+
+
 class Router(LogRecordProcessor):
     """The single LogRecordProcessor fapilog adds to a LoggerProvider.
 
     Added once per provider (the SDK has no way to remove a processor), it fans each record
-    out to the current set of `ExportProcessor`s, which a reconfiguration swaps.
+    out to the current set of `ExportProcessor`s, which a reconfiguration swaps. On a thread
+    inside `collect_batch` it collects the records and queues them at the end of the batch.
     """
 
     def __init__(self) -> None:
@@ -569,6 +639,10 @@ class Router(LogRecordProcessor):
         if not targets:
             return
         record = readable(log_record)
+        collected = _COLLECTING.records
+        if collected is not None:
+            collected.append((targets, record))
+            return
         for target in targets:
             target.put(record)
 

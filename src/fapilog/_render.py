@@ -88,29 +88,33 @@ def _json_default(value: Any) -> Any:
 
 class JsonRenderer:
     """ReadableLogRecord -> one JSON object (bytes, no newline). Resource attributes are
-    rendered once per resource and reused."""
+    rendered once per resource and reused: as a dict for `as_dict`, and as the serialized
+    tail of the object (spliced in as bytes) for `render`."""
 
     __slots__ = ("_resource_cache",)
 
     def __init__(self) -> None:
-        self._resource_cache: tuple[int, dict[str, Any], frozenset[str]] | None = None
+        self._resource_cache: _ResourceParts | None = None
 
-    def _resource(self, resource: Any) -> tuple[dict[str, Any], frozenset[str]]:
+    def _resource_parts(self, resource: Any) -> _ResourceParts:
         cache = self._resource_cache
-        if cache is not None and cache[0] == id(resource):
-            return cache[1], cache[2]
+        if cache is not None and cache.key == id(resource):
+            return cache
         attrs = {
             str(k): v
             for k, v in (resource.attributes if resource is not None else {}).items()
             if not str(k).startswith(_RESOURCE_SKIP_PREFIXES)
         }
-        reserved = CORE_KEYS | frozenset(attrs)
-        self._resource_cache = (id(resource), attrs, reserved)
-        return attrs, reserved
+        cache = self._resource_cache = _ResourceParts(id(resource), attrs)
+        return cache
 
-    def as_dict(self, readable: ReadableLogRecord) -> dict[str, Any]:
+    def _resource(self, resource: Any) -> tuple[dict[str, Any], frozenset[str]]:
+        parts = self._resource_parts(resource)
+        return parts.attrs, parts.reserved
+
+    def _line(self, readable: ReadableLogRecord, reserved: frozenset[str]) -> dict[str, Any]:
+        """The line without the resource attributes."""
         record = readable.log_record
-        resource_attrs, reserved = self._resource(readable.resource)
         scope = readable.instrumentation_scope
         line: dict[str, Any] = {
             "timestamp": iso_timestamp(record.timestamp or record.observed_timestamp or 0),
@@ -123,26 +127,73 @@ class JsonRenderer:
             line["span_id"] = format(record.span_id, "016x")
         attributes = record.attributes
         if attributes:
-            for key, value in attributes.items():
-                if key in reserved:
-                    line[COLLISION_PREFIX + key] = value
-                else:
-                    line[key] = value
-        line.update(resource_attrs)
+            if reserved.isdisjoint(attributes):
+                line.update(attributes)
+            else:
+                for key, value in attributes.items():
+                    if key in reserved:
+                        line[COLLISION_PREFIX + key] = value
+                    else:
+                        line[key] = value
+        return line
+
+    def as_dict(self, readable: ReadableLogRecord) -> dict[str, Any]:
+        parts = self._resource_parts(readable.resource)
+        line = self._line(readable, parts.reserved)
+        line.update(parts.attrs)
         return line
 
     def render(self, readable: ReadableLogRecord) -> bytes:
-        line = self.as_dict(readable)
+        return self._render(readable, False)
+
+    def render_line(self, readable: ReadableLogRecord) -> bytes:
+        """`render(readable) + b"\n"`, without the extra copy."""
+        return self._render(readable, True)
+
+    def _render(self, readable: ReadableLogRecord, newline: bool) -> bytes:
+        parts = self._resource_parts(readable.resource)
+        tail = parts.tail_newline if newline else parts.tail
+        line = self._line(readable, parts.reserved)
+        if tail is not None:
+            # the keys are distinct (attributes colliding with the resource's are renamed),
+            # so the object ends with the resource attributes serialized on their own
+            try:
+                return orjson.dumps(line, default=_json_default)[:-1] + tail
+            except (TypeError, orjson.JSONEncodeError):
+                pass
+        line.update(parts.attrs)
         try:
-            return orjson.dumps(line, default=_json_default)
+            data = orjson.dumps(line, default=_json_default)
         except (TypeError, orjson.JSONEncodeError):
-            return json.dumps(line, default=_json_default, ensure_ascii=False).encode(
+            data = json.dumps(line, default=_json_default, ensure_ascii=False).encode(
                 "utf-8", "backslashreplace"
             )
+        return data + b"\n" if newline else data
 
     def render_batch(self, batch: Sequence[ReadableLogRecord]) -> bytes:
-        render = self.render
-        return b"".join([render(readable) + b"\n" for readable in batch])
+        render = self.render_line
+        return b"".join([render(readable) for readable in batch])
+
+
+class _ResourceParts:
+    """One resource's attributes as the line shows them, the reserved keys, and their
+    serialized tail of the JSON object (``,"service.name":...}``), None when there are no
+    resource attributes or orjson cannot serialize them on its own."""
+
+    __slots__ = ("attrs", "key", "reserved", "tail", "tail_newline")
+
+    def __init__(self, key: int, attrs: dict[str, Any]) -> None:
+        self.key = key
+        self.attrs = attrs
+        self.reserved = CORE_KEYS | frozenset(attrs)
+        self.tail: bytes | None = None
+        self.tail_newline: bytes | None = None
+        if attrs:
+            try:
+                self.tail = b"," + orjson.dumps(attrs, default=_json_default)[1:]
+                self.tail_newline = self.tail + b"\n"
+            except (TypeError, orjson.JSONEncodeError):
+                pass
 
 
 class ConsoleRenderer:

@@ -119,8 +119,8 @@ class FileExporter(LogRecordExporter):
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if not batch:
             return LogRecordExportResult.SUCCESS
-        render = self._renderer.render
-        lines = [render(readable) + b"\n" for readable in batch]
+        render = self._renderer.render_line
+        lines = [render(readable) for readable in batch]
         with self._guard:
             if self._closed:
                 return LogRecordExportResult.FAILURE
