@@ -1,0 +1,146 @@
+"""Graceful shutdown under gunicorn with uvicorn workers: SIGTERM to the arbiter mid-load
+delivers every record the workers emitted, with and without `--preload`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("gunicorn")
+pytest.importorskip("uvicorn_worker")
+
+pytestmark = pytest.mark.slow
+
+# Like tests/test_shutdown.py's uvicorn app, but each worker process writes its own count
+# file (gunicorn runs two workers) at lifespan shutdown.
+GUNICORN_APP = """
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import fapilog
+
+app = FastAPI()
+# with app=, fapilog's middleware also flushes at lifespan shutdown (what --preload needs)
+fapilog.configure_logging(exporters=["file"], file={"path": os.environ["LOG_PATH"]},
+                          capture_stdlib=False, queue={"max_size": 200_000},
+                          app=app if os.environ.get("INSTRUMENT") == "1" else None)
+log = fapilog.get_logger("app")
+emitted = 0
+
+
+@app.get("/work/{n}")
+async def work(n: int) -> dict[str, int]:
+    global emitted
+    for k in range(20):
+        log.info("work", n=n, k=k, pid=os.getpid())
+        emitted += 1
+    return {"n": n}
+
+
+@app.on_event("shutdown")
+async def report() -> None:
+    Path(os.environ["COUNT_DIR"], str(os.getpid())).write_text(str(emitted))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+PRELOAD_PLAIN_LOSES = pytest.mark.xfail(
+    strict=False,  # the loss depends on what is still queued when the worker dies
+    reason="--preload without app=: the app was configured in the arbiter, the worker resets "
+    "SIGTERM to SIG_DFL and uvicorn re-raises it after its graceful shutdown, so the worker "
+    "dies without draining; configure_logging(app=app) flushes at lifespan shutdown",
+)
+
+
+@pytest.mark.parametrize(
+    ("preload", "instrument"),
+    [
+        pytest.param(False, False, id="no-preload"),
+        pytest.param(False, True, id="no-preload-app"),
+        pytest.param(True, True, id="preload-app"),
+        pytest.param(True, False, id="preload-plain", marks=PRELOAD_PLAIN_LOSES),
+    ],
+)
+def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
+    preload: bool, instrument: bool, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    (tmp_path / "gunapp.py").write_text(GUNICORN_APP)
+    log_path, count_dir = tmp_path / "app.log", tmp_path / "counts"
+    count_dir.mkdir()
+    env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_DIR=str(count_dir),
+               INSTRUMENT="1" if instrument else "0")  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "gunapp:app", "--workers", "2",
+         "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}",
+         "--graceful-timeout", "20", "--log-level", "warning",
+         *(["--preload"] if preload else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ok = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            n = 0
+            while not stop.is_set() and n < 400:  # bounded: a few hundred requests each
+                n += 1
+                try:
+                    if client.get(f"/work/{n}").status_code == 200:
+                        ok[0] += 1
+                except httpx.HTTPError:
+                    if server.poll() is not None:
+                        return
+
+    err = ""
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/work/0", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        while ok[0] < 200 and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGTERM)  # mid-load
+        _, err = server.communicate(timeout=30)
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    counts = {path.name: int(path.read_text()) for path in count_dir.iterdir()}
+    assert len(counts) == 2, (counts, err[-2000:])  # both workers ran their lifespan shutdown
+    emitted = sum(counts.values())
+    assert emitted >= 200 * 20
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    per_worker: dict[str, int] = {}
+    for line in lines:
+        if line["message"] == "work":
+            per_worker[str(line["pid"])] = per_worker.get(str(line["pid"]), 0) + 1
+    assert per_worker == {pid: n for pid, n in counts.items() if n}, err[-2000:]
