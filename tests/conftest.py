@@ -100,3 +100,85 @@ def run_python(
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def exporter_named() -> Iterator[Any]:
+    """Register a given exporter instance under a fresh name: `name = exporter_named(exp)`."""
+    import uuid
+
+    from fapilog.exporters import register_exporter, unregister_exporter
+
+    names: list[str] = []
+
+    def register(exporter: Any) -> str:
+        name = f"exp_{uuid.uuid4().hex[:8]}"
+        register_exporter(name, lambda settings: exporter)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        unregister_exporter(name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def sigterm_mid_load(
+    server: Any, port: int, *, requests_per_client: int, min_ok: int = 200, wait: float = 30
+) -> str:
+    """Wait for the server on `port` to answer, load `/work/<n>` from 4 client threads,
+    send SIGTERM once `min_ok` requests succeeded, and return the server's stderr. The
+    server is always gone afterwards (killed if it did not exit)."""
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    ok = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            n = 0
+            while not stop.is_set() and n < requests_per_client:  # bounded
+                n += 1
+                try:
+                    if client.get(f"/work/{n}").status_code == 200:
+                        ok[0] += 1
+                except httpx.HTTPError:
+                    if server.poll() is not None:
+                        return
+
+    err = ""
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/work/0", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        for worker in workers:
+            worker.start()
+        while ok[0] < min_ok and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGTERM)  # mid-load
+        _, err = server.communicate(timeout=wait)
+    finally:
+        stop.set()
+        for worker in workers:
+            if worker.is_alive():
+                worker.join(10)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    return str(err or "")

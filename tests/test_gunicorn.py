@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from conftest import free_port, sigterm_mid_load
 
 pytest.importorskip("gunicorn")
 pytest.importorskip("uvicorn_worker")
@@ -55,12 +52,6 @@ async def report() -> None:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 PRELOAD_PLAIN_LOSES = pytest.mark.xfail(
     strict=False,  # the loss depends on what is still queued when the worker dies
     reason="--preload without app=: the app was configured in the arbiter, the worker resets "
@@ -87,7 +78,7 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
     env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_DIR=str(count_dir),
                INSTRUMENT="1" if instrument else "0")  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "gunapp:app", "--workers", "2",
          "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}",
@@ -95,45 +86,7 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
          *(["--preload"] if preload else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    ok = [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            n = 0
-            while not stop.is_set() and n < 400:  # bounded: a few hundred requests each
-                n += 1
-                try:
-                    if client.get(f"/work/{n}").status_code == 200:
-                        ok[0] += 1
-                except httpx.HTTPError:
-                    if server.poll() is not None:
-                        return
-
-    err = ""
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/work/0", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        workers = [threading.Thread(target=load) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        while ok[0] < 200 and time.monotonic() < deadline and server.poll() is None:
-            time.sleep(0.01)
-        server.send_signal(signal.SIGTERM)  # mid-load
-        _, err = server.communicate(timeout=30)
-        stop.set()
-        for worker in workers:
-            worker.join(10)
-    finally:
-        stop.set()
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    err = sigterm_mid_load(server, port, requests_per_client=400)
     counts = {path.name: int(path.read_text()) for path in count_dir.iterdir()}
     assert len(counts) == 2, (counts, err[-2000:])  # both workers ran their lifespan shutdown
     emitted = sum(counts.values())

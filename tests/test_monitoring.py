@@ -4,8 +4,7 @@ fapilog.stats(); alerts reach stderr and on_alert, rate-limited, without recursi
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import fapilog
 from fapilog import _monitoring, configure_logging, log
 from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog.exporters import register_exporter, unregister_exporter
 
 
 class FlakyExporter(LogRecordExporter):
@@ -36,21 +34,6 @@ class FlakyExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-@pytest.fixture
-def exporter_named() -> Iterator[Callable[[LogRecordExporter], str]]:
-    names: list[str] = []
-
-    def register(exporter: LogRecordExporter) -> str:
-        name = f"mon_{uuid.uuid4().hex[:8]}"
-        register_exporter(name, lambda settings: exporter)
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        unregister_exporter(name)
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

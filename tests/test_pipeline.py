@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,7 +20,6 @@ import fapilog
 from fapilog import configure_logging, get_logger, log
 from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue
-from fapilog.exporters import register_exporter, unregister_exporter
 from fapilog.settings import LoggingSettings, QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY
@@ -225,21 +223,6 @@ class RecordingExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-@pytest.fixture
-def exporter_named() -> Iterator[Callable[[LogRecordExporter], str]]:
-    names: list[str] = []
-
-    def register(exporter: LogRecordExporter) -> str:
-        name = f"rec_{uuid.uuid4().hex[:8]}"
-        register_exporter(name, lambda settings: exporter)
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        unregister_exporter(name)
 
 
 def test_burst_never_waits_on_a_slow_exporter_and_every_record_is_accounted_for(

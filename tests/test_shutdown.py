@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from conftest import run_python
+from conftest import free_port, run_python, sigterm_mid_load
 
 pytestmark = pytest.mark.slow
 
@@ -179,52 +176,13 @@ def test_uvicorn_sigterm_mid_load_delivers_everything_emitted(
     log_path, count_path = tmp_path / "app.log", tmp_path / "count"
     env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_PATH=str(count_path))
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "sigapp:app", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    ok = [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            n = 0
-            while not stop.is_set() and n < 20_000:
-                n += 1
-                try:
-                    if client.get(f"/work/{n}").status_code == 200:
-                        ok[0] += 1
-                except httpx.HTTPError:
-                    if server.poll() is not None:
-                        return
-
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/work/0", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        workers = [threading.Thread(target=load) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        while ok[0] < 200 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        server.send_signal(signal.SIGTERM)  # mid-load
-        _, err = server.communicate(timeout=60)
-        stop.set()
-        for worker in workers:
-            worker.join(30)
-    finally:
-        stop.set()
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    err = sigterm_mid_load(server, port, requests_per_client=20_000, wait=60)
     emitted = int(count_path.read_text())
     assert emitted >= 200 * 20
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
