@@ -56,23 +56,27 @@ PRELOAD_PLAIN_LOSES = pytest.mark.xfail(
     strict=False,  # the loss depends on what is still queued when the worker dies
     reason="--preload without app=: the app was configured in the arbiter, the worker resets "
     "SIGTERM to SIG_DFL and uvicorn re-raises it after its graceful shutdown, so the worker "
-    "dies without draining; configure_logging(app=app) flushes at lifespan shutdown",
+    "dies without draining; configure_logging(app=app) flushes at lifespan shutdown, and "
+    "the fapilog.gunicorn.post_worker_init hook restores the drain",
 )
 
 
 @pytest.mark.parametrize(
-    ("preload", "instrument"),
+    ("preload", "instrument", "hook"),
     [
-        pytest.param(False, False, id="no-preload"),
-        pytest.param(False, True, id="no-preload-app"),
-        pytest.param(True, True, id="preload-app"),
-        pytest.param(True, False, id="preload-plain", marks=PRELOAD_PLAIN_LOSES),
+        pytest.param(False, False, False, id="no-preload"),
+        pytest.param(False, True, False, id="no-preload-app"),
+        pytest.param(True, True, False, id="preload-app"),
+        pytest.param(True, False, True, id="preload-plain-with-hook"),
+        pytest.param(True, False, False, id="preload-plain", marks=PRELOAD_PLAIN_LOSES),
     ],
 )
 def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
-    preload: bool, instrument: bool, tmp_path: Path, subprocess_env: dict[str, str]
+    preload: bool, instrument: bool, hook: bool, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
     (tmp_path / "gunapp.py").write_text(GUNICORN_APP)
+    config = tmp_path / "gunicorn_conf.py"
+    config.write_text("from fapilog.gunicorn import post_worker_init\n" if hook else "")
     log_path, count_dir = tmp_path / "app.log", tmp_path / "counts"
     count_dir.mkdir()
     env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_DIR=str(count_dir),
@@ -82,7 +86,7 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "gunapp:app", "--workers", "2",
          "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}",
-         "--graceful-timeout", "20", "--log-level", "warning",
+         "--graceful-timeout", "20", "--log-level", "warning", "--config", str(config),
          *(["--preload"] if preload else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
