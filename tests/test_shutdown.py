@@ -93,7 +93,10 @@ def test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever(
     """Acceptance 4: a dead exporter cannot make exit take longer than shutdown_timeout."""
     code = BLOCKING_EXPORTER + textwrap.dedent(
         """
-        fapilog.configure_logging(exporters=["forever", "stdout"], shutdown_timeout=3)
+        # queues larger than the burst: under CPU contention a 1,000-record queue overflows
+        # (drop_oldest, counted) and this test is about the deadline, not overflow
+        fapilog.configure_logging(exporters=["forever", "stdout"], shutdown_timeout=3,
+                                  queue={"max_size": 5_000})
         for i in range(2_000):
             fapilog.log.info("queued behind a dead exporter", i=i)
         sys.stdout.write(f"EXITING {time.monotonic()}\\n")  # one write: a whole line
@@ -110,13 +113,6 @@ def test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever(
 def test_exit_is_bounded_with_an_unreachable_real_endpoint(
     exporter: str, dead_endpoint: str, subprocess_env: dict[str, str]
 ) -> None:
-    from fapilog.exceptions import ConfigurationError
-    from fapilog.exporters import exporter_spec
-
-    try:
-        exporter_spec(exporter)
-    except ConfigurationError:
-        pytest.skip(f"the {exporter} exporter is not available yet")
     env = dict(subprocess_env)
     if exporter == "otlp":
         env["FAPILOG_OTLP__ENDPOINT"] = dead_endpoint
