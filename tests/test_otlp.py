@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,36 +345,6 @@ def test_tls_collector_that_cannot_be_verified_gets_nothing(
 # -- a dead or black-holed collector ---------------------------------------------------------
 
 
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers (a hung collector)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                accepted.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in accepted:
-            conn.close()
-        server.close()
-
-
 def test_logging_never_waits_on_a_dead_collector() -> None:
     configure_logging(
         exporters=["otlp"],
@@ -391,8 +359,10 @@ def test_logging_never_waits_on_a_dead_collector() -> None:
     assert figures["export_failures"] >= 1
 
 
-def test_span_force_flush_honours_its_timeout(blackhole: int) -> None:
-    settings = LoggingSettings(otlp={"endpoint": f"http://127.0.0.1:{blackhole}", "timeout": 20})
+def test_span_force_flush_honours_its_timeout(blackhole_port: int) -> None:
+    settings = LoggingSettings(
+        otlp={"endpoint": f"http://127.0.0.1:{blackhole_port}", "timeout": 20}
+    )
     processor = BoundedBatchSpanProcessor(
         GuardedSpanExporter(sdk_span_exporter(settings, "grpc")), shutdown_timeout=1
     )

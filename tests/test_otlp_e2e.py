@@ -9,10 +9,7 @@ unreachable, requests are unaffected and the process still exits within fapilog'
 from __future__ import annotations
 
 import signal
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -96,35 +93,6 @@ def test_collector_receives_correlated_logs_and_spans(
 
 
 # -- the collector is unreachable ------------------------------------------------------------
-
-
-@pytest.fixture
-def blackhole_port() -> Iterator[int]:
-    """A port that accepts TCP connections and never answers (a hung collector)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
 
 
 DEADLINE = 2.0  # FAPILOG_SHUTDOWN_TIMEOUT for these tests
