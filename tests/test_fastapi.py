@@ -852,6 +852,104 @@ def test_native_span_for_a_hand_added_middleware_and_the_response_propagator(
     )
 
 
+# ------------------------------------- no span processor: the span carries the context only
+
+
+def context_app() -> FastAPI:
+    """An app whose endpoint reports the span it runs in and the headers an outgoing
+    call would carry."""
+    from opentelemetry import propagate
+
+    app = FastAPI()
+
+    @app.get("/ctx")
+    async def ctx() -> dict[str, Any]:
+        span = trace.get_current_span()
+        outgoing: dict[str, str] = {}
+        propagate.inject(outgoing)
+        log.info("in endpoint")
+        return {
+            "recording": span.is_recording(),
+            "type": type(span).__name__,
+            "trace_id": format(span.get_span_context().trace_id, "032x"),
+            "span_id": format(span.get_span_context().span_id, "016x"),
+            "traceparent": outgoing.get("traceparent"),
+        }
+
+    return app
+
+
+def test_without_a_span_processor_the_native_span_carries_the_context_only(
+    trace_globals: None,
+) -> None:
+    """Nothing would receive a recorded span, so none is built: the span is the SDK's
+    NonRecordingSpan with the ids, flags and trace state the SDK tracer would give it."""
+    app = context_app()
+    configure_logging(app=app)
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    with capture_logs() as logs:
+        continued = get(app, "/ctx", headers={"traceparent": TRACEPARENT}).json()
+        unsampled = get(
+            app, "/ctx", headers={"traceparent": TRACEPARENT[:-2] + "00", "tracestate": "k=v"}
+        ).json()
+        fresh = get(app, "/ctx").json()
+    for body in (continued, unsampled, fresh):
+        assert body["type"] == "NonRecordingSpan" and body["recording"] is False
+        assert body["span_id"] != PARENT_SPAN_ID and int(body["span_id"], 16) != 0
+    assert continued["trace_id"] == unsampled["trace_id"] == TRACE_ID
+    assert fresh["trace_id"] != TRACE_ID and int(fresh["trace_id"], 16) != 0
+    # outgoing calls continue the trace from this span, with the sampler's decision
+    assert continued["traceparent"] == f"00-{TRACE_ID}-{continued['span_id']}-01"
+    assert unsampled["traceparent"] == f"00-{TRACE_ID}-{unsampled['span_id']}-00"
+    # (a new trace id is random: the SDK sets the W3C level 2 random-trace-id flag too)
+    assert fresh["traceparent"] == f"00-{fresh['trace_id']}-{fresh['span_id']}-03"
+    # every line of a request carries that request's ids
+    by_trace: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for event in app_lines(logs):
+        by_trace[(event["trace_id"], event["span_id"])].append(event["message"])
+    assert sorted(by_trace) == sorted(
+        (body["trace_id"], body["span_id"]) for body in (continued, unsampled, fresh)
+    )
+    for events in by_trace.values():
+        assert sorted(events) == ["in endpoint", "request completed"]
+
+
+def test_the_providers_sampler_still_decides_without_a_span_processor(
+    trace_globals: None,
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    trace.set_tracer_provider(TracerProvider(sampler=ALWAYS_OFF))
+    app = context_app()
+    configure_logging(app=app)
+    body = get(app, "/ctx").json()
+    assert body["type"] == "NonRecordingSpan"
+    assert body["traceparent"] == f"00-{body['trace_id']}-{body['span_id']}-02"  # random, unsampled
+
+
+def test_a_span_processor_added_later_gets_full_server_spans(trace_globals: None) -> None:
+    app = context_app()
+    configure_logging(app=app)
+    assert get(app, "/ctx").json()["recording"] is False
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    body = get(app, "/ctx", headers={"traceparent": TRACEPARENT}).json()
+    assert body["recording"] is True
+    (server,) = server_spans(exporter)
+    assert server.name == "GET /ctx"
+    assert format(server.context.span_id, "016x") == body["span_id"]
+    assert dict(server.attributes or {})["http.route"] == "/ctx"
+
+
+def test_a_non_sdk_tracer_gets_its_own_start_span() -> None:
+    """Anything but an SDK tracer (another SDK, a proxy) is asked for its span as usual."""
+    assert _tracing._unobserved(trace.NoOpTracer()) is False
+    assert _tracing._unobserved(object()) is False
+
+
 def test_tracing_setting_accepts_booleans_and_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     for value, mode in [
         ("true", "native"),

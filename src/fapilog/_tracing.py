@@ -1,9 +1,11 @@
 """OpenTelemetry tracing for `configure_logging(app=app)`: the TracerProvider, the native
 server span and the FastAPI instrumentation.
 
-fapilog never invents trace ids: every request's server span is an OpenTelemetry SDK span,
-continuing an inbound W3C `traceparent` (and `tracestate`, baggage) through the globally
-configured propagators. It comes either from `ServerSpans` (``tracing="native"``, the
+fapilog never invents trace ids: every request's server span comes from the SDK
+TracerProvider (its id generator and sampler), continuing an inbound W3C `traceparent` (and
+`tracestate`, baggage) through the globally configured propagators. When the provider has no
+span processor, the native span is the SDK's `NonRecordingSpan` with those same ids (see
+`_context_only_span`): nothing would receive a recorded one. It comes either from `ServerSpans` (``tracing="native"``, the
 default: started by fapilog's own pure-ASGI request middleware, no extra ASGI layer) or from
 `opentelemetry-instrumentation-fastapi` (``tracing="instrumentation"``). Logs read the
 current span (`fapilog.processors.add_trace_context`), so every line logged while a request
@@ -24,7 +26,15 @@ from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.util.http import ExcludeList
@@ -409,6 +419,56 @@ class ServerSpans:
         version = scope.get("http_version")
         if version:
             attributes["network.protocol.version"] = version
-        span = self.tracer.start_span(span_name, parent, SpanKind.SERVER, attributes)
+        tracer = self.tracer
+        if _unobserved(tracer):
+            span = _context_only_span(tracer, span_name, parent, attributes)
+        else:
+            span = tracer.start_span(span_name, parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return ServerSpan(span, token, span_name)
+
+
+def _unobserved(tracer: Any) -> bool:
+    """Whether `tracer` is an enabled SDK tracer whose provider has no span processor: a
+    span it records would be built, validated and ended for nobody. Read on every request,
+    so a processor added later (``provider.add_span_processor``) takes effect at once.
+    Anything unexpected (another SDK version, another tracer type) answers False: the
+    request then gets a full SDK span."""
+    try:
+        processors = tracer.span_processor._span_processors
+        enabled = tracer._is_enabled()
+    except AttributeError:
+        return False
+    return type(processors) is tuple and not processors and enabled is True
+
+
+def _context_only_span(
+    tracer: Any, name: str, parent: otel_context.Context, attributes: dict[str, Any]
+) -> Span:
+    """The server span as a `NonRecordingSpan`: the same trace id, new span id, trace
+    flags and trace state the SDK tracer would give it (its sampler and id generator
+    decide, exactly as in `Tracer.start_span`), so logs are correlated and outgoing calls
+    propagate the right `traceparent`, without building attributes and events that no
+    span processor would receive. The SDK itself returns this type for spans its sampler
+    does not record."""
+    parent_context = trace.get_current_span(parent).get_span_context()
+    ids = tracer.id_generator
+    if parent_context.is_valid:
+        trace_id = parent_context.trace_id
+        random_trace_id = parent_context.trace_flags.random_trace_id
+    else:
+        trace_id = ids.generate_trace_id()
+        random_trace_id = ids.is_trace_id_random()
+    result = tracer.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER, attributes)
+    flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+    if random_trace_id:
+        flags |= TraceFlags.RANDOM_TRACE_ID
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=result.trace_state,
+        )
+    )
