@@ -2,7 +2,10 @@
 instrumentation alone, and with fapilog (`configure_logging(app=app)`: server span, one
 request event, one log line in the endpoint, stdout JSON). `fapilog` uses the default
 tracing mode (fapilog's native server span); `fapilog-instrumentation` the same with
-``request.tracing="instrumentation"`` (the span from opentelemetry-instrumentation-fastapi).
+``request.tracing="instrumentation"`` (the span from opentelemetry-instrumentation-fastapi);
+`fapilog-spans` is `fapilog` with a (no-op) span processor on the TracerProvider, so the
+native server span is a recorded SDK span (without one, nothing would receive it and it
+carries the trace context only: docs/fastapi.md, "Spans nobody records").
 
     python bench/fastapi_bench.py inprocess VARIANT REQUESTS   # drive the ASGI app directly
     BENCH_VARIANT=fapilog uvicorn --factory fastapi_bench:app_factory ...   # under uvicorn
@@ -19,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("bare", "otel", "fapilog", "fapilog-instrumentation")
+VARIANTS = ("bare", "otel", "fapilog", "fapilog-instrumentation", "fapilog-spans")
 
 
 def make_app(variant: str) -> Any:
@@ -33,6 +36,13 @@ def make_app(variant: str) -> Any:
         request = {"tracing": "instrumentation"} if variant == "fapilog-instrumentation" else {}
         fapilog.configure_logging(app=app, exporters=["stdout"], json_console=True, request=request)
         log = fapilog.get_logger("bench")
+        if variant == "fapilog-spans":
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import SpanProcessor
+
+            # the base class's hooks do nothing: spans are recorded, then discarded, as
+            # they are for the `otel` variant (a provider without processors)
+            trace.get_tracer_provider().add_span_processor(SpanProcessor())  # type: ignore[attr-defined]
     elif variant == "otel":
         from opentelemetry import trace
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

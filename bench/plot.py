@@ -56,8 +56,9 @@ def main() -> None:
     bare = fastapi.get("bare", {}).get("us_per_request")
     variants = [
         ("otel", "OTel FastAPI\ninstrumentation"),
-        ("fapilog", "fapilog (app=app)\nnative span"),
-        ("fapilog-instrumentation", "fapilog (app=app)\ntracing=instrumentation"),
+        ("fapilog", "fapilog\ndefaults"),
+        ("fapilog-spans", "fapilog\nrecorded spans"),
+        ("fapilog-instrumentation", "fapilog\ntracing=\ninstrumentation"),
     ]
     values, names_f = [], []
     for key, label in variants:
@@ -66,7 +67,14 @@ def main() -> None:
             values.append(us - bare)
             names_f.append(label)
     if values:
-        ax.bar(names_f, values, color=["#c44e52", "#4c72b0", "#8172b3"][: len(values)])
+        colors = {"OTel": "#c44e52", "fapilog\nt": "#8172b3"}
+        ax.bar(
+            names_f,
+            values,
+            color=[
+                next((c for k, c in colors.items() if n.startswith(k)), "#4c72b0") for n in names_f
+            ],
+        )
         ax.set_ylabel(f"µs added per request (bare app: {bare:.0f} µs)")
     else:
         ax.text(0.5, 0.5, "FastAPI figures not measured", ha="center")

@@ -5,11 +5,12 @@ fapilog never invents trace ids: every request's server span comes from the SDK
 TracerProvider (its id generator and sampler), continuing an inbound W3C `traceparent` (and
 `tracestate`, baggage) through the globally configured propagators. When the provider has no
 span processor, the native span is the SDK's `NonRecordingSpan` with those same ids (see
-`_context_only_span`): nothing would receive a recorded one. It comes either from `ServerSpans` (``tracing="native"``, the
-default: started by fapilog's own pure-ASGI request middleware, no extra ASGI layer) or from
-`opentelemetry-instrumentation-fastapi` (``tracing="instrumentation"``). Logs read the
-current span (`fapilog.processors.add_trace_context`), so every line logged while a request
-is handled carries its trace and span ids.
+`_context_only_span`): nothing would receive a recorded one. The span comes either from
+`ServerSpans` (``tracing="native"``, the default: started by fapilog's own pure-ASGI request
+middleware, no extra ASGI layer) or from `opentelemetry-instrumentation-fastapi`
+(``tracing="instrumentation"``). Logs read the current span
+(`fapilog.processors.add_trace_context`), so every line logged while a request is handled
+carries its trace and span ids.
 """
 
 from __future__ import annotations
