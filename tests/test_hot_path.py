@@ -1,8 +1,9 @@
 """The per-event fast paths are equivalent to the generic ones they replace: `make_record`
 and `readable` build the same objects as the OTel constructors, `BatchQueue.put_many` applies
 the same policy and counting as separate `put` calls, a Router inside `collect_batch` queues
-every record once and in order, and the JSON line spliced with the resource's bytes is the
-line rendered from the whole dict."""
+every record once and in order, the JSON line spliced with the resource's bytes is the
+line rendered from the whole dict, and `BoundLogger._emit` makes the calls structlog's
+`_proxy_to_logger` makes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import threading
 from typing import Any
 
 import pytest
+import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from fapilog import _otel_logs
+from fapilog._bridge import Sink
+from fapilog._logger import BoundLogger
 from fapilog._otel_logs import (
     LogRecord,
     ReadableLogRecord,
@@ -238,3 +242,59 @@ def test_spliced_json_line_equals_the_whole_dict_rendered(
     assert renderer.render_line(view) == expected + b"\n"
     assert renderer.render_batch([view, view]) == (expected + b"\n") * 2
     assert json.loads(expected)["message"] == "hello"
+
+
+class _Recorder:
+    """A wrapped logger that records every call made on it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def method(*args: Any, **kw: Any) -> str:
+            self.calls.append((name, args, kw))
+            return f"returned by {name}"
+
+        return method
+
+
+def _final(result: str) -> Any:
+    def processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> Any:
+        if result == "drop":
+            raise structlog.DropEvent
+        if result == "str":
+            return repr(sorted(event_dict.items()))
+        if result == "bytes":
+            return repr(sorted(event_dict.items())).encode()
+        if result == "dict":
+            return dict(event_dict)
+        if result == "tuple":
+            return ((method_name, len(event_dict)), {"seen": sorted(event_dict)})
+        return 42  # not a valid result
+
+    return processor
+
+
+@pytest.mark.parametrize("result", ["drop", "str", "bytes", "dict", "tuple", "invalid"])
+def test_bound_logger_emit_equals_structlogs_proxy(result: str) -> None:
+    """`BoundLogger._emit` (the level methods' path) makes the same calls on the wrapped
+    logger, with the same return value or error, as structlog's own `_proxy_to_logger`."""
+
+    def seen_by(log: Any, via_structlog: bool) -> Any:
+        recorder = _Recorder()
+        log._logger = recorder
+        try:
+            if via_structlog:
+                out = structlog.BoundLoggerBase._proxy_to_logger(
+                    log, "warning", "paid", order=7, event_id="e"
+                )
+            else:
+                out = log._emit("warning", "paid", {"order": 7, "event_id": "e"})
+        except ValueError as exc:
+            out = ("ValueError", str(exc))
+        return out, recorder.calls
+
+    processors = [structlog.processors.add_log_level, _final(result)]
+    ours = BoundLogger(Sink("x"), processors, {"bound": 1, "order": 0})
+    theirs = BoundLogger(Sink("x"), processors, {"bound": 1, "order": 0})
+    assert seen_by(ours, False) == seen_by(theirs, True)

@@ -114,6 +114,7 @@ class _StdlibSink(Sink):
 
 
 _get_current = otel_context.get_current
+_new_tuple = tuple.__new__
 _SPAN_KEY: str = trace._SPAN_KEY  # type: ignore[attr-defined]  # the context key under which OTel stores the current span
 
 
@@ -159,7 +160,10 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
         level = METHOD_LEVELS.get(method_name, _INFO)
         timestamp = time.time_ns()
     name = logger.name if isinstance(logger, Sink) else getattr(logger, "name", "structlog")
-    return Pending(timestamp, level.severity, level.text, name, event, _get_current(), exc)
+    # (tuple.__new__ directly: the generated NamedTuple __new__ costs ~0.1 us more)
+    return _new_tuple(
+        Pending, (timestamp, level.severity, level.text, name, event, _get_current(), exc)
+    )
 
 
 def stdlib_sink(name: str, created: float, levelno: int, levelname: str) -> _StdlibSink:

@@ -100,6 +100,37 @@ class BoundLogger(structlog.BoundLoggerBase):
 
     _logger: Sink
 
+    def _emit(self, method_name: str, event: Any, event_kw: dict[str, Any]) -> Any:
+        """structlog's `_proxy_to_logger` for the level methods, without its detours (the
+        keyword arguments packed twice more, one more call layer, the result's type tested
+        through a chain of isinstance): the same event dict (bound context, then the
+        keyword arguments, then ``event``), the same chain, `DropEvent` honoured, the
+        final processor's result handed to the wrapped logger's method as structlog does."""
+        event_dict: Any = self._context.copy()
+        if event_kw:
+            event_dict.update(event_kw)
+        if event is not None:
+            event_dict["event"] = event
+        logger = self._logger
+        try:
+            # the list object itself, not a copy: `_configure_first` relies on it
+            for proc in self._processors:
+                event_dict = proc(logger, method_name, event_dict)
+        except structlog.DropEvent:
+            return None
+        if type(event_dict) is tuple:  # the bridge's (args, kwargs)
+            return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
+        if isinstance(event_dict, (str, bytes, bytearray)):
+            return getattr(logger, method_name)(event_dict)
+        if isinstance(event_dict, tuple):
+            return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
+        if isinstance(event_dict, dict):
+            return getattr(logger, method_name)(**event_dict)
+        raise ValueError(
+            "Last processor didn't return an appropriate value.  Valid return values are a "
+            "dict, a tuple of (args, kwargs), bytes, or a str."
+        )
+
     def _gate(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> Any:
         if self._logger.min_level > levelno:
             return None
@@ -108,7 +139,7 @@ class BoundLogger(structlog.BoundLoggerBase):
                 event = event % args
             except Exception:
                 event = f"{event} {args!r}"
-        return self._proxy_to_logger(method, event, **kw)
+        return self._emit(method, event, kw)
 
     def debug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 10:
@@ -120,7 +151,7 @@ class BoundLogger(structlog.BoundLoggerBase):
             return None
         if args:
             return self._gate("info", 20, event, args, kw)
-        return self._proxy_to_logger("info", event, **kw)
+        return self._emit("info", event, kw)
 
     msg = info
 
