@@ -1,5 +1,6 @@
 """Graceful shutdown under gunicorn with uvicorn workers: SIGTERM to the arbiter mid-load
-delivers every record the workers emitted, with and without `--preload`."""
+delivers every record the workers emitted, with and without `--preload`, including a burst
+logged by the app's own shutdown handler right before each worker exits."""
 
 from __future__ import annotations
 
@@ -48,17 +49,17 @@ async def work(n: int) -> dict[str, int]:
 
 @app.on_event("shutdown")
 async def report() -> None:
+    # the last records come right before the worker exits: still queued when uvicorn
+    # re-raises SIGTERM, so they reach the file only if the worker drains
+    global emitted
+    for k in range(LATE):
+        log.info("work", n=-1, k=k, pid=os.getpid())
+        emitted += 1
     Path(os.environ["COUNT_DIR"], str(os.getpid())).write_text(str(emitted))
+
+
+LATE = 3000
 """
-
-
-PRELOAD_PLAIN_LOSES = pytest.mark.xfail(
-    strict=False,  # the loss depends on what is still queued when the worker dies
-    reason="--preload without app=: the app was configured in the arbiter, the worker resets "
-    "SIGTERM to SIG_DFL and uvicorn re-raises it after its graceful shutdown, so the worker "
-    "dies without draining; configure_logging(app=app) flushes at lifespan shutdown, and "
-    "the fapilog.gunicorn.post_worker_init hook restores the drain",
-)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,9 @@ PRELOAD_PLAIN_LOSES = pytest.mark.xfail(
         pytest.param(False, True, False, id="no-preload-app"),
         pytest.param(True, True, False, id="preload-app"),
         pytest.param(True, False, True, id="preload-plain-with-hook"),
-        pytest.param(True, False, False, id="preload-plain", marks=PRELOAD_PLAIN_LOSES),
+        # configured in the arbiter, no app=, no hook: fapilog's at-fork patch of the
+        # worker gives each worker its SIGTERM drain back (see fapilog.gunicorn)
+        pytest.param(True, False, False, id="preload-plain"),
     ],
 )
 def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
@@ -101,3 +104,34 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
         if line["message"] == "work":
             per_worker[str(line["pid"])] = per_worker.get(str(line["pid"]), 0) + 1
     assert per_worker == {pid: n for pid, n in counts.items() if n}, err[-2000:]
+
+
+def test_the_worker_patch_installs_the_drain_only_over_the_default_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the at-fork patch does in a gunicorn worker, on this process: `load_wsgi` runs
+    as before, then SIGTERM's default action becomes fapilog's drain; a handler someone
+    set (gunicorn's sync workers set one) stays. Patched once."""
+    import signal
+
+    from gunicorn.workers import base
+
+    from fapilog import _config
+    from fapilog.gunicorn import patch_worker_after_fork
+
+    monkeypatch.setattr(base.Worker, "load_wsgi", lambda self: "loaded")
+    assert patch_worker_after_fork() is True
+    assert patch_worker_after_fork() is False
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert base.Worker.load_wsgi(object()) == "loaded"  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGTERM) is _config._on_sigterm
+
+        def theirs(signum: int, frame: object) -> None:
+            return None
+
+        signal.signal(signal.SIGTERM, theirs)
+        base.Worker.load_wsgi(object())  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -280,8 +281,21 @@ def _refresh_pid_after_fork() -> None:
         pass
 
 
+def _gunicorn_worker_after_fork() -> None:
+    """A configured process forked by gunicorn (``--preload``): see `fapilog.gunicorn`."""
+    if not is_configured() or "gunicorn.workers.base" not in sys.modules:
+        return
+    try:
+        from fapilog.gunicorn import patch_worker_after_fork
+
+        patch_worker_after_fork()
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_refresh_pid_after_fork)
+    os.register_at_fork(after_in_child=_gunicorn_worker_after_fork)
 
 
 def _install_provider(pipeline: _Pipeline, settings: LoggingSettings) -> None:
