@@ -290,7 +290,9 @@ def _type_name(annotation: Any) -> str:
     if len(args) == 2 and type(None) in args:  # Optional[X]
         inner = next(a for a in args if a is not type(None))
         return _type_name(inner) + " (or unset)"
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    # (a plain class only: on Python 3.10 `list[str]` is an instance of `type` too)
+    plain = isinstance(annotation, type) and typing.get_origin(annotation) is None
+    text = getattr(annotation, "__name__", None) if plain else None
     if text is None:
         text = str(annotation).replace("typing.", "").replace("NoneType", "None")
     for noise in ("Annotated[", ", NoDecode]", "pydantic.types.", "collections.abc."):
