@@ -65,3 +65,55 @@ def test_forked_child_logs_and_nothing_is_lost_or_duplicated(
             range(by_message[message])
         )
     assert pids  # lines carry the resource's pid (the parent's resource is inherited)
+
+
+MULTIPROCESSING = """
+import json, multiprocessing, os, sys, fapilog
+fapilog.configure_logging(exporters=["file"], file={"path": os.environ["LOG_PATH"]},
+                          capture_stdlib=False, queue={"max_size": 100_000, "max_delay": 30})
+log = fapilog.get_logger("mp")
+
+
+def target(n):
+    # no force_flush: the child ends with os._exit() right after returning
+    for i in range(n):
+        log.info("child", i=i, pid=os.getpid())
+
+
+def square(x):
+    log.info("pool task", x=x, pid=os.getpid())
+    return x * x
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    children = [ctx.Process(target=target, args=(3000,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    with ctx.Pool(2) as pool:
+        squares = pool.map(square, range(200))
+        pool.close()
+        pool.join()
+    print(json.dumps({"exitcodes": [c.exitcode for c in children], "squares": sum(squares)}))
+"""
+
+
+def test_multiprocessing_children_drain_at_exit_without_force_flush(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """multiprocessing's fork children end with os._exit(): fapilog's drain runs as one of
+    multiprocessing's exit finalizers. Process children and Pool workers (closed and
+    joined) deliver every record, although the queues hold them for up to 30 s."""
+    log_path = tmp_path / "app.log"
+    env = dict(subprocess_env, LOG_PATH=str(log_path))
+    code, out, err = run_python(textwrap.dedent(MULTIPROCESSING), env, timeout=120)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["exitcodes"] == [0, 0]
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    per_child = Counter(line["pid"] for line in lines if line["message"] == "child")
+    assert sorted(per_child.values()) == [3000, 3000]
+    tasks = sorted(line["x"] for line in lines if line["message"] == "pool task")
+    assert tasks == list(range(200))

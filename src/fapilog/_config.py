@@ -293,8 +293,39 @@ def _gunicorn_worker_after_fork() -> None:
         pass
 
 
+_multiprocessing_hooked: list[bool] = []
+
+
+def _before_fork() -> None:
+    """A multiprocessing child (``fork`` start method) ends with `os._exit()`, which skips
+    atexit. multiprocessing runs its own exit finalizers first, so before a fork in a
+    process that uses multiprocessing, fapilog asks multiprocessing to register its drain
+    in each child it starts (`register_after_fork` callbacks run in the child after
+    multiprocessing has cleared the parent's finalizers)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _multiprocessing_hooked:
+        return
+    try:
+        util.register_after_fork(_pipeline, _multiprocessing_child)
+        _multiprocessing_hooked.append(True)
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
+def _multiprocessing_child(pipeline: _Pipeline) -> None:
+    """In a multiprocessing child: drain at its exit, after the finalizers of priority >= 0
+    (the application's) and before `os._exit()`."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:  # pragma: no cover - it called us
+        return
+    util.Finalize(None, _at_exit, exitpriority=-10)
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_refresh_pid_after_fork)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_child=_refresh_pid_after_fork,
+    )
     os.register_at_fork(after_in_child=_gunicorn_worker_after_fork)
 
 
