@@ -475,6 +475,11 @@ def test_a_forked_child_reopens_the_file_and_its_lock(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = read_all(path, max_bytes=30000)
+    # Python 3.12+ warns that fork() in a multi-threaded process may deadlock the child (a
+    # DeprecationWarning, shown for code in __main__): captured as a py.warnings line
+    others = [line for line in lines if "who" not in line]
+    assert all(line["logger"] == "py.warnings" for line in others), others
+    lines = [line for line in lines if "who" in line]
     for who in ("parent", "child"):
         seqs = [line["seq"] for line in lines if line["who"] == who and line["seq"] > 0]
         assert sorted(seqs) == list(range(1, 2001)), who

@@ -331,6 +331,36 @@ def test_capture_logs_sees_redacted_events() -> None:
     assert logs[0]["card"] == M
 
 
+def test_capture_logs_redacts_without_configure_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before configure_logging(), capture_logs() applies what the first event would
+    configure from the environment: the default redaction, the environment's own
+    redaction settings, and the default redaction when the environment is invalid."""
+    from fapilog import _config
+    from fapilog.testing import capture_logs
+
+    def captured() -> dict[str, Any]:
+        assert not _config.is_configured()
+        with capture_logs() as logs:
+            log.info("login", password="hunter2", nested={"api_key": "k"}, card=VISA)
+            logging.getLogger("legacy").warning("token=%s", "abc123")
+        assert not _config.is_configured()  # capturing configured nothing
+        assert logs.messages()[1] in ("token=[REDACTED]", "token=abc123")
+        return {**logs[0], "stdlib": logs[1]["message"]}
+
+    assert captured() == {
+        "message": "login", "level": "info", "logger": "app", "password": M,
+        "nested": {"api_key": M}, "card": M, "stdlib": f"token={M}",
+    }  # fmt: skip
+    monkeypatch.setenv("FAPILOG_REDACTION__KEYS", "card")
+    monkeypatch.setenv("FAPILOG_REDACTION__BUILTIN_PATTERNS", "bearer")
+    event = captured()
+    assert (event["password"], event["card"], event["stdlib"]) == (M, M, "token=abc123")
+    monkeypatch.setenv("FAPILOG_LEVEL", "LOUD")  # invalid: the default redaction applies
+    event = captured()
+    assert (event["password"], event["nested"]) == (M, {"api_key": M})
+    assert event["stdlib"] == f"token={M}"
+
+
 def test_basic_pattern_only_redacts_decodable_user_password() -> None:
     token = base64.b64encode(b"alice:wonderland").decode()
     assert Redactor().redact_text(f"Basic {token}") == f"Basic {M}"

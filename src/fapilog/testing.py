@@ -61,11 +61,36 @@ class _Capture:
         raise DropEvent
 
 
+def _chain_from_environment() -> list[Any]:
+    """Before `configure_logging()`: the chain the first event would configure from the
+    environment, without the exporters (so captured events are enriched and redacted as
+    exported ones would be). An invalid environment falls back to the default redaction:
+    a test never sees a secret because of a bad variable."""
+    from structlog.contextvars import merge_contextvars
+
+    from fapilog import enrichers, redaction
+    from fapilog._sections.enrichment import RedactionSettings
+    from fapilog.processors import add_trace_context
+    from fapilog.settings import LoggingSettings
+
+    try:
+        settings = LoggingSettings()
+        extra: list[Any] = []
+        if settings.enrichers or settings.system.metrics:
+            extra += enrichers.build_processors(settings)
+        extra += redaction.build_processors(settings)
+    except Exception:
+        extra = [redaction.Redactor.from_settings(RedactionSettings())]
+    return [merge_contextvars, add_trace_context, *extra]
+
+
 @contextmanager
 def capture_logs() -> Iterator[CapturedLogs]:
     """Capture fapilog (and stdlib) events in a list instead of exporting them.
 
-    Works whether or not `configure_logging()` was called; restores everything on exit.
+    Works whether or not `configure_logging()` was called (before it, events go through
+    the enrichers and redaction the environment configures, as the first exported event
+    would); restores everything on exit.
     """
     captured = CapturedLogs()
     chain = _logger.CHAIN
@@ -85,6 +110,7 @@ def capture_logs() -> Iterator[CapturedLogs]:
 
     if not is_configured():
         _logger.set_levels(10, {})
+        chain[:] = [*_chain_from_environment(), capture]
     try:
         yield captured
     finally:
