@@ -1,7 +1,9 @@
-"""The `make demo` job: fapilog with zero configuration, logging a few structured events,
-an exception and a stdlib/library line, to stdout (JSON when piped, pretty on a terminal).
+"""A first look (`python examples/demo.py`): fapilog with zero configuration, logging a few
+structured events, an exception and a stdlib/library line, to stdout (JSON when piped, pretty
+on a terminal).
 
-Run it: `make demo`, or `python examples/demo.py | cat` for JSON.
+Run it: `python examples/demo.py`, or `python examples/demo.py | cat` for JSON. (`make demo`
+runs the FastAPI example, examples/fastapi_app/demo.py.)
 """
 
 from __future__ import annotations

@@ -135,7 +135,9 @@ def test_directory_is_created_and_file_not_world_readable(tmp_path: Path) -> Non
     fapilog.get_logger("x").info("hello")
     assert fapilog.force_flush(10)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o007 == 0
+    # every directory fapilog created, not only the last one, is closed to others
+    for directory in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(directory.stat().st_mode) & 0o007 == 0, directory
 
 
 def test_mode_from_the_environment_is_octal(

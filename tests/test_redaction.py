@@ -63,9 +63,14 @@ def test_any_depth_and_inside_lists() -> None:
 
 
 def test_the_whole_value_of_a_sensitive_key_goes_even_when_structured() -> None:
-    assert redact({"session": {"id": 1, "user": "u"}, "cookie": ["a", "b"]}) == {
-        "session": M,
-        "cookie": M,
+    """A list keeps its shape (every item the marker), so array fields stay arrays."""
+    assert redact(
+        {"session": {"id": 1, "user": "u"}, "cookie": ["a", "b"], "auth": {"token": ("t",)}}
+    ) == {"session": M, "cookie": [M, M], "auth": {"token": [M]}}
+    # a key containing a sensitive word keeps numbers, in lists too
+    assert redact({"reset_token_ids": [7, "x"], "tokens": []}) == {
+        "reset_token_ids": [7, M],
+        "tokens": [],
     }
 
 

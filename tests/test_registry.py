@@ -64,8 +64,11 @@ def test_unknown_name_fails_at_configure_time_listing_known_ones() -> None:
 
 def test_unknown_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAPILOG_EXPORTERS", "stdout,nope")
-    with pytest.raises(ConfigurationError, match="unknown exporter 'nope'"):
+    with pytest.raises(ConfigurationError, match="unknown exporter 'nope'") as caught:
         fapilog.configure_logging()
+    (error,) = caught.value.errors  # the documented keys, `error` included
+    assert error["setting"] == "exporters" and error["env"] == "FAPILOG_EXPORTERS"
+    assert error["value"] == "'nope'" and "known exporters: " in error["error"]
 
 
 def test_registered_in_code_selected_by_env_and_receives_records(

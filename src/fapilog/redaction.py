@@ -370,15 +370,14 @@ class Redactor:
         path.add(ident)
         copy: dict[Any, Any] | None = None
         verdicts = self._verdicts
-        marker = self.marker
         for key, item in value.items():
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = self._classify(key)
             if verdict == _EXACT:
-                new = item if item is None else marker
+                new = item if item is None else self._masked(item, False)
             elif verdict == _FRAGMENT:
-                new = item if type(item) in _NUMBERS else marker
+                new = item if type(item) in _NUMBERS else self._masked(item, True)
             elif verdict == _EXEMPT:
                 continue
             else:
@@ -389,6 +388,16 @@ class Redactor:
                 copy[key] = new
         path.discard(ident)
         return value if copy is None else copy
+
+    def _masked(self, value: Any, keep_numbers: bool) -> Any:
+        """The marker in place of a sensitive key's value. A list or tuple keeps its shape
+        (a list of markers, numbers kept where the key only contains a sensitive word), so
+        a field documented as an array (request headers) stays an array."""
+        kind = type(value)
+        if kind is not list and kind is not tuple:
+            return self.marker
+        marker = self.marker
+        return [item if keep_numbers and type(item) in _NUMBERS else marker for item in value]
 
     def _sequence(self, value: list[Any] | tuple[Any, ...], depth: int, path: set[int]) -> Any:
         ident = id(value)
@@ -433,7 +442,6 @@ class Redactor:
     def _redact_event(self, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         verdicts = self._verdicts
         clean = self._clean
-        marker = self.marker
         changes: dict[str, Any] | None = None
         has_exception = False
         new: Any
@@ -452,9 +460,9 @@ class Redactor:
                 else:
                     new = self._value(value, 1, set())
             elif verdict == _EXACT:
-                new = value if value is None else marker
+                new = value if value is None else self._masked(value, False)
             elif verdict == _FRAGMENT:
-                new = value if kind in _NUMBERS else marker
+                new = value if kind in _NUMBERS else self._masked(value, True)
             elif verdict == _EXC:
                 has_exception = value is not None and value is not False
                 continue

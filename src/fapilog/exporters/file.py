@@ -81,6 +81,21 @@ def _dir_mode(mode: int) -> int:
     return mode | ((mode & 0o444) >> 2) | 0o700
 
 
+def _make_dirs(directory: Path, mode: int) -> None:
+    """`os.makedirs` giving every directory it creates `mode` (it gives the mode to the last
+    one only; the parents get the umask's default). Existing directories are left alone."""
+    missing: list[Path] = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:  # created meanwhile (another process)
+            pass
+
+
 class FileExporter(LogRecordExporter):
     """Writes each batch as JSON lines to a rotating file (see the module docstring).
 
@@ -227,7 +242,7 @@ class FileExporter(LogRecordExporter):
             return
         if self._lock_fd is None:
             base = self._base
-            os.makedirs(base.parent, mode=_dir_mode(self._mode), exist_ok=True)
+            _make_dirs(base.parent, _dir_mode(self._mode))
             lock_path = base.with_name(f".{base.name}.lock")
             self._lock_fd = os.open(
                 lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), self._mode
@@ -253,7 +268,7 @@ class FileExporter(LogRecordExporter):
         self._open(path)
 
     def _open(self, path: Path) -> None:
-        os.makedirs(path.parent, mode=_dir_mode(self._mode), exist_ok=True)
+        _make_dirs(path.parent, _dir_mode(self._mode))
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags | os.O_EXCL, self._mode)
