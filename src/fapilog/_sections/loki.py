@@ -7,13 +7,16 @@ at `configure_logging()` time, with messages that never echo a credential.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from fapilog._sections import CommaList, Section, StrMap
 
-__all__ = ["DEFAULT_LABELS", "LokiSettings"]
+__all__ = ["DEFAULT_LABELS", "Encoding", "LokiSettings"]
 
 DEFAULT_LABELS = ("service_name", "environment", "level")
+Encoding = Literal["json", "protobuf"]
 
 
 class LokiSettings(Section):
@@ -58,4 +61,9 @@ class LokiSettings(Section):
     max_retries: int = Field(
         default=10, ge=0, description="retries of a failed push (429, 5xx, connection errors)"
     )
-    gzip: bool = Field(default=True, description="gzip request bodies")
+    gzip: bool = Field(default=True, description="gzip request bodies (JSON encoding only)")
+    encoding: Encoding = Field(
+        default="json",
+        description="request body: json, or protobuf (Loki's native protobuf + snappy; "
+        "needs the loki-protobuf extra)",
+    )

@@ -1,4 +1,5 @@
-"""The Grafana Loki exporter: pushes JSON lines to ``/loki/api/v1/push`` (JSON body, gzip).
+"""The Grafana Loki exporter: pushes JSON lines to ``/loki/api/v1/push`` (JSON body, gzip;
+or Loki's native protobuf body, snappy-compressed, with ``encoding="protobuf"``).
 
 It runs on its `ExportProcessor`'s worker thread, which batches by age (``batch_wait``,
 1 s); each batch is grouped into streams by a small set of labels, entries sorted by time
@@ -13,19 +14,27 @@ overflow policy applies: the exporter itself holds only the batch being sent.
 
 Credentials (basic auth password, bearer token) are kept as `SecretStr`, put in a header
 per request and scrubbed from every diagnostic; `repr()` never shows them.
+
+The protobuf body (``logproto.PushRequest``, `encode_push_request`) is built with the
+``protobuf`` runtime (a dependency of the OTLP exporter) from a descriptor written in this
+module, no generated code: with its upb backend it encodes a 500-entry chunk in about 1.1 ms,
+where a hand-written encoder took 1.4-2.0 ms. Snappy comes from the optional ``cramjam``
+package (``pip install 'fapilog[loki-protobuf]'``).
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import gzip
+import importlib
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +55,9 @@ __all__ = [
     "PUSH_PATH",
     "SPEC",
     "LokiExporter",
+    "encode_push_request",
+    "go_quote",
+    "labels_string",
     "push_url",
     "sanitize_label_name",
 ]
@@ -74,6 +86,8 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
 _RESOURCE_FALLBACK = (("service_name", "unknown_service"),)
+PROTOBUF_EXTRA = "pip install 'fapilog[loki-protobuf]'"
+_LABELS_CACHE_SIZE = 1024
 
 _local = threading.local()
 
@@ -197,6 +211,119 @@ def _retry_after(value: str | None) -> float | None:
 _Entry = tuple[int, str, "dict[str, str] | None", int]  # ns, line, metadata, bytes
 _StreamKey = tuple[tuple[str, str], ...]
 
+# -- the protobuf body ---------------------------------------------------------------------
+
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def _go_char(char: str) -> str:
+    escaped = _GO_ESCAPES.get(char)
+    if escaped is not None:
+        return escaped
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate: not valid UTF-8, Go has no such rune
+        return "\ufffd"
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def go_quote(value: str) -> str:
+    """`value` as Go's ``strconv.Quote`` writes it (Python's `str.isprintable` is Go's
+    ``unicode.IsPrint``: letters, marks, numbers, punctuation, symbols and the ASCII space)."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return '"' + "".join(_go_char(char) for char in value) + '"'
+
+
+def labels_string(key: _StreamKey) -> str:
+    """A stream's labels as Loki's protobuf body carries them: ``{env="prod", x="y"}``
+    (`key` is sorted by name already)."""
+    return "{" + ", ".join(f"{name}={go_quote(value)}" for name, value in key) + "}"
+
+
+@functools.cache
+def _push_request_class() -> Any:
+    """``logproto.PushRequest`` as a protobuf message class, from a descriptor written
+    here after Loki's ``pkg/push/push.proto`` (no generated code), in a pool of its own.
+    Imported through importlib: the protobuf package ships no type information."""
+    descriptor_pb2 = importlib.import_module("google.protobuf.descriptor_pb2")
+    descriptor_pool = importlib.import_module("google.protobuf.descriptor_pool")
+    message_factory = importlib.import_module("google.protobuf.message_factory")
+    timestamp_pb2 = importlib.import_module("google.protobuf.timestamp_pb2")
+    kinds = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="fapilog/loki/push.proto",
+        package="logproto",
+        syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto"],
+    )
+    messages: dict[str, list[tuple[str, int, str]]] = {  # name, number, message type
+        "LabelPairAdapter": [("name", 1, ""), ("value", 2, "")],
+        "EntryAdapter": [
+            ("timestamp", 1, ".google.protobuf.Timestamp"),
+            ("line", 2, ""),
+            ("structuredMetadata", 3, ".logproto.LabelPairAdapter"),
+        ],
+        "StreamAdapter": [("labels", 1, ""), ("entries", 2, ".logproto.EntryAdapter")],
+        "PushRequest": [("streams", 1, ".logproto.StreamAdapter")],
+    }
+    for message, fields in messages.items():
+        described = proto.message_type.add(name=message)
+        for name, number, type_name in fields:
+            field = described.field.add(name=name, number=number)
+            if not type_name:
+                field.type, field.label = kinds.TYPE_STRING, kinds.LABEL_OPTIONAL
+            else:
+                field.type, field.type_name = kinds.TYPE_MESSAGE, type_name
+                single = name == "timestamp"
+                field.label = kinds.LABEL_OPTIONAL if single else kinds.LABEL_REPEATED
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("logproto.PushRequest"))
+
+
+def encode_push_request(streams: Sequence[tuple[str, Sequence[_Entry]]]) -> bytes:
+    """``logproto.PushRequest{repeated StreamAdapter streams = 1}`` for (labels string,
+    entries) pairs: ``StreamAdapter{string labels = 1; repeated EntryAdapter entries = 2}``,
+    ``EntryAdapter{Timestamp timestamp = 1; string line = 2; repeated LabelPairAdapter
+    structuredMetadata = 3}``, ``LabelPairAdapter{string name = 1; string value = 2}``."""
+    request = _push_request_class()()
+    for labels, entries in streams:
+        add = request.streams.add(labels=labels).entries.add
+        for timestamp, line, metadata, _ in entries:
+            entry = add(line=line)
+            stamp = entry.timestamp
+            stamp.seconds, stamp.nanos = divmod(timestamp, 1_000_000_000)
+            if metadata:
+                pairs = entry.structuredMetadata
+                for name, value in metadata.items():
+                    pairs.add(name=name, value=value)
+    body: bytes = request.SerializeToString()
+    return body
+
+
+def _snappy() -> Callable[[bytes], Any]:
+    """cramjam's raw-block snappy compressor; ImportError without the extra."""
+    module = importlib.import_module("cramjam")
+    compress: Callable[[bytes], Any] = module.snappy.compress_raw
+    return compress
+
 
 class LokiExporter(LogRecordExporter):
     """Pushes batches to Loki (see the module docstring). `transport` is the httpx seam
@@ -230,11 +357,19 @@ class LokiExporter(LogRecordExporter):
             secrets = [pair, encoded, password]
         # what diagnostics are scrubbed of (a proxy may echo the header in an error body)
         self._secrets = tuple(SecretStr(secret) for secret in secrets if secret)
+        self._protobuf = settings.encoding == "protobuf"
+        # protobuf: always snappy, never Content-Encoding (Loki would accept gzip on top,
+        # but compressing snappy output again only costs CPU)
+        self._snappy = _snappy() if self._protobuf else None
+        if self._protobuf:
+            _push_request_class()  # built once, here rather than on the first push
+        self._gzip = settings.gzip and not self._protobuf
+        self._label_strings: dict[_StreamKey, str] = {}
         self._headers = {
-            "Content-Type": "application/json",
+            "Content-Type": "application/x-protobuf" if self._protobuf else "application/json",
             "User-Agent": "fapilog-loki/0.1",
         }
-        if settings.gzip:
+        if self._gzip:
             self._headers["Content-Encoding"] = "gzip"
         if settings.tenant_id:
             self._headers["X-Scope-OrgID"] = settings.tenant_id
@@ -395,8 +530,25 @@ class LokiExporter(LogRecordExporter):
             chunks.append(current)
         return chunks
 
+    def _encode(self, chunk: dict[_StreamKey, list[_Entry]]) -> bytes:
+        """The request body, compressed: JSON (gzip if configured) or protobuf + snappy."""
+        if self._snappy is not None:
+            streams = [(self._labels_string(key), entries) for key, entries in chunk.items()]
+            return bytes(self._snappy(encode_push_request(streams)))
+        body = self._encode_json(chunk)
+        return gzip.compress(body, compresslevel=6) if self._gzip else body
+
+    def _labels_string(self, key: _StreamKey) -> str:
+        cache = self._label_strings
+        text = cache.get(key)
+        if text is None:
+            if len(cache) >= _LABELS_CACHE_SIZE:
+                cache.clear()
+            text = cache[key] = labels_string(key)
+        return text
+
     @staticmethod
-    def _encode(chunk: dict[_StreamKey, list[_Entry]]) -> bytes:
+    def _encode_json(chunk: dict[_StreamKey, list[_Entry]]) -> bytes:
         streams = []
         for key, entries in chunk.items():
             values: list[list[Any]] = []
@@ -414,8 +566,6 @@ class LokiExporter(LogRecordExporter):
         entries = sum(len(values) for values in chunk.values())
         line_bytes = sum(entry[3] for values in chunk.values() for entry in values)
         body = self._encode(chunk)
-        if self._settings.gzip:
-            body = gzip.compress(body, compresslevel=6)
         headers = dict(self._headers)
         if self._auth is not None:
             headers["Authorization"] = self._auth.get_secret_value()
@@ -571,6 +721,16 @@ def _validate(settings: LokiSettings) -> None:
         parse_labels(settings.labels, settings.static_labels)
     except ValueError as exc:
         raise _error("labels", str(exc), repr(settings.labels)) from None
+    if settings.encoding == "protobuf":
+        try:
+            _snappy()
+        except ImportError:
+            raise _error(
+                "encoding",
+                "'protobuf' needs the cramjam package (snappy compression): "
+                f"{PROTOBUF_EXTRA}, or set FAPILOG_LOKI__ENCODING=json",
+                "'protobuf'",
+            ) from None
     if settings.min_backoff > settings.max_backoff:
         raise _error(
             "min_backoff",
