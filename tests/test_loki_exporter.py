@@ -328,6 +328,28 @@ def test_lines_over_max_line_bytes_are_dropped_and_counted(loki: LokiReceiver) -
     assert fapilog.force_flush(10)
     assert [json.loads(e.line)["message"] for e in loki.entries()] == ["short"]
     assert exporter().stats()["dropped_entries"] == {"line_too_long": 1}
+    # the pipeline's figures count the one lost record, not the whole batch
+    figures = fapilog.stats()["exporters"]["loki"]
+    assert (figures["exported"], figures["dropped"]) == (1, 1)
+    assert figures["dropped_by_reason"] == {"export_failed": 1}
+
+
+def test_one_rejected_request_of_a_batch_counts_only_its_entries(loki: LokiReceiver) -> None:
+    """A batch cut into several requests, one of them rejected (400): fapilog.stats()
+    counts that request's entries as dropped and the others as exported, exactly."""
+    configure(loki, batch_bytes=4096, gzip=False, queue={"max_size": 20_000, "max_delay": 30})
+    loki.fail(400, times=1, body="entry for stream has timestamp too old")
+    log = fapilog.get_logger("chunks")
+    for seq in range(100):
+        log.info("e", seq=seq, pad="x" * 100)
+    assert fapilog.force_flush(10)
+    statuses = [push.status for push in loki.pushes]
+    assert statuses[0] == 400 and set(statuses[1:]) == {204} and len(statuses) > 5
+    (rejected,) = exporter().stats()["dropped_entries"].values()  # the first request's
+    stored = len(loki.entries())
+    assert 0 < rejected < 20 and stored == 100 - rejected
+    figures = fapilog.stats()["exporters"]["loki"]
+    assert (figures["exported"], figures["dropped"]) == (stored, rejected)
 
 
 def test_gzip_body_by_default(loki: LokiReceiver) -> None:

@@ -67,15 +67,16 @@ class BatchQueue(Generic[T]):
     """A bounded queue drained in batches by one background worker.
 
     `severity(item)` ranks items for shedding (OTel severity numbers). `consume(batch)` runs
-    on the worker and returns None when the batch was delivered, or the reason it was not
-    (counted as dropped); it must not raise (if it does, the batch counts as dropped,
+    on the worker and returns None when the batch was delivered, the reason it was not
+    (the whole batch counted as dropped), or ``(reason, lost)`` when only `lost` records of
+    it were not delivered; it must not raise (if it does, the batch counts as dropped,
     reason ``consumer_error``).
     """
 
     def __init__(
         self,
         name: str,
-        consume: Callable[[list[T]], str | None],
+        consume: Callable[[list[T]], str | tuple[str, int] | None],
         severity: Callable[[T], int],
         settings: QueueSettings,
         *,
@@ -315,11 +316,18 @@ class BatchQueue(Generic[T]):
             )
         with self._lock:
             if not self._written_off:  # else already counted at the shutdown deadline
-                self._settled += len(batch)
+                size = len(batch)
+                self._settled += size
                 if failed is None:
-                    self.delivered += len(batch)
+                    self.delivered += size
+                elif isinstance(failed, tuple):  # (reason, how many of the batch were lost)
+                    reason, lost = failed
+                    lost = min(max(lost, 0), size)
+                    self.delivered += size - lost
+                    if lost:
+                        self._count_drop(reason, lost)
                 else:
-                    self._count_drop(failed, len(batch))
+                    self._count_drop(failed, size)
             self._busy = False
             self._inflight = 0
             self._written_off = False
@@ -513,11 +521,15 @@ class ExportProcessor:
     def put_many(self, records: Sequence[ReadableLogRecord]) -> None:
         self.queue.put_many(records)
 
-    def _export(self, batch: list[ReadableLogRecord]) -> str | None:
+    def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
         started = time.perf_counter()
         error: str | None = None
+        lost: Any = None
         try:
             result = self.exporter.export(batch)
+            # an exporter that knows how many records of a failed export were lost says so
+            # (fapilog's Loki exporter: a line too long, one request of several rejected)
+            lost = getattr(self.exporter, "last_export_dropped", None)
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
             error = repr(exc)
@@ -546,7 +558,11 @@ class ExportProcessor:
                 f"than export_timeout ({self.export_timeout} s)",
                 exporter=self.name,
             )
-        return None if ok else "export_failed"
+        if ok:
+            return None
+        if type(lost) is int and 0 <= lost < len(batch):
+            return ("export_failed", lost)
+        return "export_failed"
 
     def force_flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)

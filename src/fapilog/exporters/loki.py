@@ -343,6 +343,7 @@ class LokiExporter(LogRecordExporter):
         self._renderer = JsonRenderer()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
+        self.last_export_dropped: int | None = None  # see export()
         self._auth: SecretStr | None = None
         secrets: list[str] = []
         if settings.bearer_token is not None:
@@ -397,18 +398,23 @@ class LokiExporter(LogRecordExporter):
     # -- the exporter contract -----------------------------------------------------------
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        # how many records of this batch were not delivered (read by fapilog's
+        # ExportProcessor, so that one rejected request of several, or one line too long,
+        # does not count the whole batch as dropped); None: not known, all of them
+        self.last_export_dropped = len(batch)
         if self._stop.is_set():
             return LogRecordExportResult.FAILURE
-        ok = True
         try:
-            streams, skipped = self._streams(batch)
-            ok = not skipped
+            streams, lost = self._streams(batch)
             for chunk in self._chunks(streams):
-                ok = self._push(chunk) and ok
+                if not self._push(chunk):
+                    lost += sum(len(entries) for entries in chunk.values())
         except Exception as exc:  # never raise into the worker: report and count
             _diag.report("loki-export", f"fapilog loki exporter failed: {self._scrub(repr(exc))}")
+            self.last_export_dropped = None
             return LogRecordExportResult.FAILURE
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+        self.last_export_dropped = lost
+        return LogRecordExportResult.SUCCESS if not lost else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # nothing is held between exports
