@@ -142,7 +142,8 @@ from fastapi import FastAPI
 import fapilog
 
 # a queue large enough that nothing overflows: what is measured is the drain at shutdown
-fapilog.configure_logging(exporters=["file"], file={"path": os.environ["LOG_PATH"]},
+# max_bytes=0: no rotation, the test reads one file (a busy run writes over 10 MB)
+fapilog.configure_logging(exporters=["file"], file={"path": os.environ["LOG_PATH"], "max_bytes": 0},
                           capture_stdlib=False, queue={"max_size": 200_000})
 log = fapilog.get_logger("app")
 emitted = 0
