@@ -195,6 +195,56 @@ def test_block_from_an_event_loop_thread_is_bounded(make_queue: Any) -> None:
     accounted(queue)
 
 
+# -- the hand-off between workers (put_many) ----------------------------------------------
+
+
+def test_a_worker_handing_over_waits_for_room_instead_of_shedding(make_queue: Any) -> None:
+    """put_many (the bridge's worker feeding an exporter queue) waits, bounded, for the
+    queue's worker under every policy: a burst the worker absorbs loses nothing."""
+    queue, gate = make_queue(overflow="drop_oldest", block_timeout=30)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    handed = threading.Thread(target=queue.put_many, args=([(INFO, f"h{n}") for n in range(7)],))
+    handed.start()
+    deadline = time.monotonic() + 10
+    while not queue._progress._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until the hand-off waits inside put_many()
+    assert handed.is_alive() and queue.dropped == {}
+    gate.release()
+    handed.join(10)
+    assert queue.flush(10)
+    assert queue.dropped == {}
+    assert [name for _, name in gate.delivered[1:]] == [
+        *(f"i{n}" for n in range(5)),
+        *(f"h{n}" for n in range(7)),
+    ]
+    accounted(queue)
+
+
+def test_the_hand_off_wait_is_bounded_then_the_policy_sheds(make_queue: Any) -> None:
+    """A stuck worker: the hand-off waits block_timeout once, then drop_oldest sheds
+    (counted), without waiting again until the worker takes its next batch."""
+    queue, gate = make_queue(overflow="drop_oldest", block_timeout=0.2)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    queue.put_many([(INFO, "h0"), (INFO, "h1")])
+    assert queue._stalled  # the wait timed out: shed from now on
+    assert queue.dropped == {"queue_full": 2}
+    assert drain(queue, gate) == ["i2", "i3", "i4", "h0", "h1"]
+    assert not queue._stalled  # the worker moved
+    accounted(queue)
+
+
+def test_the_application_thread_never_waits_for_room(make_queue: Any) -> None:
+    """put (the application's path) sheds at once under drop_oldest, worker stuck."""
+    queue, gate = make_queue(overflow="drop_oldest", block_timeout=30)
+    for n in range(8):
+        assert queue.put((INFO, f"i{n}"))
+    assert queue.dropped == {"queue_full": 3}  # no wait: the 30 s bound was never used
+    assert drain(queue, gate) == ["i3", "i4", "i5", "i6", "i7"]
+    accounted(queue)
+
+
 # -- end to end through configure_logging -------------------------------------------------
 
 

@@ -92,6 +92,7 @@ class BatchQueue(Generic[T]):
         self.block_timeout = settings.block_timeout
         self.sample_ratio = settings.sample_ratio
         self.high_water = max(1, int(settings.max_size * settings.high_water))
+        self._yield_mark = max(1, (settings.max_size * 3) // 4)
         self._random = random.Random()
         self._sync = False
         self._init_state()
@@ -135,11 +136,19 @@ class BatchQueue(Generic[T]):
         if self._sync:
             return self._put_sync(item)
         with self._lock:
-            return self._offer(item)
+            accepted = self._offer(item)
+            crowded = len(self._queue) >= self._yield_mark
+        if crowded:
+            self._yield_to_worker()
+        return accepted
 
     def put_many(self, items: Sequence[T]) -> None:
         """`put` each of `items` in order, under one lock acquisition: the same policy,
-        the same counting, as many separate `put` calls."""
+        the same counting, as many separate `put` calls. For a producer that is itself a
+        worker (the bridge handing a batch to the exporter queues), a full queue first waits
+        up to `block_timeout` for its worker, whatever the policy: bursts the workers can
+        absorb are not shed between them, and a stalled exporter costs one bounded wait per
+        batch it takes (then shedding, counted, until it moves)."""
         if self._thread is None and not self._sync:
             self._start()
         if self._sync:
@@ -148,8 +157,32 @@ class BatchQueue(Generic[T]):
             return
         with self._lock:
             offer = self._offer
+            room = self._wait_for_room if self.overflow != "block" else None
+            queue = self._queue
             for item in items:
+                # a worker hands records over (the bridge's, to an exporter queue): it
+                # waits, bounded, for this queue's worker before shedding, as `block` does;
+                # the application's thread is never the one waiting here
+                if (
+                    room is not None
+                    and len(queue) >= self.max_size
+                    and not self._stalled
+                    and not room()
+                ):
+                    self._stalled = True  # until the worker takes its next batch
                 offer(item)
+            crowded = len(queue) >= self._yield_mark
+        if crowded:
+            self._yield_to_worker()
+
+    def _yield_to_worker(self) -> None:
+        """The queue is filling faster than its worker empties it, which under the GIL
+        mostly means the worker is runnable but waiting for the interpreter: let it run now
+        (`time.sleep(0)` hands over the GIL) rather than shed records at the end of this
+        thread's time slice. A worker blocked in I/O (a slow exporter) does not want the
+        GIL, so this returns at once: the caller never waits on an exporter."""
+        if self._thread is not threading.current_thread():
+            time.sleep(0)
 
     def _offer(self, item: T) -> bool:
         """One record offered (lock held): accept it, make room for it, or drop it."""
