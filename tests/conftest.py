@@ -214,3 +214,26 @@ def blackhole_port() -> Iterator[int]:
         for conn in held:
             conn.close()
         server.close()
+
+
+@pytest.fixture
+def loki() -> Iterator[Any]:
+    """A strict Loki-compatible receiver on 127.0.0.1 (tests/loki_receiver.py)."""
+    from loki_receiver import LokiReceiver
+
+    with LokiReceiver() as receiver:
+        yield receiver
+        # deliver what the test left (httpx's own request logs, ...) while Loki still runs
+        receiver.clear_failures()
+        receiver.slow(0)
+        receiver.up()
+        fapilog.shutdown(5)
+
+
+def loki_exporter() -> Any:
+    """The running LokiExporter of the configured pipeline."""
+    from fapilog.exporters.loki import LokiExporter
+
+    (processor,) = [p for p in fapilog._config._pipeline.processors if p.name == "loki"]
+    assert isinstance(processor.exporter, LokiExporter)
+    return processor.exporter

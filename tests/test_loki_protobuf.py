@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cramjam
@@ -21,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import fapilog
 import fapilog._config
+from conftest import loki_exporter as exporter
 from conftest import run_python
 from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
 from fapilog._sections.loki import LokiSettings
@@ -35,14 +35,6 @@ SPAN_ID = "00f067aa0ba902b7"
 AWKWARD = 'q"uo\\te\nnew\tline\x00\x7f\u00a0\u200b\U000e0001 é ☃ 😀 日本'
 
 
-@pytest.fixture
-def loki() -> Iterator[LokiReceiver]:
-    with LokiReceiver() as receiver:
-        yield receiver
-        receiver.clear_failures()
-        fapilog.shutdown(5)
-
-
 def configure(receiver: LokiReceiver, **loki: Any) -> None:
     fapilog.configure_logging(
         exporters=["loki"],
@@ -50,12 +42,6 @@ def configure(receiver: LokiReceiver, **loki: Any) -> None:
         loki={"url": receiver.url, "encoding": "protobuf", **FAST, **loki},
         queue={"max_size": 20_000},
     )
-
-
-def exporter() -> LokiExporter:
-    (processor,) = [p for p in fapilog._config._pipeline.processors if p.name == "loki"]
-    assert isinstance(processor.exporter, LokiExporter)
-    return processor.exporter
 
 
 def in_span(func: Any) -> None:
@@ -143,20 +129,6 @@ def test_structured_metadata_can_be_switched_off() -> None:
         assert entry.metadata == {}
         assert json.loads(entry.line)["trace_id"] == TRACE_ID
         assert [push.status for push in old.pushes] == [204]
-
-
-def test_batches_are_cut_at_batch_bytes(loki: LokiReceiver) -> None:
-    configure(loki, batch_bytes=4096)
-    log = fapilog.get_logger("chunks")
-    for seq in range(100):
-        log.info("e", seq=seq, pad="x" * 100)
-    assert fapilog.force_flush(10)
-    assert len(loki.pushes) > 5
-    for push in loki.pushes:
-        sizes = [len(v[1].encode()) for s in push.body["streams"] for v in s["values"]]
-        assert 0 < sum(sizes) <= 4096
-    seqs = [json.loads(entry.line)["seq"] for entry in loki.entries()]
-    assert seqs == list(range(100))
 
 
 @pytest.mark.parametrize("status", [500, 429])
