@@ -146,9 +146,18 @@ def test_alerts_when_drops_start_and_when_an_exporter_keeps_failing(
 def test_alert_callback_may_log_through_fapilog_without_recursion(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
-    received = FlakyExporter()
-    seen: list[dict[str, Any]] = []
     done = threading.Event()
+
+    class Held(FlakyExporter):
+        """Holds its worker until the alert fired: the tiny queues must overflow (the
+        workers would otherwise keep up with the loop)."""
+
+        def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+            done.wait(10)
+            return super().export(batch)
+
+    received = Held()
+    seen: list[dict[str, Any]] = []
 
     def on_alert(alert: dict[str, Any]) -> None:
         seen.append(alert)

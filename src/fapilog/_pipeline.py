@@ -59,6 +59,10 @@ ERROR_SEVERITY = 17  # OTel SeverityNumber.ERROR
 _WORKER_IDS: set[int] = set()
 
 
+# how many times a crowded queue's producer hands over the GIL before going on
+_YIELDS = 3
+
+
 def worker_thread_ids() -> set[int]:
     return _WORKER_IDS
 
@@ -181,8 +185,13 @@ class BatchQueue(Generic[T]):
         (`time.sleep(0)` hands over the GIL) rather than shed records at the end of this
         thread's time slice. A worker blocked in I/O (a slow exporter) does not want the
         GIL, so this returns at once: the caller never waits on an exporter."""
-        if self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return
+        queue = self._queue
+        for _ in range(_YIELDS):  # bounded: a worker that does not take the lock is not waited for
             time.sleep(0)
+            if len(queue) < self._yield_mark:
+                return
 
     def _offer(self, item: T) -> bool:
         """One record offered (lock held): accept it, make room for it, or drop it."""
