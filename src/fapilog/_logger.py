@@ -118,12 +118,10 @@ class BoundLogger(structlog.BoundLoggerBase):
                 event_dict = proc(logger, method_name, event_dict)
         except structlog.DropEvent:
             return None
-        if type(event_dict) is tuple:  # the bridge's (args, kwargs)
+        if isinstance(event_dict, tuple):  # the bridge's (args, kwargs), checked first
             return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
         if isinstance(event_dict, (str, bytes, bytearray)):
             return getattr(logger, method_name)(event_dict)
-        if isinstance(event_dict, tuple):
-            return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
         if isinstance(event_dict, dict):
             return getattr(logger, method_name)(**event_dict)
         raise ValueError(

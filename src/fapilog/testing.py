@@ -68,20 +68,16 @@ def _chain_from_environment() -> list[Any]:
     a test never sees a secret because of a bad variable."""
     from structlog.contextvars import merge_contextvars
 
-    from fapilog import enrichers, redaction
+    from fapilog._config import _build_chain
     from fapilog._sections.enrichment import RedactionSettings
     from fapilog.processors import add_trace_context
+    from fapilog.redaction import Redactor
     from fapilog.settings import LoggingSettings
 
     try:
-        settings = LoggingSettings()
-        extra: list[Any] = []
-        if settings.enrichers or settings.system.metrics:
-            extra += enrichers.build_processors(settings)
-        extra += redaction.build_processors(settings)
+        return _build_chain(LoggingSettings())[:-1]  # configure_logging()'s, minus the bridge
     except Exception:
-        extra = [redaction.Redactor.from_settings(RedactionSettings())]
-    return [merge_contextvars, add_trace_context, *extra]
+        return [merge_contextvars, add_trace_context, Redactor.from_settings(RedactionSettings())]
 
 
 @contextmanager
