@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import fapilog
-from conftest import MemoryExporter, run_python
-from fapilog import ConfigurationError, configure_logging, force_flush, log
+from conftest import MemoryExporter, configure_error, run_python
+from fapilog import configure_logging, force_flush, log
 from fapilog._pipeline import worker_thread_ids
 
 
@@ -84,11 +84,9 @@ def test_explicit_version_wins_over_the_package(memory_exporter: MemoryExporter)
 
 
 def test_unknown_package_fails_at_configure_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAPILOG_SYSTEM__PACKAGE", "no-such-distribution-xyz")
-    with pytest.raises(ConfigurationError) as info:
-        configure_logging()
-    assert "FAPILOG_SYSTEM__PACKAGE" in str(info.value)
-    assert "no-such-distribution-xyz" in str(info.value)
+    message = configure_error(monkeypatch, "FAPILOG_SYSTEM__PACKAGE", "no-such-distribution-xyz")
+    assert "FAPILOG_SYSTEM__PACKAGE" in message
+    assert "no-such-distribution-xyz" in message
 
 
 def test_process_metrics_are_attached_from_a_cache(memory_exporter: MemoryExporter) -> None:

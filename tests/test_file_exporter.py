@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import fapilog
+from conftest import configure_error
 from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
 from fapilog._sections.file import FileSettings
 from fapilog.exceptions import ConfigurationError
@@ -166,11 +167,9 @@ def test_mode_from_the_environment_is_octal(
 def test_invalid_file_settings_fail_at_configure_time(
     monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
 ) -> None:
-    monkeypatch.setenv(env, value)
-    with pytest.raises(ConfigurationError) as info:
-        fapilog.configure_logging(exporters=["file"])
-    assert fragment in str(info.value)
-    assert env in str(info.value)
+    message = configure_error(monkeypatch, env, value, exporters=["file"])
+    assert fragment in message
+    assert env in message
 
 
 def test_a_directory_as_path_fails_at_configure_time(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import fapilog
+from conftest import configure_error
 from fapilog import ConfigurationError, LoggingSettings, configure_logging, get_logger, log
 from fapilog import _config as config
 from fapilog.otlp import (
@@ -77,11 +78,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_settings_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
 ) -> None:
-    monkeypatch.setenv(env, value)
-    with pytest.raises(ConfigurationError) as info:
-        configure_logging(exporters=["otlp"])
-    assert env in str(info.value)
-    assert fragment in str(info.value)
+    message = configure_error(monkeypatch, env, value, exporters=["otlp"])
+    assert env in message
+    assert fragment in message
 
 
 def test_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
