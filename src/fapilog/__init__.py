@@ -5,18 +5,22 @@ configure_logging()
 log.info("user logged in", user_id=42)
 """
 
-from fapilog._config import configure_logging, force_flush, shutdown, stats
-from fapilog._logger import BoundLogger, get_logger, log
-from fapilog._monitoring import register_metrics
-from fapilog.enrichers import register_enricher
+from fapilog._version import __version__
+from fapilog.capture.enrichers import register_enricher
+from fapilog.capture.logger import BoundLogger, get_logger, log
 from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import register_exporter
+from fapilog.exporters.registry import register_exporter
+from fapilog.lifecycle.configure import configure_logging
+from fapilog.lifecycle.drain import force_flush, shutdown
+from fapilog.pipeline.accounting import stats
+from fapilog.pipeline.monitoring import register_metrics
 from fapilog.settings import LoggingSettings
 
 __all__ = [
     "BoundLogger",
     "ConfigurationError",
     "LoggingSettings",
+    "__version__",
     "configure_logging",
     "force_flush",
     "get_logger",
@@ -27,5 +31,3 @@ __all__ = [
     "shutdown",
     "stats",
 ]
-
-__version__ = "0.1.0"

@@ -1,32 +1,6 @@
-"""structlog processors fapilog puts in its chain, usable in your own chains too.
+"""structlog processors fapilog puts in its chain, usable in your own chains too
+(implemented in `fapilog.capture.processors`)."""
 
-A processor is a plain callable ``(logger, method_name, event_dict) -> event_dict``; raise
-``structlog.DropEvent`` to drop an event.
-"""
-
-from __future__ import annotations
-
-from collections.abc import MutableMapping
-from typing import Any
-
-from opentelemetry import context as otel_context
-from opentelemetry import trace
+from fapilog.capture.processors import add_trace_context
 
 __all__ = ["add_trace_context"]
-
-_SPAN_KEY: str = trace._SPAN_KEY  # type: ignore[attr-defined]
-_get_current = otel_context.get_current
-
-
-def add_trace_context(
-    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """Add ``trace_id`` and ``span_id`` (lower-case hex) of the current OpenTelemetry span,
-    read on the calling thread. No span, no keys."""
-    span: trace.Span | None = _get_current().get(_SPAN_KEY)  # type: ignore[assignment]
-    if span is not None:
-        span_context = span.get_span_context()
-        if span_context.is_valid:
-            event_dict["trace_id"] = format(span_context.trace_id, "032x")
-            event_dict["span_id"] = format(span_context.span_id, "016x")
-    return event_dict

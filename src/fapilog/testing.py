@@ -8,25 +8,47 @@
         assert logs == [{"message": "user logged in", "level": "info", "logger": "app",
                          "user": "alice"}]
 
-Events are captured after the whole processor chain (enrichment, redaction) and before
-export, as dicts shaped like the JSON line without timestamp and resource attributes:
-``message``, ``level``, ``logger``, ``trace_id``/``span_id`` inside a span, the key-value
-pairs, ``exception.*`` for errors. stdlib `logging` calls are captured too. Nothing is
-exported while capturing. The pytest plugin provides the same as the `fapilog_logs` fixture.
+- `capture_logs()`: events are captured after the whole processor chain (enrichment,
+  redaction) and before export, as dicts shaped like the JSON line without timestamp and
+  resource attributes: ``message``, ``level``, ``logger``, ``trace_id``/``span_id`` inside a
+  span, the key-value pairs, ``exception.*`` for errors. stdlib `logging` calls are captured
+  too. Nothing is exported while capturing.
+- `InMemoryExporter`: an exporter name whose records are kept in memory, for tests that want
+  the real pipeline (queues, workers, the exporter contract, the JSON line).
+- `reset()`: shut fapilog down and forget its configuration (between tests).
+
+The pytest plugin provides `fapilog_logs` (capture_logs) and `fapilog_exporter`
+(an InMemoryExporter).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+import threading
+import uuid
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from structlog import DropEvent
+from structlog.contextvars import merge_contextvars
+from structlog.typing import Processor
 
-from fapilog import _bridge, _logger, _stdlib
+from fapilog._state import STATE
+from fapilog.capture import stdlib
+from fapilog.capture.logger import CHAIN, restore_levels, saved_levels, set_levels
+from fapilog.capture.processors import add_trace_context
+from fapilog.capture.record import capture
+from fapilog.capture.redaction import Redactor
+from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters.registry import json_line, register_exporter, unregister_exporter
+from fapilog.lifecycle.configure import build_chain, reset
+from fapilog.lifecycle.drain import force_flush
+from fapilog.otel.bridge import event_fields
+from fapilog.otel.trace import span_context_of
+from fapilog.settings import LoggingSettings, RedactionSettings
 
-__all__ = ["CapturedLogs", "capture_logs"]
+__all__ = ["CapturedLogs", "InMemoryExporter", "capture_logs", "reset"]
 
 
 class CapturedLogs(list[dict[str, Any]]):
@@ -44,15 +66,15 @@ class _Capture:
         self.sink = sink
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        pending = _bridge.capture(logger, method_name, event_dict)
-        body, attributes = _bridge.event_fields(pending)
+        pending = capture(logger, method_name, event_dict)
+        body, attributes = event_fields(pending)
         entry: dict[str, Any] = {
             "message": body,
             "level": pending.severity_text.lower(),
             "logger": pending.logger,
         }
-        span_context = _bridge._span_context(pending.context)
-        if span_context is not None:
+        span_context = span_context_of(pending.context)
+        if span_context.is_valid:
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")
         for key, value in attributes.items():
@@ -61,21 +83,14 @@ class _Capture:
         raise DropEvent
 
 
-def _chain_from_environment() -> list[Any]:
+def _chain_from_environment() -> list[Processor]:
     """Before `configure_logging()`: the chain the first event would configure from the
     environment, without the exporters (so captured events are enriched and redacted as
     exported ones would be). An invalid environment falls back to the default redaction:
     a test never sees a secret because of a bad variable."""
-    from structlog.contextvars import merge_contextvars
-
-    from fapilog._config import _build_chain
-    from fapilog._sections.enrichment import RedactionSettings
-    from fapilog.processors import add_trace_context
-    from fapilog.redaction import Redactor
-    from fapilog.settings import LoggingSettings
-
     try:
-        return _build_chain(LoggingSettings())[:-1]  # configure_logging()'s, minus the bridge
+        chain, _ = build_chain(LoggingSettings())
+        return chain[:-1]  # configure_logging()'s, minus the bridge
     except Exception:
         return [merge_contextvars, add_trace_context, Redactor.from_settings(RedactionSettings())]
 
@@ -89,24 +104,21 @@ def capture_logs() -> Iterator[CapturedLogs]:
     would); restores everything on exit.
     """
     captured = CapturedLogs()
-    chain = _logger.CHAIN
+    chain = CHAIN
     saved_chain = list(chain)
-    capture = _Capture(captured)
-    chain[-1] = capture
+    capturing = _Capture(captured)
+    chain[-1] = capturing
     temporary_handler = None
     root = logging.getLogger()
     saved_root_level = root.level
-    if _stdlib.installed_handler() is None:
-        temporary_handler = _stdlib.FapilogHandler(chain)
+    if stdlib.installed_handler() is None:
+        temporary_handler = stdlib.FapilogHandler(chain)
         root.addHandler(temporary_handler)
         root.setLevel(logging.DEBUG)
-    saved_levels = {name: sink.min_level for name, sink in _logger._SINKS.items()}
-    saved_default = _logger._DEFAULT_LEVEL[0]
-    from fapilog._config import is_configured
-
-    if not is_configured():
-        _logger.set_levels(10, {})
-        chain[:] = [*_chain_from_environment(), capture]
+    levels = saved_levels()
+    if not STATE.is_configured():
+        set_levels(10, {})
+        chain[:] = [*_chain_from_environment(), capturing]
     try:
         yield captured
     finally:
@@ -114,8 +126,68 @@ def capture_logs() -> Iterator[CapturedLogs]:
         if temporary_handler is not None:
             root.removeHandler(temporary_handler)
             root.setLevel(saved_root_level)
-        _logger._DEFAULT_LEVEL[0] = saved_default
-        for name, level in saved_levels.items():
-            sink = _logger._SINKS.get(name)
-            if sink is not None:
-                sink.min_level = level
+        restore_levels(levels)
+
+
+class InMemoryExporter:
+    """An exporter name whose records fapilog keeps in memory: the real pipeline (bridge,
+    queues, workers) up to the exporter, for tests.
+
+        with InMemoryExporter() as memory:
+            configure_logging(exporters=[memory.name])
+            log.info("paid", order_id=7)
+            assert memory.lines()[0]["order_id"] == 7
+
+    Each configuration gets its own exporter object, all feeding this one store, so a
+    reconfiguration (which shuts the old exporters down) keeps what was exported.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"memory-{uuid.uuid4().hex[:12]}"
+        self._records: list[ReadableLogRecord] = []
+        self._lock = threading.Lock()
+        register_exporter(self.name, lambda settings: _MemoryView(self))
+
+    def _add(self, batch: Sequence[ReadableLogRecord]) -> None:
+        with self._lock:
+            self._records.extend(batch)
+
+    def records(self, *, flush: bool = True) -> list[ReadableLogRecord]:
+        """The records exported so far (after `fapilog.force_flush()` unless told not)."""
+        if flush:
+            force_flush(10)
+        with self._lock:
+            return list(self._records)
+
+    def lines(self, *, flush: bool = True) -> list[dict[str, Any]]:
+        """The records as fapilog's JSON lines (dicts), resource attributes included."""
+        return [json_line(record) for record in self.records(flush=flush)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def close(self) -> None:
+        """Unregister the exporter name."""
+        unregister_exporter(self.name)
+
+    def __enter__(self) -> InMemoryExporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _MemoryView(LogRecordExporter):
+    def __init__(self, store: InMemoryExporter) -> None:
+        self._store = store
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self._store._add(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

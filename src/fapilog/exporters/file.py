@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from fapilog import _diag
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog._render import JsonRenderer
-from fapilog._sections.file import FileSettings
-from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import ExporterSpec
-from fapilog.settings import LoggingSettings
+from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters.render import JsonRenderer
+from fapilog.exporters.spec import ExporterSpec
+from fapilog.settings import FileSettings, LoggingSettings
+from fapilog.settings._errors import setting_error
 
 try:
     import fcntl
@@ -422,10 +421,10 @@ def _factory(settings: LoggingSettings) -> LogRecordExporter:
     file_settings = settings.file
     path = Path(os.path.expanduser(file_settings.path))
     if path.is_dir():
-        raise ConfigurationError(
-            f"FAPILOG_FILE__PATH (setting 'file.path'): {str(path)!r} is a directory; "
-            "give the path of a file, e.g. logs/app.log",
-            [{"setting": "file.path", "env": "FAPILOG_FILE__PATH", "value": repr(str(path))}],
+        raise setting_error(
+            "file.path",
+            "it is a directory; give the path of a file, e.g. logs/app.log",
+            value=str(path),
         )
     return FileExporter(file_settings)
 

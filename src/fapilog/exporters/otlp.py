@@ -1,8 +1,8 @@
 """The `otlp` exporter: log records to an OpenTelemetry collector over OTLP (grpc or
-http/protobuf), with the SDK's own OTLP log exporter configured by `fapilog.otlp`.
+http/protobuf), with the SDK's own OTLP log exporter configured by `fapilog.otel.otlp`.
 
 It runs on fapilog's `ExportProcessor` worker like every exporter, so a slow or dead
-collector never blocks the application; see `fapilog.otlp` for the timeouts and the exit
+collector never blocks the application; see `fapilog.otel.otlp` for the timeouts and the exit
 behaviour, docs/opentelemetry.md for the settings.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog.exporters import ExporterSpec
-from fapilog.otlp import _Guard, sdk_log_exporter
+from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters.spec import ExporterSpec
+from fapilog.otel.otlp import ExportGuard, sdk_log_exporter
 from fapilog.settings import LoggingSettings
 
 __all__ = ["SPEC", "OtlpLogExporter"]
@@ -25,7 +25,7 @@ class OtlpLogExporter(LogRecordExporter):
 
     def __init__(self, inner: LogRecordExporter) -> None:
         self.inner = inner
-        self._guard = _Guard("logs", inner)
+        self._guard = ExportGuard("logs", inner)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         return self._guard.call(

@@ -6,11 +6,13 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog._render import ConsoleRenderer, JsonRenderer
 from fapilog.exporters._stream import write_stream
+from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters.render import ConsoleRenderer, JsonRenderer
+from fapilog.exporters.spec import ExporterSpec
+from fapilog.settings import LoggingSettings
 
-__all__ = ["ConsoleExporter", "StdoutJsonExporter"]
+__all__ = ["CONSOLE_SPEC", "SPEC", "ConsoleExporter", "StdoutJsonExporter"]
 
 
 class StdoutJsonExporter(LogRecordExporter):
@@ -60,3 +62,17 @@ class ConsoleExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _stdout(settings: LoggingSettings) -> LogRecordExporter:
+    """JSON lines, or the pretty console in development or on a terminal."""
+    isatty = bool(getattr(sys.stdout, "isatty", lambda: False)())
+    return StdoutJsonExporter() if settings.use_json(isatty) else ConsoleExporter()
+
+
+def _console(settings: LoggingSettings) -> LogRecordExporter:
+    return ConsoleExporter()
+
+
+SPEC = ExporterSpec("stdout", _stdout)
+CONSOLE_SPEC = ExporterSpec("console", _console)

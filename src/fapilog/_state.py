@@ -1,0 +1,137 @@
+"""The process state: everything `configure_logging()` builds, in one object.
+
+`STATE.pipeline` is what the last `configure_logging()` built (settings, LoggerProvider,
+router, exporter processors, enricher chain), replaced as a whole by the next call: it is
+built first, then swapped in with one assignment. The rest of `STATE` lives as long as the
+process: the bridge that loggers hand records to, the processor chain (one list, changed in
+place, because every logger holds it), the levels, and the hooks other layers register.
+
+This module imports nothing of fapilog at run time (types only, and none of a module that
+imports this one), so every layer can read the state without importing the layers above it;
+only `fapilog.lifecycle` writes the pipeline. The objects of those upper layers are held as
+`Any`, each attribute's comment naming its type; their modules read them back typed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from structlog.typing import Processor
+
+    from fapilog.otel.logs import LoggerProvider
+    from fapilog.settings import LoggingSettings
+
+__all__ = ["STATE", "Pipeline", "ProcessState", "worker_thread"]
+
+
+class Pipeline:
+    """What one `configure_logging()` call built."""
+
+    __slots__ = ("enrichers", "owns_provider", "processors", "provider", "router", "settings")
+
+    def __init__(
+        self,
+        *,
+        settings: LoggingSettings,
+        provider: LoggerProvider,
+        owns_provider: bool,
+        router: Any,
+        processors: list[Any],
+        enrichers: Any,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.owns_provider = owns_provider  # fapilog created it (else: attached to another's)
+        self.router = router  # fapilog.pipeline.router.Router: fans records out
+        self.processors = processors  # [fapilog.pipeline.router.ExportProcessor], one each
+        self.enrichers = enrichers  # fapilog.capture.enrichers.EnricherChain | None
+
+
+class ProcessState:
+    """The one process-state object (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # configure, shutdown and reset hold it
+        self.pipeline: Pipeline | None = None
+        self.shut_down = False
+        self.pid = os.getpid()  # the process the pipeline was built in
+        # [ExportProcessor] replaced by a reconfiguration (still draining, still counted)
+        self.retired: list[Any] = []
+        # fapilog.otel.bridge.Bridge, where loggers hand captured records; None before
+        # configuration and after shutdown
+        self.bridge: Any = None
+        # configures fapilog from the environment when the first record arrives unconfigured
+        # (returns the bridge, or None)
+        self.autoconfigure: Callable[[], Any] | None = None
+        self.dropped_unconfigured = 0  # records logged after shutdown, before reconfiguring
+        # the processor chain every logger runs: one list, changed in place
+        self.chain: list[Processor] = []
+        self.default_level = 20  # stdlib number
+        self.logger_levels: dict[str, int] = {}  # per logger name (dotted prefixes apply)
+        self.routers: dict[int, Any] = {}  # id(provider) -> the Router added to it (once)
+        # called by shutdown() with the seconds left, after the exporters drained
+        self.shutdown_hooks: list[Callable[[float], bool]] = []
+        # called with the new settings after every configure_logging()
+        self.listeners: list[Callable[[LoggingSettings], None]] = []
+        # idents of fapilog's own threads: what they log must not re-enter the pipeline
+        self.worker_ids: set[int] = set()
+        # the LoggerProvider fapilog created and installed globally (kept across a reset:
+        # the OpenTelemetry global can be set only once per process)
+        self.own_provider: LoggerProvider | None = None
+        self.tracer_provider: Any = None  # the SDK TracerProvider fapilog created, if any
+        self.sampler: Any = None  # the process-metrics sampler, once metrics were enabled
+        self.stdlib: Any = None  # what routing stdlib logging changed (capture.stdlib)
+        self.atexit_registered = False
+        self.multiprocessing_hooked = False  # (lifecycle.fork)
+        self.stdlib_guard = False  # logging.config functions wrapped (see capture.stdlib)
+
+    @property
+    def settings(self) -> LoggingSettings | None:
+        pipeline = self.pipeline
+        return pipeline.settings if pipeline is not None else None
+
+    def is_configured(self) -> bool:
+        return self.pipeline is not None and not self.shut_down
+
+    def put(self, record: Any) -> None:
+        """Hand a captured record to the bridge (configuring fapilog first if needed)."""
+        bridge = self.bridge
+        if bridge is None:
+            hook = self.autoconfigure
+            bridge = hook() if hook is not None else None
+            if bridge is None:
+                self.dropped_unconfigured += 1
+                return
+        bridge.put(record)
+
+    def after_fork_in_child(self) -> None:
+        """A lock held by another thread at fork time stays held in the child: replace it;
+        the parent's worker threads do not exist in the child."""
+        self.lock = threading.RLock()
+        self.worker_ids = set()
+
+
+STATE = ProcessState()
+
+
+class worker_thread:
+    """Context manager marking the current thread as one of fapilog's own workers for its
+    duration: what it logs (an SDK warning, an exporter's HTTP library) goes to stderr
+    instead of re-entering the pipeline."""
+
+    __slots__ = ("_ident",)
+
+    def __enter__(self) -> None:
+        self._ident = threading.get_ident()
+        STATE.worker_ids.add(self._ident)
+
+    def __exit__(self, *exc: object) -> None:
+        STATE.worker_ids.discard(self._ident)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=STATE.after_fork_in_child)

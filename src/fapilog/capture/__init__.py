@@ -1,0 +1,3 @@
+"""Capture, on the caller's thread: the logger and its level gate, the processor chain
+(context, trace ids, enrichers, redaction), value coercion and stdlib routing. Cheap and
+without I/O: what it captures is handed to the OpenTelemetry bridge (`fapilog.otel`)."""

@@ -1,0 +1,285 @@
+"""The logging facade: `log`, `get_logger()` and the structlog wrapper class behind them.
+
+The level gate is the first thing a call does (a filtered call costs one attribute read),
+and it reads the level from the logger's `Sink`, so a reconfiguration changes the level of
+loggers that already exist. The processor chain is one list object (`STATE.chain`), mutated
+in place on reconfiguration, for the same reason (structlog's own `capture_logs` relies on
+this too).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from structlog.contextvars import merge_contextvars
+from structlog.typing import Processor
+
+from fapilog import _levels
+from fapilog._state import STATE
+from fapilog.capture.processors import add_trace_context
+from fapilog.capture.record import OTelBridge, Sink
+
+__all__ = [
+    "CHAIN",
+    "BoundLogger",
+    "configure_structlog",
+    "default_chain",
+    "get_logger",
+    "levels_of",
+    "log",
+    "restore_levels",
+    "saved_levels",
+    "set_levels",
+    "sink_for",
+]
+
+
+def _configure_first(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """The chain's first processor until fapilog is configured: the first event configures
+    fapilog from the environment BEFORE it is processed, so it gets the configured enrichers
+    and redaction like every later event (no secret in the very first line). Configuring
+    replaces CHAIN's contents in place, and a `for` loop over a list continues by index, so
+    the processors run after this one are the configured chain's (trace context, enrichers,
+    redaction, bridge); this one stands in for the configured chain's merge_contextvars."""
+    if (
+        STATE.bridge is None
+        and STATE.autoconfigure is not None
+        and CHAIN[0] is _configure_first
+        and isinstance(CHAIN[-1], OTelBridge)  # not inside capture_logs()
+    ):
+        STATE.autoconfigure()
+    return merge_contextvars(logger, method_name, event_dict)
+
+
+def default_chain() -> list[Processor]:
+    """The chain before configuration (and after a reset)."""
+    return [_configure_first, add_trace_context, OTelBridge()]
+
+
+# The processor chain shared by every fapilog logger (see module doc).
+CHAIN: list[Processor] = STATE.chain
+CHAIN[:] = default_chain()
+
+# one interned Sink per logger name
+_SINKS: dict[str, Sink] = {}
+_SINKS_LOCK = threading.Lock()
+
+
+def _level_for(name: str) -> int:
+    """The configured level of `name`: the closest dotted ancestor in logger_levels wins."""
+    levels = STATE.logger_levels
+    probe = name
+    while True:
+        if probe in levels:
+            return levels[probe]
+        if "." not in probe:
+            return STATE.default_level
+        probe = probe.rsplit(".", 1)[0]
+
+
+def sink_for(name: str) -> Sink:
+    sink = _SINKS.get(name)
+    if sink is None:
+        with _SINKS_LOCK:
+            sink = _SINKS.get(name)
+            if sink is None:
+                sink = _SINKS[name] = Sink(name, _level_for(name))
+    return sink
+
+
+def set_levels(default: int, per_logger: dict[str, int]) -> None:
+    """Set the minimum levels (stdlib numbers), for existing loggers too."""
+    STATE.default_level = default
+    STATE.logger_levels = dict(per_logger)
+    for sink in list(_SINKS.values()):
+        sink.min_level = _level_for(sink.name)
+
+
+def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[int, dict[str, int]]:
+    """Level names of the settings as stdlib numbers: (default, per logger)."""
+    return _levels.number_of(settings_level), {
+        name: _levels.number_of(level) for name, level in logger_levels.items()
+    }
+
+
+def saved_levels() -> tuple[int, dict[str, int], dict[str, int]]:
+    """The levels now (default, per logger, per existing sink), for `restore_levels`."""
+    return (
+        STATE.default_level,
+        dict(STATE.logger_levels),
+        {name: sink.min_level for name, sink in _SINKS.items()},
+    )
+
+
+def restore_levels(saved: tuple[int, dict[str, int], dict[str, int]]) -> None:
+    default, per_logger, sinks = saved
+    STATE.default_level = default
+    STATE.logger_levels = per_logger
+    for name, level in sinks.items():
+        sink = _SINKS.get(name)
+        if sink is not None:
+            sink.min_level = level
+
+
+def configure_structlog() -> None:
+    """Point structlog at fapilog's chain, wrapper class and sinks, so that
+    `structlog.get_logger()` in user code goes through the same pipeline."""
+    structlog.configure(
+        processors=CHAIN,
+        wrapper_class=BoundLogger,
+        context_class=dict,
+        logger_factory=_factory,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _factory(name: str | None = None, *args: Any) -> Sink:
+    """structlog logger factory: `structlog.get_logger("x")` gets the interned sink "x"."""
+    return sink_for(name if isinstance(name, str) else "app")
+
+
+class BoundLogger(structlog.BoundLoggerBase):
+    """fapilog's structlog wrapper class: the usual level methods with a live level gate.
+
+    `log.info("paid", order_id=7)`; `log.info("%s paid", "alice")` formats stdlib-style;
+    `log.exception("failed")` inside an `except` block adds the exception; `bind()`,
+    `unbind()`, `new()` and `try_unbind()` come from structlog. The `a*` variants exist for
+    code written against structlog's async API; they do not need an executor here because
+    logging never blocks.
+    """
+
+    _logger: Sink
+
+    def _emit(self, method_name: str, event: Any, event_kw: dict[str, Any]) -> Any:
+        """structlog's `_proxy_to_logger` for the level methods, without its detours (the
+        keyword arguments packed twice more, one more call layer, the result's type tested
+        through a chain of isinstance): the same event dict (bound context, then the
+        keyword arguments, then ``event``), the same chain, `DropEvent` honoured, the
+        final processor's result handed to the wrapped logger's method as structlog does."""
+        event_dict: Any = self._context.copy()
+        if event_kw:
+            event_dict.update(event_kw)
+        if event is not None:
+            event_dict["event"] = event
+        logger = self._logger
+        try:
+            # the list object itself, not a copy: `_configure_first` relies on it
+            for proc in self._processors:
+                event_dict = proc(logger, method_name, event_dict)
+        except structlog.DropEvent:
+            return None
+        if isinstance(event_dict, tuple):  # the bridge's (args, kwargs), checked first
+            return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
+        if isinstance(event_dict, (str, bytes, bytearray)):
+            return getattr(logger, method_name)(event_dict)
+        if isinstance(event_dict, dict):
+            return getattr(logger, method_name)(**event_dict)
+        raise ValueError(
+            "Last processor didn't return an appropriate value.  Valid return values are a "
+            "dict, a tuple of (args, kwargs), bytes, or a str."
+        )
+
+    def _gate(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> Any:
+        if self._logger.min_level > levelno:
+            return None
+        if args:
+            try:
+                event = event % args
+            except Exception:
+                event = f"{event} {args!r}"
+        return self._emit(method, event, kw)
+
+    def debug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 10:
+            return None
+        return self._gate("debug", 10, event, args, kw)
+
+    def info(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 20:
+            return None
+        if args:
+            return self._gate("info", 20, event, args, kw)
+        return self._emit("info", event, kw)
+
+    msg = info
+
+    def warning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 30:
+            return None
+        return self._gate("warning", 30, event, args, kw)
+
+    warn = warning
+
+    def error(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 40:
+            return None
+        return self._gate("error", 40, event, args, kw)
+
+    def exception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 40:
+            return None
+        kw.setdefault("exc_info", sys.exc_info()[1] or True)
+        return self._gate("error", 40, event, args, kw)
+
+    def critical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.min_level > 50:
+            return None
+        return self._gate("critical", 50, event, args, kw)
+
+    fatal = critical
+
+    def log(self, level: int | str, event: Any = None, *args: Any, **kw: Any) -> Any:
+        """Log at a level given as a number (stdlib) or a name."""
+        if isinstance(level, str):
+            method = level.lower()
+            known = _levels.BY_METHOD.get(method)
+            levelno = known.number if known else 20
+        else:
+            levelno = level
+            method = _levels.method_for_number(level)
+        return self._gate(method, levelno, event, args, kw)
+
+    def is_enabled_for(self, level: int) -> bool:
+        return self._logger.min_level <= level
+
+    isEnabledFor = is_enabled_for
+
+    async def adebug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.debug(event, *args, **kw)
+
+    async def ainfo(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.info(event, *args, **kw)
+
+    async def awarning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.warning(event, *args, **kw)
+
+    async def aerror(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.error(event, *args, **kw)
+
+    async def aexception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", sys.exc_info()[1] or True)
+        return self.error(event, *args, **kw)
+
+    async def acritical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+        return self.critical(event, *args, **kw)
+
+    @property
+    def name(self) -> str:
+        return self._logger.name
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> BoundLogger:
+    """A logger named `name` (default: the calling module's `__name__`), bound to
+    `initial_values`. Works before `configure_logging()`: the first event configures
+    fapilog from the environment."""
+    if name is None:
+        frame = sys._getframe(1)
+        name = frame.f_globals.get("__name__", "app")
+    return BoundLogger(sink_for(str(name)), CHAIN, initial_values)
+
+
+log: BoundLogger = BoundLogger(sink_for("app"), CHAIN, {})

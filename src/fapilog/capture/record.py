@@ -1,0 +1,143 @@
+"""What the caller's thread captures of one event, and the two ends of structlog's chain.
+
+The final processor (`OTelBridge`) only captures: the timestamp, the level, the logger name,
+the event dict (non-primitive values coerced to a snapshot), the current OpenTelemetry
+context (so trace and span ids are the caller's, never a worker's) and the exception. The
+wrapped logger (`Sink`) hands that `Pending` record to the process's bridge
+(`fapilog.otel.bridge`), which turns it into an OpenTelemetry LogRecord on its worker.
+Emitting through the SDK on the caller's thread would cost several times more
+(docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import MutableMapping
+from math import isfinite as _isfinite
+from typing import Any, NamedTuple
+
+from opentelemetry import context as otel_context
+from opentelemetry._logs import SeverityNumber
+
+from fapilog import _levels
+from fapilog._state import STATE
+from fapilog.capture.coerce import PRIMITIVES, coerce_attributes
+
+__all__ = [
+    "OTelBridge",
+    "Pending",
+    "Sink",
+    "StdlibSink",
+    "capture",
+    "exception_of",
+    "stdlib_sink",
+]
+
+
+class Pending(NamedTuple):
+    """One captured event, on its way to the bridge."""
+
+    timestamp: int  # ns since the epoch
+    severity: SeverityNumber
+    severity_text: str
+    logger: str
+    event: dict[str, Any]
+    context: otel_context.Context
+    exception: BaseException | None
+
+
+class Sink:
+    """The wrapped logger at the end of structlog's chain: it hands the capture to the
+    bridge. One per logger name (interned), carrying that name's minimum level."""
+
+    __slots__ = ("min_level", "name")
+
+    def __init__(self, name: str, min_level: int = 20) -> None:
+        self.name = name
+        self.min_level = min_level
+
+    def _put(self, pending: Pending) -> None:
+        _put(pending)
+
+    debug = info = msg = warning = warn = error = exception = critical = fatal = log = _put
+
+    def __repr__(self) -> str:
+        return f"<fapilog.Sink {self.name!r}>"
+
+
+_put = STATE.put
+
+
+class StdlibSink(Sink):
+    """Sink for one stdlib LogRecord: carries the record's own time and level."""
+
+    __slots__ = ("created_ns", "level")
+
+    def __init__(self, name: str, created_ns: int, level: _levels.Level) -> None:
+        super().__init__(name, 0)
+        self.created_ns = created_ns
+        self.level = level
+
+
+def stdlib_sink(name: str, created: float, levelno: int, levelname: str) -> StdlibSink:
+    level = _levels.BY_METHOD.get(levelname.lower())
+    if level is None or level.number != levelno:
+        level = _levels.level_for_number(levelno, levelname)
+    return StdlibSink(name, int(created * 1e9), level)
+
+
+_get_current = otel_context.get_current
+_new_tuple = tuple.__new__
+_BY_METHOD = _levels.BY_METHOD
+_INFO = _levels.BY_NAME["INFO"]
+
+
+def exception_of(exc_info: Any) -> BaseException | None:
+    """The exception an ``exc_info`` value means: an exception, a ``sys.exc_info()`` tuple,
+    or True (the exception being handled)."""
+    if exc_info is None or exc_info is False:
+        return None
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    return sys.exc_info()[1]  # exc_info=True, or log.exception()
+
+
+class OTelBridge:
+    """The final structlog processor: capture the event for the bridge (see module doc)."""
+
+    __slots__ = ()
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> tuple[tuple[Pending], dict[str, Any]]:
+        return ((capture(logger, method_name, event_dict),), {})
+
+
+def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Pending:
+    event = event_dict if type(event_dict) is dict else dict(event_dict)
+    exc = None
+    if "exc_info" in event:
+        exc = exception_of(event.pop("exc_info"))
+    elif method_name == "exception":
+        exc = sys.exc_info()[1]
+    for value in event.values():
+        kind = type(value)
+        # a finite float is already an AnyValue: no walk for it (durations, ratios)
+        if kind not in PRIMITIVES and (kind is not float or not _isfinite(value)):
+            coerce_attributes(event)
+            break
+    if isinstance(logger, StdlibSink):
+        level = logger.level
+        timestamp = logger.created_ns
+    else:
+        level = _BY_METHOD.get(method_name, _INFO)
+        timestamp = time.time_ns()
+    name = logger.name if isinstance(logger, Sink) else getattr(logger, "name", "structlog")
+    # (tuple.__new__ directly: cheaper than the generated NamedTuple __new__)
+    return _new_tuple(
+        Pending, (timestamp, level.severity, level.name, name, event, _get_current(), exc)
+    )

@@ -1,0 +1,47 @@
+"""The exporter contract: an exporter is an OpenTelemetry `LogRecordExporter`
+(``export(batch) -> LogRecordExportResult``, ``shutdown()``, ``force_flush(timeout_millis)``),
+run on its own worker thread by fapilog's pipeline. It may block on I/O, but must honour its
+own timeouts and never raise (return ``FAILURE``).
+
+Two optional extras, as typed Protocols (an exporter has them by having the attribute; no
+base class is needed):
+
+- `PartialLoss`: ``last_export_dropped`` says how many records of the last *failed* export
+  were lost (the rest were delivered), so `fapilog.stats()` counts exactly those as dropped
+  instead of the whole batch;
+- `DetailedStats`: ``stats()`` returns the exporter's own figures (requests, retries,
+  rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``.
+
+The OpenTelemetry types are re-exported here so that exporters need not import the SDK's
+unstable ``opentelemetry.sdk._logs`` paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from fapilog.otel.logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+
+__all__ = [
+    "DetailedStats",
+    "LogRecordExportResult",
+    "LogRecordExporter",
+    "PartialLoss",
+    "ReadableLogRecord",
+]
+
+
+@runtime_checkable
+class PartialLoss(Protocol):
+    """An exporter that knows how many records of its last failed export were lost: an
+    int between 0 and the batch size, or None when it does not know (the whole batch then
+    counts as dropped). Read right after `export()` returns ``FAILURE``."""
+
+    last_export_dropped: int | None
+
+
+@runtime_checkable
+class DetailedStats(Protocol):
+    """An exporter with figures of its own (a dict of numbers and dicts of numbers)."""
+
+    def stats(self) -> dict[str, Any]: ...

@@ -1,0 +1,188 @@
+"""What configuring the Loki exporter checks and derives, at `configure_logging()` time:
+the push URL, the stream labels and Loki's rules for labels, tenants and credentials
+(messages never contain a credential)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fapilog.exporters.loki_protobuf import PROTOBUF_EXTRA, snappy_compressor
+from fapilog.settings import LokiSettings
+from fapilog.settings._errors import setting_error
+
+__all__ = [
+    "LABEL_SOURCES",
+    "MAX_LABELS",
+    "PUSH_PATH",
+    "Label",
+    "label_value",
+    "parse_labels",
+    "push_url",
+    "sanitize_label_name",
+    "validate",
+]
+
+PUSH_PATH = "/loki/api/v1/push"
+MAX_LABELS = 15  # Loki 3.x max_label_names_per_series
+MAX_LABEL_NAME_BYTES = 1024
+MAX_LABEL_VALUE_BYTES = 2048
+# label name -> where its value comes from, for the names people use
+LABEL_SOURCES: dict[str, str] = {
+    "service_name": "service.name",
+    "service_namespace": "service.namespace",
+    "service_version": "service.version",
+    "environment": "deployment.environment.name",
+    "env": "deployment.environment.name",
+    "host": "host.name",
+    "level": "level",
+    "logger": "logger",
+}
+# never labels: one stream per value would explode Loki's index
+_HIGH_CARDINALITY = frozenset(
+    {"trace_id", "span_id", "message", "timestamp", "request_id", "user_id", "process.pid"}
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
+
+
+def sanitize_label_name(name: str) -> str:
+    """A Loki label name for `name`: invalid characters become ``_``, a leading digit gets
+    a ``_`` prefix (``service.name`` -> ``service_name``)."""
+    cleaned = _INVALID_LABEL_CHARS.sub("_", name.strip())
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def push_url(url: str) -> str:
+    """The push endpoint for a base URL (``http://loki:3100``, ``https://gw/loki``) or a
+    full push URL, which is kept as is."""
+    parsed = httpx.URL(url.strip())
+    path = parsed.path.rstrip("/")
+    if not path.endswith(PUSH_PATH):
+        path += PUSH_PATH
+    return str(parsed.copy_with(path=path))
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    source: str
+
+
+def parse_labels(specs: Sequence[str], static: dict[str, str]) -> list[Label]:
+    """`labels` entries (``name`` or ``name=source``) as `Label`s; ValueError on a bad one."""
+    result: list[Label] = []
+    seen: set[str] = set()
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        name, source = name.strip(), source.strip()
+        if not sep:
+            source = LABEL_SOURCES.get(name, name)
+            name = sanitize_label_name(name)
+        if not name or not source:
+            raise ValueError(f"label {spec!r}: write `name` or `name=source`")
+        if not _LABEL_NAME.match(name):
+            raise ValueError(
+                f"label name {name!r} is not valid for Loki (letters, digits and _, "
+                "not starting with a digit)"
+            )
+        if source in _HIGH_CARDINALITY or name in _HIGH_CARDINALITY:
+            raise ValueError(
+                f"label {spec!r} has one value per event and would create a stream per event; "
+                "keep it in the line (trace_id and span_id go to structured metadata)"
+            )
+        result.append(Label(name, source))
+    names = [label.name for label in result] + list(static)
+    for name in static:
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"static label name {name!r} is not valid for Loki")
+    for name in names:
+        if name in seen:
+            raise ValueError(f"label {name!r} is given twice")
+        seen.add(name)
+        if len(name.encode()) > MAX_LABEL_NAME_BYTES:
+            raise ValueError(f"label name {name[:40]!r}... is longer than 1024 bytes")
+    if len(names) > MAX_LABELS:
+        raise ValueError(f"{len(names)} labels; Loki allows at most {MAX_LABELS} per stream")
+    return result
+
+
+def label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        return ""
+    else:
+        text = str(value)
+    raw = text.encode("utf-8", "replace")
+    if len(raw) > MAX_LABEL_VALUE_BYTES:
+        text = raw[:MAX_LABEL_VALUE_BYTES].decode("utf-8", "ignore")
+    return text
+
+
+def validate(settings: LokiSettings) -> None:
+    """Loki's rules, checked at configure time; messages never contain a credential."""
+    try:
+        url = httpx.URL(settings.url.strip())
+    except Exception:
+        # the value may hold credentials: not shown
+        raise setting_error("loki.url", "is not a valid URL, e.g. http://loki:3100") from None
+    shown = str(url.copy_with(username=None, password=None)) if url.host else "<invalid URL>"
+    if url.username or url.password:
+        raise setting_error(
+            "loki.url",
+            "carries credentials: set FAPILOG_LOKI__USERNAME and FAPILOG_LOKI__PASSWORD "
+            "(or FAPILOG_LOKI__BEARER_TOKEN) instead",
+            value=shown,
+        )
+    if url.scheme not in ("http", "https") or not url.host:
+        raise setting_error(
+            "loki.url", "expected http(s)://host[:port], e.g. http://loki:3100", value=shown
+        )
+    tenant = settings.tenant_id
+    if tenant is not None and not _TENANT.match(tenant):
+        raise setting_error(
+            "loki.tenant_id",
+            "up to 150 of the characters A-Z a-z 0-9 ! - _ . * ' ( )",
+            value=tenant,
+        )
+    if (settings.username is None) != (settings.password is None):
+        missing = "password" if settings.password is None else "username"
+        raise setting_error(
+            f"loki.{missing}",
+            "basic auth needs both FAPILOG_LOKI__USERNAME and FAPILOG_LOKI__PASSWORD",
+        )
+    if settings.bearer_token is not None and settings.password is not None:
+        raise setting_error(
+            "loki.bearer_token",
+            "set either a bearer token or basic auth (username/password), not both",
+            value=settings.bearer_token.get_secret_value(),
+            secret=True,
+        )
+    try:
+        parse_labels(settings.labels, settings.static_labels)
+    except ValueError as exc:
+        raise setting_error("loki.labels", str(exc), value=settings.labels) from None
+    if settings.encoding == "protobuf":
+        try:
+            snappy_compressor()
+        except ImportError:
+            raise setting_error(
+                "loki.encoding",
+                "it needs the cramjam package (snappy compression): "
+                f"{PROTOBUF_EXTRA}, or set FAPILOG_LOKI__ENCODING=json",
+                value="protobuf",
+            ) from None
+    if settings.min_backoff > settings.max_backoff:
+        raise setting_error(
+            "loki.min_backoff",
+            f"it is larger than FAPILOG_LOKI__MAX_BACKOFF ({settings.max_backoff})",
+            value=settings.min_backoff,
+        )

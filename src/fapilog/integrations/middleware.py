@@ -1,0 +1,552 @@
+"""`RequestLoggingMiddleware`: one structured event per HTTP request, and the request's
+context on every log line logged while handling it.
+
+Pure ASGI (never `BaseHTTPMiddleware`, which copies the context and costs ~8x more).
+`configure_logging(app=app)` adds it inside the OpenTelemetry server span; by hand::
+
+    app.add_middleware(RequestLoggingMiddleware)
+
+- ``http``: binds ``request_id`` (a valid inbound ``X-Request-ID`` or a new one, echoed in
+  the response) and the fields of the `context_hook` with structlog's contextvars for the
+  duration of the request (reset by token afterwards), then logs the request event when
+  the request completes: method, route template, path, status, duration to the end of
+  the body, body sizes, client and user agent (see docs/fastapi.md for the fields).
+  An unhandled exception is logged once, with its stack trace, and re-raised.
+- ``websocket``: passed through untouched (log lines inside still carry the trace ids).
+- ``lifespan``: passed through; at startup stdlib logging is routed into fapilog again,
+  because `uvicorn.run(app)` re-adds uvicorn's plain-text handlers after configure_logging().
+
+What the request settings mean (levels by status, excluded paths, the request id header,
+the context hook, enrichment) is worked out when `configure_logging()` runs and handed to
+every middleware that follows the configuration; a request reads the ASGI scope's headers
+once (`fapilog.integrations.request_head`) for the span, the event and enrichment alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+from anyio import to_thread
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+
+from fapilog import _diag, _levels
+from fapilog._state import STATE
+from fapilog.capture import stdlib
+from fapilog.capture.logger import get_logger
+from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
+from fapilog.integrations.request_head import HeadReader, RequestHead
+from fapilog.integrations.server_span import ServerSpan, ServerSpans
+from fapilog.lifecycle.drain import force_flush
+from fapilog.settings import LoggingSettings, RequestSettings
+from fapilog.settings.redaction import DEFAULT_MARKER
+from fapilog.settings.request import DEFAULT_STATUS_LEVELS
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+__all__ = [
+    "REQUEST_LOGGER",
+    "RequestLoggingMiddleware",
+    "current_request_id",
+    "valid_request_id",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_LOGGER = "fapilog.request"
+"""The logger name of request events (``FAPILOG_LOGGER_LEVELS=fapilog.request=WARNING``)."""
+
+# Inbound request ids: 1-128 characters of a conservative charset (no spaces, quotes,
+# control characters or newlines), so a client cannot forge log lines through it.
+_REQUEST_ID_PATTERN = r"[A-Za-z0-9._:+/=@-]{1,128}"
+_REQUEST_ID = re.compile(_REQUEST_ID_PATTERN)
+_valid_request_id_bytes = re.compile(_REQUEST_ID_PATTERN.encode("ascii")).fullmatch
+_LOGGED = "_fapilog_logged"  # set on an exception the request event already carried
+_CONTENT_LENGTH = b"content-length"
+
+_log = get_logger(REQUEST_LOGGER)
+_random_bits = random.getrandbits
+
+
+def valid_request_id(value: str) -> bool:
+    """Whether an inbound request id is accepted (1-128 of ``A-Z a-z 0-9 . _ : + / = @ -``)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+def current_request_id() -> str | None:
+    """The request id bound to the request being handled, if any."""
+    value = get_contextvars().get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def _new_request_id() -> str:
+    # a correlation id, not a secret: the fast PRNG (reseeded after fork) is enough;
+    # os.urandom costs a system call per request
+    return f"{_random_bits(128):032x}"
+
+
+class _Plan:
+    """Everything derived from one `RequestSettings` (and the redaction marker), computed
+    once per configuration."""
+
+    __slots__ = (
+        "_level_cache",
+        "_levels",
+        "_readers",
+        "active",
+        "enrichment",
+        "exact",
+        "hook",
+        "log",
+        "prefixes",
+        "request_id_header",
+        "settings",
+    )
+
+    def __init__(self, settings: RequestSettings, marker: str = DEFAULT_MARKER) -> None:
+        self.settings = settings
+        self.enrichment = EnrichmentPlan(settings, marker)
+        self._readers: dict[frozenset[bytes] | None, HeadReader] = {}
+        self.log = settings.enabled
+        self.request_id_header: bytes | None = (
+            settings.request_id_header.lower().encode("latin-1") if settings.request_id else None
+        )
+        paths = settings.exclude_paths
+        self.exact = frozenset(p for p in paths if not p.endswith("*"))
+        self.prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+        levels = {**DEFAULT_STATUS_LEVELS, **settings.status_levels}
+        self._levels = {key: _levels.number_of(name) for key, name in levels.items()}
+        self._level_cache: dict[int, int] = {}
+        self.hook = settings.context_hook
+        self.active = bool(self.log or self.request_id_header or self.hook)
+
+    def reader(self, propagation: frozenset[bytes] | None) -> HeadReader:
+        """The head reader for this plan and the propagator's header names."""
+        reader = self._readers.get(propagation)
+        if reader is None:
+            enrichment = self.enrichment
+            reader = self._readers[propagation] = HeadReader(
+                request_id=self.request_id_header,
+                valid_id=_valid_request_id_bytes,
+                propagation=propagation or (),
+                shown=enrichment.request_headers,
+                proxies=bool(enrichment.proxies),
+            )
+        return reader
+
+    def excluded(self, path: str) -> bool:
+        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
+
+    def level_for(self, status: int) -> int:
+        level = self._level_cache.get(status)
+        if level is None:
+            levels = self._levels
+            level = levels.get(str(status)) or levels.get(f"{status // 100}xx") or levels["default"]
+            if len(self._level_cache) < 1024:
+                self._level_cache[status] = level
+        return level
+
+
+class _Exchange:
+    """What the middleware saw of one request/response."""
+
+    __slots__ = (
+        "ended",
+        "entry_root",
+        "head",
+        "request_bytes",
+        "response_bytes",
+        "response_headers",
+        "route",
+        "started",
+        "status",
+    )
+
+    def __init__(self, started: float, entry_root: str, head: RequestHead | None) -> None:
+        self.started = started
+        self.entry_root = entry_root  # root_path where this middleware sits (for http.route)
+        self.head = head
+        self.status: int | None = None
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.response_headers: Iterable[tuple[bytes, bytes]] = ()
+        self.ended: float | None = None
+        self.route: str | bool | None = False  # False: not looked up yet
+
+    def route_of(self, scope: Scope) -> str | None:
+        route = self.route
+        if route is False:
+            route = self.route = _route_template(scope, self.entry_root)
+        return route  # type: ignore[return-value]
+
+
+class RequestLoggingMiddleware:
+    """Pure ASGI request logging middleware (see the module docstring).
+
+    `settings`: fixed request settings; by default the middleware follows the settings of
+    the current `configure_logging()` (so a reconfiguration applies to it too).
+
+    `tracer_provider`: also start the request's server span (fapilog's native tracing,
+    what `configure_logging(app=app)` sets up by default): continued from an inbound W3C
+    ``traceparent``, current while the request is handled, ended when the response body
+    is complete. No span is started when one is already current (an outer OpenTelemetry
+    middleware owns the request).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: RequestSettings | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.app = app
+        self._spans = ServerSpans(tracer_provider) if tracer_provider is not None else None
+        if settings is not None:
+            self._plan = _Plan(settings, _marker(STATE.settings))
+        else:  # follows the configuration: configure_logging() hands it each new plan
+            self._plan = _current_plan()
+            _FOLLOWERS.add(self)
+        install_duplicate_filter()
+
+    def _read_head(self, plan: _Plan, scope: Scope) -> RequestHead:
+        spans = self._spans
+        return plan.reader(spans.propagation_fields() if spans is not None else None).read(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self.app(scope, _lifespan_receive(receive), _lifespan_send(send))
+            elif kind == "websocket" and self._spans is not None:
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        plan = self._plan
+        if (not plan.active and self._spans is None) or plan.excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        await self._handle(plan, scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket connection: no request event, but a server span (native tracing)
+        from the handshake to the end of the connection, current for its log lines."""
+        assert self._spans is not None
+        plan = self._plan
+        if plan.excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        server_span: ServerSpan | None = None
+        try:
+            server_span = self._spans.start(scope, self._read_head(plan, scope))
+        except Exception as exc:  # never raise into the application
+            _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
+        if server_span is None:
+            await self.app(scope, receive, send)
+            return
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            failure = exc if not _normal_close(exc) else None
+            raise
+        finally:
+            _end_span(server_span, scope, _Exchange(0.0, scope.get("root_path", ""), None), failure)
+            try:
+                server_span.detach()
+            except Exception:  # pragma: no cover - a different context: nothing to undo
+                pass
+
+    async def _handle(self, plan: _Plan, scope: Scope, receive: Receive, send: Send) -> None:
+        head = self._read_head(plan, scope)
+        exchange = _Exchange(time.perf_counter(), scope.get("root_path", ""), head)
+        server_span: ServerSpan | None = None
+        if self._spans is not None:
+            try:
+                server_span = self._spans.start(scope, head)
+            except Exception as exc:  # never raise into the application
+                _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
+        bound: list[Mapping[str, Token[Any]]] = []
+        id_header = plan.request_id_header
+        echo: tuple[bytes, bytes] | None = None
+        if id_header is not None:
+            inbound = head.request_id
+            request_id = inbound.decode("latin-1") if inbound is not None else _new_request_id()
+            echo = (id_header, inbound if inbound is not None else request_id.encode("latin-1"))
+            bound.append(bind_contextvars(request_id=request_id))
+        if plan.hook is not None:
+            fields = _call_hook(plan.hook, scope)
+            if fields:
+                bound.append(bind_contextvars(**fields))
+
+        async def receive_counting() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.request_bytes += len(message.get("body", b""))
+            return message
+
+        async def send_watching(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.body":
+                exchange.response_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    exchange.ended = time.perf_counter()
+                    await send(message)
+                    if server_span is not None:
+                        _end_span(server_span, scope, exchange, None)
+                    return
+            elif kind == "http.response.start":
+                status = exchange.status = message["status"]
+                headers = message.get("headers") or ()
+                extra: list[tuple[bytes, bytes]] = []
+                if echo is not None and all(name.lower() != echo[0] for name, _ in headers):
+                    extra.append(echo)
+                if server_span is not None:
+                    server_span.status = status
+                    _inject_response(server_span, extra)
+                if extra:
+                    headers = [*headers, *extra]
+                    message = {**message, "headers": headers}
+                exchange.response_headers = headers
+            elif kind == "http.response.pathsend":
+                exchange.ended = time.perf_counter()
+                exchange.response_bytes = _content_length(exchange.response_headers)
+                await send(message)
+                if server_span is not None:
+                    _end_span(server_span, scope, exchange, None)
+                return
+            await send(message)
+
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive_counting, send_watching)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            try:
+                if server_span is not None:
+                    _end_span(server_span, scope, exchange, failure)
+                if plan.log:
+                    _log_request(plan, scope, exchange, failure)
+            except Exception as exc:  # never raise into the application
+                _diag.report("request-log", f"fapilog could not log a request: {exc!r}")
+            finally:
+                for tokens in reversed(bound):
+                    try:
+                        reset_contextvars(**tokens)
+                    except Exception:  # pragma: no cover - a different context: nothing to undo
+                        pass
+                if server_span is not None:
+                    try:
+                        server_span.detach()
+                    except Exception:  # pragma: no cover - a different context: nothing to undo
+                        pass
+
+
+def _end_span(
+    span: ServerSpan, scope: Scope, exchange: _Exchange, failure: BaseException | None
+) -> None:
+    if span.ended:
+        return
+    try:
+        span.end(exchange.route_of(scope), failure)
+    except Exception as exc:  # never raise into the application
+        _diag.report("server-span", f"fapilog could not end a server span: {exc!r}")
+
+
+def _normal_close(exc: BaseException) -> bool:
+    """A WebSocket closed normally (1000, 1001): not an error."""
+    return type(exc).__name__ == "WebSocketDisconnect" and getattr(exc, "code", None) in (
+        1000,
+        1001,
+    )
+
+
+def _inject_response(span: ServerSpan, headers: list[tuple[bytes, bytes]]) -> None:
+    try:
+        span.inject_response(headers)
+    except Exception as exc:  # never raise into the application
+        _diag.report("server-span", f"fapilog could not inject response headers: {exc!r}")
+
+
+def _log_request(
+    plan: _Plan, scope: Scope, exchange: _Exchange, failure: BaseException | None
+) -> None:
+    status = exchange.status
+    exception: BaseException | None = None
+    if failure is None:
+        level = plan.level_for(status if status is not None else 500)
+        message = "request completed"
+    elif isinstance(failure, Exception):
+        exception = failure
+        level = max(40, plan.level_for(status if status is not None else 500))
+        message = "request failed"
+        if status is None:
+            status = 500  # what Starlette's ServerErrorMiddleware sends
+    else:  # cancelled: the client went away or the server is shutting down
+        level = 30
+        message = "request cancelled"
+    if not _log.is_enabled_for(level):
+        return
+    ended = exchange.ended if exchange.ended is not None else time.perf_counter()
+    event: dict[str, Any] = {
+        "http.request.method": scope.get("method", ""),
+        "url.path": scope.get("path", ""),
+    }
+    route = exchange.route_of(scope)
+    if route is not None:
+        event["http.route"] = route
+    if status is not None:
+        event["http.response.status_code"] = status
+    event["duration_ms"] = round((ended - exchange.started) * 1000.0, 3)
+    head = exchange.head
+    content_length = head.content_length if head is not None else None
+    event["http.request.body.size"] = exchange.request_bytes or content_length or 0
+    event["http.response.body.size"] = exchange.response_bytes
+    version = scope.get("http_version")
+    if version:
+        event["network.protocol.version"] = version
+    enrichment = plan.enrichment
+    if head is not None:
+        event.update(request_fields(scope, head, enrichment))
+    event.update(response_fields(exchange.response_headers, enrichment))
+    if plan.hook is not None:
+        # values set during the request (request.state.user by an auth dependency)
+        event.update(_call_hook(plan.hook, scope))
+    if exception is not None:
+        event["exc_info"] = exception
+    _log.log(level, message, **event)
+    if exception is not None:
+        try:
+            setattr(exception, _LOGGED, True)
+        except Exception:  # pragma: no cover - an exception type with __slots__
+            pass
+
+
+def _marker(settings: LoggingSettings | None) -> str:
+    return settings.redaction.marker if settings is not None else DEFAULT_MARKER
+
+
+def _current_plan() -> _Plan:
+    """The plan of the current configuration (the defaults before configure_logging())."""
+    settings = STATE.settings
+    return _Plan(settings.request if settings is not None else RequestSettings(), _marker(settings))
+
+
+# the middlewares that follow the configuration (not given fixed settings)
+_FOLLOWERS: weakref.WeakSet[RequestLoggingMiddleware] = weakref.WeakSet()
+
+
+def _on_configure(settings: LoggingSettings) -> None:
+    """configure_logging() ran: hand the middlewares that follow it the new plan (unless
+    the request settings and the marker are the same as before)."""
+    followers = list(_FOLLOWERS)
+    if not followers:
+        return
+    current = followers[0]._plan
+    if current.settings == settings.request and current.enrichment.marker == _marker(settings):
+        return
+    plan = _Plan(settings.request, _marker(settings))
+    for middleware in followers:
+        middleware._plan = plan
+
+
+STATE.listeners.append(_on_configure)
+
+
+def _call_hook(hook: Callable[[Mapping[str, Any]], Any], scope: Scope) -> dict[str, Any]:
+    try:
+        result = hook(scope)
+        return dict(result) if result else {}
+    except Exception as exc:
+        _diag.report("request-context-hook", f"fapilog: request context_hook failed: {exc!r}")
+        return {}
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name.lower() == _CONTENT_LENGTH:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _route_template(scope: Scope, entry_root: str) -> str | None:
+    """The matched route's path template relative to where this middleware sits: Starlette
+    and FastAPI put the route in ``scope["route"]``; a Mount adds its prefix to
+    ``root_path``."""
+    route = scope.get("route")
+    if route is None:
+        return None
+    root = scope.get("root_path", "")
+    prefix = root[len(entry_root) :] if root != entry_root and root.startswith(entry_root) else ""
+    if hasattr(route, "routes"):  # a Mount (or Host) handled the request as a whole
+        return f"{prefix}/{{path}}" if prefix else None
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str):
+        return None
+    return prefix + template
+
+
+def _lifespan_receive(receive: Receive) -> Receive:
+    async def receive_lifespan() -> Message:
+        message = await receive()
+        if message.get("type") == "lifespan.startup":
+            reroute_stdlib()
+        return message
+
+    return receive_lifespan
+
+
+def _lifespan_send(send: Send) -> Send:
+    async def send_lifespan(message: Message) -> None:
+        if message.get("type") == "lifespan.shutdown.complete":
+            # the app's shutdown handlers have run: deliver what they (and the requests
+            # before them) logged, bounded by shutdown_timeout, off the event loop
+            await to_thread.run_sync(force_flush)
+        await send(message)
+
+    return send_lifespan
+
+
+def reroute_stdlib() -> None:
+    """Route stdlib logging into fapilog again if something (uvicorn's `dictConfig`, run
+    by `uvicorn.run()` after configure_logging()) put plain-text handlers back."""
+    try:
+        stdlib.reroute(when_broken=True)
+    except Exception as exc:  # never fail the application's startup
+        _diag.report("reroute-stdlib", f"fapilog could not re-route stdlib logging: {exc!r}")
+
+
+class _AlreadyLogged(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record when fapilog's request event
+    already carried that exception (with its stack trace and the trace id)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_info = record.exc_info
+        return not (exc_info and getattr(exc_info[1], _LOGGED, False))
+
+
+_DUPLICATE_FILTER = _AlreadyLogged()
+_SERVER_ERROR_LOGGERS = ("uvicorn.error",)
+
+
+def install_duplicate_filter() -> None:
+    for name in _SERVER_ERROR_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DUPLICATE_FILTER not in logger.filters:
+            logger.addFilter(_DUPLICATE_FILTER)

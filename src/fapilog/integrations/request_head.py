@@ -1,0 +1,117 @@
+"""The request head: what fapilog needs of a request's ASGI scope, read in one walk.
+
+The server span (host, user agent, trace propagation headers), the request event (request
+id, content length) and request enrichment (user agent, proxy headers, allowlisted headers)
+all read the same `RequestHead`, filled by one pass over the header list. Which headers
+matter is decided once per configuration and propagator (`HeadReader`), not per request.
+ASGI servers give header names in lower case, as bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["HeadReader", "RequestHead"]
+
+# what a header is read for (a name may serve several)
+_HOST = 1
+_USER_AGENT = 2
+_CONTENT_LENGTH = 4
+_REQUEST_ID = 8
+_X_FORWARDED_FOR = 16
+_FORWARDED = 32
+_PROPAGATION = 64
+_SHOWN = 128
+
+
+class RequestHead:
+    """The headers of one request that fapilog reads (bytes, as the server gave them)."""
+
+    __slots__ = (
+        "carrier",
+        "content_length",
+        "forwarded",
+        "headers",
+        "host",
+        "request_id",
+        "shown",
+        "user_agent",
+        "x_forwarded_for",
+    )
+
+    def __init__(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        self.headers = headers  # the full list (for a propagator that reads any header)
+        self.host: bytes | None = None
+        self.user_agent: bytes | None = None
+        self.content_length: int | None = None
+        self.request_id: bytes | None = None  # the first valid inbound request id
+        self.x_forwarded_for: list[bytes] = []
+        self.forwarded: list[bytes] = []
+        self.carrier: dict[str, list[str]] | None = None  # trace propagation headers
+        self.shown: list[tuple[bytes, bytes]] = []  # allowlisted headers, in order
+
+
+class HeadReader:
+    """Reads the headers that one configuration needs (see the module docstring).
+
+    `request_id`: the request id header (lower case) and its validator; `propagation`: the
+    header names the trace propagator reads; `shown`: the allowlisted header names;
+    `proxies`: whether proxy headers matter (trusted proxies are configured)."""
+
+    __slots__ = ("_roles", "_valid_id")
+
+    def __init__(
+        self,
+        *,
+        request_id: bytes | None,
+        valid_id: Any,
+        propagation: Iterable[bytes] = (),
+        shown: Iterable[bytes] = (),
+        proxies: bool = False,
+    ) -> None:
+        roles: dict[bytes, int] = {b"host": _HOST, b"user-agent": _USER_AGENT}
+        roles[b"content-length"] = _CONTENT_LENGTH
+        if request_id is not None:
+            roles[request_id] = roles.get(request_id, 0) | _REQUEST_ID
+        if proxies:
+            roles[b"x-forwarded-for"] = roles.get(b"x-forwarded-for", 0) | _X_FORWARDED_FOR
+            roles[b"forwarded"] = roles.get(b"forwarded", 0) | _FORWARDED
+        for name in propagation:
+            roles[name] = roles.get(name, 0) | _PROPAGATION
+        for name in shown:
+            roles[name] = roles.get(name, 0) | _SHOWN
+        self._roles = roles
+        self._valid_id = valid_id
+
+    def read(self, scope: Mapping[str, Any]) -> RequestHead:
+        headers = scope.get("headers") or ()
+        head = RequestHead(headers)
+        roles = self._roles
+        for name, value in headers:
+            role = roles.get(name)
+            if role is None:
+                continue
+            if role & _HOST:
+                head.host = value
+            if role & _USER_AGENT:
+                head.user_agent = value
+            if role & _CONTENT_LENGTH:
+                try:
+                    head.content_length = int(value)
+                except ValueError:
+                    pass
+            if role & _REQUEST_ID and head.request_id is None and self._valid_id(value):
+                head.request_id = value
+            if role & _X_FORWARDED_FOR:
+                head.x_forwarded_for.append(value)
+            if role & _FORWARDED:
+                head.forwarded.append(value)
+            if role & _PROPAGATION:
+                carrier = head.carrier
+                if carrier is None:
+                    carrier = head.carrier = {}
+                carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            if role & _SHOWN:
+                head.shown.append((name, value))
+        return head

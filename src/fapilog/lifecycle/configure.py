@@ -1,0 +1,280 @@
+"""`configure_logging()`: builds the pipeline, then swaps it in (the composition root).
+
+configure_logging() is idempotent: the same settings twice change nothing; different settings
+swap the exporters (draining the old ones) and log one `fapilog.config.changed` event. It
+attaches to an SDK LoggerProvider someone else installed instead of replacing it.
+Everything that can fail (settings, enrichers, exporter factories, the Resource) is built
+before the running pipeline is touched. At interpreter exit everything emitted is drained,
+bounded by `shutdown_timeout` (`fapilog.lifecycle.drain`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from structlog.contextvars import merge_contextvars
+
+from fapilog import _diag
+from fapilog._state import STATE, Pipeline
+from fapilog.capture import enrichers, redaction, stdlib
+from fapilog.capture.logger import (
+    configure_structlog,
+    default_chain,
+    get_logger,
+    levels_of,
+    set_levels,
+)
+from fapilog.capture.processors import add_trace_context
+from fapilog.capture.record import OTelBridge
+from fapilog.exceptions import ConfigurationError
+from fapilog.exporters.registry import create_exporter, exporter_spec
+from fapilog.lifecycle import fork  # noqa: F401  (registers the fork handlers)
+from fapilog.lifecycle.drain import (
+    at_exit,
+    drain_in_background,
+    install_sigterm_handler,
+    shutdown,
+    uninstall_sigterm_handler,
+)
+from fapilog.otel.bridge import Bridge
+from fapilog.otel.logs import (
+    LoggerProvider,
+    global_sdk_provider,
+    new_provider,
+    replace_resource,
+    set_global_provider,
+)
+from fapilog.otel.resource import build_resource, resource_fields
+from fapilog.pipeline import monitoring
+from fapilog.pipeline.router import ExportProcessor, Router
+from fapilog.settings import LoggingSettings
+
+if TYPE_CHECKING:
+    from structlog.typing import Processor
+
+    from fapilog.capture.enrichers import EnricherChain
+    from fapilog.exporters.spec import ExporterSpec
+
+__all__ = ["build_chain", "configure_from_environment", "configure_logging", "reset"]
+
+
+def configure_logging(
+    settings: LoggingSettings | None = None, *, app: Any = None, **overrides: Any
+) -> LoggingSettings:
+    """Configure fapilog for this process and return the effective settings.
+
+    `settings` (default: read from `FAPILOG_*` / `OTEL_*` environment variables) with
+    `overrides` applied on top, e.g. ``configure_logging(level="DEBUG")``. With `app` (a
+    FastAPI/Starlette application) also instrument it: server spans and request logging.
+    Raises `ConfigurationError` for invalid settings; never afterwards.
+    """
+    if settings is not None and not isinstance(settings, LoggingSettings):
+        raise ConfigurationError(
+            f"configure_logging() takes a LoggingSettings, got {type(settings).__name__}"
+        )
+    resolved = (settings or LoggingSettings()).with_overrides(overrides)
+    specs = [exporter_spec(name) for name in resolved.exporters]
+    with STATE.lock:
+        changes = _apply(resolved, specs)
+    for listener in list(STATE.listeners):
+        try:
+            listener(resolved)
+        except Exception as exc:  # a listener's failure must not fail the configuration
+            _diag.report("configure-listener", f"fapilog: {listener!r} failed: {exc!r}")
+    if changes:
+        get_logger("fapilog").info("fapilog.config.changed", changed=changes)
+    if app is not None:
+        # imported here: the FastAPI integration (and its tracing) loads only with an app
+        from fapilog.integrations.fastapi import instrument_app
+
+        instrument_app(app, resolved)
+    return resolved
+
+
+def _diff(old: LoggingSettings, new: LoggingSettings) -> dict[str, Any]:
+    before, after = old.model_dump(), new.model_dump()
+    changed: dict[str, Any] = {}
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changed[key] = {"from": before.get(key), "to": after.get(key)}
+    return changed
+
+
+# Settings that only affect the caller-side chain and levels: changing them keeps the
+# running exporters (and their queues) as they are.
+_CHAIN_ONLY_FIELDS = frozenset(
+    {"level", "logger_levels", "capture_stdlib", "enrichers", "redaction", "request",
+     "shutdown_timeout", "on_alert"}
+)  # fmt: skip
+
+
+def _exporters_changed(old: LoggingSettings, new: LoggingSettings) -> bool:
+    return any(
+        getattr(old, name) != getattr(new, name)
+        for name in LoggingSettings.model_fields
+        if name not in _CHAIN_ONLY_FIELDS
+    )
+
+
+def build_chain(settings: LoggingSettings) -> tuple[list[Processor], EnricherChain | None]:
+    """contextvars merge -> trace context -> enrichers -> redaction -> the OTel bridge
+    (the level gate runs before the chain, in BoundLogger and the stdlib logger levels),
+    and the custom enrichers' chain."""
+    enrichment, enricher_chain = enrichers.build_processors(settings)
+    chain: list[Processor] = [
+        merge_contextvars,
+        add_trace_context,
+        *enrichment,
+        *redaction.build_processors(settings),
+        OTelBridge(),
+    ]
+    return chain, enricher_chain
+
+
+def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, Any]:
+    """Build what `settings` need, then swap it in (STATE.lock held)."""
+    previous = STATE.pipeline if not STATE.shut_down else None
+    if previous is not None and previous.settings == settings and STATE.pid == os.getpid():
+        return {}
+    old = previous.settings if previous is not None else None
+    # -- build: everything that can fail, before touching the running pipeline
+    chain, enricher_chain = build_chain(settings)
+    resource = build_resource(settings)
+    retiring: list[ExportProcessor] = []
+    if (
+        previous is not None
+        and previous.processors
+        and not _exporters_changed(previous.settings, settings)
+    ):
+        processors = previous.processors  # the running exporters keep their queues
+    else:
+        processors = [
+            ExportProcessor(
+                spec.name,
+                create_exporter(spec, settings),
+                settings.queue,
+                max_delay=spec.delay_for(settings),
+            )
+            for spec in specs
+        ]
+        retiring = previous.processors if previous is not None else []
+    provider, owns_provider = _provider(previous, settings, resource)
+    router = STATE.routers.get(id(provider))
+    if router is None:
+        router = STATE.routers[id(provider)] = Router()
+        provider.add_log_record_processor(router)
+    if retiring and STATE.bridge is not None:
+        # what was logged before this call still goes to the exporters configured then
+        STATE.bridge.flush(settings.shutdown_timeout)
+    # -- swap
+    router.targets = tuple(processors)
+    STATE.pipeline = Pipeline(
+        settings=settings,
+        provider=provider,
+        owns_provider=owns_provider,
+        router=router,
+        processors=processors,
+        enrichers=enricher_chain,
+    )
+    if STATE.bridge is None or STATE.shut_down:
+        STATE.bridge = Bridge(provider, settings.queue)
+    STATE.shut_down = False
+    STATE.pid = os.getpid()
+    STATE.autoconfigure = _autoconfigure
+    STATE.chain[:] = chain
+    configure_structlog()
+    set_levels(*levels_of(settings.level, settings.logger_levels))
+    stdlib.route(settings)
+    monitoring.install()
+    if not STATE.atexit_registered:
+        atexit.register(at_exit)
+        STATE.atexit_registered = True
+    install_sigterm_handler()
+    if retiring:
+        # drain the old exporters in the background (bounded), keeping their counts
+        STATE.retired.extend(retiring)
+        drain_in_background(retiring, settings.shutdown_timeout)
+    return _diff(old, settings) if old is not None else {}
+
+
+def _provider(
+    previous: Pipeline | None, settings: LoggingSettings, resource: Any
+) -> tuple[LoggerProvider, bool]:
+    """The LoggerProvider to emit through: the one in use, one someone else installed
+    globally (fapilog attaches to it), or a new one of fapilog's, installed globally."""
+    if previous is not None:
+        provider, owns = previous.provider, previous.owns_provider
+        if owns and resource_fields(previous.settings) != resource_fields(settings):
+            replace_resource(provider, resource)
+        return provider, owns
+    existing = global_sdk_provider()
+    if existing is not None:
+        # fapilog's own from before a reset (the global can be set once per process), or
+        # someone else's (the application's, opentelemetry-instrument's): attach to it
+        owns = existing is STATE.own_provider
+        if owns:
+            replace_resource(existing, resource)
+        return existing, owns
+    provider = new_provider(resource)
+    STATE.own_provider = provider
+    try:
+        set_global_provider(provider)
+    except Exception:  # pragma: no cover - the API only warns
+        pass
+    return provider, True
+
+
+def _autoconfigure() -> Bridge | None:
+    """The first event logged before configure_logging(): configure from the environment."""
+    with STATE.lock:
+        if STATE.shut_down:
+            return None
+        if STATE.bridge is None:
+            try:
+                configure_from_environment("autoconfigure")
+            except Exception:
+                return None
+        bridge: Bridge | None = STATE.bridge
+        return bridge
+
+
+def configure_from_environment(what: str) -> LoggingSettings:
+    """`configure_logging()` from the environment; when that fails (invalid settings, an
+    exporter that cannot be created), the error is reported on stderr, naming `what`
+    configured, and fapilog runs on its defaults: an application must start even when its
+    logging configuration is wrong."""
+    try:
+        return configure_logging()
+    except ConfigurationError as exc:
+        _diag.report(f"configure:{what}", f"fapilog: {exc}; using defaults", level="error")
+        return configure_logging(LoggingSettings.model_construct())
+
+
+STATE.autoconfigure = _autoconfigure
+
+
+def reset() -> None:
+    """Shut down and forget all configuration (for test suites: gives the next
+    configure_logging() a clean process state). The OTel global provider stays."""
+    with STATE.lock:
+        shutdown(timeout=2.0)
+        stdlib.uninstall()
+        STATE.bridge = None
+        STATE.autoconfigure = _autoconfigure
+        pipeline = STATE.pipeline
+        if pipeline is not None and pipeline.provider is not global_sdk_provider():
+            STATE.routers.pop(id(pipeline.provider), None)
+        STATE.pipeline = None
+        STATE.retired = []
+        STATE.shut_down = False
+        STATE.pid = os.getpid()
+        set_levels(20, {})
+        STATE.chain[:] = default_chain()
+        structlog.reset_defaults()
+        uninstall_sigterm_handler()
+        _diag.reset()
+        logging.getLogger().setLevel(logging.WARNING)

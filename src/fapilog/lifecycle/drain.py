@@ -1,0 +1,125 @@
+"""Draining the pipeline: `force_flush()`, `shutdown()` with one deadline, and the exits
+that must drain (interpreter exit, SIGTERM).
+
+SIGTERM's default action kills the process without running `atexit`, so nothing queued
+would be delivered: where SIGTERM still has its default action, fapilog handles it (drain,
+bounded by ``shutdown_timeout``, then die by SIGTERM as before). A server that installs its
+own handler (uvicorn, gunicorn) restores this one when it finishes and re-raises the signal,
+which then drains here. A handler the application set is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fapilog._state import STATE
+from fapilog.pipeline.router import ExportProcessor, shutdown_processors
+
+if TYPE_CHECKING:
+    from fapilog.otel.bridge import Bridge
+
+__all__ = [
+    "add_shutdown_hook",
+    "at_exit",
+    "drain_in_background",
+    "force_flush",
+    "install_sigterm_handler",
+    "shutdown",
+    "uninstall_sigterm_handler",
+]
+
+
+def force_flush(timeout: float | None = None) -> bool:
+    """Export everything logged so far; wait at most `timeout` seconds (default
+    `shutdown_timeout`). Returns whether everything was exported in time."""
+    pipeline = STATE.pipeline
+    bridge: Bridge | None = STATE.bridge
+    if bridge is None or pipeline is None:
+        return True
+    budget = pipeline.settings.shutdown_timeout if timeout is None else timeout
+    deadline = time.monotonic() + max(0.0, budget)
+    ok = bridge.flush(budget)
+    for processor in list(pipeline.processors):
+        ok = processor.force_flush(max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Drain and stop the pipeline, at most `timeout` seconds (default `shutdown_timeout`),
+    however slow or dead an exporter is. Records still queued at the deadline are counted as
+    dropped. Logging after shutdown is counted and discarded. Returns whether all drained."""
+    with STATE.lock:
+        pipeline = STATE.pipeline
+        bridge: Bridge | None = STATE.bridge
+        if pipeline is None or STATE.shut_down or bridge is None:
+            return True
+        budget = pipeline.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, budget)
+        ok = bridge.shutdown(budget)
+        remaining = max(0.0, deadline - time.monotonic())
+        ok = shutdown_processors(pipeline.processors + STATE.retired, remaining) and ok
+        for hook in list(STATE.shutdown_hooks):
+            try:
+                ok = hook(max(0.0, deadline - time.monotonic())) and ok
+            except Exception:  # never fail a shutdown
+                ok = False
+        STATE.shut_down = True
+        return ok
+
+
+def add_shutdown_hook(hook: Callable[[float], bool]) -> None:
+    """Have `shutdown()` (at exit, on SIGTERM, or called) also run `hook(seconds_left)`,
+    after the log exporters drained, within the same deadline. For fapilog's own span
+    export (`fapilog.otel.otlp`): the TracerProvider's atexit hook never runs when the
+    process dies by SIGTERM."""
+    if hook not in STATE.shutdown_hooks:
+        STATE.shutdown_hooks.append(hook)
+
+
+def drain_in_background(processors: list[ExportProcessor], timeout: float) -> None:
+    """Drain exporters a reconfiguration replaced, bounded, without holding up the caller."""
+
+    def drain() -> None:
+        for processor in processors:
+            processor.shutdown(timeout)
+
+    threading.Thread(target=drain, name="fapilog-retire", daemon=True).start()
+
+
+def at_exit() -> None:
+    """The interpreter is exiting (also in a forked child: its queues were emptied at fork,
+    the parent delivers what was queued then, so it drains only its own records)."""
+    try:
+        shutdown()
+    except Exception:  # pragma: no cover - never fail interpreter exit
+        pass
+
+
+def install_sigterm_handler() -> None:
+    """Drain on SIGTERM where SIGTERM still has its default action (see module doc). Only
+    the main thread can set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+        pass
+
+
+def uninstall_sigterm_handler() -> None:
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)

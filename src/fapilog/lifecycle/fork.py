@@ -1,0 +1,69 @@
+"""What a forked child needs (prefork servers, multiprocessing): its own ``process.pid`` in
+the Resource, its exit drain, and gunicorn's worker signals.
+
+The queues themselves start empty in the child (`fapilog.pipeline`): the parent keeps and
+exports what was queued at fork time, so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fapilog._state import STATE
+from fapilog.integrations.gunicorn import patch_worker_after_fork
+from fapilog.lifecycle.drain import at_exit
+from fapilog.otel.logs import update_resource
+
+__all__: list[str] = []
+
+
+def _refresh_pid_after_fork() -> None:
+    """A forked child (prefork servers) logs its own process.pid, not its parent's."""
+    pipeline = STATE.pipeline
+    if pipeline is None or not pipeline.owns_provider:
+        return
+    try:
+        update_resource(pipeline.provider, {"process.pid": os.getpid()})
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
+def _gunicorn_worker_after_fork() -> None:
+    """A configured process forked by gunicorn (``--preload``): see `fapilog.gunicorn`."""
+    if not STATE.is_configured() or "gunicorn.workers.base" not in sys.modules:
+        return
+    try:
+        patch_worker_after_fork()
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
+def _before_fork() -> None:
+    """A multiprocessing child (``fork`` start method) ends with `os._exit()`, which skips
+    atexit. multiprocessing runs its own exit finalizers first, so before a fork in a
+    process that uses multiprocessing, fapilog asks multiprocessing to register its drain
+    in each child it starts (`register_after_fork` callbacks run in the child after
+    multiprocessing has cleared the parent's finalizers)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or STATE.multiprocessing_hooked:
+        return
+    try:
+        util.register_after_fork(STATE, _multiprocessing_child)
+        STATE.multiprocessing_hooked = True
+    except Exception:  # pragma: no cover - never fail a fork
+        pass
+
+
+def _multiprocessing_child(state: object) -> None:
+    """In a multiprocessing child: drain at its exit, after the finalizers of priority >= 0
+    (the application's) and before `os._exit()`."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:  # pragma: no cover - it called us
+        return
+    util.Finalize(None, at_exit, exitpriority=-10)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_refresh_pid_after_fork)
+    os.register_at_fork(after_in_child=_gunicorn_worker_after_fork)

@@ -1,0 +1,107 @@
+"""The bridge: captured records in, OpenTelemetry LogRecords out.
+
+Loggers hand each `Pending` capture (see `fapilog.capture.record`) to the bridge's intake
+queue and return. The bridge's worker turns each into one OpenTelemetry LogRecord (body,
+attributes, trace context, exception as semantic-convention attributes) and emits it
+through the SDK Logger of the LoggerProvider, whose processors (fapilog's `Router`) fan it
+out to the exporters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+
+from fapilog import _diag
+from fapilog.capture.coerce import coerce_value
+from fapilog.capture.record import Pending
+from fapilog.otel.logs import (
+    Logger,
+    LoggerProvider,
+    emit,
+    fast_emit_supported,
+    make_record,
+    sdk_logger,
+)
+from fapilog.otel.semconv import exception_attributes
+from fapilog.otel.trace import span_context_of
+from fapilog.pipeline.queue import BatchQueue
+from fapilog.pipeline.router import collect_batch
+from fapilog.settings import QueueSettings
+
+__all__ = ["Bridge", "event_fields"]
+
+
+def event_fields(pending: Pending) -> tuple[Any, dict[str, Any]]:
+    """The body and attributes of a captured event: the message comes out of `event`, the
+    trace ids move to the record's own fields, the exception becomes the OpenTelemetry
+    semantic-convention attributes."""
+    body, attributes, _ = _record_fields(pending)
+    return body, attributes
+
+
+def _record_fields(pending: Pending) -> tuple[Any, dict[str, Any], trace.SpanContext]:
+    """`event_fields`, plus the span context of the event's OTel context (read once)."""
+    attributes = pending.event
+    body = attributes.pop("event", None)
+    if body is not None and type(body) is not str:
+        body = coerce_value(body)
+    span_context = span_context_of(pending.context)
+    if span_context.is_valid:
+        attributes.pop("trace_id", None)
+        attributes.pop("span_id", None)
+    if pending.exception is not None:
+        attributes.update(exception_attributes(pending.exception))
+    return body, attributes, span_context
+
+
+def _pending_severity(pending: Pending) -> int:
+    return pending.severity.value
+
+
+class Bridge:
+    """The intake queue and its worker, emitting LogRecords through `provider`."""
+
+    def __init__(self, provider: LoggerProvider, settings: QueueSettings) -> None:
+        self.provider = provider
+        self._loggers: dict[str, tuple[Logger, bool]] = {}
+        self.errors = 0
+        # the intake hands over immediately: batching happens per exporter
+        self.intake: BatchQueue[Pending] = BatchQueue(
+            "intake", self._emit_batch, _pending_severity, settings, max_delay=0
+        )
+        self.put = self.intake.put
+
+    def _emit_batch(self, batch: list[Pending]) -> None:
+        with collect_batch():
+            self._emit_each(batch)
+
+    def _emit_each(self, batch: list[Pending]) -> None:
+        loggers = self._loggers
+        for pending in batch:
+            try:
+                body, attributes, span_context = _record_fields(pending)
+                record = make_record(
+                    timestamp=pending.timestamp,
+                    context=pending.context,
+                    severity_number=pending.severity,
+                    severity_text=pending.severity_text,
+                    body=body,
+                    attributes=attributes,
+                    span_context=span_context,
+                )
+                entry = loggers.get(pending.logger)
+                if entry is None:
+                    logger = sdk_logger(self.provider, pending.logger)
+                    entry = loggers[pending.logger] = (logger, fast_emit_supported(logger))
+                emit(entry[0], record, entry[1])
+            except Exception as exc:
+                self.errors += 1
+                _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
+
+    def flush(self, timeout: float) -> bool:
+        return self.intake.flush(timeout)
+
+    def shutdown(self, timeout: float) -> bool:
+        return self.intake.shutdown(timeout)

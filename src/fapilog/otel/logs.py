@@ -1,0 +1,252 @@
+"""The one adapter around the OpenTelemetry logs SDK (`opentelemetry.sdk._logs`).
+
+That API is still unstable (it changed in 1.35, 1.39, 1.42 and 1.44), so every import of it
+and every access to its private attributes lives here, and the rest of fapilog uses these
+names. Each shortcut is checked against the installed SDK once, at import, and falls back to
+the public API when the check fails. pyproject.toml pins the tested series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from opentelemetry import _logs as logs_api
+from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import (
+    Logger,
+    LoggerProvider,
+    LogRecordLimits,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+)
+from opentelemetry.sdk._logs.export import (
+    InMemoryLogRecordExporter,
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.resources import Resource
+
+from fapilog.otel.trace import span_context_of
+
+__all__ = [
+    "InMemoryLogRecordExporter",
+    "LogRecord",
+    "LogRecordExportResult",
+    "LogRecordExporter",
+    "LogRecordProcessor",
+    "Logger",
+    "LoggerProvider",
+    "ReadWriteLogRecord",
+    "ReadableLogRecord",
+    "SeverityNumber",
+    "SimpleLogRecordProcessor",
+    "emit",
+    "fast_emit_supported",
+    "global_sdk_provider",
+    "make_record",
+    "new_provider",
+    "readable",
+    "replace_resource",
+    "sdk_logger",
+    "set_global_provider",
+    "update_resource",
+]
+
+# Highest fapilog tolerates; OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT still wins when set.
+_MAX_ATTRIBUTES = 1024
+
+
+def new_provider(resource: Resource) -> LoggerProvider:
+    """A LoggerProvider fapilog owns: no atexit hook of its own (fapilog drains with a
+    deadline) and an attribute limit high enough that key-value pairs are never dropped."""
+    limit = None
+    if not os.environ.get("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT") and not os.environ.get(
+        "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    ):
+        limit = _MAX_ATTRIBUTES
+    return LoggerProvider(
+        resource=resource,
+        shutdown_on_exit=False,
+        log_record_limits=LogRecordLimits(max_log_record_attributes=limit),
+    )
+
+
+def update_resource(provider: LoggerProvider, attributes: dict[str, Any]) -> None:
+    """Merge `attributes` into the Resource of a provider fapilog owns (a forked child's own
+    ``process.pid``), including the Loggers it already handed out."""
+    replace_resource(provider, provider.resource.merge(Resource(attributes)))
+
+
+def replace_resource(provider: LoggerProvider, resource: Resource) -> None:
+    """Give a provider fapilog owns a new Resource (a reconfiguration changed the service
+    name, version or environment), including the Loggers it already handed out."""
+    provider._resource = resource
+    loggers = list(getattr(provider, "_logger_cache", {}).values())
+    loggers += list(getattr(provider, "_active_loggers", ()))
+    for logger in loggers:
+        logger._set_resource(resource)
+
+
+def global_sdk_provider() -> LoggerProvider | None:
+    """The globally installed SDK LoggerProvider, if someone (the user,
+    `opentelemetry-instrument`) installed one."""
+    provider = logs_api.get_logger_provider()
+    return provider if isinstance(provider, LoggerProvider) else None
+
+
+def set_global_provider(provider: LoggerProvider) -> None:
+    logs_api.set_logger_provider(provider)
+
+
+def sdk_logger(provider: LoggerProvider, name: str) -> Logger:
+    """An SDK Logger for `name`. Under OTEL_SDK_DISABLED the SDK hands out no-op loggers;
+    fapilog's own local exporters keep working, so the cached SDK logger is used directly."""
+    logger = provider.get_logger(name)
+    if isinstance(logger, Logger):
+        return logger
+    return provider._get_logger_cached(name)
+
+
+def make_record(
+    *,
+    timestamp: int,
+    context: Context | None,
+    severity_number: SeverityNumber,
+    severity_text: str,
+    body: Any,
+    attributes: dict[str, Any],
+    span_context: trace.SpanContext | None = None,
+) -> LogRecord:
+    """An API LogRecord for a captured event. `context` is the caller's (captured on its
+    thread); `span_context`, when the caller already has it, is `span_context_of(context)`.
+
+    `LogRecord.__init__` reads the worker's current context when `context` is empty and the
+    span from the context again; with `_FAST_RECORD` the same fields are set directly."""
+    if not _FAST_RECORD:
+        return LogRecord(
+            timestamp=timestamp,
+            observed_timestamp=timestamp,
+            context=context or _EMPTY_CONTEXT,
+            severity_text=severity_text,
+            severity_number=severity_number,
+            body=body,
+            attributes=attributes,
+        )
+    if span_context is None:
+        span_context = span_context_of(context)
+    record = _new_record(LogRecord)
+    record.timestamp = timestamp
+    record.observed_timestamp = timestamp
+    record.context = context or _EMPTY_CONTEXT
+    record.trace_id = span_context.trace_id
+    record.span_id = span_context.span_id
+    record.trace_flags = span_context.trace_flags
+    record.severity_text = severity_text
+    record.severity_number = severity_number
+    record.body = body
+    record.attributes = attributes
+    record.event_name = None
+    record.exception = None
+    return record
+
+
+_EMPTY_CONTEXT = Context()
+_new_record = object.__new__
+_RECORD_FIELDS = (
+    "timestamp", "observed_timestamp", "context", "trace_id", "span_id", "trace_flags",
+    "severity_text", "severity_number", "body", "attributes", "event_name", "exception",
+)  # fmt: skip
+
+
+def _fast_record_check() -> bool:
+    """Whether `LogRecord.__init__` sets exactly the fields `make_record` sets (checked once
+    against the installed API): otherwise the public constructor is used."""
+    try:
+        probe = LogRecord(timestamp=1, observed_timestamp=1, context=Context(), body="x")
+        return tuple(vars(probe)) == _RECORD_FIELDS
+    except Exception:  # pragma: no cover - an API change
+        return False
+
+
+_FAST_RECORD = _fast_record_check()
+
+
+def fast_emit_supported(logger: Logger) -> bool:
+    """Whether `emit` can hand records to the provider's processors directly (the SDK
+    internals it relies on are present); otherwise it uses the public `Logger.emit`."""
+    return all(
+        hasattr(logger, attr)
+        for attr in (
+            "_is_enabled",
+            "_resource",
+            "_instrumentation_scope",
+            "_log_record_limits",
+            "_multi_log_record_processor",
+        )
+    ) and {"log_record", "resource", "instrumentation_scope", "limits"} <= set(
+        getattr(ReadWriteLogRecord, "__dataclass_fields__", {})
+    )
+
+
+def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
+    """Emit `record` through `logger` to the provider's processors.
+
+    `Logger.emit` wraps the record in a ReadWriteLogRecord whose construction re-validates
+    every attribute (BoundedAttributes), the largest cost in the worker. fapilog's bridge
+    has already coerced every value to a valid AnyValue, so with `fast` the same
+    ReadWriteLogRecord is built without that second pass and handed to the same processors.
+    """
+    if not fast:
+        logger.emit(record)
+        return
+    if not logger._is_enabled():
+        return
+    writable = ReadWriteLogRecord.__new__(ReadWriteLogRecord)
+    writable.log_record = record
+    writable.resource = logger._resource
+    writable.instrumentation_scope = logger._instrumentation_scope
+    writable.limits = logger._log_record_limits
+    logger._multi_log_record_processor.on_emit(writable)
+
+
+def readable(record: ReadWriteLogRecord) -> ReadableLogRecord:
+    """The immutable view exporters receive; built once and shared by every exporter."""
+    resource = record.resource if record.resource is not None else Resource.get_empty()
+    if _FAST_READABLE:
+        # the frozen dataclass's __init__ sets its four fields through object.__setattr__
+        view = _new_record(ReadableLogRecord)
+        view.__dict__.update(
+            log_record=record.log_record,
+            resource=resource,
+            instrumentation_scope=record.instrumentation_scope,
+            limits=record.limits,
+        )
+        return view
+    return ReadableLogRecord(
+        log_record=record.log_record,
+        resource=resource,
+        instrumentation_scope=record.instrumentation_scope,
+        limits=record.limits,
+    )
+
+
+def _fast_readable_check() -> bool:
+    """Whether ReadableLogRecord is still a plain dataclass of those four fields."""
+    try:
+        names = tuple(field.name for field in dataclasses.fields(ReadableLogRecord))
+        return (
+            names == ("log_record", "resource", "instrumentation_scope", "limits")
+            and not hasattr(ReadableLogRecord, "__post_init__")
+            and not hasattr(ReadableLogRecord, "__slots__")
+        )
+    except Exception:  # pragma: no cover - an SDK change
+        return False
+
+
+_FAST_READABLE = _fast_readable_check()

@@ -1,0 +1,435 @@
+"""The non-blocking pipeline: bounded queues, background workers, overflow policies.
+
+`BatchQueue` is the one mechanism: a bounded deque guarded by one lock, one daemon worker
+woken by notification (an idle worker waits on a condition with no timeout: no polling), a
+consumer called with batches. It backs both the bridge's intake queue (captured events ->
+LogRecords) and each exporter's queue (`ExportProcessor`).
+
+Accounting is exact: every record offered to a queue is either accepted or dropped, and
+every accepted record is eventually delivered, dropped (evicted, failed, abandoned at the
+shutdown deadline) or still queued; drops are counted by reason. Errors are the last
+records shed under every policy (and, under `sample`, warnings the last but errors).
+
+The caller never waits on an exporter, except under policy `block`, and then at most
+`block_timeout` per stall: once a wait times out the queue sheds instead of waiting until its
+worker makes progress again, so a dead exporter costs the application one bounded wait, not
+one per record.
+
+`fapilog.pipeline.router` puts one `BatchQueue` in front of each exporter.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from fapilog import _diag
+from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
+from fapilog._state import worker_thread
+from fapilog.pipeline import monitoring
+from fapilog.settings import QueueSettings
+
+__all__ = ["BatchQueue"]
+
+T = TypeVar("T")
+
+# how many times a crowded queue's producer hands over the GIL before going on
+_YIELDS = 3
+
+
+class BatchQueue(Generic[T]):
+    """A bounded queue drained in batches by one background worker.
+
+    `severity(item)` ranks items for shedding (OTel severity numbers). `consume(batch)` runs
+    on the worker and returns None when the batch was delivered, the reason it was not
+    (the whole batch counted as dropped), or ``(reason, lost)`` when only `lost` records of
+    it were not delivered; it must not raise (if it does, the batch counts as dropped,
+    reason ``consumer_error``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        consume: Callable[[list[T]], str | tuple[str, int] | None],
+        severity: Callable[[T], int],
+        settings: QueueSettings,
+        *,
+        max_delay: float | None = None,
+    ) -> None:
+        self.name = name
+        self._consume = consume
+        self._severity = severity
+        self.max_size = settings.max_size
+        self.batch_size = min(settings.batch_size, settings.max_size)
+        self.max_delay = settings.max_delay if max_delay is None else max_delay
+        self.overflow = settings.overflow
+        self.block_timeout = settings.block_timeout
+        self.sample_ratio = settings.sample_ratio
+        self.high_water = max(1, int(settings.max_size * settings.high_water))
+        self._yield_mark = max(1, (settings.max_size * 3) // 4)
+        self._random = random.Random()
+        self._sync = False
+        self._init_state()
+        self._init_counters()
+        _QUEUES.add(self)
+        # start the worker now, on the configuring thread: started lazily from another
+        # worker (the intake's first record), the start waits for GIL hand-overs that a
+        # busy application thread delays by up to a switch interval each (~100 ms seen)
+        self._start()
+
+    def _init_counters(self) -> None:
+        self.offered = 0  # put() calls: records that reached this queue
+        self.accepted = 0  # records that entered the queue
+        self.delivered = 0  # records the consumer delivered
+        self.dropped: dict[str, int] = {}  # by reason: rejected, evicted, failed, abandoned
+
+    def _init_state(self) -> None:
+        self._queue: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # the worker waits here
+        self._progress = threading.Condition(self._lock)  # blocked callers and flushers
+        self._settled = 0  # accepted records that left for good (delivered or dropped)
+        self._entered = 0
+        self._busy = False
+        self._inflight = 0  # size of the batch the worker is processing
+        self._written_off = False  # that batch was counted dropped at the shutdown deadline
+        self._stalled = False  # policy block: a wait timed out; shed until the worker moves
+        self._first_at = 0.0
+        self._flushers = 0
+        self._stopping = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # -- caller side -------------------------------------------------------------------
+
+    def put(self, item: T) -> bool:
+        """Enqueue without waiting on the consumer (except policy `block`, bounded).
+        Returns whether the item was accepted."""
+        if self._thread is None and not self._sync:
+            self._start()
+        if self._sync:
+            return self._put_sync(item)
+        with self._lock:
+            accepted = self._offer(item)
+            crowded = len(self._queue) >= self._yield_mark
+        if crowded:
+            self._yield_to_worker()
+        return accepted
+
+    def put_many(self, items: Sequence[T]) -> None:
+        """`put` each of `items` in order, under one lock acquisition: the same policy,
+        the same counting, as many separate `put` calls. For a producer that is itself a
+        worker (the bridge handing a batch to the exporter queues), a full queue first waits
+        up to `block_timeout` for its worker, whatever the policy: bursts the workers can
+        absorb are not shed between them, and a stalled exporter costs one bounded wait per
+        batch it takes (then shedding, counted, until it moves)."""
+        if self._thread is None and not self._sync:
+            self._start()
+        if self._sync:
+            for item in items:
+                self._put_sync(item)
+            return
+        with self._lock:
+            offer = self._offer
+            room = self._wait_for_room if self.overflow != "block" else None
+            queue = self._queue
+            for item in items:
+                # a worker hands records over (the bridge's, to an exporter queue): it
+                # waits, bounded, for this queue's worker before shedding, as `block` does;
+                # the application's thread is never the one waiting here
+                if (
+                    room is not None
+                    and len(queue) >= self.max_size
+                    and not self._stalled
+                    and not room()
+                ):
+                    self._stalled = True  # until the worker takes its next batch
+                offer(item)
+            crowded = len(queue) >= self._yield_mark
+        if crowded:
+            self._yield_to_worker()
+
+    def _yield_to_worker(self) -> None:
+        """The queue is filling faster than its worker empties it, which under the GIL
+        mostly means the worker is runnable but waiting for the interpreter: let it run now
+        (`time.sleep(0)` hands over the GIL) rather than shed records at the end of this
+        thread's time slice. A worker blocked in I/O (a slow exporter) does not want the
+        GIL, so this returns at once: the caller never waits on an exporter."""
+        if self._thread is threading.current_thread():
+            return
+        queue = self._queue
+        for _ in range(_YIELDS):  # bounded: a worker that does not take the lock is not waited for
+            time.sleep(0)
+            if len(queue) < self._yield_mark:
+                return
+
+    def _offer(self, item: T) -> bool:
+        """One record offered (lock held): accept it, make room for it, or drop it."""
+        self.offered += 1
+        if self._stopped:
+            self._count_drop("shutdown")
+            return False
+        queue = self._queue
+        size = len(queue)
+        if (
+            size >= self.high_water
+            and self.overflow == "sample"
+            and self._severity(item) < WARN_SEVERITY
+            and self._random.random() >= self.sample_ratio
+        ):
+            self._count_drop("sampled")
+            return False
+        if size >= self.max_size and not self._make_room(item):
+            return False
+        queue.append(item)
+        self.accepted += 1
+        self._entered += 1
+        size = len(queue)
+        if size == 1:
+            self._first_at = time.monotonic()
+            self._wakeup.notify()
+        elif size == self.batch_size:
+            self._wakeup.notify()
+        return True
+
+    def _make_room(self, item: T) -> bool:
+        """The queue is full (lock held): make room for `item` by evicting a lesser record,
+        or reject `item` (counted). Returns whether there is room now."""
+        overflow = self.overflow
+        reason = "queue_full"
+        if overflow == "block":
+            reason = "block_timeout"
+            if not self._stalled:
+                if self._wait_for_room():
+                    return True
+                self._stalled = True  # until the worker takes its next batch
+        queue = self._queue
+        severity = self._severity
+        incoming = severity(item)
+        if overflow == "drop_oldest":
+            for index, queued in enumerate(queue):
+                if severity(queued) < ERROR_SEVERITY:
+                    return self._evict(index, reason)
+            if incoming >= ERROR_SEVERITY:  # only errors queued: the oldest error goes
+                return self._evict(0, reason)
+        else:
+            # drop_newest, block (timed out), sample (full): the incoming record is shed,
+            # unless a lesser record can make room for it (the newest such record goes)
+            limits = (WARN_SEVERITY, ERROR_SEVERITY) if overflow == "sample" else (ERROR_SEVERITY,)
+            for limit in limits:
+                if incoming >= limit:
+                    for index in range(len(queue) - 1, -1, -1):
+                        if severity(queue[index]) < limit:
+                            return self._evict(index, reason)
+        self._count_drop(reason)
+        return False
+
+    def _wait_for_room(self) -> bool:
+        """Policy block (lock held): wait for room, at most block_timeout. The queue's own
+        worker never waits on itself."""
+        if self._thread is threading.current_thread():
+            return False
+        deadline = time.monotonic() + self.block_timeout
+        while len(self._queue) >= self.max_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopped or self._stalled:
+                return False
+            self._progress.wait(remaining)
+        return True
+
+    def _evict(self, index: int, reason: str) -> bool:
+        del self._queue[index]
+        self._settled += 1
+        self._count_drop(reason)
+        return True
+
+    def _count_drop(self, reason: str, count: int = 1) -> None:
+        """Count dropped records (lock held) and tell the monitor (cheap, never calls out)."""
+        total = self.dropped.get(reason, 0) + count
+        self.dropped[reason] = total
+        monitoring.note_drop(self.name, reason, count, total)
+
+    def _put_sync(self, item: T) -> bool:
+        """No worker could be started (interpreter shutting down, thread limit): deliver on
+        the caller's thread rather than lose the record."""
+        with self._lock:
+            self.offered += 1
+            self.accepted += 1
+            self._entered += 1
+        self._process([item])
+        return True
+
+    # -- worker ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped or self._sync:
+                return
+            thread = threading.Thread(target=self._run, name=f"fapilog-{self.name}", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # can't start new thread / interpreter shutdown
+                self._sync = True
+                return
+            self._thread = thread
+
+    def _run(self) -> None:
+        with worker_thread():
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._process(batch)
+
+    def _next_batch(self) -> list[T] | None:
+        with self._lock:
+            queue = self._queue
+            wakeup = self._wakeup
+            while not queue:
+                if self._stopping:
+                    return None
+                wakeup.wait()  # no timeout: an idle worker costs nothing
+            if (
+                len(queue) < self.batch_size
+                and self.max_delay > 0
+                and not self._flushers
+                and not self._stopping
+            ):
+                deadline = self._first_at + self.max_delay
+                while len(queue) < self.batch_size and not self._flushers and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    wakeup.wait(remaining)
+            count = min(len(queue), self.batch_size)
+            batch = [queue.popleft() for _ in range(count)]
+            if queue:
+                self._first_at = time.monotonic()
+            self._busy = True
+            self._inflight = count
+            self._written_off = False
+            self._stalled = False
+            self._progress.notify_all()  # room for blocked callers
+            return batch
+
+    def _process(self, batch: list[T]) -> None:
+        """Run the consumer on `batch` and account for every record of it."""
+        try:
+            failed = self._consume(batch)
+        except BaseException as exc:  # the worker must survive anything
+            failed = "consumer_error"
+            _diag.report(
+                f"consume:{self.name}",
+                f"fapilog queue {self.name!r} failed to process a batch: {exc!r}",
+            )
+        with self._lock:
+            if not self._written_off:  # else already counted at the shutdown deadline
+                size = len(batch)
+                self._settled += size
+                if failed is None:
+                    self.delivered += size
+                elif isinstance(failed, tuple):  # (reason, how many of the batch were lost)
+                    reason, lost = failed
+                    lost = min(max(lost, 0), size)
+                    self.delivered += size - lost
+                    if lost:
+                        self._count_drop(reason, lost)
+                else:
+                    self._count_drop(failed, size)
+            self._busy = False
+            self._inflight = 0
+            self._written_off = False
+            self._progress.notify_all()
+
+    # -- control -----------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything accepted so far has been consumed, at most `timeout` s."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            target = self._entered
+            if self._settled >= target:
+                return True
+            if self._thread is None or not self._thread.is_alive():
+                return False
+            self._flushers += 1
+            self._wakeup.notify()
+            try:
+                while self._settled < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._progress.wait(remaining)
+                return True
+            finally:
+                self._flushers -= 1
+
+    def shutdown(self, timeout: float) -> bool:
+        """Drain, stop the worker, and count whatever the deadline left behind (queued, or
+        in the hands of a stuck consumer) as dropped, reason ``shutdown_timeout``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self.begin_shutdown()
+        return self.finish_shutdown(deadline)
+
+    def begin_shutdown(self) -> None:
+        """Tell the worker to drain what is queued and stop (returns at once)."""
+        with self._lock:
+            self._stopping = True
+            self._wakeup.notify_all()
+
+    def finish_shutdown(self, deadline: float) -> bool:
+        """Wait for the worker until `deadline` (time.monotonic()), then stop for good."""
+        thread = self._thread
+        drained = True
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            drained = not thread.is_alive()
+        with self._lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+            left = len(self._queue)
+            if left:
+                self._queue.clear()
+                self._settled += left
+                self._count_drop("shutdown_timeout", left)
+                drained = False
+            if self._busy and not self._written_off and thread is not threading.current_thread():
+                self._written_off = True
+                self._settled += self._inflight
+                self._count_drop("shutdown_timeout", self._inflight)
+                drained = False
+            self._progress.notify_all()
+        return drained
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def _after_fork_in_child(self) -> None:
+        """The parent keeps (and exports) what was queued at fork time; the child starts
+        empty, with fresh locks and counters, and starts its own worker on first use."""
+        self._init_state()
+        self._init_counters()
+        self._sync = False
+
+
+_QUEUES: weakref.WeakSet[BatchQueue[Any]] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for queue in list(_QUEUES):
+        queue._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -1,0 +1,302 @@
+"""From the LoggerProvider to the exporters: the `Router` fans each record out to one
+`ExportProcessor` per exporter, each a `BatchQueue` with its own worker, so a slow or failing
+exporter never stalls the caller, the bridge or the other exporters.
+
+Shutdown runs every exporter's drain in parallel under one deadline (`shutdown_processors`);
+calls into an exporter that may block on a dead endpoint are bounded (`call_bounded`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fapilog import _diag
+from fapilog._state import worker_thread
+from fapilog.exporters.contract import DetailedStats, PartialLoss
+from fapilog.otel.logs import (
+    LogRecordExporter,
+    LogRecordExportResult,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+    readable,
+)
+from fapilog.pipeline import monitoring
+from fapilog.pipeline.queue import BatchQueue
+from fapilog.settings import QueueSettings
+
+__all__ = [
+    "ExportProcessor",
+    "Router",
+    "call_bounded",
+    "collect_batch",
+    "shutdown_processors",
+]
+
+
+def call_bounded(name: str, function: Callable[[], Any], timeout: float) -> bool:
+    """Run `function` in a daemon thread, waiting at most `timeout` s for it (exporter
+    shutdown/flush calls can block on a dead endpoint). Returns whether it finished."""
+    return _call_all_bounded([(name, function)], time.monotonic() + max(0.0, timeout))
+
+
+def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: float) -> bool:
+    """Run the calls in parallel daemon threads; wait for them until `deadline`."""
+    threads = []
+    for name, function in calls:
+        thread = threading.Thread(
+            target=_quietly(name, function), name=f"fapilog-{name}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new threads; call it here
+            _quietly(name, function)()
+            continue
+        threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
+
+
+def shutdown_processors(processors: Sequence[ExportProcessor], timeout: float) -> bool:
+    """Shut exporters down together under one deadline: every queue is told to drain
+    first, so a dead exporter's wait never eats the time of the healthy ones. Then each
+    exporter's own shutdown(), in parallel, bounded by what is left."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    pending = [processor for processor in processors if not processor._shutdown]
+    for processor in pending:
+        processor._shutdown = True
+        processor.queue.begin_shutdown()
+    drained = True
+    for processor in pending:
+        drained = processor.queue.finish_shutdown(deadline) and drained
+    _call_all_bounded([(f"{p.name}-shutdown", p.exporter.shutdown) for p in pending], deadline)
+    return drained
+
+
+def _quietly(name: str, function: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        with worker_thread():
+            try:
+                function()
+            except Exception as exc:
+                _diag.report(f"call:{name}", f"fapilog: {name} raised {exc!r}")
+
+    return run
+
+
+def _record_severity(record: ReadableLogRecord) -> int:
+    number = record.log_record.severity_number
+    return number.value if number is not None else 0
+
+
+class ExportProcessor:
+    """One exporter behind its own bounded queue and worker: a slow or failing exporter
+    never stalls the caller, the bridge or the other exporters."""
+
+    def __init__(
+        self,
+        name: str,
+        exporter: LogRecordExporter,
+        settings: QueueSettings,
+        *,
+        max_delay: float | None = None,
+    ) -> None:
+        self.name = name
+        self.exporter = exporter
+        self.export_timeout = settings.export_timeout
+        self.queue: BatchQueue[ReadableLogRecord] = BatchQueue(
+            name, self._export, _record_severity, settings, max_delay=max_delay
+        )
+        self._shutdown = False
+        # the exporter's optional extras (see fapilog.exporters.contract)
+        self._reports_loss = isinstance(exporter, PartialLoss)
+        self._details = isinstance(exporter, DetailedStats)
+        self._after_fork_in_child()
+        _PROCESSORS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.export_seconds = 0.0
+
+    @property
+    def exported(self) -> int:
+        return self.queue.delivered
+
+    def put(self, record: ReadableLogRecord) -> None:
+        self.queue.put(record)
+
+    def put_many(self, records: Sequence[ReadableLogRecord]) -> None:
+        self.queue.put_many(records)
+
+    def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
+        started = time.perf_counter()
+        error: str | None = None
+        lost: Any = None
+        try:
+            result = self.exporter.export(batch)
+            if self._reports_loss:
+                # how many records of a failed export were lost (fapilog's Loki exporter:
+                # a line too long, one request of several rejected)
+                lost = self.exporter.last_export_dropped  # type: ignore[attr-defined]
+        except Exception as exc:
+            result = LogRecordExportResult.FAILURE
+            error = repr(exc)
+        elapsed = time.perf_counter() - started
+        self.export_seconds += elapsed
+        ok = result == LogRecordExportResult.SUCCESS
+        if ok:
+            self.consecutive_failures = 0
+        else:
+            self.failures += 1
+            self.consecutive_failures += 1
+            if error is None:
+                error = f"export returned {result!r}"
+        monitoring.note_export(
+            self.name,
+            ok,
+            elapsed,
+            records=len(batch),
+            consecutive=self.consecutive_failures,
+            error=error,
+        )
+        if elapsed > self.export_timeout:
+            _diag.report(
+                f"export-slow:{self.name}",
+                f"fapilog exporter {self.name!r} took {elapsed:.1f} s for one export, more "
+                f"than export_timeout ({self.export_timeout} s)",
+                exporter=self.name,
+            )
+        if ok:
+            return None
+        if type(lost) is int and 0 <= lost < len(batch):
+            return ("export_failed", lost)
+        return "export_failed"
+
+    def force_flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        flushed = self.queue.flush(timeout)
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            millis = int(remaining * 1000)
+            call_bounded(f"{self.name}-flush", lambda: self.exporter.force_flush(millis), remaining)
+        return flushed
+
+    def shutdown(self, timeout: float) -> bool:
+        """Drain and stop, at most `timeout` s however the exporter behaves."""
+        return shutdown_processors([self], timeout)
+
+    def stats(self) -> dict[str, Any]:
+        queue = self.queue
+        figures: dict[str, Any] = {
+            "offered": queue.offered,
+            "exported": queue.delivered,
+            "dropped": queue.total_dropped(),
+            "dropped_by_reason": dict(queue.dropped),
+            "queued": queue.depth,
+            "accepted": queue.accepted,
+            "capacity": queue.max_size,
+            "export_failures": self.failures,
+            "export_seconds": round(self.export_seconds, 6),
+        }
+        if self._details:
+            try:
+                figures["details"] = self.exporter.stats()  # type: ignore[attr-defined]
+            except Exception as exc:  # an exporter's own figures must not break stats()
+                _diag.report(f"stats:{self.name}", f"fapilog: {self.name}.stats() raised {exc!r}")
+        return figures
+
+
+class _Collecting(threading.local):
+    """Per thread: the records Routers collected while that thread emits a batch."""
+
+    records: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]] | None = None
+
+
+_COLLECTING = _Collecting()
+
+
+class collect_batch:
+    """Context manager for a thread that emits a batch of records (the bridge's worker):
+    while it is active, Routers collect that thread's records and hand them to each
+    exporter queue once at the end (`put_many`: one lock acquisition per batch instead of
+    one per record), in the order they were emitted. Other threads are not affected."""
+
+    __slots__ = ("_outer",)
+
+    def __enter__(self) -> None:
+        self._outer = _COLLECTING.records
+        _COLLECTING.records = []
+
+    def __exit__(self, *exc: object) -> None:
+        collected = _COLLECTING.records
+        _COLLECTING.records = self._outer
+        if collected:
+            _dispatch(collected)
+
+
+def _dispatch(collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]) -> None:
+    """Hand collected records to their targets: each run of records routed to the same
+    target set goes to each target in one `put_many`."""
+    start = 0
+    count = len(collected)
+    while start < count:
+        targets = collected[start][0]
+        end = start + 1
+        while end < count and collected[end][0] is targets:
+            end += 1
+        records = [pair[1] for pair in collected[start:end]]
+        for target in targets:
+            try:
+                target.put_many(records)
+            except Exception as exc:  # pragma: no cover - put never raises by design
+                _diag.report("router", f"fapilog could not queue records: {exc!r}")
+        start = end
+
+
+class Router(LogRecordProcessor):
+    """The single LogRecordProcessor fapilog adds to a LoggerProvider.
+
+    Added once per provider (the SDK has no way to remove a processor), it fans each record
+    out to the current set of `ExportProcessor`s, which a reconfiguration swaps. On a thread
+    inside `collect_batch` it collects the records and queues them at the end of the batch.
+    """
+
+    def __init__(self) -> None:
+        self.targets: Sequence[ExportProcessor] = ()
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        targets = self.targets
+        if not targets:
+            return
+        record = readable(log_record)
+        collected = _COLLECTING.records
+        if collected is not None:
+            collected.append((targets, record))
+            return
+        for target in targets:
+            target.put(record)
+
+    def shutdown(self) -> None:
+        return None  # fapilog shuts its processors down itself, with a deadline
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+_PROCESSORS: weakref.WeakSet[ExportProcessor] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for processor in list(_PROCESSORS):
+        processor._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)

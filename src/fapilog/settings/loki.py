@@ -1,0 +1,69 @@
+"""`FAPILOG_LOKI__*`: the Grafana Loki push exporter (see docs/loki.md).
+
+Only shapes and bounds are checked here. The Loki-specific rules (URL without credentials,
+tenant id characters, label names, auth combinations) are checked by the exporter's factory
+at `configure_logging()` time, with messages that never echo a credential.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from fapilog.settings._base import CommaList, Section, StrMap
+
+__all__ = ["DEFAULT_LABELS", "Encoding", "LokiSettings"]
+
+DEFAULT_LABELS = ("service_name", "environment", "level")
+Encoding = Literal["json", "protobuf"]
+
+
+class LokiSettings(Section):
+    url: str = Field(
+        default="http://localhost:3100",
+        description="Loki base URL (http://loki:3100) or full push URL (.../loki/api/v1/push)",
+    )
+    tenant_id: str | None = Field(
+        default=None, description="tenant, sent as X-Scope-OrgID (multi-tenant Loki)"
+    )
+    username: str | None = Field(default=None, description="basic auth user (with password)")
+    password: SecretStr | None = Field(default=None, description="basic auth password")
+    bearer_token: SecretStr | None = Field(
+        default=None, description="bearer token (instead of basic auth)"
+    )
+    labels: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_LABELS),
+        description="stream labels: `name` or `name=source` (a resource or record attribute, "
+        "level, logger); keep them few and low-cardinality",
+    )
+    static_labels: StrMap = Field(
+        default_factory=dict, description="constant labels added to every stream, e.g. team=pay"
+    )
+    structured_metadata: bool = Field(
+        default=True,
+        description="send trace_id/span_id as structured metadata (false for Loki < 2.9)",
+    )
+    batch_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest push request, in line bytes"
+    )
+    batch_wait: float = Field(
+        default=1.0, ge=0, description="seconds a partial batch waits for more records"
+    )
+    max_line_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="lines larger than this are dropped (Loki's max_line_size; 0: no limit)",
+    )
+    timeout: float = Field(default=10.0, gt=0, description="seconds per push request")
+    min_backoff: float = Field(default=0.5, gt=0, description="first retry delay, seconds")
+    max_backoff: float = Field(default=300.0, gt=0, description="longest retry delay, seconds")
+    max_retries: int = Field(
+        default=10, ge=0, description="retries of a failed push (429, 5xx, connection errors)"
+    )
+    gzip: bool = Field(default=True, description="gzip request bodies (JSON encoding only)")
+    encoding: Encoding = Field(
+        default="json",
+        description="request body: json, or protobuf (Loki's native protobuf + snappy; "
+        "needs the loki-protobuf extra)",
+    )

@@ -1,0 +1,178 @@
+"""`LoggingSettings`: every fapilog setting, read from arguments, the environment and defaults.
+
+Precedence (highest first): keyword overrides to `configure_logging()`, a `LoggingSettings`
+passed to it, `FAPILOG_*` environment variables, the standard `OTEL_*` variables where one
+exists (`OTEL_BLRP_*`; the service name and resource attributes are read where the Resource
+is built), the defaults below. Nested sections use `__`: `FAPILOG_QUEUE__MAX_SIZE=5000`.
+List settings accept JSON (`["stdout","file"]`) or the comma-separated form people type
+(`stdout,file`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from fapilog import _diag, _levels
+from fapilog.exceptions import ConfigurationError
+from fapilog.settings._base import CommaList, NameList, parse_mapping
+from fapilog.settings._errors import ENV_PREFIX, from_validation_error
+from fapilog.settings._otel_env import OtelEnvSource
+from fapilog.settings.file import FileSettings
+from fapilog.settings.loki import LokiSettings
+from fapilog.settings.otlp import OtlpSettings
+from fapilog.settings.queue import QueueSettings
+from fapilog.settings.redaction import RedactionSettings
+from fapilog.settings.request import RequestSettings
+from fapilog.settings.system import SystemSettings
+
+__all__ = ["Environment", "LoggingSettings", "from_environment"]
+
+Environment = Literal["development", "test", "staging", "production"]
+
+
+class LoggingSettings(BaseSettings):
+    """All of fapilog's settings. Every field has an environment variable: ``FAPILOG_`` +
+    the field name in upper case, nested sections joined with ``__``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    level: _levels.LevelName = Field(default="INFO", description="minimum level logged")
+    env: Environment = Field(default="production", description="deployment environment")
+    json_console: bool | None = Field(
+        default=None,
+        description="stdout as JSON lines (true) or the pretty console (false); "
+        "unset: JSON unless env=development or stdout is a terminal",
+    )
+    service_name: str | None = Field(
+        default=None, description="service.name; falls back to OTEL_SERVICE_NAME"
+    )
+    service_version: str | None = Field(default=None, description="service.version")
+    exporters: NameList = Field(default_factory=lambda: ["stdout"], description="where records go")
+    logger_levels: Annotated[dict[str, _levels.LevelName], NoDecode] = Field(
+        default_factory=dict,
+        description="per-logger minimum levels, e.g. uvicorn.access=WARNING,sqlalchemy=INFO",
+    )
+    capture_stdlib: bool = Field(
+        default=True, description="route stdlib logging (and uvicorn's loggers) into fapilog"
+    )
+    shutdown_timeout: float = Field(
+        default=5.0, gt=0, description="seconds to drain queues at exit / shutdown()"
+    )
+    enrichers: CommaList = Field(
+        default_factory=list, description="custom enrichers applied, in this order"
+    )
+    exporter_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options of custom exporters by exporter name, e.g. "
+        "FAPILOG_EXPORTER_OPTIONS__MYSINK__ENDPOINT=http://x (see docs/exporters.md)",
+    )
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    file: FileSettings = Field(default_factory=FileSettings)
+    loki: LokiSettings = Field(default_factory=LokiSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    request: RequestSettings = Field(default_factory=RequestSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    system: SystemSettings = Field(default_factory=SystemSettings)
+    on_alert: Callable[[dict[str, Any]], None] | None = Field(
+        default=None,
+        exclude=True,
+        description="called (in code only) when records start being dropped "
+        "or an exporter keeps failing",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise from_validation_error(exc, type(self)) from None
+        except SettingsError as exc:
+            raise ConfigurationError(f"invalid fapilog settings: {exc}") from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Code, then ``FAPILOG_*``, then the standard ``OTEL_*`` variables, then defaults."""
+        return (init_settings, env_settings, OtelEnvSource(settings_cls))
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return _levels.normalise(value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {"dev": "development", "prod": "production"}.get(lowered, lowered)
+        return value
+
+    @field_validator("exporters")
+    @classmethod
+    def _exporters_unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one exporter is required, e.g. stdout")
+        return list(dict.fromkeys(value))
+
+    @field_validator("logger_levels", mode="before")
+    @classmethod
+    def _logger_levels(cls, value: Any) -> Any:
+        parsed = parse_mapping(value)
+        if isinstance(parsed, dict):
+            return {str(k): _levels.normalise(v) for k, v in parsed.items()}
+        return parsed
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LoggingSettings:
+        """A copy with `overrides` applied and validated; the environment is not read again."""
+        if not overrides:
+            return self
+        data = self.model_dump()
+        data["on_alert"] = self.on_alert
+        for key, given in overrides.items():
+            value = given.model_dump() if isinstance(given, BaseModel) else given
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        # init values outrank the environment, so every field comes from `data`
+        return type(self)(**data)
+
+    def use_json(self, stream_is_tty: bool) -> bool:
+        """Whether stdout gets JSON lines: the explicit setting, else JSON unless development
+        or a terminal."""
+        if self.json_console is not None:
+            return self.json_console
+        return not (self.env == "development" or stream_is_tty)
+
+
+def from_environment(what: str) -> LoggingSettings:
+    """Settings from the environment; when they are invalid, the error is reported on stderr
+    (naming `what` needed them) and the defaults are used: an application must start even
+    when its logging configuration is wrong."""
+    try:
+        return LoggingSettings()
+    except ConfigurationError as exc:
+        _diag.report(f"settings:{what}", f"fapilog: {exc}; using defaults", level="error")
+        return LoggingSettings.model_construct()
