@@ -86,7 +86,7 @@ def _child(variant: str, count: int, rounds: int) -> dict[str, float]:
         flush: Callable[[], Any] = sink.flush
     else:
         import fapilog
-        from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
+        from fapilog.exporters import LogRecordExporter, LogRecordExportResult
 
         class Null(LogRecordExporter):
             def export(self, batch: Any) -> LogRecordExportResult:

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from fapilog.otel.logs import LoggerProvider
     from fapilog.settings import LoggingSettings
 
-__all__ = ["STATE", "Pipeline", "ProcessState", "worker_thread"]
+__all__ = [
+    "Pipeline",
+    "ProcessState",
+    "STATE",
+    "worker_thread",
+]
 
 
 class Pipeline:

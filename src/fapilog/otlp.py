@@ -18,10 +18,10 @@ from fapilog.otel.otlp import (
 )
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
-    "OTLP_EXPORTER_NAMES",
     "BoundedBatchSpanProcessor",
+    "DEFAULT_TIMEOUT",
     "GuardedSpanExporter",
+    "OTLP_EXPORTER_NAMES",
     "bounded_span_processor",
     "exit_budget",
     "flush_span_processors",

@@ -24,8 +24,8 @@ from fapilog.capture.processors import add_trace_context
 from fapilog.capture.record import OTelBridge, Sink
 
 __all__ = [
-    "CHAIN",
     "BoundLogger",
+    "CHAIN",
     "configure_structlog",
     "default_chain",
     "get_logger",

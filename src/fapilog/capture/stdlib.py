@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from fapilog.settings import LoggingSettings
 
 __all__ = [
-    "TAKEN_OVER",
     "FapilogHandler",
+    "TAKEN_OVER",
     "install",
     "installed_handler",
     "reroute",

@@ -28,8 +28,8 @@ from fapilog.exporters.spec import ExporterFactory, ExporterSpec
 
 __all__ = [
     "BUILTIN",
-    "ENTRY_POINT_GROUP",
     "DetailedStats",
+    "ENTRY_POINT_GROUP",
     "ExporterFactory",
     "ExporterSpec",
     "LogRecordExportResult",

@@ -44,7 +44,11 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock, one file per process
     _HAS_FLOCK = False
 
-__all__ = ["SPEC", "FileExporter", "backups"]
+__all__ = [
+    "FileExporter",
+    "SPEC",
+    "backups",
+]
 
 _STAMP = "%Y%m%dT%H%M%S"
 _UNITS = {"hourly": 3600, "daily": 86400, "midnight": 86400}

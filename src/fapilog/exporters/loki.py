@@ -61,9 +61,9 @@ from fapilog.settings import LoggingSettings, LokiSettings
 
 __all__ = [
     "LABEL_SOURCES",
+    "LokiExporter",
     "PUSH_PATH",
     "SPEC",
-    "LokiExporter",
     "encode_push_request",
     "go_quote",
     "labels_string",

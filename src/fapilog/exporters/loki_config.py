@@ -17,9 +17,9 @@ from fapilog.settings._errors import setting_error
 
 __all__ = [
     "LABEL_SOURCES",
+    "Label",
     "MAX_LABELS",
     "PUSH_PATH",
-    "Label",
     "label_value",
     "parse_labels",
     "push_url",

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
-    "PROTOBUF_EXTRA",
     "Entry",
+    "PROTOBUF_EXTRA",
     "StreamKey",
     "encode_push_request",
     "go_quote",

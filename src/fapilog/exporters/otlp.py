@@ -15,7 +15,10 @@ from fapilog.exporters.spec import ExporterSpec
 from fapilog.otel.otlp import ExportGuard, sdk_log_exporter
 from fapilog.settings import LoggingSettings
 
-__all__ = ["SPEC", "OtlpLogExporter"]
+__all__ = [
+    "OtlpLogExporter",
+    "SPEC",
+]
 
 
 class OtlpLogExporter(LogRecordExporter):

@@ -12,7 +12,12 @@ from fapilog.exporters.render import ConsoleRenderer, JsonRenderer
 from fapilog.exporters.spec import ExporterSpec
 from fapilog.settings import LoggingSettings
 
-__all__ = ["CONSOLE_SPEC", "SPEC", "ConsoleExporter", "StdoutJsonExporter"]
+__all__ = [
+    "CONSOLE_SPEC",
+    "ConsoleExporter",
+    "SPEC",
+    "StdoutJsonExporter",
+]
 
 
 class StdoutJsonExporter(LogRecordExporter):

@@ -1,3 +1,5 @@
 """The pipeline's life: `configure_logging()` builds it and swaps it in (`configure`), it is
 flushed and shut down under one deadline at exit and on SIGTERM (`drain`), and a forked
 child gets what it needs (`fork`)."""
+
+__all__: list[str] = []

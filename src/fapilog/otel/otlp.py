@@ -48,13 +48,13 @@ if TYPE_CHECKING:
     from fapilog.settings import LoggingSettings
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
-    "OTLP_EXPORTER_NAMES",
     "BoundedBatchSpanProcessor",
+    "DEFAULT_TIMEOUT",
     "ExportGuard",
     "GuardedSpanExporter",
-    "exit_budget",
+    "OTLP_EXPORTER_NAMES",
     "bounded_span_processor",
+    "exit_budget",
     "flush_span_processors",
     "resolve_protocol",
     "resolve_timeout",

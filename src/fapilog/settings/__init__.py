@@ -19,11 +19,11 @@ from fapilog.settings.request import ContextHook, RequestSettings, TracingMode
 from fapilog.settings.system import SystemSettings
 
 __all__ = [
-    "ENV_PREFIX",
-    "LEVELS",
     "ContextHook",
+    "ENV_PREFIX",
     "Environment",
     "FileSettings",
+    "LEVELS",
     "LoggingSettings",
     "LokiSettings",
     "OtlpSettings",

@@ -11,7 +11,11 @@ from pydantic_settings import NoDecode
 
 from fapilog.settings._base import Section, parse_mapping
 
-__all__ = ["PROTOCOLS", "OtlpSettings", "Protocol"]
+__all__ = [
+    "OtlpSettings",
+    "PROTOCOLS",
+    "Protocol",
+]
 
 Protocol = Literal["grpc", "http/protobuf"]
 PROTOCOLS: tuple[str, ...] = ("grpc", "http/protobuf")

@@ -17,8 +17,8 @@ __all__ = [
     "DEFAULT_KEYS",
     "DEFAULT_KEY_FRAGMENTS",
     "DEFAULT_MARKER",
-    "SENSITIVE_HEADERS",
     "RedactionSettings",
+    "SENSITIVE_HEADERS",
 ]
 
 DEFAULT_MARKER = "[REDACTED]"

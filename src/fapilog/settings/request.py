@@ -18,9 +18,9 @@ from fapilog._levels import normalise as normalise_level
 from fapilog.settings._base import CommaList, Section, parse_mapping, parse_names
 
 __all__ = [
-    "DEFAULT_STATUS_LEVELS",
     "ClientIp",
     "ContextHook",
+    "DEFAULT_STATUS_LEVELS",
     "RequestEnrichmentFields",
     "RequestSettings",
     "TracingMode",
