@@ -218,8 +218,8 @@ def blackhole_port() -> Iterator[int]:
 
 @pytest.fixture
 def loki() -> Iterator[Any]:
-    """A strict Loki-compatible receiver on 127.0.0.1 (tests/loki_receiver.py)."""
-    from loki_receiver import LokiReceiver
+    """A strict Loki-compatible receiver on 127.0.0.1 (tests/peers/loki_receiver.py)."""
+    from peers.loki_receiver import LokiReceiver
 
     with LokiReceiver() as receiver:
         yield receiver

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from conftest import run_python
-from instrumented_app import APP, APP_WITH_CONFIGURE, APP_WITH_CONFIGURE_APP, InstrumentedApp
-from otlp_receiver import OtlpReceiver
+from peers.instrumented_app import APP, APP_WITH_CONFIGURE, APP_WITH_CONFIGURE_APP, InstrumentedApp
+from peers.otlp_receiver import OtlpReceiver
 
 SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 REQUESTS = 4

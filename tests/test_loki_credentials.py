@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from loki_receiver import LokiReceiver
+from peers.loki_receiver import LokiReceiver
 
 pytestmark = pytest.mark.slow
 

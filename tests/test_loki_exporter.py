@@ -26,7 +26,7 @@ from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import exporter_spec
 from fapilog.exporters.loki import SPEC, LokiExporter, push_url, sanitize_label_name
 from fapilog.settings import LoggingSettings
-from loki_receiver import LokiReceiver
+from peers.loki_receiver import LokiReceiver
 
 FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 200, "batch_wait": 0.05}
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loki_receiver import LokiReceiver
+from peers.loki_receiver import LokiReceiver
 
 NOW = time.time_ns
 

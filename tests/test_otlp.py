@@ -26,7 +26,7 @@ from fapilog.otlp import (
     span_processors,
     trace_protocols,
 )
-from otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
+from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 

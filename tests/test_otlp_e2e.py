@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from conftest import run_python
-from instrumented_app import InstrumentedApp
-from otlp_receiver import OtlpReceiver, closed_port
+from peers.instrumented_app import InstrumentedApp
+from peers.otlp_receiver import OtlpReceiver, closed_port
 
 SERVER = 2  # SpanKind SERVER in opentelemetry.proto.trace.v1
 SEVERITY_WARN = 13

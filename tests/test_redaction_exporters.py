@@ -12,8 +12,8 @@ import pytest
 
 from conftest import MemoryExporter
 from fapilog import configure_logging, force_flush, log, shutdown
-from loki_receiver import LokiReceiver
-from otlp_receiver import OtlpReceiver
+from peers.loki_receiver import LokiReceiver
+from peers.otlp_receiver import OtlpReceiver
 
 MARKER = "[REDACTED]"
 JWT = (
