@@ -244,17 +244,6 @@ def loki_exporter() -> Any:
     return processor.exporter
 
 
-def configure_error(monkeypatch: pytest.MonkeyPatch, env: str, value: str, **kwargs: Any) -> str:
-    """Set the environment variable `env` to `value` and return the message of the
-    ConfigurationError that `configure_logging(**kwargs)` must raise."""
-    from fapilog import ConfigurationError
-
-    monkeypatch.setenv(env, value)
-    with pytest.raises(ConfigurationError) as info:
-        fapilog.configure_logging(**kwargs)
-    return str(info.value)
-
-
 # ------------------------------------------------------ FastAPI tracing (test_fastapi_*.py)
 
 MODES = ["native", "instrumentation"]

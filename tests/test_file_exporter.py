@@ -17,7 +17,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import fapilog
-from conftest import configure_error
 from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
 from fapilog._sections.file import FileSettings
 from fapilog.exceptions import ConfigurationError
@@ -153,23 +152,6 @@ def test_mode_from_the_environment_is_octal(
     fapilog.get_logger("x").info("hello")
     assert fapilog.force_flush(10)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "fragment"),
-    [
-        ("FAPILOG_FILE__MODE", "rw-r-----", "octal"),
-        ("FAPILOG_FILE__MAX_BYTES", "-1", "FAPILOG_FILE__MAX_BYTES"),
-        ("FAPILOG_FILE__WHEN", "weekly", "FAPILOG_FILE__WHEN"),
-        ("FAPILOG_FILE__MULTIPROCESS", "maybe", "FAPILOG_FILE__MULTIPROCESS"),
-    ],
-)
-def test_invalid_file_settings_fail_at_configure_time(
-    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
-) -> None:
-    message = configure_error(monkeypatch, env, value, exporters=["file"])
-    assert fragment in message
-    assert env in message
 
 
 def test_a_directory_as_path_fails_at_configure_time(tmp_path: Path) -> None:
