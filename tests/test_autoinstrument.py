@@ -1,5 +1,5 @@
 """fapilog under `opentelemetry-instrument`: an unmodified FastAPI app gets fapilog's JSON
-lines, correlated with the server spans, each record exactly once (issue 6, acceptance 1).
+lines, correlated with the server spans, each record exactly once.
 
 The end-to-end tests run the real CLI (`opentelemetry-instrument uvicorn app:app`) with the
 spans exported to a real OTLP receiver. The CLI puts its own sitecustomize first on

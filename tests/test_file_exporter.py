@@ -68,7 +68,7 @@ class Clock:
 
 
 def test_200k_events_with_1mb_rotation_are_complete_and_exact(tmp_path: Path) -> None:
-    """Acceptance 1: 200,000 events, 1 MB limit: every file complete and under the limit,
+    """Rotation by size: 200,000 events, 1 MB limit: every file complete and under the limit,
     every line valid JSON, exactly 200,000 lines, each event once."""
     path = tmp_path / "logs" / "app.log"
     fapilog.configure_logging(
@@ -95,7 +95,7 @@ def test_200k_events_with_1mb_rotation_are_complete_and_exact(tmp_path: Path) ->
 
 
 def test_retention_keeps_backup_count_newest_files(tmp_path: Path) -> None:
-    """Acceptance 1 (retention): with backup_count=3 exactly 3 rotated files remain, and
+    """Retention: with backup_count=3 exactly 3 rotated files remain, and
     they hold the newest events, without a gap up to the last one."""
     path = tmp_path / "app.log"
     fapilog.configure_logging(

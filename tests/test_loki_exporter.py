@@ -50,8 +50,8 @@ def seqs_per_stream(receiver: LokiReceiver) -> dict[Any, list[int]]:
 
 
 def test_10000_events_arrive_exactly_once_in_order_with_valid_labels(loki: LokiReceiver) -> None:
-    """Acceptance 4: labels, timestamps and lines valid (the receiver is strict); 10,000
-    events exactly once and in order per stream."""
+    """Labels, timestamps and lines valid (the receiver is strict); 10,000 events exactly
+    once and in order per stream."""
     configure(loki)
     log = fapilog.get_logger("orders")
     for seq in range(10_000):
@@ -153,7 +153,7 @@ def test_structured_metadata_can_be_switched_off_for_old_loki() -> None:
 
 
 def test_429_for_five_seconds_then_recovery_loses_nothing(loki: LokiReceiver) -> None:
-    """Acceptance 4: a receiver answering 429 for 5 s, then recovering."""
+    """A receiver answering 429 for 5 s, then recovering: nothing is lost."""
     configure(loki)
     loki.fail(429, seconds=5, body="Ingestion rate limit exceeded for user fake")
     log = fapilog.get_logger("burst")
@@ -171,7 +171,7 @@ def test_429_for_five_seconds_then_recovery_loses_nothing(loki: LokiReceiver) ->
 
 
 def test_receiver_down_for_ten_seconds_loses_nothing(loki: LokiReceiver) -> None:
-    """Acceptance 4: Loki unreachable for 10 s, the records fit the queue: all delivered."""
+    """Loki unreachable for 10 s, the records fit the queue: all delivered."""
     configure(loki)
     loki.down()
     revive = threading.Timer(10, loki.up)
@@ -197,7 +197,7 @@ def test_receiver_down_for_ten_seconds_loses_nothing(loki: LokiReceiver) -> None
 def test_a_400_batch_is_dropped_and_counted_not_retried(
     loki: LokiReceiver, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Acceptance 4: another 4xx drops the batch, counts it, and never resends it."""
+    """A 4xx other than 429 drops the batch, counts it, and never resends it."""
     configure(loki)
     loki.fail(400, times=1, body="entry for stream has timestamp too old")
     log = fapilog.get_logger("bad")

@@ -1,4 +1,4 @@
-"""OTLP end to end, real processes (issue 6, acceptance 2 and 3).
+"""OTLP end to end, real processes.
 
 An unmodified FastAPI app under `opentelemetry-instrument uvicorn` exports its log records
 (``OTEL_LOGS_EXPORTER=fapilog_stdout,otlp``) and its spans (``OTEL_TRACES_EXPORTER=otlp``)

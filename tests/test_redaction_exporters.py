@@ -1,4 +1,4 @@
-"""Acceptance 3 of issue 7: one event full of secrets, logged once with every exporter
+"""Redaction on every way out: one event full of secrets, logged once with every exporter
 enabled at the same time (stdout, file, Loki, OTLP, and an in-memory exporter); no secret
 reaches any of them, each of which did receive the event."""
 
