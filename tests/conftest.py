@@ -67,8 +67,12 @@ def memory_exporter() -> Iterator[MemoryExporter]:
     bridge, router, batching processor)."""
     import uuid
 
-    from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
-    from fapilog.exporters import register_exporter, unregister_exporter
+    from fapilog.exporters import (
+        LogRecordExporter,
+        LogRecordExportResult,
+        register_exporter,
+        unregister_exporter,
+    )
 
     holder = MemoryExporter(f"memory_{uuid.uuid4().hex[:8]}")
 

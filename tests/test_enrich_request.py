@@ -20,7 +20,7 @@ from fapilog._request_enrichment import (
     request_fields,
     response_fields,
 )
-from fapilog._sections.request import RequestSettings
+from fapilog.settings import RequestSettings
 
 M = "[REDACTED]"
 

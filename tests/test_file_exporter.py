@@ -17,11 +17,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import fapilog
-from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
-from fapilog._sections.file import FileSettings
+from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import register_exporter, unregister_exporter
+from fapilog.exporters import ReadableLogRecord, register_exporter, unregister_exporter
 from fapilog.exporters.file import FileExporter, backups
+from fapilog.settings import FileSettings
 
 
 def all_files(path: Path) -> list[Path]:

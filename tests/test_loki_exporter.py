@@ -20,12 +20,11 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import fapilog
 import fapilog._config
 from conftest import loki_exporter as exporter
-from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
-from fapilog._sections.loki import LokiSettings
+from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import exporter_spec
+from fapilog.exporters import ReadableLogRecord, exporter_spec
 from fapilog.exporters.loki import SPEC, LokiExporter, push_url, sanitize_label_name
-from fapilog.settings import LoggingSettings
+from fapilog.settings import LoggingSettings, LokiSettings
 from peers.loki_receiver import LokiReceiver
 
 FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 200, "batch_wait": 0.05}

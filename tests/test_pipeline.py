@@ -18,8 +18,8 @@ import pytest
 
 import fapilog
 from fapilog import configure_logging, get_logger, log
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.settings import LoggingSettings, QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY

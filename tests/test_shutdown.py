@@ -113,7 +113,7 @@ def _exit_takes(code: str, env: dict[str, str], deadline: float) -> tuple[float,
 
 BLOCKING_EXPORTER = """
 import sys, threading, time, fapilog
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult
 
 class Forever(LogRecordExporter):
     def export(self, batch):

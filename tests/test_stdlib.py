@@ -21,8 +21,7 @@ import pytest
 import fapilog
 from conftest import MemoryExporter
 from fapilog import configure_logging, register_exporter
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
-from fapilog.exporters import unregister_exporter
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult, unregister_exporter
 
 
 def _attrs(record: Any) -> dict[str, Any]:
