@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 
 import fapilog._config
+from fapilog import LoggingSettings, _tracing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,8 +67,12 @@ def memory_exporter() -> Iterator[MemoryExporter]:
     bridge, router, batching processor)."""
     import uuid
 
-    from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
-    from fapilog.exporters import register_exporter, unregister_exporter
+    from fapilog.exporters import (
+        LogRecordExporter,
+        LogRecordExportResult,
+        register_exporter,
+        unregister_exporter,
+    )
 
     holder = MemoryExporter(f"memory_{uuid.uuid4().hex[:8]}")
 
@@ -218,8 +227,8 @@ def blackhole_port() -> Iterator[int]:
 
 @pytest.fixture
 def loki() -> Iterator[Any]:
-    """A strict Loki-compatible receiver on 127.0.0.1 (tests/loki_receiver.py)."""
-    from loki_receiver import LokiReceiver
+    """A strict Loki-compatible receiver on 127.0.0.1 (tests/peers/loki_receiver.py)."""
+    from peers.loki_receiver import LokiReceiver
 
     with LokiReceiver() as receiver:
         yield receiver
@@ -239,12 +248,40 @@ def loki_exporter() -> Any:
     return processor.exporter
 
 
-def configure_error(monkeypatch: pytest.MonkeyPatch, env: str, value: str, **kwargs: Any) -> str:
-    """Set the environment variable `env` to `value` and return the message of the
-    ConfigurationError that `configure_logging(**kwargs)` must raise."""
-    from fapilog import ConfigurationError
+# ------------------------------------------------------ FastAPI tracing (test_fastapi_*.py)
 
-    monkeypatch.setenv(env, value)
-    with pytest.raises(ConfigurationError) as info:
-        fapilog.configure_logging(**kwargs)
-    return str(info.value)
+MODES = ["native", "instrumentation"]
+
+
+@pytest.fixture(params=MODES)
+def tracing_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each way of creating server spans (FAPILOG_REQUEST__TRACING)."""
+    mode: str = request.param
+    monkeypatch.setenv("FAPILOG_REQUEST__TRACING", mode)
+    return mode
+
+
+@pytest.fixture
+def trace_globals() -> Iterator[None]:
+    """Unset OTel's global TracerProvider for the test (it can be set once per process),
+    and forget the one fapilog created; both are restored afterwards."""
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, list(_tracing._owned))
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    _tracing._owned.clear()
+    try:
+        yield
+    finally:
+        # (providers stay alive: FastAPIInstrumentor's BackgroundTask patch keeps the
+        # tracer of the first app it instrumented, whichever test that was)
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, owned = saved
+        _tracing._owned[:] = owned
+
+
+@pytest.fixture
+def spans(trace_globals: None) -> InMemorySpanExporter:
+    """The spans of the TracerProvider fapilog creates for this test."""
+    provider = _tracing.ensure_tracer_provider(LoggingSettings())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter

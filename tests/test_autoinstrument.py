@@ -1,5 +1,5 @@
 """fapilog under `opentelemetry-instrument`: an unmodified FastAPI app gets fapilog's JSON
-lines, correlated with the server spans, each record exactly once (issue 6, acceptance 1).
+lines, correlated with the server spans, each record exactly once.
 
 The end-to-end tests run the real CLI (`opentelemetry-instrument uvicorn app:app`) with the
 spans exported to a real OTLP receiver. The CLI puts its own sitecustomize first on
@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from conftest import run_python
-from instrumented_app import APP, APP_WITH_CONFIGURE, APP_WITH_CONFIGURE_APP, InstrumentedApp
-from otlp_receiver import OtlpReceiver
+from peers.instrumented_app import APP, APP_WITH_CONFIGURE, APP_WITH_CONFIGURE_APP, InstrumentedApp
+from peers.otlp_receiver import OtlpReceiver
 
 SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 REQUESTS = 4

@@ -1,7 +1,6 @@
 """collector-config/: every YAML parses; every collector pipeline references only defined
 components, starts with memory_limiter and batches after it; the ports and endpoints agree
-with the compose stack and with what docs/opentelemetry.md tells users to set (issue 6,
-acceptance 4)."""
+with the compose stack (compose.yaml) and with what docs/opentelemetry.md tells users to set."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ USER_TESTS = textwrap.dedent(
 
 @pytest.mark.slow
 def test_testing_helpers_in_a_users_suite(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    # acceptance 9: the plugin is found through its pytest11 entry point, in a separate run
+    # the plugin is found through its pytest11 entry point, in a separate run
     (tmp_path / "test_user.py").write_text(USER_TESTS)
     proc = subprocess.run(
         [

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from conftest import MemoryExporter, configure_error
+from conftest import MemoryExporter
 from fapilog import LoggingSettings, configure_logging, get_logger
 from fapilog._request_enrichment import (
     anonymize_ip,
@@ -20,7 +20,7 @@ from fapilog._request_enrichment import (
     request_fields,
     response_fields,
 )
-from fapilog._sections.request import RequestSettings
+from fapilog.settings import RequestSettings
 
 M = "[REDACTED]"
 
@@ -192,23 +192,6 @@ def test_the_marker_follows_the_redaction_settings() -> None:
     configured = settings(headers="authorization")
     fields = request_fields(scope(headers=[(b"authorization", b"Basic x")]), configured)
     assert fields["http.request.header.authorization"] == ["<hidden>"]
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "fragment"),
-    [
-        ("FAPILOG_REQUEST__TRUSTED_PROXIES", "10.0.0.0/8,nonsense", "not an IP address or CIDR"),
-        ("FAPILOG_REQUEST__CLIENT_IP", "partial", "anonymized"),
-        ("FAPILOG_REQUEST__HEADERS", "X Tenant", "not a valid HTTP header name"),
-        ("FAPILOG_REQUEST__SENSITIVE_HEADERS", "bad:name", "not a valid HTTP header name"),
-    ],
-)
-def test_bad_request_enrichment_settings(
-    env: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    message = configure_error(monkeypatch, env, value)
-    assert env in message
-    assert fragment in message
 
 
 def test_settings_spellings() -> None:

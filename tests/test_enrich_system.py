@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import fapilog
-from conftest import MemoryExporter, configure_error, run_python
+from conftest import MemoryExporter, run_python
 from fapilog import configure_logging, force_flush, log
 from fapilog._pipeline import worker_thread_ids
 
@@ -81,12 +81,6 @@ def test_explicit_version_wins_over_the_package(memory_exporter: MemoryExporter)
     )
     log.info("x")
     assert memory_exporter.records()[0].resource.attributes["service.version"] == "9.9"
-
-
-def test_unknown_package_fails_at_configure_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    message = configure_error(monkeypatch, "FAPILOG_SYSTEM__PACKAGE", "no-such-distribution-xyz")
-    assert "FAPILOG_SYSTEM__PACKAGE" in message
-    assert "no-such-distribution-xyz" in message
 
 
 def test_process_metrics_are_attached_from_a_cache(memory_exporter: MemoryExporter) -> None:

@@ -17,12 +17,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import fapilog
-from conftest import configure_error
-from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
-from fapilog._sections.file import FileSettings
+from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import register_exporter, unregister_exporter
+from fapilog.exporters import ReadableLogRecord, register_exporter, unregister_exporter
 from fapilog.exporters.file import FileExporter, backups
+from fapilog.settings import FileSettings
 
 
 def all_files(path: Path) -> list[Path]:
@@ -69,7 +68,7 @@ class Clock:
 
 
 def test_200k_events_with_1mb_rotation_are_complete_and_exact(tmp_path: Path) -> None:
-    """Acceptance 1: 200,000 events, 1 MB limit: every file complete and under the limit,
+    """Rotation by size: 200,000 events, 1 MB limit: every file complete and under the limit,
     every line valid JSON, exactly 200,000 lines, each event once."""
     path = tmp_path / "logs" / "app.log"
     fapilog.configure_logging(
@@ -96,7 +95,7 @@ def test_200k_events_with_1mb_rotation_are_complete_and_exact(tmp_path: Path) ->
 
 
 def test_retention_keeps_backup_count_newest_files(tmp_path: Path) -> None:
-    """Acceptance 1 (retention): with backup_count=3 exactly 3 rotated files remain, and
+    """Retention: with backup_count=3 exactly 3 rotated files remain, and
     they hold the newest events, without a gap up to the last one."""
     path = tmp_path / "app.log"
     fapilog.configure_logging(
@@ -153,23 +152,6 @@ def test_mode_from_the_environment_is_octal(
     fapilog.get_logger("x").info("hello")
     assert fapilog.force_flush(10)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "fragment"),
-    [
-        ("FAPILOG_FILE__MODE", "rw-r-----", "octal"),
-        ("FAPILOG_FILE__MAX_BYTES", "-1", "FAPILOG_FILE__MAX_BYTES"),
-        ("FAPILOG_FILE__WHEN", "weekly", "FAPILOG_FILE__WHEN"),
-        ("FAPILOG_FILE__MULTIPROCESS", "maybe", "FAPILOG_FILE__MULTIPROCESS"),
-    ],
-)
-def test_invalid_file_settings_fail_at_configure_time(
-    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
-) -> None:
-    message = configure_error(monkeypatch, env, value, exporters=["file"])
-    assert fragment in message
-    assert env in message
 
 
 def test_a_directory_as_path_fails_at_configure_time(tmp_path: Path) -> None:

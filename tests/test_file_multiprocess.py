@@ -242,7 +242,7 @@ def app_dir(tmp_path: Path) -> Path:
 def test_four_uvicorn_workers_on_one_path_lose_and_corrupt_nothing(
     tmp_path: Path, app_dir: Path, subprocess_env: dict[str, str]
 ) -> None:
-    """Acceptance 2: `uvicorn --workers 4`, all configured with the same path, under load
+    """`uvicorn --workers 4`, all configured with the same path, under load
     (a startup burst in every worker plus concurrent requests), with rotation."""
     path = tmp_path / "logs" / "app.log"
     burst = 3000
@@ -302,7 +302,7 @@ def test_four_uvicorn_workers_on_one_path_lose_and_corrupt_nothing(
 def test_read_only_log_directory_drops_counts_reports_once_and_recovers(
     tmp_path: Path, app_dir: Path, subprocess_env: dict[str, str]
 ) -> None:
-    """Acceptance 3: logrotate moved the file away and the directory became read-only:
+    """logrotate moved the file away and the directory became read-only:
     the server keeps answering, the gap's records are counted as dropped, the failure is
     reported once on stderr, and logging resumes once the directory is writable again."""
     prefix = unprivileged()

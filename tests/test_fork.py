@@ -41,7 +41,8 @@ print(json.dumps({"queued_at_fork": queued, "child_status": status}))
 def test_forked_child_logs_and_nothing_is_lost_or_duplicated(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
-    """Acceptance 5."""
+    """A child forked while the parent's records were still queued logs through its own
+    pipeline; the records queued at fork time are written once (by the parent), never twice."""
     log_path = tmp_path / "app.log"
     env = dict(subprocess_env, LOG_PATH=str(log_path))
     code, out, err = run_python(textwrap.dedent(FORKING), env, timeout=120)

@@ -18,12 +18,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from fapilog import _otel_logs
+from fapilog import BoundLogger, _otel_logs
 from fapilog._bridge import Sink
-from fapilog._logger import BoundLogger
 from fapilog._otel_logs import (
     LogRecord,
-    ReadableLogRecord,
     ReadWriteLogRecord,
     SeverityNumber,
     make_record,
@@ -31,6 +29,7 @@ from fapilog._otel_logs import (
 )
 from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue, Router, collect_batch
 from fapilog._render import JsonRenderer
+from fapilog.exporters import ReadableLogRecord
 from fapilog.settings import QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY

@@ -113,7 +113,7 @@ def test_capture_logs_after_configuration_restores_pipeline(
 
 @pytest.mark.slow
 def test_attaches_to_preinstalled_logger_provider(subprocess_env: dict[str, str]) -> None:
-    # acceptance 8: records reach the user's exporter AND fapilog's stdout; provider kept
+    # records reach the user's exporter AND fapilog's stdout; provider kept
     code = textwrap.dedent(
         """
         from opentelemetry._logs import get_logger_provider, set_logger_provider

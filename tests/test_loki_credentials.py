@@ -1,4 +1,4 @@
-"""Acceptance 5: Loki credentials never appear in any output.
+"""Loki credentials never appear in any output.
 
 A child process configures the Loki exporter with a password (or a bearer token) from the
 environment, prints every representation of its settings and exporter, logs the settings,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from loki_receiver import LokiReceiver
+from peers.loki_receiver import LokiReceiver
 
 pytestmark = pytest.mark.slow
 

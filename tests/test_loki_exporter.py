@@ -20,13 +20,12 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import fapilog
 import fapilog._config
 from conftest import loki_exporter as exporter
-from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
-from fapilog._sections.loki import LokiSettings
+from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
-from fapilog.exporters import exporter_spec
+from fapilog.exporters import ReadableLogRecord, exporter_spec
 from fapilog.exporters.loki import SPEC, LokiExporter, push_url, sanitize_label_name
-from fapilog.settings import LoggingSettings
-from loki_receiver import LokiReceiver
+from fapilog.settings import LoggingSettings, LokiSettings
+from peers.loki_receiver import LokiReceiver
 
 FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 200, "batch_wait": 0.05}
 
@@ -50,8 +49,8 @@ def seqs_per_stream(receiver: LokiReceiver) -> dict[Any, list[int]]:
 
 
 def test_10000_events_arrive_exactly_once_in_order_with_valid_labels(loki: LokiReceiver) -> None:
-    """Acceptance 4: labels, timestamps and lines valid (the receiver is strict); 10,000
-    events exactly once and in order per stream."""
+    """Labels, timestamps and lines valid (the receiver is strict); 10,000 events exactly
+    once and in order per stream."""
     configure(loki)
     log = fapilog.get_logger("orders")
     for seq in range(10_000):
@@ -153,7 +152,7 @@ def test_structured_metadata_can_be_switched_off_for_old_loki() -> None:
 
 
 def test_429_for_five_seconds_then_recovery_loses_nothing(loki: LokiReceiver) -> None:
-    """Acceptance 4: a receiver answering 429 for 5 s, then recovering."""
+    """A receiver answering 429 for 5 s, then recovering: nothing is lost."""
     configure(loki)
     loki.fail(429, seconds=5, body="Ingestion rate limit exceeded for user fake")
     log = fapilog.get_logger("burst")
@@ -171,7 +170,7 @@ def test_429_for_five_seconds_then_recovery_loses_nothing(loki: LokiReceiver) ->
 
 
 def test_receiver_down_for_ten_seconds_loses_nothing(loki: LokiReceiver) -> None:
-    """Acceptance 4: Loki unreachable for 10 s, the records fit the queue: all delivered."""
+    """Loki unreachable for 10 s, the records fit the queue: all delivered."""
     configure(loki)
     loki.down()
     revive = threading.Timer(10, loki.up)
@@ -197,7 +196,7 @@ def test_receiver_down_for_ten_seconds_loses_nothing(loki: LokiReceiver) -> None
 def test_a_400_batch_is_dropped_and_counted_not_retried(
     loki: LokiReceiver, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Acceptance 4: another 4xx drops the batch, counts it, and never resends it."""
+    """A 4xx other than 429 drops the batch, counts it, and never resends it."""
     configure(loki)
     loki.fail(400, times=1, body="entry for stream has timestamp too old")
     log = fapilog.get_logger("bad")

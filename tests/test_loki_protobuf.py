@@ -22,10 +22,11 @@ import fapilog
 import fapilog._config
 from conftest import loki_exporter as exporter
 from conftest import run_python
-from fapilog._otel_logs import ReadableLogRecord, SeverityNumber, make_record
-from fapilog._sections.loki import LokiSettings
+from fapilog._otel_logs import SeverityNumber, make_record
+from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters.loki import LokiExporter, encode_push_request, go_quote, labels_string
-from loki_receiver import LokiReceiver, go_unquote, parse_labels_string, push_request_class
+from fapilog.settings import LokiSettings
+from peers.loki_receiver import LokiReceiver, go_unquote, parse_labels_string, push_request_class
 
 FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 50, "batch_wait": 0.05}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

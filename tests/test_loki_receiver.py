@@ -1,5 +1,6 @@
-"""The test receiver is strict where Loki is (shared/LOKI.md): each rule an exporter could
-break is answered the way real Loki answers it. Requests are raw httpx calls, so these
+"""The test receiver is strict where real Loki is strict (the rules read from Loki's source,
+listed in tests/peers/loki_receiver.py): each rule an exporter could break is answered the
+way real Loki answers it. Requests are raw httpx calls, so these
 tests check the receiver itself, independently of fapilog's exporter."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loki_receiver import LokiReceiver
+from peers.loki_receiver import LokiReceiver
 
 NOW = time.time_ns
 

@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import fapilog
 from fapilog import _monitoring, configure_logging, log
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 
 
 class FlakyExporter(LogRecordExporter):

@@ -13,7 +13,6 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import fapilog
-from conftest import configure_error
 from fapilog import ConfigurationError, LoggingSettings, configure_logging, get_logger, log
 from fapilog import _config as config
 from fapilog.otlp import (
@@ -26,7 +25,7 @@ from fapilog.otlp import (
     span_processors,
     trace_protocols,
 )
-from otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
+from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 
@@ -66,23 +65,6 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (otlp.timeout, otlp.traces, otlp.compression) == (2.5, False, "gzip")
 
 
-@pytest.mark.parametrize(
-    ("env", "value", "fragment"),
-    [
-        ("FAPILOG_OTLP__ENDPOINT", "collector:4317", "http:// or https://"),
-        ("FAPILOG_OTLP__PROTOCOL", "http/json", "grpc"),
-        ("FAPILOG_OTLP__TIMEOUT", "0", "> 0"),
-        ("FAPILOG_OTLP__HEADERS", "novalue", "name=value"),
-    ],
-)
-def test_invalid_settings_name_the_variable(
-    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
-) -> None:
-    message = configure_error(monkeypatch, env, value, exporters=["otlp"])
-    assert env in message
-    assert fragment in message
-
-
 def test_protocol_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = LoggingSettings()
     assert resolve_protocol(settings, "logs") == "grpc"  # the Python SDK's default
@@ -111,12 +93,6 @@ def test_timeout_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
     with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_TIMEOUT"):
         resolve_timeout(settings, "traces")
-
-
-def test_invalid_otel_protocol_fails_at_configure_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
-    with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
-        configure_logging(exporters=["otlp"])
 
 
 @pytest.mark.parametrize("setting", ["certificate", "client_certificate", "client_key"])

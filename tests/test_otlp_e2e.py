@@ -1,4 +1,4 @@
-"""OTLP end to end, real processes (issue 6, acceptance 2 and 3).
+"""OTLP end to end, real processes.
 
 An unmodified FastAPI app under `opentelemetry-instrument uvicorn` exports its log records
 (``OTEL_LOGS_EXPORTER=fapilog_stdout,otlp``) and its spans (``OTEL_TRACES_EXPORTER=otlp``)
@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from conftest import run_python
-from instrumented_app import InstrumentedApp
-from otlp_receiver import OtlpReceiver, closed_port
+from peers.instrumented_app import InstrumentedApp
+from peers.otlp_receiver import OtlpReceiver, closed_port
 
 SERVER = 2  # SpanKind SERVER in opentelemetry.proto.trace.v1
 SEVERITY_WARN = 13

@@ -18,8 +18,8 @@ import pytest
 
 import fapilog
 from fapilog import configure_logging, get_logger, log
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.settings import LoggingSettings, QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY
@@ -278,7 +278,7 @@ class RecordingExporter(LogRecordExporter):
 def test_burst_never_waits_on_a_slow_exporter_and_every_record_is_accounted_for(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
-    """Acceptance 1: 200 ms per batch, 100,000 log.info, policy drop_oldest."""
+    """A slow exporter (200 ms per batch), 100,000 log.info, policy drop_oldest."""
     slow = RecordingExporter(delay=0.2)
     configure_logging(exporters=[exporter_named(slow)], queue={"overflow": "drop_oldest"})
     logger = get_logger("burst")
@@ -324,7 +324,7 @@ def test_a_stuck_exporter_does_not_stall_the_others(
 def test_sample_end_to_end_keeps_all_warnings_and_errors(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
-    """Acceptance 2: policy sample under a stalled exporter keeps 100% of WARNING+."""
+    """Policy sample under a stalled exporter keeps 100% of WARNING+."""
     gate = threading.Event()
     exporter = RecordingExporter(gate=gate)
     configure_logging(

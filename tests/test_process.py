@@ -19,7 +19,7 @@ def _json_lines(text: str) -> list[dict[str, object]]:
 
 
 def test_one_liner_prints_exactly_one_json_line(subprocess_env: dict[str, str]) -> None:
-    # acceptance 2: `python -c "..." | cat`: stdout is a pipe, not a terminal -> JSON
+    # `python -c "..." | cat`: stdout is a pipe, not a terminal -> JSON
     code = (
         "from fapilog import configure_logging, log; configure_logging(); "
         "log.info('hello', user_id=42)"
@@ -39,7 +39,7 @@ def test_one_liner_prints_exactly_one_json_line(subprocess_env: dict[str, str]) 
 
 
 def test_ten_thousand_events_then_immediate_exit(subprocess_env: dict[str, str]) -> None:
-    # acceptance 3: the script calls nothing after logging; atexit drains the pipeline
+    # the script calls nothing after logging; atexit drains the pipeline
     code = textwrap.dedent(
         """
         from fapilog import configure_logging, log
@@ -73,7 +73,7 @@ def test_exit_with_default_queue_loses_nothing_when_blocking(
 
 
 def test_level_from_env(subprocess_env: dict[str, str]) -> None:
-    # acceptance 4
+    # FAPILOG_LEVEL alone sets the level, for fapilog's loggers and stdlib ones
     env = {**subprocess_env, "FAPILOG_LEVEL": "WARNING"}
     code = (
         "import logging; from fapilog import configure_logging, log; configure_logging(); "
@@ -182,7 +182,7 @@ def test_closed_stdout_never_raises(subprocess_env: dict[str, str]) -> None:
 
 
 def test_demo_prints_json_when_piped(subprocess_env: dict[str, str]) -> None:
-    # acceptance 1 (`make demo` output when piped)
+    # the demo script's output when piped
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
         env=subprocess_env,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import fapilog
-from conftest import MemoryExporter, configure_error
+from conftest import MemoryExporter
 from fapilog import LoggingSettings, configure_logging, get_logger, log
 from fapilog import redaction as redaction_module
 from fapilog._sections.enrichment import BUILTIN_PATTERNS, DEFAULT_KEYS
@@ -216,24 +216,6 @@ def test_configurable_marker() -> None:
         "password": "***",
         "m": "Bearer ***",
     }
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "fragment"),
-    [
-        ("FAPILOG_REDACTION__PATTERNS", '["(unclosed"]', "invalid regex"),
-        ("FAPILOG_REDACTION__PATTERNS", "a*", "matches the empty string"),
-        ("FAPILOG_REDACTION__BUILTIN_PATTERNS", "jwt,ssh", "ssh"),
-        ("FAPILOG_REDACTION__MARKER", "", "at least 1 character"),
-        ("FAPILOG_REDACTION__ENABLED", "maybe", "true or false"),
-    ],
-)
-def test_bad_redaction_settings_fail_at_configure_time(
-    env: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    message = configure_error(monkeypatch, env, value)
-    assert env in message
-    assert fragment in message
 
 
 # -- the exception, the message, failure modes ------------------------------------------

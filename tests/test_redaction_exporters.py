@@ -1,4 +1,4 @@
-"""Acceptance 3 of issue 7: one event full of secrets, logged once with every exporter
+"""Redaction on every way out: one event full of secrets, logged once with every exporter
 enabled at the same time (stdout, file, Loki, OTLP, and an in-memory exporter); no secret
 reaches any of them, each of which did receive the event."""
 
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import MemoryExporter
 from fapilog import configure_logging, force_flush, log, shutdown
-from loki_receiver import LokiReceiver
-from otlp_receiver import OtlpReceiver
+from peers.loki_receiver import LokiReceiver
+from peers.otlp_receiver import OtlpReceiver
 
 MARKER = "[REDACTED]"
 JWT = (

@@ -191,7 +191,7 @@ def test_entry_point_errors_are_configuration_errors(
 def test_entry_point_exporter_selected_by_env_receives_records(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
-    """Acceptance 6: an exporter installed by entry point (the documented example),
+    """An exporter installed by entry point (the documented example),
     selected by FAPILOG_EXPORTERS, configured by FAPILOG_EXPORTER_OPTIONS__*."""
     site = tmp_path / "site"
     make_distribution(site, {"jsonl": "custom_exporter:factory"}, {})

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_normal_exit_delivers_every_record(subprocess_env: dict[str, str]) -> None:
-    """Acceptance 3: 50,000 events, then the interpreter exits; every line is written."""
+    """50,000 events, then the interpreter exits; every line is written."""
     code = textwrap.dedent(
         """
         import fapilog
@@ -113,7 +113,7 @@ def _exit_takes(code: str, env: dict[str, str], deadline: float) -> tuple[float,
 
 BLOCKING_EXPORTER = """
 import sys, threading, time, fapilog
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult
 
 class Forever(LogRecordExporter):
     def export(self, batch):
@@ -131,7 +131,7 @@ fapilog.register_exporter("forever", lambda settings: Forever())
 def test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever(
     subprocess_env: dict[str, str],
 ) -> None:
-    """Acceptance 4: a dead exporter cannot make exit take longer than shutdown_timeout."""
+    """A dead exporter cannot make exit take longer than shutdown_timeout."""
     code = BLOCKING_EXPORTER + textwrap.dedent(
         """
         # queues larger than the burst: under CPU contention a 1,000-record queue overflows
@@ -209,7 +209,7 @@ async def report() -> None:
 def test_uvicorn_sigterm_mid_load_delivers_everything_emitted(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
-    """Acceptance 3: uvicorn receives SIGTERM while requests are flowing."""
+    """uvicorn receives SIGTERM while requests are flowing: every record emitted is delivered."""
     (tmp_path / "sigapp.py").write_text(UVICORN_APP)
     log_path, count_path = tmp_path / "app.log", tmp_path / "count"
     env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_PATH=str(count_path))

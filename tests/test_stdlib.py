@@ -21,8 +21,7 @@ import pytest
 import fapilog
 from conftest import MemoryExporter
 from fapilog import configure_logging, register_exporter
-from fapilog._otel_logs import LogRecordExporter, LogRecordExportResult
-from fapilog.exporters import unregister_exporter
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult, unregister_exporter
 
 
 def _attrs(record: Any) -> dict[str, Any]:
@@ -154,7 +153,7 @@ UVICORN_APP = textwrap.dedent(
 
 @pytest.mark.slow
 def test_uvicorn_lines_are_json_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    # acceptance 6
+    # a real uvicorn: its own lines, the access line and a library's line, each once, as JSON
     (tmp_path / "plainapp.py").write_text(UVICORN_APP)
     env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
     proc = subprocess.Popen(

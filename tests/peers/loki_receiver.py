@@ -1,7 +1,7 @@
 """A strict, Loki-compatible push receiver for tests: a real HTTP server on 127.0.0.1.
 
-It is strict where real Loki is strict (the rules in shared/LOKI.md, read from Loki's source
-at v3.7.6): ``POST /loki/api/v1/push`` with ``Content-Type: application/json``,
+It is strict where real Loki is strict (the rules read from Loki's source at v3.7.6):
+``POST /loki/api/v1/push`` with ``Content-Type: application/json``,
 ``Content-Encoding`` none/gzip/deflate; timestamps as strings of decimal nanoseconds; lines as
 strings; structured metadata as string-to-string objects; label names
 ``[a-zA-Z_][a-zA-Z0-9_]*`` (a bad name fails the whole request); empty label values dropped and

@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 
 # No fapilog, no OpenTelemetry: what a team has before adopting either (the example).
 APP = (
-    Path(__file__).resolve().parent.parent / "examples" / "opentelemetry_instrument" / "app.py"
+    Path(__file__).resolve().parents[2] / "examples" / "opentelemetry_instrument" / "app.py"
 ).read_text()
 
 # The same app, also calling configure_logging() at import (as a fapilog user would).
