@@ -14,8 +14,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-import fapilog._config
-from fapilog import LoggingSettings, _tracing
+import fapilog.testing
+from fapilog import LoggingSettings
+from fapilog._state import STATE
+from fapilog.integrations import tracing as _tracing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +28,7 @@ def _clean_fapilog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith(("FAPILOG_", "OTEL_")):
             monkeypatch.delenv(key)
     yield
-    fapilog._config.reset()
+    fapilog.testing.reset()
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ class MemoryExporter:
     """A registered exporter name backed by the SDK's InMemoryLogRecordExporter."""
 
     def __init__(self, name: str) -> None:
-        from fapilog._otel_logs import InMemoryLogRecordExporter
+        from fapilog.otel.logs import InMemoryLogRecordExporter
 
         self.name = name
         self.exporter = InMemoryLogRecordExporter()
@@ -243,7 +245,7 @@ def loki_exporter() -> Any:
     """The running LokiExporter of the configured pipeline."""
     from fapilog.exporters.loki import LokiExporter
 
-    (processor,) = [p for p in fapilog._config._pipeline.processors if p.name == "loki"]
+    (processor,) = [p for p in STATE.pipeline.processors if p.name == "loki"]
     assert isinstance(processor.exporter, LokiExporter)
     return processor.exporter
 
@@ -265,17 +267,17 @@ def tracing_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 def trace_globals() -> Iterator[None]:
     """Unset OTel's global TracerProvider for the test (it can be set once per process),
     and forget the one fapilog created; both are restored afterwards."""
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, list(_tracing._owned))
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, STATE.tracer_provider)
     trace._TRACER_PROVIDER = None
     trace._TRACER_PROVIDER_SET_ONCE = Once()
-    _tracing._owned.clear()
+    STATE.tracer_provider = None
     try:
         yield
     finally:
         # (providers stay alive: FastAPIInstrumentor's BackgroundTask patch keeps the
         # tracer of the first app it instrumented, whichever test that was)
         trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, owned = saved
-        _tracing._owned[:] = owned
+        STATE.tracer_provider = owned
 
 
 @pytest.fixture

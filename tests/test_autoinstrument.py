@@ -115,7 +115,8 @@ import logging, os, sys
 from opentelemetry.instrumentation.auto_instrumentation import _initialize
 _initialize(swallow_exceptions=False)
 import fapilog
-from fapilog import _config, _stdlib
+from fapilog._state import STATE
+from fapilog.capture import stdlib as _stdlib
 """
 
 
@@ -130,10 +131,10 @@ def test_initialize_selects_fapilog_and_configures_one_pipeline(
     code = """
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
-    from fapilog._otel_logs import global_sdk_provider
+    from fapilog.otel.logs import global_sdk_provider
     import fapilog.distro as distro
     assert os.environ["OTEL_PYTHON_CONFIGURATOR"] == "fapilog"
-    assert _config.is_configured()
+    assert STATE.is_configured()
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     logs = global_sdk_provider()
@@ -144,10 +145,10 @@ def test_initialize_selects_fapilog_and_configures_one_pipeline(
     root = logging.getLogger()
     assert [type(h).__name__ for h in root.handlers] == ["FapilogHandler"]
     # the app's own configure_logging(): same pipeline, no second router or handler
-    routers = list(_config._routers.values())
+    routers = list(STATE.routers.values())
     fapilog.configure_logging()
     fapilog.configure_logging(level="DEBUG")
-    assert list(_config._routers.values()) == routers
+    assert list(STATE.routers.values()) == routers
     assert len(logs._multi_log_record_processor._log_record_processors) == 1
     assert [type(h).__name__ for h in root.handlers] == ["FapilogHandler"]
     with trace.get_tracer("t").start_as_current_span("s") as span:
@@ -177,9 +178,9 @@ def test_otel_logs_exporter_names_map_to_fapilog_exporters(
     code = """
     assert os.environ["FAPILOG_EXPORTERS"] == "stdout,otlp,console", os.environ["FAPILOG_EXPORTERS"]
     assert os.environ["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"] == "http/protobuf"
-    assert _config.current_settings().exporters == ["stdout", "otlp", "console"]
+    assert STATE.settings.exporters == ["stdout", "otlp", "console"]
     from fapilog.otlp import resolve_protocol
-    assert resolve_protocol(_config.current_settings(), "logs") == "http/protobuf"
+    assert resolve_protocol(STATE.settings, "logs") == "http/protobuf"
     """
     env = {**subprocess_env, "OTEL_LOGS_EXPORTER": "fapilog_stdout, otlp_proto_http,console,nope",
            "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}  # fmt: skip
@@ -192,7 +193,7 @@ def test_otel_logs_exporter_names_map_to_fapilog_exporters(
 def test_disabled_with_fapilog_auto_instrument_false(subprocess_env: dict[str, str]) -> None:
     code = """
     assert "OTEL_PYTHON_CONFIGURATOR" not in os.environ
-    assert not _config.is_configured()
+    assert not STATE.is_configured()
     assert not any(type(h).__name__ == "FapilogHandler" for h in logging.getLogger().handlers)
     print("OK")
     """
@@ -219,12 +220,12 @@ def test_foreign_configurator_handler_is_removed_and_fapilog_attaches(
     provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
     root = logging.getLogger()
     assert any(type(h).__name__ == "LoggingHandler" for h in root.handlers), root.handlers
-    assert not _config.is_configured()
+    assert not STATE.is_configured()
 
     from fapilog.distro import post_instrument
     os.environ["FAPILOG_AUTO_INSTRUMENT"] = "true"
     post_instrument()
-    assert _config._pipeline.provider is provider and not _config._pipeline.owns_provider
+    assert STATE.pipeline.provider is provider and not STATE.pipeline.owns_provider
     assert [type(h).__name__ for h in root.handlers] == ["FapilogHandler"]
     # uvicorn-style dictConfig after start-up: fapilog takes the loggers back
     logging.config.dictConfig({
@@ -327,8 +328,8 @@ def test_bad_configuration_is_reported_and_the_app_still_starts(
 ) -> None:
     code = """
     from opentelemetry import trace
-    assert _config.is_configured()
-    assert _config.current_settings().level == "INFO"  # FAPILOG_LEVEL was invalid: defaults
+    assert STATE.is_configured()
+    assert STATE.settings.level == "INFO"  # FAPILOG_LEVEL was invalid: defaults
     processors = trace.get_tracer_provider()._active_span_processor._span_processors
     # console loaded; 'nope' and the OTLP exporter with a bogus protocol reported, not fatal
     assert [type(p.span_exporter).__name__ for p in processors] == ["ConsoleSpanExporter"]
@@ -351,7 +352,7 @@ def test_other_opentelemetry_logs_exporters_run_behind_fapilog_batching(
     """An OTEL_LOGS_EXPORTER name fapilog does not know is loaded from its entry point (here
     the SDK's own ``console``, registered under ``otel_console``) and fed by fapilog."""
     import fapilog
-    from fapilog.distro import _register_otel_log_exporter
+    from fapilog.integrations.distro import _register_otel_log_exporter
 
     assert _register_otel_log_exporter("console") == "otel_console"
     assert _register_otel_log_exporter("console") == "otel_console"  # once
@@ -424,8 +425,8 @@ def other_distro(tmp_path: Path, subprocess_env: dict[str, str]) -> dict[str, st
 
 
 _WHO_CONFIGURED = """
-import fapilog.distro as distro
-print("FAPILOG_CONFIGURATOR", distro._state["configured"])
+from fapilog._state import STATE
+print("FAPILOG_CONFIGURATOR", STATE.distro_configured)
 print("HANDLERS", [type(h).__name__ for h in logging.getLogger().handlers])
 logging.getLogger("app").warning("exactly once")
 fapilog.force_flush(5)

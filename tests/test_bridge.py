@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import fapilog
 from conftest import MemoryExporter
 from fapilog import configure_logging, get_logger, log
-from fapilog._otel_logs import SeverityNumber
+from fapilog.otel.logs import SeverityNumber
 
 
 def _attrs(record: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_console_colours_on_terminals() -> None:
 
     stream = FakeTTY()
     exporter = ConsoleExporter(stream=stream)
-    from fapilog._otel_logs import InMemoryLogRecordExporter  # noqa: F401 - adapter import
+    from fapilog.otel.logs import InMemoryLogRecordExporter  # noqa: F401 - adapter import
 
     configure_logging()
     fapilog.register_exporter("tty", lambda settings: exporter)
@@ -116,3 +117,47 @@ def test_testing_helpers_in_a_users_suite(tmp_path: Path, subprocess_env: dict[s
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
+
+
+def test_in_memory_exporter_keeps_what_the_real_pipeline_exported() -> None:
+    from fapilog.testing import InMemoryExporter
+
+    with InMemoryExporter() as memory:
+        configure_logging(exporters=[memory.name], service_name="shop")
+        log.info("paid", order_id=7)
+        [line] = memory.lines()
+        assert line["message"] == "paid" and line["order_id"] == 7
+        assert line["service.name"] == "shop"  # the JSON line, resource attributes included
+        configure_logging(exporters=[memory.name], service_name="shop", level="DEBUG")
+        log.debug("after a reconfiguration")
+        assert [r.log_record.body for r in memory.records()] == [
+            "paid",
+            "fapilog.config.changed",
+            "after a reconfiguration",
+        ]
+        memory.clear()
+        assert memory.records(flush=False) == []
+        name = memory.name
+    with pytest.raises(fapilog.ConfigurationError, match="unknown exporter"):
+        configure_logging(exporters=[name])  # closed: the name is unregistered
+
+
+def test_reset_forgets_the_configuration() -> None:
+    import logging
+
+    from fapilog._state import STATE
+    from fapilog.capture import stdlib
+    from fapilog.testing import reset
+
+    configure_logging(level="DEBUG")
+    assert STATE.is_configured() and stdlib.installed_handler() in logging.getLogger().handlers
+    reset()
+    assert not STATE.is_configured() and STATE.pipeline is None
+    assert stdlib.installed_handler() is None
+    assert fapilog.stats()["emitted"] == 0
+
+
+def test_the_exporter_fixture(fapilog_exporter: Any) -> None:
+    configure_logging(exporters=[fapilog_exporter.name])
+    log.warning("seen")
+    assert [line["message"] for line in fapilog_exporter.lines()] == ["seen"]

@@ -13,14 +13,24 @@ from fastapi import FastAPI
 
 from conftest import MemoryExporter
 from fapilog import LoggingSettings, configure_logging, get_logger
-from fapilog._request_enrichment import (
-    anonymize_ip,
-    client_address,
-    parse_ip,
-    request_fields,
-    response_fields,
-)
+from fapilog.integrations import request_fields as enrichment
+from fapilog.integrations.middleware import RequestPlan
+from fapilog.integrations.request_fields import anonymize_ip, client_address, parse_ip
 from fapilog.settings import RequestSettings
+
+
+def request_fields(scope: dict[str, Any], settings: RequestSettings) -> dict[str, Any]:
+    """The request event's enrichment, as the middleware computes it: the configuration's
+    plan, the request head read once, then the fields."""
+    plan = RequestPlan(settings)
+    head = plan.reader(None).read(scope)
+    return enrichment.request_fields(scope, head, plan.enrichment)
+
+
+def response_fields(
+    headers: list[tuple[bytes, bytes]], settings: RequestSettings
+) -> dict[str, Any]:
+    return enrichment.response_fields(headers, RequestPlan(settings).enrichment)
 
 M = "[REDACTED]"
 

@@ -18,7 +18,7 @@ import pytest
 import fapilog
 from conftest import MemoryExporter, run_python
 from fapilog import configure_logging, force_flush, log
-from fapilog._pipeline import worker_thread_ids
+from fapilog._state import STATE
 
 
 def _stdout_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
@@ -87,9 +87,7 @@ def test_process_metrics_are_attached_from_a_cache(memory_exporter: MemoryExport
     configure_logging(
         exporters=[memory_exporter.name], system={"metrics": True, "metrics_interval": 3600}
     )
-    from fapilog import _process_metrics
-
-    sampler = _process_metrics._SAMPLER
+    sampler = STATE.sampler
     assert sampler is not None
     samples = sampler.samples
     for index in range(200):
@@ -116,9 +114,7 @@ def test_the_sampler_refreshes_in_the_background_and_stops(memory_exporter: Memo
     configure_logging(
         exporters=[memory_exporter.name], system={"metrics": True, "metrics_interval": 0.1}
     )
-    from fapilog import _process_metrics
-
-    sampler = _process_metrics._SAMPLER
+    sampler = STATE.sampler
     assert sampler is not None
     thread = sampler._thread
     assert thread is not None
@@ -126,7 +122,7 @@ def test_the_sampler_refreshes_in_the_background_and_stops(memory_exporter: Memo
     assert thread.name == "fapilog-process-metrics"
     first = sampler.samples
     assert _wait_for(lambda: sampler.samples >= first + 2)
-    assert thread.ident in worker_thread_ids()  # anything it logs goes to stderr
+    assert thread.ident in STATE.worker_ids  # anything it logs goes to stderr
     # burn some CPU on this thread: the next samples show it
     deadline = time.monotonic() + 0.3
     while time.monotonic() < deadline:
@@ -147,7 +143,7 @@ def test_the_sampler_refreshes_in_the_background_and_stops(memory_exporter: Memo
     assert restarted is not thread
     fapilog.shutdown()
     assert _wait_for(lambda: not restarted.is_alive())
-    assert restarted.ident not in worker_thread_ids()
+    assert restarted.ident not in STATE.worker_ids
 
 
 def test_no_process_metrics_no_psutil_thread(memory_exporter: MemoryExporter) -> None:
@@ -164,16 +160,17 @@ def test_after_fork_the_child_has_its_own_pid_and_sampler(subprocess_env: dict[s
         """
         import json, os, sys, time
         import fapilog
-        from fapilog import _process_metrics, configure_logging, log
+        from fapilog import configure_logging, log
+        from fapilog._state import STATE
 
         configure_logging(json_console=True, system={"metrics": True, "metrics_interval": 0.1})
         log.info("parent")
         fapilog.force_flush()
-        parent_thread = _process_metrics._SAMPLER._thread
+        parent_thread = STATE.sampler._thread
         pid = os.fork()
         if pid == 0:
             log.info("child")  # restarts the sampler in the child
-            sampler = _process_metrics._SAMPLER
+            sampler = STATE.sampler
             first = sampler.samples
             deadline = time.monotonic() + 10
             while sampler.samples < first + 1 and time.monotonic() < deadline:

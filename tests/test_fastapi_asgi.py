@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, WebSocket
 
-import fapilog._config
+import fapilog.testing
 from conftest import MemoryExporter
 from fapilog import (
     ConfigurationError,
@@ -156,7 +156,7 @@ def test_lifespan_startup_takes_back_uvicorn_loggers_after_dictconfig() -> None:
         (line,) = [e for e in logs if e["message"] == "uvicorn says hi"]
         assert line["logger"] == "uvicorn.error"
     finally:
-        fapilog._config.reset()
+        fapilog.testing.reset()
         for name in names:  # leave no uvicorn handlers for the next tests
             logger = logging.getLogger(name)
             for handler in list(logger.handlers):

@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fapilog import (
-    _tracing,
     configure_logging,
     log,
 )
 from fapilog.fastapi import RequestLoggingMiddleware
+from fapilog.otel.trace import tracer_unobserved
 from fapilog.testing import capture_logs
 from fastapi_support import (
     PARENT_SPAN_ID,
@@ -304,5 +304,5 @@ def test_a_span_processor_added_later_gets_full_server_spans(trace_globals: None
 
 def test_a_non_sdk_tracer_gets_its_own_start_span() -> None:
     """Anything but an SDK tracer (another SDK, a proxy) is asked for its span as usual."""
-    assert _tracing._unobserved(trace.NoOpTracer()) is False
-    assert _tracing._unobserved(object()) is False
+    assert tracer_unobserved(trace.NoOpTracer()) is False
+    assert tracer_unobserved(object()) is False

@@ -24,11 +24,11 @@ from conftest import MemoryExporter
 from fapilog import (
     ConfigurationError,
     LoggingSettings,
-    _tracing,
     configure_logging,
     log,
 )
 from fapilog.fastapi import current_request_id
+from fapilog.integrations import tracing as _tracing
 from fapilog.middleware import REQUEST_LOGGER, valid_request_id
 from fapilog.settings import RequestSettings
 from fapilog.testing import capture_logs
@@ -454,8 +454,8 @@ def test_docs_page_lists_every_request_setting_and_event_field(
     memory_exporter: MemoryExporter,
 ) -> None:
     from conftest import ROOT
-    from fapilog._sections.enrichment import RequestEnrichmentFields
     from fapilog.settings import env_var_for
+    from fapilog.settings.request import RequestEnrichmentFields
 
     page = (ROOT / "docs" / "fastapi.md").read_text()
     for name in set(RequestSettings.model_fields) - set(RequestEnrichmentFields.model_fields):

@@ -25,16 +25,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-import fapilog._config
 from conftest import MemoryExporter
 from fapilog import (
     ConfigurationError,
     LoggingSettings,
-    _tracing,
     configure_logging,
     log,
 )
+from fapilog._state import STATE
 from fapilog.fastapi import RequestLoggingMiddleware
+from fapilog.integrations import tracing as _tracing
 from fapilog.settings import RequestSettings
 from fapilog.testing import capture_logs
 from fastapi_support import (
@@ -328,7 +328,7 @@ def test_existing_sdk_tracer_provider_is_used(trace_globals: None, tracing_mode:
     app = make_app()
     settings = configure_logging(app=app, service_name="ignored-for-traces")
     assert _tracing.ensure_tracer_provider(settings) is provider
-    assert _tracing._owned == []
+    assert STATE.tracer_provider is None
     with capture_logs() as logs:
         get(app, "/items/1")
     (server,) = server_spans(exporter)
@@ -347,7 +347,7 @@ def test_created_tracer_provider_shares_the_log_resource(
     assert isinstance(provider, TracerProvider)
     assert _tracing.ensure_tracer_provider(settings) is provider  # idempotent
     assert _tracing.ensure_tracer_provider(LoggingSettings()) is provider
-    log_resource = fapilog._config._pipeline.provider.resource  # type: ignore[union-attr]
+    log_resource = STATE.pipeline.provider.resource  # type: ignore[union-attr]
     for key in ("service.name", "service.version", "deployment.environment.name", "host.name"):
         assert provider.resource.attributes[key] == log_resource.attributes[key]
     assert provider.resource.attributes["service.name"] == "shop"

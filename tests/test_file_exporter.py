@@ -17,10 +17,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import fapilog
-from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord, register_exporter, unregister_exporter
 from fapilog.exporters.file import FileExporter, backups
+from fapilog.otel.logs import SeverityNumber, make_record
 from fapilog.settings import FileSettings
 
 

@@ -23,7 +23,8 @@ fapilog.configure_logging(exporters=["file"], file={"path": path}, capture_stdli
 log = fapilog.get_logger("forked")
 for i in range(300):
     log.info("before fork", i=i)
-fapilog._config._pipeline.bridge.flush(10)  # handed over to the exporter queue, not written
+from fapilog._state import STATE
+STATE.bridge.flush(10)  # handed over to the exporter queue, not written
 queued = fapilog.stats()["queued"]
 pid = os.fork()
 if pid == 0:

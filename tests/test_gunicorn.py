@@ -117,8 +117,8 @@ def test_the_worker_patch_installs_the_drain_only_over_the_default_action(
 
     from gunicorn.workers import base
 
-    from fapilog import _config
     from fapilog.gunicorn import patch_worker_after_fork
+    from fapilog.lifecycle import drain
 
     monkeypatch.setattr(base.Worker, "load_wsgi", lambda self: "loaded")
     assert patch_worker_after_fork() is True
@@ -126,7 +126,7 @@ def test_the_worker_patch_installs_the_drain_only_over_the_default_action(
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         assert base.Worker.load_wsgi(object()) == "loaded"  # type: ignore[arg-type]
-        assert signal.getsignal(signal.SIGTERM) is _config._on_sigterm
+        assert signal.getsignal(signal.SIGTERM) is drain._on_sigterm
 
         def theirs(signum: int, frame: object) -> None:
             return None

@@ -18,18 +18,21 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from fapilog import BoundLogger, _otel_logs
-from fapilog._bridge import Sink
-from fapilog._otel_logs import (
+from fapilog import BoundLogger
+from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
+from fapilog.capture.record import Sink
+from fapilog.exporters import ReadableLogRecord
+from fapilog.exporters.render import JsonRenderer
+from fapilog.otel import logs as _otel_logs
+from fapilog.otel.logs import (
     LogRecord,
     ReadWriteLogRecord,
     SeverityNumber,
     make_record,
     readable,
 )
-from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue, Router, collect_batch
-from fapilog._render import JsonRenderer
-from fapilog.exporters import ReadableLogRecord
+from fapilog.pipeline.queue import BatchQueue
+from fapilog.pipeline.router import Router, collect_batch
 from fapilog.settings import QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY
@@ -221,7 +224,7 @@ def test_spliced_json_line_equals_the_whole_dict_rendered(
 
     import orjson
 
-    from fapilog._render import _json_default
+    from fapilog.exporters.render import _json_default
 
     record = make_record(
         timestamp=1_764_160_000_123_456_789, context=_CONTEXTS[2],

@@ -65,7 +65,8 @@ def _imports(
         if not type_checking and id(node) in typing_only:
             continue
         hits = set()
-        for target in targets:
+        for name in targets:
+            target = name
             while target and target not in MODULES:
                 target = target.rpartition(".")[0]
             if target and target != module:
@@ -197,7 +198,8 @@ def test_only_the_logs_adapter_imports_the_unstable_logs_sdk() -> None:
 
 
 _HISTORY = re.compile(r"\b(issue|acceptance) #?\d+\b", re.I)
-_OUTSIDE = re.compile(r"(?<![\w/(\[])(DESIGN|STYLE|LOKI)\.md|(?<![\w.])shared/")
+# (the folder's name is split so that this line does not match itself)
+_OUTSIDE = re.compile(r"(?<![\w/(\[])(DESIGN|STYLE|LOKI)\.md|(?<![\w.])" + "sha" + "red/")
 
 
 def test_no_text_points_outside_the_repository() -> None:
@@ -207,8 +209,6 @@ def test_no_text_points_outside_the_repository() -> None:
             if path.is_file() and path.suffix in {".md", ".py", ".toml", ".yaml", ".yml"}:
                 text = path.read_text(encoding="utf-8", errors="replace")
                 for number, line in enumerate(text.splitlines(), 1):
-                    if path.name == "test_layout.py":
-                        continue  # the patterns themselves
                     if _HISTORY.search(line) or _OUTSIDE.search(line):
                         found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
@@ -239,7 +239,7 @@ def test_all_is_sorted_and_names_what_exists(name: str) -> None:
 def test_every_settings_section_is_importable_from_fapilog_settings() -> None:
     from pydantic import BaseModel
 
-    import fapilog.settings as settings
+    from fapilog import settings
 
     sections = {
         field.annotation.__name__
@@ -333,7 +333,7 @@ def _resolve(dotted: str) -> object:
 def test_every_import_path_the_docs_examples_and_entry_points_name_works() -> None:
     named = _named_paths()
     assert ("fapilog.testing", "capture_logs") in named  # the scan sees the docs
-    assert ("fapilog.integrations.distro", "FapilogDistro") in named
+    assert ("fapilog.distro", "FapilogDistro") in named
     # the paths the docs named before the package was laid out by stage still work
     named |= {
         ("fapilog._config", "reset"),

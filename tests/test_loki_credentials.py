@@ -28,7 +28,8 @@ USER = "svc-logs"
 CHILD = textwrap.dedent(
     """
     import os, sys
-    import fapilog, fapilog._config
+    import fapilog
+    from fapilog._state import STATE
     from fapilog import ConfigurationError, LoggingSettings
 
     url = os.environ["LOKI_URL"]
@@ -40,7 +41,7 @@ CHILD = textwrap.dedent(
     )
     print(repr(settings)); print(settings); print(settings.model_dump())
     print(settings.model_dump_json()); print(repr(settings.loki)); print(settings.loki)
-    (exporter,) = [p.exporter for p in fapilog._config._pipeline.processors
+    (exporter,) = [p.exporter for p in STATE.pipeline.processors
                    if p.name == "loki"]
     print(repr(exporter)); print(vars(exporter)); print(exporter.stats())
     log = fapilog.get_logger("app")

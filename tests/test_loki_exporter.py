@@ -18,12 +18,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import fapilog
-import fapilog._config
+import fapilog.testing
 from conftest import loki_exporter as exporter
-from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord, exporter_spec
 from fapilog.exporters.loki import SPEC, LokiExporter, push_url, sanitize_label_name
+from fapilog.otel.logs import SeverityNumber, make_record
 from fapilog.settings import LoggingSettings, LokiSettings
 from peers.loki_receiver import LokiReceiver
 

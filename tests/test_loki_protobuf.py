@@ -19,12 +19,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import fapilog
-import fapilog._config
+import fapilog.testing
 from conftest import loki_exporter as exporter
 from conftest import run_python
-from fapilog._otel_logs import SeverityNumber, make_record
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters.loki import LokiExporter, encode_push_request, go_quote, labels_string
+from fapilog.otel.logs import SeverityNumber, make_record
 from fapilog.settings import LokiSettings
 from peers.loki_receiver import LokiReceiver, go_unquote, parse_labels_string, push_request_class
 

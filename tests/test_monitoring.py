@@ -12,8 +12,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import fapilog
-from fapilog import _monitoring, configure_logging, log
+from fapilog import configure_logging, log
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.pipeline import monitoring as _monitoring
 
 
 class FlakyExporter(LogRecordExporter):

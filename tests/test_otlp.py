@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import fapilog
 from fapilog import ConfigurationError, LoggingSettings, configure_logging, get_logger, log
-from fapilog import _config as config
-from fapilog.otlp import (
+from fapilog.otel.otlp import (
     _EXIT,
     BoundedBatchSpanProcessor,
     GuardedSpanExporter,
@@ -25,6 +24,7 @@ from fapilog.otlp import (
     span_processors,
     trace_protocols,
 )
+from fapilog.otel.resource import build_resource
 from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
 
 PROTOCOLS = ["grpc", "http/protobuf"]
@@ -38,7 +38,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 def _tracer_provider(settings: LoggingSettings) -> TracerProvider:
     """A TracerProvider as fapilog builds one: fapilog's Resource, fapilog's span export."""
-    provider = TracerProvider(resource=config._resource(settings), shutdown_on_exit=False)
+    provider = TracerProvider(resource=build_resource(settings), shutdown_on_exit=False)
     for processor in span_processors(settings):
         provider.add_span_processor(processor)
     return provider
@@ -210,7 +210,7 @@ def test_headers_from_settings_and_from_otel_env(
                                       e.attributes.get("marker") == marker for e in got),
                                       )[-1:]  # fmt: skip
     assert entry.headers["x-tenant"] == "acme"
-    fapilog._config.reset()
+    fapilog.testing.reset()
     # unset in fapilog: the standard variable is used
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=from-env")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))

@@ -142,10 +142,11 @@ def test_short_script_with_dead_collector_exits_within_deadline(
 import fapilog
 from fapilog import configure_logging, log
 from fapilog.otlp import span_processors
+from fapilog.otel.resource import build_resource
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 settings = configure_logging(exporters=["stdout", "otlp"])
-provider = TracerProvider(resource=fapilog._config._resource(settings))
+provider = TracerProvider(resource=build_resource(settings))
 for processor in span_processors(settings):
     provider.add_span_processor(processor)
 trace.set_tracer_provider(provider)

@@ -18,8 +18,9 @@ import pytest
 
 import fapilog
 from fapilog import configure_logging, get_logger, log
-from fapilog._pipeline import ERROR_SEVERITY, WARN_SEVERITY, BatchQueue
+from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.pipeline.queue import BatchQueue
 from fapilog.settings import LoggingSettings, QueueSettings
 
 INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY

@@ -13,9 +13,9 @@ import pytest
 import fapilog
 from conftest import MemoryExporter
 from fapilog import LoggingSettings, configure_logging, get_logger, log
-from fapilog import redaction as redaction_module
-from fapilog._sections.enrichment import BUILTIN_PATTERNS, DEFAULT_KEYS
+from fapilog.capture import redaction as redaction_module
 from fapilog.redaction import Redactor, luhn_valid, normalise_key
+from fapilog.settings.redaction import BUILTIN_PATTERNS, DEFAULT_KEYS
 
 M = "[REDACTED]"
 JWT = (
@@ -287,8 +287,8 @@ def test_off_only_when_explicitly_disabled(
 
 def test_redaction_is_the_last_processor_before_the_bridge() -> None:
     configure_logging(enrichers=[])
-    from fapilog._bridge import OTelBridge
-    from fapilog._logger import CHAIN
+    from fapilog.capture.logger import CHAIN
+    from fapilog.capture.record import OTelBridge
 
     assert isinstance(CHAIN[-1], OTelBridge)
     assert isinstance(CHAIN[-2], Redactor)
@@ -320,15 +320,15 @@ def test_capture_logs_redacts_without_configure_logging(monkeypatch: pytest.Monk
     """Before configure_logging(), capture_logs() applies what the first event would
     configure from the environment: the default redaction, the environment's own
     redaction settings, and the default redaction when the environment is invalid."""
-    from fapilog import _config
+    from fapilog._state import STATE
     from fapilog.testing import capture_logs
 
     def captured() -> dict[str, Any]:
-        assert not _config.is_configured()
+        assert not STATE.is_configured()
         with capture_logs() as logs:
             log.info("login", password="hunter2", nested={"api_key": "k"}, card=VISA)
             logging.getLogger("legacy").warning("token=%s", "abc123")
-        assert not _config.is_configured()  # capturing configured nothing
+        assert not STATE.is_configured()  # capturing configured nothing
         assert logs.messages()[1] in ("token=[REDACTED]", "token=abc123")
         return {**logs[0], "stdlib": logs[1]["message"]}
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import fapilog
-import fapilog._config
-from fapilog._otel_logs import InMemoryLogRecordExporter
+import fapilog.testing
+from fapilog._state import STATE
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import (
     BUILTIN,
@@ -27,6 +27,7 @@ from fapilog.exporters import (
     register_exporter,
     unregister_exporter,
 )
+from fapilog.otel.logs import InMemoryLogRecordExporter
 from fapilog.settings import LoggingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +65,12 @@ def test_unknown_name_fails_at_configure_time_listing_known_ones() -> None:
 
 def test_unknown_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAPILOG_EXPORTERS", "stdout,nope")
-    with pytest.raises(ConfigurationError, match="unknown exporter 'nope'") as caught:
+    with pytest.raises(ConfigurationError, match="'nope' is invalid: unknown exporter") as caught:
         fapilog.configure_logging()
     (error,) = caught.value.errors  # the documented keys, `error` included
     assert error["setting"] == "exporters" and error["env"] == "FAPILOG_EXPORTERS"
-    assert error["value"] == "'nope'" and "known exporters: " in error["error"]
+    assert error["value"] == "'nope'" and error["error"] == "unknown exporter"
+    assert error["allowed"].startswith("known exporters: ") and "stdout" in error["allowed"]
 
 
 def test_registered_in_code_selected_by_env_and_receives_records(
@@ -142,7 +144,7 @@ def test_max_delay_may_depend_on_settings() -> None:
     register_exporter("delayed", lambda s: memory, max_delay=lambda s: s.shutdown_timeout / 10)
     try:
         fapilog.configure_logging(exporters=["delayed"], shutdown_timeout=3)
-        (processor,) = fapilog._config._pipeline.processors
+        (processor,) = STATE.pipeline.processors
         assert processor.queue.max_delay == pytest.approx(0.3)
     finally:
         unregister_exporter("delayed")
@@ -162,7 +164,7 @@ def test_entry_point_errors_are_configuration_errors(
         },
         {
             "ep_plugin": """
-                from fapilog._otel_logs import InMemoryLogRecordExporter
+                from fapilog.otel.logs import InMemoryLogRecordExporter
                 from fapilog.exporters import ExporterSpec
                 NOT_CALLABLE = 42
                 MEMORY = InMemoryLogRecordExporter()
@@ -289,3 +291,68 @@ def test_exporter_types_are_reexported_for_custom_exporters() -> None:
 
     for name in ("LogRecordExporter", "LogRecordExportResult", "ReadableLogRecord", "json_line"):
         assert name in public.__all__
+
+
+def test_exporter_extras_are_typed_protocols() -> None:
+    from fapilog.exporters import DetailedStats, PartialLoss
+    from fapilog.exporters.file import FileExporter
+    from fapilog.exporters.loki import LokiExporter
+    from fapilog.settings import FileSettings, LokiSettings
+
+    loki = LokiExporter(LokiSettings())
+    assert isinstance(loki, PartialLoss) and isinstance(loki, DetailedStats)
+    assert isinstance(FileExporter(FileSettings()), DetailedStats)
+    plain = InMemoryLogRecordExporter()
+    assert not isinstance(plain, PartialLoss) and not isinstance(plain, DetailedStats)
+
+
+def test_each_exporters_own_figures_are_in_stats(tmp_path: Path) -> None:
+    """`details` carries an exporter's own figures (DetailedStats); a partial loss it
+    reports (PartialLoss) counts only the lost records as dropped; a stats() that raises
+    costs only its details."""
+    from fapilog.exporters import LogRecordExporter, LogRecordExportResult
+
+    class Halves(LogRecordExporter):
+        def __init__(self) -> None:
+            self.last_export_dropped: int | None = None
+            self.calls = 0
+
+        def export(self, batch: object) -> LogRecordExportResult:
+            self.calls += 1
+            self.last_export_dropped = len(batch) // 2  # type: ignore[arg-type]
+            return LogRecordExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            return None
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+        def stats(self) -> dict[str, int]:
+            return {"calls": self.calls}
+
+    class BrokenFigures(Halves):
+        def stats(self) -> dict[str, int]:
+            raise RuntimeError("no figures")
+
+    register_exporter("halves", lambda settings: Halves())
+    register_exporter("broken_figures", lambda settings: BrokenFigures())
+    try:
+        fapilog.configure_logging(
+            exporters=["file", "halves", "broken_figures"],
+            file={"path": str(tmp_path / "app.log")},
+            queue={"batch_size": 4, "max_delay": 5},
+        )
+        for i in range(4):
+            fapilog.log.info("record", i=i)
+        fapilog.force_flush(10)
+        figures = fapilog.stats()["exporters"]
+        assert figures["file"]["details"]["written"] == 4
+        assert figures["file"]["details"]["rotations"] == 0
+        assert figures["halves"]["details"] == {"calls": 1}
+        assert figures["halves"]["exported"] == 2 and figures["halves"]["dropped"] == 2
+        assert "details" not in figures["broken_figures"]
+        assert figures["broken_figures"]["exported"] == 2
+    finally:
+        unregister_exporter("halves")
+        unregister_exporter("broken_figures")

@@ -176,3 +176,45 @@ def test_a_bad_setting_fails_at_configure_time_naming_the_variable(
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     assert info.value.errors and info.value.errors[0]["env"] == env
+
+
+def test_every_setting_error_has_one_wording() -> None:
+    """Errors found by validation and errors found by an exporter's factory read alike:
+    variable, setting, value, what is wrong, what is allowed."""
+    from fapilog.settings._errors import setting_error
+
+    error = setting_error("queue.max_size", "too small", value=0, allowed="a number >= 1")
+    assert str(error) == (
+        "FAPILOG_QUEUE__MAX_SIZE (setting 'queue.max_size'): 0 is invalid: too small "
+        "(allowed: a number >= 1)"
+    )
+    assert error.errors == [
+        {
+            "env": "FAPILOG_QUEUE__MAX_SIZE",
+            "error": "too small",
+            "setting": "queue.max_size",
+            "value": "0",
+            "allowed": "a number >= 1",
+        }
+    ]
+    variable = setting_error(None, "expected a number", value="x", env="OTEL_BLRP_SCHEDULE_DELAY")
+    assert str(variable) == "OTEL_BLRP_SCHEDULE_DELAY='x' is invalid: expected a number"
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("FAPILOG_OTLP__HEADERS", "authorization Bearer t0ps3cret-value"),
+        ("FAPILOG_OTLP__HEADERS", '{"authorization": "Bearer t0ps3cret-value", bad json'),
+    ],
+)
+def test_a_secret_setting_is_never_shown_in_its_error(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigurationError) as info:
+        configure_logging()
+    assert env in str(info.value)
+    assert "t0ps3cret" not in str(info.value)
+    assert "t0ps3cret" not in repr(info.value.errors)
+    assert "**********" in str(info.value)

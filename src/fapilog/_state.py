@@ -92,7 +92,8 @@ class ProcessState:
         self.stdlib: Any = None  # what routing stdlib logging changed (capture.stdlib)
         self.atexit_registered = False
         self.multiprocessing_hooked = False  # (lifecycle.fork)
-        self.stdlib_guard = False  # logging.config functions wrapped (see capture.stdlib)
+        self.stdlib_guard = False  # logging.config functions wrapped (integrations.distro)
+        self.distro_configured = False  # fapilog's opentelemetry-instrument configurator ran
 
     @property
     def settings(self) -> LoggingSettings | None:

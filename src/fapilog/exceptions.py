@@ -13,9 +13,10 @@ class ConfigurationError(ValueError):
     """An invalid setting, raised by `configure_logging()` or `LoggingSettings()`.
 
     The message names the setting, its environment variable, the bad value and what is
-    allowed, one line per problem. `errors` holds the same as structured data: one dict per
-    problem with `setting`, `env`, `value` (its repr) when known, and always `error` (what
-    is wrong; the message itself when no shorter text was given).
+    allowed, one line per problem (worded by `fapilog.settings._errors`). `errors` holds the
+    same as structured data: one dict per problem with `env` and `error` (what is wrong; the
+    message itself when no shorter text was given), and where they apply `setting`, `value`
+    (its repr; masked for a secret) and `allowed`.
     """
 
     def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from fapilog.otel.trace import SPAN_KEY, span_context_of
+from fapilog.otel.trace import span_context_of
 
 __all__ = ["add_trace_context"]
 
@@ -23,13 +23,7 @@ def add_trace_context(
 ) -> MutableMapping[str, Any]:
     """Add ``trace_id`` and ``span_id`` (lower-case hex) of the current OpenTelemetry span,
     read on the calling thread. No span, no keys."""
-    if SPAN_KEY is None:  # pragma: no cover - the adapter's public route
-        span_context = span_context_of(_get_current())
-    else:  # on every event: the span read straight from the context
-        span: Any = _get_current().get(SPAN_KEY)
-        if span is None:
-            return event_dict
-        span_context = span.get_span_context()
+    span_context = span_context_of(_get_current())
     if span_context.is_valid:
         event_dict["trace_id"] = format(span_context.trace_id, "032x")
         event_dict["span_id"] = format(span_context.span_id, "016x")

@@ -164,10 +164,14 @@ def create_exporter(spec: ExporterSpec, settings: LoggingSettings) -> LogRecordE
     except ConfigurationError:
         raise
     except Exception as exc:
-        raise ConfigurationError(f"exporter {spec.name!r} could not be created: {exc!r}") from exc
+        raise setting_error(
+            "exporters", f"exporter {spec.name!r} could not be created: {exc!r}", value=spec.name
+        ) from exc
     if not isinstance(exporter, LogRecordExporter):
-        raise ConfigurationError(
+        raise setting_error(
+            "exporters",
             f"exporter factory for {spec.name!r} returned {type(exporter).__name__}, "
-            "not an opentelemetry LogRecordExporter"
+            "not an opentelemetry LogRecordExporter",
+            value=spec.name,
         )
     return exporter

@@ -221,6 +221,7 @@ def configure_sdk(auto_instrumentation_version: str | None = None) -> LoggingSet
         except ConfigurationError as exc:
             _diag.report("autoinstrument-configure", f"fapilog: {exc}", level="error")
             settings = configure_logging(LoggingSettings.model_construct())
+        STATE.distro_configured = True
         install_config_guard()
         remove_otel_logging_handlers()
         return settings

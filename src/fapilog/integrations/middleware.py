@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUEST_LOGGER",
     "RequestLoggingMiddleware",
+    "RequestPlan",
     "current_request_id",
     "valid_request_id",
 ]
@@ -96,7 +97,7 @@ def _new_request_id() -> str:
     return f"{_random_bits(128):032x}"
 
 
-class _Plan:
+class RequestPlan:
     """Everything derived from one `RequestSettings` (and the redaction marker), computed
     once per configuration."""
 
@@ -114,9 +115,10 @@ class _Plan:
         "settings",
     )
 
-    def __init__(self, settings: RequestSettings, marker: str = DEFAULT_MARKER) -> None:
+    def __init__(self, settings: RequestSettings, marker: str | None = None) -> None:
         self.settings = settings
-        self.enrichment = EnrichmentPlan(settings, marker)
+        # (the redaction marker of the current configuration unless given)
+        self.enrichment = EnrichmentPlan(settings, marker or _marker(STATE.settings))
         self._readers: dict[frozenset[bytes] | None, HeadReader] = {}
         self.log = settings.enabled
         self.request_id_header: bytes | None = (
@@ -213,13 +215,13 @@ class RequestLoggingMiddleware:
         self.app = app
         self._spans = ServerSpans(tracer_provider) if tracer_provider is not None else None
         if settings is not None:
-            self._plan = _Plan(settings, _marker(STATE.settings))
+            self._plan = RequestPlan(settings)
         else:  # follows the configuration: configure_logging() hands it each new plan
             self._plan = _current_plan()
             _FOLLOWERS.add(self)
         install_duplicate_filter()
 
-    def _read_head(self, plan: _Plan, scope: Scope) -> RequestHead:
+    def _read_head(self, plan: RequestPlan, scope: Scope) -> RequestHead:
         spans = self._spans
         return plan.reader(spans.propagation_fields() if spans is not None else None).read(scope)
 
@@ -268,7 +270,7 @@ class RequestLoggingMiddleware:
             except Exception:  # pragma: no cover - a different context: nothing to undo
                 pass
 
-    async def _handle(self, plan: _Plan, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, plan: RequestPlan, scope: Scope, receive: Receive, send: Send) -> None:
         head = self._read_head(plan, scope)
         exchange = _Exchange(time.perf_counter(), scope.get("root_path", ""), head)
         server_span: ServerSpan | None = None
@@ -382,7 +384,7 @@ def _inject_response(span: ServerSpan, headers: list[tuple[bytes, bytes]]) -> No
 
 
 def _log_request(
-    plan: _Plan, scope: Scope, exchange: _Exchange, failure: BaseException | None
+    plan: RequestPlan, scope: Scope, exchange: _Exchange, failure: BaseException | None
 ) -> None:
     status = exchange.status
     exception: BaseException | None = None
@@ -439,10 +441,12 @@ def _marker(settings: LoggingSettings | None) -> str:
     return settings.redaction.marker if settings is not None else DEFAULT_MARKER
 
 
-def _current_plan() -> _Plan:
+def _current_plan() -> RequestPlan:
     """The plan of the current configuration (the defaults before configure_logging())."""
     settings = STATE.settings
-    return _Plan(settings.request if settings is not None else RequestSettings(), _marker(settings))
+    return RequestPlan(
+        settings.request if settings is not None else RequestSettings(), _marker(settings)
+    )
 
 
 # the middlewares that follow the configuration (not given fixed settings)
@@ -458,7 +462,7 @@ def _on_configure(settings: LoggingSettings) -> None:
     current = followers[0]._plan
     if current.settings == settings.request and current.enrichment.marker == _marker(settings):
         return
-    plan = _Plan(settings.request, _marker(settings))
+    plan = RequestPlan(settings.request, _marker(settings))
     for middleware in followers:
         middleware._plan = plan
 

@@ -71,11 +71,20 @@ class Problem:
             return repr(MASK)
         return repr(self.value)
 
+    @property
+    def described(self) -> str:
+        """What is wrong, without the value when it is a secret (a parser's message may
+        quote its input)."""
+        problem = self.problem
+        value = self.value
+        if self.secret and isinstance(value, str) and value:
+            for form in (value, repr(value)[1:-1]):
+                problem = problem.replace(form, MASK)
+        return problem
+
     def line(self) -> str:
         shown = self.shown
-        problem = self.problem
-        if self.secret and self.value is not _UNSET and isinstance(self.value, str) and self.value:
-            problem = problem.replace(self.value, MASK)
+        problem = self.described
         if self.setting is None:
             head = f"{self.env}={shown}" if shown is not None else self.env
             text = f"{head} is invalid: {problem}"
@@ -87,7 +96,7 @@ class Problem:
         return text
 
     def record(self) -> dict[str, str]:
-        entry = {"env": self.env, "error": self.problem}
+        entry = {"env": self.env, "error": self.described}
         if self.setting is not None:
             entry["setting"] = self.setting
         shown = self.shown

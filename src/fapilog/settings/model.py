@@ -10,6 +10,7 @@ List settings accept JSON (`["stdout","file"]`) or the comma-separated form peop
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,7 @@ from pydantic_settings import (
 from fapilog import _diag, _levels
 from fapilog.exceptions import ConfigurationError
 from fapilog.settings._base import CommaList, NameList, parse_mapping
-from fapilog.settings._errors import ENV_PREFIX, from_validation_error
+from fapilog.settings._errors import ENV_PREFIX, from_validation_error, setting_error
 from fapilog.settings._otel_env import OtelEnvSource
 from fapilog.settings.file import FileSettings
 from fapilog.settings.loki import LokiSettings
@@ -102,7 +103,13 @@ class LoggingSettings(BaseSettings):
         except ValidationError as exc:
             raise from_validation_error(exc, type(self)) from None
         except SettingsError as exc:
-            raise ConfigurationError(f"invalid fapilog settings: {exc}") from None
+            # an environment value pydantic-settings could not even parse (bad JSON)
+            field = re.search(r'field "(\w+)"', str(exc))
+            raise setting_error(
+                field.group(1) if field else None,
+                "not valid JSON" if field else f"invalid fapilog settings: {exc}",
+                allowed="a JSON value" if field else None,
+            ) from None
 
     @classmethod
     def settings_customise_sources(
