@@ -17,25 +17,36 @@ import orjson
 
 __all__ = ["add_listener", "remove_listener", "report", "reset"]
 
-_lock = threading.Lock()
-_last: dict[str, float] = {}
-_suppressed: dict[str, int] = {}
-_listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 INTERVAL = 60.0
+Listener = Callable[[str, str, dict[str, Any]], None]
+
+
+class _RateLimit:
+    """When each report key was last written, what was suppressed since, and listeners."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+        self.listeners: list[Listener] = []
+
+
+_LIMIT = _RateLimit()
 
 
 def report(key: str, message: str, *, level: str = "warning", **fields: Any) -> bool:
     """Write `message` to stderr unless `key` was reported within INTERVAL seconds.
     Returns whether it was written. Listeners (alert callbacks) see every written report."""
     now = time.monotonic()
-    with _lock:
-        last = _last.get(key)
+    limit = _LIMIT
+    with limit.lock:
+        last = limit.last.get(key)
         if last is not None and now - last < INTERVAL:
-            _suppressed[key] = _suppressed.get(key, 0) + 1
+            limit.suppressed[key] = limit.suppressed.get(key, 0) + 1
             return False
-        _last[key] = now
-        suppressed = _suppressed.pop(key, 0)
-        listeners = list(_listeners)
+        limit.last[key] = now
+        suppressed = limit.suppressed.pop(key, 0)
+        listeners = list(limit.listeners)
     line: dict[str, Any] = {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
         "level": level,
@@ -66,22 +77,21 @@ def report(key: str, message: str, *, level: str = "warning", **fields: Any) -> 
     return True
 
 
-def add_listener(listener: Callable[[str, str, dict[str, Any]], None]) -> None:
-    with _lock:
-        if listener not in _listeners:
-            _listeners.append(listener)
+def add_listener(listener: Listener) -> None:
+    with _LIMIT.lock:
+        if listener not in _LIMIT.listeners:
+            _LIMIT.listeners.append(listener)
 
 
-def remove_listener(listener: Callable[[str, str, dict[str, Any]], None]) -> None:
-    with _lock:
-        if listener in _listeners:
-            _listeners.remove(listener)
+def remove_listener(listener: Listener) -> None:
+    with _LIMIT.lock:
+        if listener in _LIMIT.listeners:
+            _LIMIT.listeners.remove(listener)
 
 
 def _after_fork_in_child() -> None:
     """A fork while another thread held the lock would leave it locked in the child."""
-    global _lock
-    _lock = threading.Lock()
+    _LIMIT.lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -90,6 +100,6 @@ if hasattr(os, "register_at_fork"):
 
 def reset() -> None:
     """Forget the rate-limit state (tests, and after a reconfiguration)."""
-    with _lock:
-        _last.clear()
-        _suppressed.clear()
+    with _LIMIT.lock:
+        _LIMIT.last.clear()
+        _LIMIT.suppressed.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from opentelemetry._logs import SeverityNumber
+from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
     "ALIASES",

@@ -18,11 +18,11 @@ from math import isfinite as _isfinite
 from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
-from opentelemetry._logs import SeverityNumber
 
 from fapilog import _levels
 from fapilog._state import STATE
 from fapilog.capture.coerce import PRIMITIVES, coerce_attributes
+from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
     "OTelBridge",

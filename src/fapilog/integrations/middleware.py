@@ -1,7 +1,8 @@
 """`RequestLoggingMiddleware`: one structured event per HTTP request, and the request's
 context on every log line logged while handling it.
 
-Pure ASGI (never `BaseHTTPMiddleware`, which copies the context and costs ~8x more).
+Pure ASGI (never `BaseHTTPMiddleware`, which copies the context and costs several times
+more; see docs/benchmarks.md).
 `configure_logging(app=app)` adds it inside the OpenTelemetry server span; by hand::
 
     app.add_middleware(RequestLoggingMiddleware)

@@ -1,4 +1,5 @@
-"""The one adapter around the OpenTelemetry logs SDK (`opentelemetry.sdk._logs`).
+"""The one adapter around the OpenTelemetry logs API and SDK (`opentelemetry._logs`,
+`opentelemetry.sdk._logs`, the OTLP exporters' `_log_exporter` modules).
 
 That API is still unstable (it changed in 1.35, 1.39, 1.42 and 1.44), so every import of it
 and every access to its private attributes lives here, and the rest of fapilog uses these
@@ -51,6 +52,7 @@ __all__ = [
     "global_sdk_provider",
     "make_record",
     "new_provider",
+    "otlp_log_exporter_class",
     "readable",
     "replace_resource",
     "sdk_logger",
@@ -91,6 +93,23 @@ def replace_resource(provider: LoggerProvider, resource: Resource) -> None:
     loggers += list(getattr(provider, "_active_loggers", ()))
     for logger in loggers:
         logger._set_resource(resource)
+
+
+def otlp_log_exporter_class(protocol: str) -> type[LogRecordExporter]:
+    """The OTLP exporter package's log exporter for ``grpc`` or ``http/protobuf``. Its logs
+    exporters live in modules as unstable as the logs SDK (``_log_exporter``); imported
+    only when the `otlp` exporter is configured (grpc is a heavy import)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        grpc_class: type[LogRecordExporter] = OTLPLogExporter
+        return grpc_class
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogExporter,
+    )
+
+    http_class: type[LogRecordExporter] = HttpLogExporter
+    return http_class
 
 
 def global_sdk_provider() -> LoggerProvider | None:

@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from fapilog import _diag
 from fapilog._state import STATE
 from fapilog.exceptions import ConfigurationError
+from fapilog.otel.logs import otlp_log_exporter_class
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
 from fapilog.otel.trace import batch_flush, batch_shutdown
 from fapilog.settings._errors import setting_error
@@ -226,15 +227,10 @@ def sdk_log_exporter(
     """The SDK's OTLP log exporter for `protocol` (default: `resolve_protocol`), configured
     from `settings.otlp` and the standard environment variables."""
     protocol = protocol or resolve_protocol(settings, "logs")
+    exporter_class = otlp_log_exporter_class(protocol)
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(**_grpc_kwargs(settings, "logs"))
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    return HttpLogExporter(**_http_kwargs(settings, "logs"))
+        return exporter_class(**_grpc_kwargs(settings, "logs"))
+    return exporter_class(**_http_kwargs(settings, "logs"))
 
 
 def sdk_span_exporter(settings: LoggingSettings, protocol: Protocol | None = None) -> SpanExporter:

@@ -63,9 +63,12 @@ Alert = dict[str, Any]
 
 
 class _Monitor:
-    """Alert state and the monitor thread (re-created in a forked child)."""
+    """Alert state and the monitor thread (started afresh in a forked child)."""
 
     def __init__(self) -> None:
+        self.start_afresh()
+
+    def start_afresh(self) -> None:
         self.lock = threading.Lock()
         self.ready = threading.Condition(self.lock)
         self.pending: deque[Alert] = deque(maxlen=_MAX_PENDING)
@@ -213,13 +216,9 @@ def _deliver(alert: Alert, callback: Callable[[Alert], Any] | None) -> None:
             _diag.report("on_alert", f"fapilog on_alert callback raised {exc!r}", level="error")
 
 
-def _reinit_after_fork() -> None:
-    global _monitor
-    _monitor = _Monitor()
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
+    # the parent's monitor thread does not exist in the child, and its lock may be held
+    os.register_at_fork(after_in_child=_monitor.start_afresh)
 
 
 # -- metrics -------------------------------------------------------------------------------

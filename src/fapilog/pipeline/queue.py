@@ -80,7 +80,7 @@ class BatchQueue(Generic[T]):
         _QUEUES.add(self)
         # start the worker now, on the configuring thread: started lazily from another
         # worker (the intake's first record), the start waits for GIL hand-overs that a
-        # busy application thread delays by up to a switch interval each (~100 ms seen)
+        # busy application thread delays by up to a switch interval each
         self._start()
 
     def _init_counters(self) -> None:
