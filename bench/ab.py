@@ -53,16 +53,20 @@ def _run(src: Path, argv: list[str]) -> dict[str, Any]:
     return _result(proc.stderr)
 
 
-def measure(src: Path, events: int, requests: int, scratch: Path) -> dict[str, dict[str, Any]]:
-    out = scratch / "ab.log"
-    if out.exists():
-        out.unlink()
-    logging = _run(
-        src,
-        [str(BENCH / "competitors.py"), "throughput", "fapilog-drop_oldest", str(out), str(events)],
-    )
-    fastapi = _run(src, [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog", str(requests)])
-    return {"logging": logging, "fastapi": fastapi}
+def measure(
+    src: Path, events: int, requests: int, scratch: Path, only: str | None
+) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    if only in (None, "logging"):
+        out = scratch / "ab.log"
+        if out.exists():
+            out.unlink()
+        argv = [str(BENCH / "competitors.py"), "throughput", "fapilog-drop_oldest", str(out)]
+        results["logging"] = _run(src, [*argv, str(events)])
+    if only in (None, "fastapi"):
+        argv = [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog", str(requests)]
+        results["fastapi"] = _run(src, argv)
+    return results
 
 
 def main() -> None:
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=5_000)
+    parser.add_argument("--only", choices=["logging", "fastapi"], help="one of the two benches")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fapilog-ab-") as temporary:
         scratch = Path(temporary)
@@ -87,7 +92,7 @@ def main() -> None:
                 order = ("A", "B") if round_number % 2 == 0 else ("B", "A")
                 for side in order:
                     samples[side].append(
-                        measure(sides[side], args.events, args.requests, scratch)
+                        measure(sides[side], args.events, args.requests, scratch, args.only)
                     )
                 print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
         finally:
@@ -99,6 +104,8 @@ def main() -> None:
     print(f"A = {args.base}, B = this checkout; medians of {args.rounds} interleaved rounds")
     print(f"{'figure':36} {'A':>10} {'B':>10} {'B/A':>7}")
     for label, bench, key in FIGURES:
+        if bench not in samples["A"][0]:
+            continue
         a = statistics.median(sample[bench][key] for sample in samples["A"])
         b = statistics.median(sample[bench][key] for sample in samples["B"])
         print(f"{label:36} {a:10.2f} {b:10.2f} {b / a:7.3f}")

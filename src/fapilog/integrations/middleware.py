@@ -224,7 +224,11 @@ class RequestLoggingMiddleware:
 
     def _read_head(self, plan: RequestPlan, scope: Scope) -> RequestHead:
         spans = self._spans
-        return plan.reader(spans.propagation_fields() if spans is not None else None).read(scope)
+        fields = spans.propagation_fields() if spans is not None else None
+        reader = plan._readers.get(fields)
+        if reader is None:
+            reader = plan.reader(fields)
+        return reader.read(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

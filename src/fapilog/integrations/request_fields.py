@@ -22,7 +22,7 @@ docs/enrichment.md.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fapilog.integrations.request_head import RequestHead
@@ -114,7 +114,7 @@ def response_fields(headers: Iterable[tuple[bytes, bytes]], plan: EnrichmentPlan
 
 
 def _client(
-    plan: EnrichmentPlan, peer: str, forwarded: list[bytes], x_forwarded_for: list[bytes]
+    plan: EnrichmentPlan, peer: str, forwarded: Sequence[bytes], x_forwarded_for: Sequence[bytes]
 ) -> str:
     if plan.proxies and (forwarded or x_forwarded_for):
         address = client_address(

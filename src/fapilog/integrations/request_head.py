@@ -9,7 +9,7 @@ ASGI servers give header names in lower case, as bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["HeadReader", "RequestHead"]
@@ -46,10 +46,11 @@ class RequestHead:
         self.user_agent: bytes | None = None
         self.content_length: int | None = None
         self.request_id: bytes | None = None  # the first valid inbound request id
-        self.x_forwarded_for: list[bytes] = []
-        self.forwarded: list[bytes] = []
+        # (the empty tuple until a header fills them: most requests have none)
+        self.x_forwarded_for: Sequence[bytes] = ()
+        self.forwarded: Sequence[bytes] = ()
         self.carrier: dict[str, list[str]] | None = None  # trace propagation headers
-        self.shown: list[tuple[bytes, bytes]] = []  # allowlisted headers, in order
+        self.shown: Sequence[tuple[bytes, bytes]] = ()  # allowlisted headers, in order
 
 
 class HeadReader:
@@ -104,14 +105,14 @@ class HeadReader:
             if role & _REQUEST_ID and head.request_id is None and self._valid_id(value):
                 head.request_id = value
             if role & _X_FORWARDED_FOR:
-                head.x_forwarded_for.append(value)
+                head.x_forwarded_for = (*head.x_forwarded_for, value)
             if role & _FORWARDED:
-                head.forwarded.append(value)
+                head.forwarded = (*head.forwarded, value)
             if role & _PROPAGATION:
                 carrier = head.carrier
                 if carrier is None:
                     carrier = head.carrier = {}
                 carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
             if role & _SHOWN:
-                head.shown.append((name, value))
+                head.shown = (*head.shown, (name, value))
         return head
