@@ -8,7 +8,8 @@ base class is needed):
 
 - `PartialLoss`: ``last_export_dropped`` says how many records of the last *failed* export
   were lost (the rest were delivered), so `fapilog.stats()` counts exactly those as dropped
-  instead of the whole batch;
+  instead of the whole batch; an optional ``last_export_reason`` (a short snake_case word,
+  default ``export_failed``) names the reason they are counted under;
 - `DetailedStats`: ``stats()`` returns the exporter's own figures (requests, retries,
   rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``.
 

@@ -139,12 +139,16 @@ class ExportProcessor:
         started = time.perf_counter()
         error: str | None = None
         lost: Any = None
+        reason = "export_failed"
         try:
             result = self.exporter.export(batch)
             if self._reports_loss:
                 # how many records of a failed export were lost (fapilog's Loki exporter:
-                # a line too long, one request of several rejected)
+                # a line too long, one request of several rejected), and why
                 lost = self.exporter.last_export_dropped  # type: ignore[attr-defined]
+                given = getattr(self.exporter, "last_export_reason", None)
+                if isinstance(given, str) and given:
+                    reason = given
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
             error = repr(exc)
@@ -176,8 +180,8 @@ class ExportProcessor:
         if ok:
             return None
         if type(lost) is int and 0 <= lost < len(batch):
-            return ("export_failed", lost)
-        return "export_failed"
+            return (reason, lost)
+        return reason
 
     def force_flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
