@@ -14,7 +14,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import fapilog
 from fapilog import configure_logging, log
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog.pipeline import monitoring as _monitoring
+from fapilog.pipeline import alerts as pipeline_alerts
+from fapilog.pipeline import metrics
 
 
 class FlakyExporter(LogRecordExporter):
@@ -66,7 +67,7 @@ def test_metrics_match_stats(exporter_named: Callable[[LogRecordExporter], str])
     fapilog.force_flush(10)
     figures = fapilog.stats()
     points = _points(reader)
-    assert set(points) == set(_monitoring.METRIC_NAMES)
+    assert set(points) == set(metrics.METRIC_NAMES)
     assert points["fapilog.records.emitted"][0].value == figures["emitted"] == 301
     exported = _by(points["fapilog.records.exported"], "exporter")
     assert exported == {(n,): e["exported"] for n, e in figures["exporters"].items()}
@@ -132,7 +133,7 @@ def test_alerts_when_drops_start_and_when_an_exporter_keeps_failing(
     assert dropped[0]["exporter"] == name and dropped[0]["reason"] == "export_failed"
     assert len(dropped) == 1  # rate-limited: one alert for ten failed batches
     assert len(failing) == 1
-    assert failing[0]["consecutive_failures"] == _monitoring.FAILING_AFTER
+    assert failing[0]["consecutive_failures"] == pipeline_alerts.FAILING_AFTER
     assert "collector unreachable" in failing[0]["error"]
     flaky.failing = False
     log.info("works again")

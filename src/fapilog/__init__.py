@@ -13,7 +13,7 @@ from fapilog.exporters.registry import register_exporter
 from fapilog.lifecycle.configure import configure_logging
 from fapilog.lifecycle.drain import force_flush, shutdown
 from fapilog.pipeline.accounting import stats
-from fapilog.pipeline.monitoring import register_metrics
+from fapilog.pipeline.metrics import register_metrics
 from fapilog.settings import LoggingSettings
 
 __all__ = [

@@ -25,7 +25,8 @@ class _RateLimit:
     """When each report key was last written, what was suppressed since, and listeners."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # reentrant: a signal handler may report while the frame it interrupted reports
+        self.lock = threading.RLock()
         self.last: dict[str, float] = {}
         self.suppressed: dict[str, int] = {}
         self.listeners: list[Listener] = []
@@ -91,7 +92,7 @@ def remove_listener(listener: Listener) -> None:
 
 def _after_fork_in_child() -> None:
     """A fork while another thread held the lock would leave it locked in the child."""
-    _LIMIT.lock = threading.Lock()
+    _LIMIT.lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):

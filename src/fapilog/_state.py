@@ -64,6 +64,10 @@ class ProcessState:
         self.pipeline: Pipeline | None = None
         self.shut_down = False
         self.pid = os.getpid()  # the process the pipeline was built in
+        # when this process began to exit (time.monotonic()): the lifespan's shutdown, a
+        # SIGTERM, the interpreter's exit; every flush and drain until the process is gone
+        # shares the one deadline `shutdown_timeout` counted from here
+        self.exit_started: float | None = None
         # [ExportProcessor] replaced by a reconfiguration (still draining, still counted)
         self.retired: list[Any] = []
         # fapilog.otel.bridge.Bridge, where loggers hand captured records; None before
@@ -92,6 +96,7 @@ class ProcessState:
         self.stdlib: Any = None  # what routing stdlib logging changed (capture.stdlib)
         self.atexit_registered = False
         self.multiprocessing_hooked = False  # (lifecycle.fork)
+        self.child_drain_pid = 0  # the process whose multiprocessing exit drains (lifecycle.fork)
         self.stdlib_guard = False  # logging.config functions wrapped (integrations.distro)
         self.distro_configured = False  # fapilog's opentelemetry-instrument configurator ran
 
@@ -119,6 +124,7 @@ class ProcessState:
         the parent's worker threads do not exist in the child."""
         self.lock = threading.RLock()
         self.worker_ids = set()
+        self.exit_started = None
 
 
 STATE = ProcessState()

@@ -45,6 +45,7 @@ TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn", "gunicor
               "gunicorn.access")  # fmt: skip
 
 _local = threading.local()
+_MAX_DEPTH = 2
 
 
 class FapilogHandler(logging.Handler):
@@ -73,16 +74,20 @@ class FapilogHandler(logging.Handler):
         return bool(rv)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if threading.get_ident() in STATE.worker_ids or getattr(_local, "active", False):
+        # one nested record goes through (a signal handler that logs while this thread was
+        # inside emit); a record logged from deeper (a processor that logs) goes to stderr,
+        # so the pipeline never feeds itself
+        depth = getattr(_local, "depth", 0)
+        if depth >= _MAX_DEPTH or threading.get_ident() in STATE.worker_ids:
             _to_stderr(record)
             return
-        _local.active = True
+        _local.depth = depth + 1
         try:
             self._process(record)
         except Exception as exc:  # never raise into the application
             _diag.report("stdlib-handler", f"fapilog could not process a stdlib record: {exc!r}")
         finally:
-            _local.active = False
+            _local.depth = depth
 
     def _process(self, record: logging.LogRecord) -> None:
         try:

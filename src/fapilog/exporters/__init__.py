@@ -7,6 +7,7 @@ line as a dict). docs/exporters.md is the guide.
 """
 
 from fapilog.exporters.contract import (
+    Abortable,
     DetailedStats,
     LogRecordExporter,
     LogRecordExportResult,
@@ -27,6 +28,7 @@ from fapilog.exporters.registry import (
 from fapilog.exporters.spec import ExporterFactory, ExporterSpec
 
 __all__ = [
+    "Abortable",
     "BUILTIN",
     "DetailedStats",
     "ENTRY_POINT_GROUP",

@@ -3,15 +3,21 @@
 run on its own worker thread by fapilog's pipeline. It may block on I/O, but must honour its
 own timeouts and never raise (return ``FAILURE``).
 
-Two optional extras, as typed Protocols (an exporter has them by having the attribute; no
-base class is needed):
+Optional extras, as typed Protocols (an exporter has them by having the attribute; no base
+class is needed):
 
 - `PartialLoss`: ``last_export_dropped`` says how many records of the last *failed* export
   were lost (the rest were delivered), so `fapilog.stats()` counts exactly those as dropped
   instead of the whole batch; an optional ``last_export_reason`` (a short snake_case word,
   default ``export_failed``) names the reason they are counted under;
 - `DetailedStats`: ``stats()`` returns the exporter's own figures (requests, retries,
-  rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``.
+  rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``;
+- `Abortable`: ``abort()`` makes a busy `export()` give up now (stop retrying, stop
+  waiting on the network). Called from another thread when fapilog's shutdown deadline has
+  passed with the export still running; it must return at once.
+
+`shutdown()` is called on the exporter's own worker thread, once everything queued for it
+was exported (or the deadline passed).
 
 The OpenTelemetry types are re-exported here so that exporters need not import the SDK's
 unstable ``opentelemetry.sdk._logs`` paths.
@@ -24,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from fapilog.otel.logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 
 __all__ = [
+    "Abortable",
     "DetailedStats",
     "LogRecordExportResult",
     "LogRecordExporter",
@@ -46,3 +53,10 @@ class DetailedStats(Protocol):
     """An exporter with figures of its own (a dict of numbers and dicts of numbers)."""
 
     def stats(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """An exporter that can be told, from another thread, to give up its current export."""
+
+    def abort(self) -> None: ...

@@ -44,7 +44,7 @@ from fapilog.capture.logger import get_logger
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
 from fapilog.integrations.request_head import HeadReader, RequestHead
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
-from fapilog.lifecycle.drain import force_flush
+from fapilog.lifecycle.drain import begin_exit, force_flush
 from fapilog.settings import LoggingSettings, RequestSettings
 from fapilog.settings.redaction import DEFAULT_MARKER
 from fapilog.settings.request import DEFAULT_STATUS_LEVELS
@@ -514,8 +514,11 @@ def _route_template(scope: Scope, entry_root: str) -> str | None:
 def _lifespan_receive(receive: Receive) -> Receive:
     async def receive_lifespan() -> Message:
         message = await receive()
-        if message.get("type") == "lifespan.startup":
+        kind = message.get("type")
+        if kind == "lifespan.startup":
             reroute_stdlib()
+        elif kind == "lifespan.shutdown":
+            begin_exit()  # the server is going: one deadline from here to the process's end
         return message
 
     return receive_lifespan

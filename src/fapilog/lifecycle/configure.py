@@ -32,7 +32,7 @@ from fapilog.capture.processors import add_trace_context
 from fapilog.capture.record import OTelBridge
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.registry import create_exporter, exporter_spec
-from fapilog.lifecycle import fork  # noqa: F401  (registers the fork handlers)
+from fapilog.integrations import uvicorn
 from fapilog.lifecycle.drain import (
     at_exit,
     drain_in_background,
@@ -40,6 +40,7 @@ from fapilog.lifecycle.drain import (
     shutdown,
     uninstall_sigterm_handler,
 )
+from fapilog.lifecycle.fork import register_child_drain
 from fapilog.otel.bridge import Bridge
 from fapilog.otel.logs import (
     LoggerProvider,
@@ -49,7 +50,8 @@ from fapilog.otel.logs import (
     set_global_provider,
 )
 from fapilog.otel.resource import build_resource, resource_fields
-from fapilog.pipeline import monitoring
+from fapilog.pipeline import alerts, metrics
+from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, Router
 from fapilog.settings import LoggingSettings
 
@@ -137,7 +139,8 @@ def build_chain(settings: LoggingSettings) -> tuple[list[Processor], EnricherCha
 
 def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, Any]:
     """Build what `settings` need, then swap it in (STATE.lock held)."""
-    previous = STATE.pipeline if not STATE.shut_down else None
+    running = STATE.pipeline  # (shut down, or not)
+    previous = running if not STATE.shut_down else None
     if previous is not None and previous.settings == settings and STATE.pid == os.getpid():
         return {}
     old = previous.settings if previous is not None else None
@@ -145,6 +148,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     chain, enricher_chain = build_chain(settings)
     resource = build_resource(settings)
     retiring: list[ExportProcessor] = []
+    created: list[ExportProcessor] = []
     if (
         previous is not None
         and previous.processors
@@ -152,7 +156,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     ):
         processors = previous.processors  # the running exporters keep their queues
     else:
-        processors = [
+        processors = created = [
             ExportProcessor(
                 spec.name,
                 create_exporter(spec, settings),
@@ -161,16 +165,24 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
             )
             for spec in specs
         ]
-        retiring = previous.processors if previous is not None else []
+        retiring = running.processors if running is not None else []
     provider, owns_provider = _provider(previous, settings, resource)
     router = STATE.routers.get(id(provider))
     if router is None:
         router = STATE.routers[id(provider)] = Router()
         provider.add_log_record_processor(router)
-    if retiring and STATE.bridge is not None:
+    if retiring and STATE.bridge is not None and not STATE.shut_down:
         # what was logged before this call still goes to the exporters configured then
         STATE.bridge.flush(settings.shutdown_timeout)
     # -- swap
+    if STATE.bridge is None or STATE.shut_down:
+        STATE.bridge = Bridge(provider, settings.queue, earlier=STATE.bridge)
+    mark = intake_mark()
+    for processor in retiring:
+        if processor.intake_end is None:
+            processor.intake_end = mark
+    for processor in created:
+        processor.intake_start = mark
     router.targets = tuple(processors)
     STATE.pipeline = Pipeline(
         settings=settings,
@@ -180,20 +192,25 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
         processors=processors,
         enrichers=enricher_chain,
     )
-    if STATE.bridge is None or STATE.shut_down:
-        STATE.bridge = Bridge(provider, settings.queue)
     STATE.shut_down = False
+    STATE.exit_started = None  # (configured again after an exit began: no longer exiting)
     STATE.pid = os.getpid()
     STATE.autoconfigure = _autoconfigure
     STATE.chain[:] = chain
     configure_structlog()
     set_levels(*levels_of(settings.level, settings.logger_levels))
     stdlib.route(settings)
-    monitoring.install()
+    alerts.install()
+    try:
+        metrics.register_metrics()  # on the global MeterProvider (a no-op proxy until set)
+    except Exception as exc:  # pragma: no cover - the metrics API never raises in practice
+        _diag.report("metrics", f"fapilog could not register its metrics: {exc!r}")
     if not STATE.atexit_registered:
         atexit.register(at_exit)
         STATE.atexit_registered = True
     install_sigterm_handler()
+    uvicorn.drain_on_reraised_signals()
+    register_child_drain()
     if retiring:
         # drain the old exporters in the background (bounded), keeping their counts
         STATE.retired.extend(retiring)
@@ -271,6 +288,7 @@ def reset() -> None:
         STATE.pipeline = None
         STATE.retired = []
         STATE.shut_down = False
+        STATE.exit_started = None
         STATE.pid = os.getpid()
         set_levels(20, {})
         STATE.chain[:] = default_chain()

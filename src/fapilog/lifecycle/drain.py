@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fapilog._state import STATE
+from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, shutdown_processors
 
 if TYPE_CHECKING:
@@ -26,23 +27,43 @@ if TYPE_CHECKING:
 __all__ = [
     "add_shutdown_hook",
     "at_exit",
+    "begin_exit",
     "drain_in_background",
     "force_flush",
     "install_sigterm_handler",
     "shutdown",
+    "sigterm_drain",
     "uninstall_sigterm_handler",
 ]
 
 
+def begin_exit() -> None:
+    """The process has begun to exit (see `ProcessState.exit_started`): from now on every
+    flush and drain shares one deadline."""
+    if STATE.exit_started is None:
+        STATE.exit_started = time.monotonic()
+
+
+def _budget(timeout: float | None, shutdown_timeout: float) -> float:
+    """Seconds a flush or drain may take: `timeout` (default `shutdown_timeout`), and once
+    the process is exiting, no more than what the one exit deadline has left."""
+    budget = shutdown_timeout if timeout is None else timeout
+    started = STATE.exit_started
+    if started is not None:
+        budget = min(budget, started + shutdown_timeout - time.monotonic())
+    return max(0.0, budget)
+
+
 def force_flush(timeout: float | None = None) -> bool:
     """Export everything logged so far; wait at most `timeout` seconds (default
-    `shutdown_timeout`). Returns whether everything was exported in time."""
+    `shutdown_timeout`; while the process exits, at most what its one exit deadline has
+    left). Returns whether everything was exported in time."""
     pipeline = STATE.pipeline
     bridge: Bridge | None = STATE.bridge
     if bridge is None or pipeline is None:
         return True
-    budget = pipeline.settings.shutdown_timeout if timeout is None else timeout
-    deadline = time.monotonic() + max(0.0, budget)
+    budget = _budget(timeout, pipeline.settings.shutdown_timeout)
+    deadline = time.monotonic() + budget
     ok = bridge.flush(budget)
     for processor in list(pipeline.processors):
         ok = processor.force_flush(max(0.0, deadline - time.monotonic())) and ok
@@ -51,16 +72,21 @@ def force_flush(timeout: float | None = None) -> bool:
 
 def shutdown(timeout: float | None = None) -> bool:
     """Drain and stop the pipeline, at most `timeout` seconds (default `shutdown_timeout`),
-    however slow or dead an exporter is. Records still queued at the deadline are counted as
-    dropped. Logging after shutdown is counted and discarded. Returns whether all drained."""
+    however slow or dead an exporter is (while the process exits, at most what its one exit
+    deadline has left). Records still queued at the deadline are counted as dropped.
+    Logging after shutdown is counted and discarded. Returns whether all drained."""
     with STATE.lock:
         pipeline = STATE.pipeline
         bridge: Bridge | None = STATE.bridge
         if pipeline is None or STATE.shut_down or bridge is None:
             return True
-        budget = pipeline.settings.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + max(0.0, budget)
+        budget = _budget(timeout, pipeline.settings.shutdown_timeout)
+        deadline = time.monotonic() + budget
         ok = bridge.shutdown(budget)
+        mark = intake_mark()  # nothing logged from now on reaches these exporters
+        for processor in pipeline.processors:
+            if processor.intake_end is None:
+                processor.intake_end = mark
         remaining = max(0.0, deadline - time.monotonic())
         ok = shutdown_processors(pipeline.processors + STATE.retired, remaining) and ok
         for hook in list(STATE.shutdown_hooks):
@@ -94,6 +120,7 @@ def drain_in_background(processors: list[ExportProcessor], timeout: float) -> No
 def at_exit() -> None:
     """The interpreter is exiting (also in a forked child: its queues were emptied at fork,
     the parent delivers what was queued then, so it drains only its own records)."""
+    begin_exit()
     try:
         shutdown()
     except Exception:  # pragma: no cover - never fail interpreter exit
@@ -112,12 +139,19 @@ def install_sigterm_handler() -> None:
         pass
 
 
+def sigterm_drain() -> Callable[[int, Any], None]:
+    """fapilog's SIGTERM handler: drain (within the one exit deadline), then restore the
+    default action and end the process by SIGTERM, as the default action would have."""
+    return _on_sigterm
+
+
 def uninstall_sigterm_handler() -> None:
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    begin_exit()
     try:
         shutdown()
     finally:

@@ -1,8 +1,14 @@
-"""What a forked child needs (prefork servers, multiprocessing): its own ``process.pid`` in
-the Resource, its exit drain, and gunicorn's worker signals.
+"""What a child process needs (prefork servers, multiprocessing): its own ``process.pid``
+in the Resource, its exit drain, and gunicorn's worker signals.
 
-The queues themselves start empty in the child (`fapilog.pipeline`): the parent keeps and
-exports what was queued at fork time, so nothing is lost or duplicated.
+The queues themselves start empty in a forked child (`fapilog.pipeline`): the parent keeps
+and exports what was queued at fork time, so nothing is lost or duplicated.
+
+multiprocessing's children end with `os._exit()`, which skips `atexit`; before it they run
+multiprocessing's own exit finalizers. So fapilog's drain is one of those finalizers in every
+multiprocessing child that logs: registered when the child configures fapilog itself (any
+start method: fork, spawn, forkserver; pools, `ProcessPoolExecutor`, Granian's and
+hypercorn's workers), or, for a child forked from a configured parent, right after the fork.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from fapilog.integrations.gunicorn import patch_worker_after_fork
 from fapilog.lifecycle.drain import at_exit
 from fapilog.otel.logs import update_resource
 
-__all__: list[str] = []
+__all__ = ["register_child_drain"]
 
 
 def _refresh_pid_after_fork() -> None:
@@ -56,12 +62,22 @@ def _before_fork() -> None:
 
 
 def _multiprocessing_child(state: object) -> None:
-    """In a multiprocessing child: drain at its exit, after the finalizers of priority >= 0
-    (the application's) and before `os._exit()`."""
+    """In a child forked by multiprocessing from a configured parent (see the module doc)."""
+    register_child_drain()
+
+
+def register_child_drain() -> None:
+    """Drain at the end of this multiprocessing child, after its finalizers of priority
+    >= 0 (the application's) and before `os._exit()`. Once per process; nothing outside a
+    process that uses multiprocessing."""
     util = sys.modules.get("multiprocessing.util")
-    if util is None:  # pragma: no cover - it called us
+    if util is None or STATE.child_drain_pid == os.getpid():
         return
-    util.Finalize(None, at_exit, exitpriority=-10)
+    try:
+        util.Finalize(None, at_exit, exitpriority=-10)
+        STATE.child_drain_pid = os.getpid()
+    except Exception:  # pragma: no cover - never fail a configuration over it
+        pass
 
 
 if hasattr(os, "register_at_fork"):

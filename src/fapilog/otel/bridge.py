@@ -9,7 +9,8 @@ out to the exporters.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
@@ -19,6 +20,7 @@ from fapilog.capture.record import Pending
 from fapilog.otel.logs import (
     Logger,
     LoggerProvider,
+    ReadableLogRecord,
     emit,
     fast_emit_supported,
     make_record,
@@ -26,11 +28,21 @@ from fapilog.otel.logs import (
 )
 from fapilog.otel.semconv import exception_attributes
 from fapilog.otel.trace import span_context_of
-from fapilog.pipeline.queue import BatchQueue
-from fapilog.pipeline.router import collect_batch
+from fapilog.pipeline.intake import IntakeQueue
+from fapilog.pipeline.router import ExportProcessor, collect_batch
 from fapilog.settings import QueueSettings
 
-__all__ = ["Bridge", "event_fields"]
+__all__ = ["Bridge", "Forward", "event_fields"]
+
+
+class Forward(NamedTuple):
+    """A LogRecord someone else emitted on an application thread (the OpenTelemetry logs
+    API, FastAPI's own telemetry) on its way to fapilog's exporter queues: it travels
+    through the intake too, so no application thread takes an exporter queue's lock."""
+
+    targets: Sequence[ExportProcessor]
+    severity: int
+    record: ReadableLogRecord
 
 
 def event_fields(pending: Pending) -> tuple[Any, dict[str, Any]]:
@@ -56,30 +68,51 @@ def _record_fields(pending: Pending) -> tuple[Any, dict[str, Any], trace.SpanCon
     return body, attributes, span_context
 
 
-def _pending_severity(pending: Pending) -> int:
-    return pending.severity.value
+def _severity(item: Pending | Forward) -> int:
+    if isinstance(item, Forward):
+        return item.severity
+    return item.severity.value
 
 
 class Bridge:
-    """The intake queue and its worker, emitting LogRecords through `provider`."""
+    """The intake queue and its worker, emitting LogRecords through `provider`.
 
-    def __init__(self, provider: LoggerProvider, settings: QueueSettings) -> None:
+    `earlier`: the bridge this one replaces (a configuration after a shutdown): its figures
+    carry over, so `fapilog.stats()` adds up over the process's life."""
+
+    def __init__(
+        self, provider: LoggerProvider, settings: QueueSettings, earlier: Bridge | None = None
+    ) -> None:
         self.provider = provider
         self._loggers: dict[str, tuple[Logger, bool]] = {}
-        self.errors = 0
+        self.errors: int = earlier.errors if earlier is not None else 0
         # the intake hands over immediately: batching happens per exporter
-        self.intake: BatchQueue[Pending] = BatchQueue(
-            "intake", self._emit_batch, _pending_severity, settings, max_delay=0
+        self.intake: IntakeQueue[Pending | Forward] = IntakeQueue(
+            "intake", self._emit_batch, _severity, settings
         )
+        if earlier is not None:
+            self.intake.inherit(earlier.intake)
         self.put = self.intake.put
 
-    def _emit_batch(self, batch: list[Pending]) -> None:
-        with collect_batch():
-            self._emit_each(batch)
+    def forward(self, targets: Sequence[ExportProcessor], record: ReadableLogRecord) -> bool:
+        """Queue a record emitted on another thread for `targets` (see `Forward`)."""
+        number = record.log_record.severity_number
+        return self.intake.put(Forward(targets, number.value if number is not None else 0, record))
 
-    def _emit_each(self, batch: list[Pending]) -> None:
+    def _emit_batch(self, batch: list[Pending | Forward]) -> None:
+        with collect_batch() as collected:
+            self._emit_each(batch, collected)
+
+    def _emit_each(
+        self,
+        batch: list[Pending | Forward],
+        collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]],
+    ) -> None:
         loggers = self._loggers
         for pending in batch:
+            if isinstance(pending, Forward):
+                collected.append((pending.targets, pending.record))
+                continue
             try:
                 body, attributes, span_context = _record_fields(pending)
                 record = make_record(
@@ -101,7 +134,9 @@ class Bridge:
                 _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
 
     def flush(self, timeout: float) -> bool:
-        return self.intake.flush(timeout)
+        flushed: bool = self.intake.flush(timeout)
+        return flushed
 
     def shutdown(self, timeout: float) -> bool:
-        return self.intake.shutdown(timeout)
+        drained: bool = self.intake.shutdown(timeout)
+        return drained

@@ -279,6 +279,8 @@ class _ExitClock:
         with self._lock:
             if self.started_at is None:
                 self.started_at = time.monotonic()
+            if STATE.exit_started is None:  # the one exit deadline starts here too
+                STATE.exit_started = self.started_at
             guards = list(self._guards)
         for guard in guards:
             guard.on_exit()

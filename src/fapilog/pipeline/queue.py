@@ -1,9 +1,10 @@
 """The non-blocking pipeline: bounded queues, background workers, overflow policies.
 
-`BatchQueue` is the one mechanism: a bounded deque guarded by one lock, one daemon worker
-woken by notification (an idle worker waits on a condition with no timeout: no polling), a
-consumer called with batches. It backs both the bridge's intake queue (captured events ->
-LogRecords) and each exporter's queue (`ExportProcessor`).
+`BatchQueue` is the queue in front of each exporter (`ExportProcessor`): a bounded deque
+guarded by one lock, one daemon worker woken by notification (an idle worker waits on a
+condition with no timeout: no polling), a consumer called with batches. Only fapilog's own
+threads put records into it (the bridge's worker); the application's threads hand records to
+the bridge through the lock-free intake (`fapilog.pipeline.intake`).
 
 Accounting is exact: every record offered to a queue is either accepted or dropped, and
 every accepted record is eventually delivered, dropped (evicted, failed, abandoned at the
@@ -32,7 +33,7 @@ from typing import Any, Generic, TypeVar
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog._state import worker_thread
-from fapilog.pipeline import monitoring
+from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
 __all__ = ["BatchQueue"]
@@ -50,7 +51,9 @@ class BatchQueue(Generic[T]):
     on the worker and returns None when the batch was delivered, the reason it was not
     (the whole batch counted as dropped), or ``(reason, lost)`` when only `lost` records of
     it were not delivered; it must not raise (if it does, the batch counts as dropped,
-    reason ``consumer_error``).
+    reason ``consumer_error``). `on_stop()`, if given, is the worker's last act once it has
+    delivered everything at shutdown (an exporter's own shutdown: run on the worker, it needs
+    no new thread, which an exiting interpreter may refuse to start).
     """
 
     def __init__(
@@ -61,9 +64,11 @@ class BatchQueue(Generic[T]):
         settings: QueueSettings,
         *,
         max_delay: float | None = None,
+        on_stop: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self._consume = consume
+        self._on_stop = on_stop
         self._severity = severity
         self.max_size = settings.max_size
         self.batch_size = min(settings.batch_size, settings.max_size)
@@ -91,7 +96,8 @@ class BatchQueue(Generic[T]):
 
     def _init_state(self) -> None:
         self._queue: deque[T] = deque()
-        self._lock = threading.Lock()
+        # reentrant: a signal handler's drain may run on the thread of a frame that holds it
+        self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)  # the worker waits here
         self._progress = threading.Condition(self._lock)  # blocked callers and flushers
         self._settled = 0  # accepted records that left for good (delivered or dropped)
@@ -253,7 +259,7 @@ class BatchQueue(Generic[T]):
         """Count dropped records (lock held) and tell the monitor (cheap, never calls out)."""
         total = self.dropped.get(reason, 0) + count
         self.dropped[reason] = total
-        monitoring.note_drop(self.name, reason, count, total)
+        alerts.note_drop(self.name, reason, count, total)
 
     def _put_sync(self, item: T) -> bool:
         """No worker could be started (interpreter shutting down, thread limit): deliver on
@@ -284,8 +290,24 @@ class BatchQueue(Generic[T]):
             while True:
                 batch = self._next_batch()
                 if batch is None:
-                    return
+                    break
                 self._process(batch)
+            if self._on_stop is not None:
+                try:
+                    self._on_stop()
+                except Exception as exc:
+                    _diag.report(
+                        f"stop:{self.name}", f"fapilog {self.name!r}: shutdown raised {exc!r}"
+                    )
+
+    def join(self, deadline: float) -> bool:
+        """Wait for the worker to stop, until `deadline` (time.monotonic()). Returns whether
+        it stopped (or never ran)."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return not thread.is_alive()
 
     def _next_batch(self) -> list[T] | None:
         with self._lock:
@@ -411,6 +433,11 @@ class BatchQueue(Generic[T]):
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Records of the batch the consumer is working on (not yet delivered or dropped)."""
+        return 0 if self._written_off else self._inflight
 
     def total_dropped(self) -> int:
         return sum(self.dropped.values())

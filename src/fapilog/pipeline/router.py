@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fapilog import _diag
-from fapilog._state import worker_thread
-from fapilog.exporters.contract import DetailedStats, PartialLoss
+from fapilog._state import STATE, worker_thread
+from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss
 from fapilog.otel.logs import (
     LogRecordExporter,
     LogRecordExportResult,
@@ -26,7 +26,8 @@ from fapilog.otel.logs import (
     ReadWriteLogRecord,
     readable,
 )
-from fapilog.pipeline import monitoring
+from fapilog.pipeline import alerts, metrics
+from fapilog.pipeline.accounting import IntakeMark
 from fapilog.pipeline.queue import BatchQueue
 from fapilog.settings import QueueSettings
 
@@ -63,19 +64,31 @@ def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: floa
     return not any(thread.is_alive() for thread in threads)
 
 
+# how long an exporter told to abort at the deadline has to return before its batch is
+# written off (the one exit bound is shutdown_timeout plus this)
+ABORT_GRACE = 0.5
+
+
 def shutdown_processors(processors: Sequence[ExportProcessor], timeout: float) -> bool:
-    """Shut exporters down together under one deadline: every queue is told to drain
-    first, so a dead exporter's wait never eats the time of the healthy ones. Then each
-    exporter's own shutdown(), in parallel, bounded by what is left."""
+    """Shut exporters down together under one deadline, in parallel, with no new thread:
+    every queue is told to deliver what it holds, then each worker calls its exporter's own
+    `shutdown()` and stops. At the deadline an exporter still busy (retrying a dead
+    endpoint) is told to abort, if it can (`fapilog.exporters.Abortable`), and given
+    `ABORT_GRACE` seconds; what is still queued or in flight then is counted as dropped,
+    reason ``shutdown_timeout``. Returns whether everything was delivered."""
     deadline = time.monotonic() + max(0.0, timeout)
     pending = [processor for processor in processors if not processor._shutdown]
     for processor in pending:
         processor._shutdown = True
         processor.queue.begin_shutdown()
+    stuck = [processor for processor in pending if not processor.queue.join(deadline)]
+    for processor in stuck:
+        processor.abort()
+    if stuck:
+        deadline = time.monotonic() + ABORT_GRACE
     drained = True
     for processor in pending:
         drained = processor.queue.finish_shutdown(deadline) and drained
-    _call_all_bounded([(f"{p.name}-shutdown", p.exporter.shutdown) for p in pending], deadline)
     return drained
 
 
@@ -111,12 +124,22 @@ class ExportProcessor:
         self.exporter = exporter
         self.export_timeout = settings.export_timeout
         self.queue: BatchQueue[ReadableLogRecord] = BatchQueue(
-            name, self._export, _record_severity, settings, max_delay=max_delay
+            name,
+            self._export,
+            _record_severity,
+            settings,
+            max_delay=max_delay,
+            on_stop=exporter.shutdown,
         )
         self._shutdown = False
+        # the intake's figures when this exporter started and stopped receiving records
+        # (`fapilog.pipeline.accounting`): what was emitted during its life is its own
+        self.intake_start: IntakeMark = IntakeMark()
+        self.intake_end: IntakeMark | None = None
         # the exporter's optional extras (see fapilog.exporters.contract)
         self._reports_loss = isinstance(exporter, PartialLoss)
         self._details = isinstance(exporter, DetailedStats)
+        self._abortable = isinstance(exporter, Abortable)
         self._after_fork_in_child()
         _PROCESSORS.add(self)
 
@@ -162,7 +185,8 @@ class ExportProcessor:
             self.consecutive_failures += 1
             if error is None:
                 error = f"export returned {result!r}"
-        monitoring.note_export(
+        metrics.record_export(self.name, ok, elapsed)
+        alerts.note_export(
             self.name,
             ok,
             elapsed,
@@ -196,6 +220,16 @@ class ExportProcessor:
         """Drain and stop, at most `timeout` s however the exporter behaves."""
         return shutdown_processors([self], timeout)
 
+    def abort(self) -> None:
+        """The deadline passed with the exporter still busy: tell it to give up now (it
+        returns at once; only exporters that can, `Abortable`)."""
+        if not self._abortable:
+            return
+        try:
+            self.exporter.abort()  # type: ignore[attr-defined]
+        except Exception as exc:
+            _diag.report(f"abort:{self.name}", f"fapilog: {self.name}.abort() raised {exc!r}")
+
     def stats(self) -> dict[str, Any]:
         queue = self.queue
         figures: dict[str, Any] = {
@@ -204,6 +238,7 @@ class ExportProcessor:
             "dropped": queue.total_dropped(),
             "dropped_by_reason": dict(queue.dropped),
             "queued": queue.depth,
+            "in_flight": queue.in_flight,
             "accepted": queue.accepted,
             "capacity": queue.max_size,
             "export_failures": self.failures,
@@ -230,13 +265,16 @@ class collect_batch:
     """Context manager for a thread that emits a batch of records (the bridge's worker):
     while it is active, Routers collect that thread's records and hand them to each
     exporter queue once at the end (`put_many`: one lock acquisition per batch instead of
-    one per record), in the order they were emitted. Other threads are not affected."""
+    one per record), in the order they were emitted. Other threads are not affected.
+    `as` gives the list being collected (the bridge adds forwarded records to it)."""
 
     __slots__ = ("_outer",)
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]:
         self._outer = _COLLECTING.records
-        _COLLECTING.records = []
+        collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]] = []
+        _COLLECTING.records = collected
+        return collected
 
     def __exit__(self, *exc: object) -> None:
         collected = _COLLECTING.records
@@ -269,7 +307,10 @@ class Router(LogRecordProcessor):
 
     Added once per provider (the SDK has no way to remove a processor), it fans each record
     out to the current set of `ExportProcessor`s, which a reconfiguration swaps. On a thread
-    inside `collect_batch` it collects the records and queues them at the end of the batch.
+    inside `collect_batch` (the bridge's worker) it collects the records and queues them at
+    the end of the batch. A record someone else emits on an application thread goes through
+    the bridge's lock-free intake (`Bridge.forward`): no application thread ever takes an
+    exporter queue's lock, so a signal handler's drain never waits on one.
     """
 
     def __init__(self) -> None:
@@ -284,7 +325,11 @@ class Router(LogRecordProcessor):
         if collected is not None:
             collected.append((targets, record))
             return
-        for target in targets:
+        bridge = STATE.bridge
+        if bridge is not None and not STATE.shut_down:
+            bridge.forward(targets, record)
+            return
+        for target in targets:  # no bridge (shut down): queued (or counted) directly
             target.put(record)
 
     def shutdown(self) -> None:
