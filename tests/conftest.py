@@ -47,6 +47,12 @@ def subprocess_env() -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def runs(quick: int, soak: int) -> int:
+    """How many times a repeated scenario runs: `quick` in `make test`, `soak` in
+    `make soak` (FAPILOG_SOAK=1)."""
+    return soak if os.environ.get("FAPILOG_SOAK") else quick
+
+
 class MemoryExporter:
     """A registered exporter name backed by the SDK's InMemoryLogRecordExporter."""
 

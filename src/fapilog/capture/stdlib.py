@@ -42,7 +42,8 @@ _STANDARD_ATTRS = frozenset(
 )
 # Loggers that ship their own handlers writing plain text: they propagate to fapilog instead.
 TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn", "gunicorn.error",
-              "gunicorn.access")  # fmt: skip
+              "gunicorn.access", "hypercorn.error", "hypercorn.access", "_granian",
+              "granian.access")  # fmt: skip
 
 _local = threading.local()
 _MAX_DEPTH = 2

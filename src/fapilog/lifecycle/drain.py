@@ -44,14 +44,23 @@ def begin_exit() -> None:
         STATE.exit_started = time.monotonic()
 
 
-def _budget(timeout: float | None, shutdown_timeout: float) -> float:
+def _budget(timeout: float | None, shutdown_timeout: float, *, reserve: bool = False) -> float:
     """Seconds a flush or drain may take: `timeout` (default `shutdown_timeout`), and once
-    the process is exiting, no more than what the one exit deadline has left."""
+    the process is exiting, no more than what the one exit deadline has left; a flush
+    (`reserve`) leaves the last part of it to the final drain, which delivers what was
+    logged after the flush (a server's last lines) even when a dead exporter made the flush
+    wait to its end."""
     budget = shutdown_timeout if timeout is None else timeout
     started = STATE.exit_started
     if started is not None:
-        budget = min(budget, started + shutdown_timeout - time.monotonic())
+        left = started + shutdown_timeout - time.monotonic()
+        if reserve:
+            left -= min(_EXIT_RESERVE, shutdown_timeout * 0.2)
+        budget = min(budget, left)
     return max(0.0, budget)
+
+
+_EXIT_RESERVE = 1.0  # seconds of the exit deadline kept for the final drain, at most
 
 
 def force_flush(timeout: float | None = None) -> bool:
@@ -62,7 +71,7 @@ def force_flush(timeout: float | None = None) -> bool:
     bridge: Bridge | None = STATE.bridge
     if bridge is None or pipeline is None:
         return True
-    budget = _budget(timeout, pipeline.settings.shutdown_timeout)
+    budget = _budget(timeout, pipeline.settings.shutdown_timeout, reserve=True)
     deadline = time.monotonic() + budget
     ok = bridge.flush(budget)
     for processor in list(pipeline.processors):

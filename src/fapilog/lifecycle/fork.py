@@ -62,20 +62,27 @@ def _before_fork() -> None:
 
 
 def _multiprocessing_child(state: object) -> None:
-    """In a child forked by multiprocessing from a configured parent (see the module doc)."""
+    """multiprocessing starts a child's run: it has just cleared the finalizers registered
+    until now (those of a forked parent, and those of a spawn or forkserver child that
+    configured fapilog while importing the main module): register the drain again."""
+    STATE.child_drain_pid = 0
     register_child_drain()
 
 
 def register_child_drain() -> None:
     """Drain at the end of this multiprocessing child, after its finalizers of priority
-    >= 0 (the application's) and before `os._exit()`. Once per process; nothing outside a
-    process that uses multiprocessing."""
+    >= 0 (the application's) and before `os._exit()`; and again in each child process
+    multiprocessing starts from here. Once per process; nothing outside a process that uses
+    multiprocessing."""
     util = sys.modules.get("multiprocessing.util")
     if util is None or STATE.child_drain_pid == os.getpid():
         return
     try:
         util.Finalize(None, at_exit, exitpriority=-10)
         STATE.child_drain_pid = os.getpid()
+        if not STATE.multiprocessing_hooked:
+            util.register_after_fork(STATE, _multiprocessing_child)
+            STATE.multiprocessing_hooked = True
     except Exception:  # pragma: no cover - never fail a configuration over it
         pass
 

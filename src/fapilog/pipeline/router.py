@@ -82,9 +82,8 @@ def shutdown_processors(processors: Sequence[ExportProcessor], timeout: float) -
         processor._shutdown = True
         processor.queue.begin_shutdown()
     stuck = [processor for processor in pending if not processor.queue.join(deadline)]
-    for processor in stuck:
-        processor.abort()
-    if stuck:
+    aborted = [processor for processor in stuck if processor.abort()]
+    if aborted:
         deadline = time.monotonic() + ABORT_GRACE
     drained = True
     for processor in pending:
@@ -220,15 +219,18 @@ class ExportProcessor:
         """Drain and stop, at most `timeout` s however the exporter behaves."""
         return shutdown_processors([self], timeout)
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """The deadline passed with the exporter still busy: tell it to give up now (it
-        returns at once; only exporters that can, `Abortable`)."""
+        returns at once). Returns whether it was told (only exporters that can,
+        `Abortable`)."""
         if not self._abortable:
-            return
+            return False
         try:
             self.exporter.abort()  # type: ignore[attr-defined]
         except Exception as exc:
             _diag.report(f"abort:{self.name}", f"fapilog: {self.name}.abort() raised {exc!r}")
+            return False
+        return True
 
     def stats(self) -> dict[str, Any]:
         queue = self.queue

@@ -1,0 +1,179 @@
+"""Signals never deadlock the process: the path a signal handler takes (logging, or
+fapilog's own SIGTERM drain) acquires no lock that the interrupted log call can hold.
+
+Each scenario runs in a real child process, with a timeout, many times (`runs()`: a few in
+`make test`, the full counts in `make soak`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import runs
+
+TIGHT_LOOP = textwrap.dedent(
+    """
+    import os, sys
+    import fapilog
+
+    path, progress = sys.argv[1], int(sys.argv[2])
+    fapilog.configure_logging(
+        exporters=["file"], file={"path": path}, capture_stdlib=False, shutdown_timeout=2,
+        queue={"overflow": "block", "block_timeout": 60},
+    )
+    log = fapilog.get_logger("loop")
+    i = 0
+    while True:
+        log.info("n", i=i)
+        if i % 50 == 0:
+            os.write(progress, b"%d\\n" % i)  # reported after its record was logged
+        i += 1
+    """
+)
+
+
+def _numbers(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["i"] for line in path.read_text().splitlines() if line]
+
+
+def _sigterm_run(tmp_path: Path, env: dict[str, str], run: int) -> None:
+    path = tmp_path / f"loop-{run}.log"
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", TIGHT_LOOP, str(path), str(write_end)],
+        env=env,
+        pass_fds=(write_end,),
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    reported = -1
+    buffered = b""
+    try:
+        deadline = time.monotonic() + 30
+        wanted = random.randint(200, 20_000)  # signal at a different point each run
+        while reported < wanted and time.monotonic() < deadline:
+            ready, _, _ = select.select([read_end], [], [], 1)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                if lines:
+                    reported = int(lines[-1])
+        assert reported >= 0, "the child never got going"
+        child.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = child.communicate(timeout=20)
+        took = time.monotonic() - sent
+    finally:
+        os.close(read_end)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGTERM, err.decode()[-2000:]
+    assert took < 3.0, f"run {run}: exit took {took:.2f} s"
+    numbers = _numbers(path)
+    assert numbers == list(range(len(numbers))), f"run {run}: a gap in the file"
+    assert numbers and numbers[-1] >= reported, (run, numbers[-1:], reported)
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+def test_sigterm_into_a_tight_logging_loop_exits_in_time_with_a_gap_free_file(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """SIGTERM lands anywhere in a log call (the loop blocks on a full queue half the time):
+    the drain finishes within shutdown_timeout + 1 s, and the file holds every record up to
+    the last one the loop reported, in order, without a gap."""
+    for run in range(runs(quick=5, soak=100)):
+        _sigterm_run(tmp_path, subprocess_env, run)
+
+
+HANDLER_LOGS = textwrap.dedent(
+    """
+    import logging, os, signal, sys
+    import fapilog
+
+    path, acks, expected, via = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    fapilog.configure_logging(exporters=["file"], file={"path": path})
+    log = fapilog.get_logger("loop")
+    stdlib = logging.getLogger("handler")
+    handled = 0
+
+    def on_usr1(signum, frame):
+        global handled
+        handled += 1
+        if via == "stdlib":
+            stdlib.warning("handled %d", handled)
+        else:
+            log.warning("handled", n=handled)
+        os.write(acks, b"%d\\n" % handled)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    os.write(acks, b"ready\\n")
+    i = 0
+    while handled < expected:
+        log.info("n", i=i)
+        i += 1
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+@pytest.mark.parametrize("via", ["fapilog", "stdlib"])
+def test_a_signal_handler_that_logs_never_hangs_and_every_line_arrives(
+    tmp_path: Path, subprocess_env: dict[str, str], via: str
+) -> None:
+    """An application's SIGUSR1 handler logs while the main thread is in the middle of a
+    log call, over and over: no hang, and every handler line is delivered."""
+    expected = runs(quick=50, soak=200)
+    path = tmp_path / "handler.log"
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", HANDLER_LOGS, str(path), str(write_end), str(expected), via],
+        env=subprocess_env,
+        pass_fds=(write_end,),
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    acks = os.fdopen(read_end, "rb")
+    try:
+        assert acks.readline() == b"ready\n"
+        for n in range(1, expected + 1):
+            time.sleep(random.random() / 500)  # land at a different point of the loop
+            child.send_signal(signal.SIGUSR1)
+            ready, _, _ = select.select([acks], [], [], 10)
+            assert ready, f"no answer to signal {n}: the process hangs"
+            assert acks.readline() == b"%d\n" % n
+        _, err = child.communicate(timeout=20)
+    finally:
+        acks.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err.decode()[-2000:]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    handled = [
+        line for line in lines if line["logger"] == "handler" or line["message"] == "handled"
+    ]
+    if via == "stdlib":
+        assert [line["message"] for line in handled] == [
+            f"handled {n}" for n in range(1, expected + 1)
+        ]
+    else:
+        assert [line["n"] for line in handled] == list(range(1, expected + 1))
