@@ -8,6 +8,14 @@ ExportTraceServiceRequest, gzip or not).
         logs = receiver.wait_for_logs(lambda logs: len(logs) >= 2)
 
 Received data is flattened into plain dicts (`LogEntry`, `SpanEntry`) that tests compare.
+
+Like a collector, it can answer a partial success (`rejected_logs`: that many records of
+each logs request rejected, i.e. not stored; `partial_message`: its error message, alone a
+warning), and its gRPC
+server refuses messages over its receive limit (`grpc_max_receive_bytes`, gRPC's 4 MiB by
+default) with RESOURCE_EXHAUSTED. `fail_logs(code, times=, after=)` makes coming gRPC logs
+requests fail with a status (UNAVAILABLE: a collector restarting), storing nothing.
+`log_requests` keeps the size and record count of each logs request stored.
 """
 
 from __future__ import annotations
@@ -93,10 +101,18 @@ class OtlpReceiver:
         http_status: int = 200,
         tls: tuple[str, str] | None = None,
         require_client_cert: bool = False,
+        rejected_logs: int = 0,
+        partial_message: str | None = None,
+        grpc_max_receive_bytes: int | None = None,
     ) -> None:
         """`tls`: (certificate file, key file) to serve TLS on both endpoints (the certificate
         also verifies client certificates when `require_client_cert`)."""
         self.tls = tls
+        self.rejected_logs = rejected_logs
+        self.partial_message = partial_message
+        self.grpc_max_receive_bytes = grpc_max_receive_bytes
+        self.log_requests: list[tuple[int, int]] = []  # (serialized bytes, records)
+        self._failures: list[grpc.StatusCode | None] = []
         self.require_client_cert = require_client_cert
         self.logs: list[LogEntry] = []
         self.spans: list[SpanEntry] = []
@@ -126,6 +142,16 @@ class OtlpReceiver:
     def endpoint(self, protocol: str) -> str:
         return self.grpc_endpoint if protocol == "grpc" else self.http_endpoint
 
+    def fail_logs(self, code: grpc.StatusCode, *, times: int = 1, after: int = 0) -> None:
+        """Once `after` more gRPC logs requests were answered as usual, answer the next
+        `times` with `code` (nothing stored)."""
+        with self._cond:
+            self._failures.extend([None] * after + [code] * times)
+
+    def _take_failure(self) -> grpc.StatusCode | None:
+        with self._cond:
+            return self._failures.pop(0) if self._failures else None
+
     # -- recording ---------------------------------------------------------------------
 
     def _record_logs(
@@ -133,7 +159,8 @@ class OtlpReceiver:
         request: logs_service_pb2.ExportLogsServiceRequest,
         transport: str,
         headers: dict[str, str],
-    ) -> None:
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        """Store the request's records (but the rejected ones); the answer to send."""
         entries = []
         for resource_logs in request.resource_logs:
             resource = _attributes(resource_logs.resource.attributes)
@@ -153,10 +180,18 @@ class OtlpReceiver:
                             headers=headers,
                         )
                     )
+        rejected = min(self.rejected_logs, len(entries))
         with self._cond:
             self.requests += 1
-            self.logs.extend(entries)
+            self.log_requests.append((request.ByteSize(), len(entries)))
+            self.logs.extend(entries[: len(entries) - rejected])
             self._cond.notify_all()
+        response = logs_service_pb2.ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+        if self.partial_message is not None:
+            response.partial_success.error_message = self.partial_message
+        return response
 
     def _record_spans(
         self,
@@ -217,15 +252,20 @@ class OtlpReceiver:
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._record_logs(request, "grpc", dict(context.invocation_metadata()))
-                return logs_service_pb2.ExportLogsServiceResponse()
+                failure = receiver._take_failure()
+                if failure is not None:
+                    context.abort(failure, "injected failure")
+                return receiver._record_logs(request, "grpc", dict(context.invocation_metadata()))
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
                 receiver._record_spans(request, "grpc", dict(context.invocation_metadata()))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        options = []
+        if self.grpc_max_receive_bytes is not None:
+            options.append(("grpc.max_receive_message_length", self.grpc_max_receive_bytes))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         if self.tls is None:
@@ -257,8 +297,8 @@ class OtlpReceiver:
                 if self.path == "/v1/logs":
                     logs_request = logs_service_pb2.ExportLogsServiceRequest()
                     logs_request.ParseFromString(data)
-                    receiver._record_logs(logs_request, "http", headers)
-                    body = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+                    answer = receiver._record_logs(logs_request, "http", headers)
+                    body = answer.SerializeToString()
                 elif self.path == "/v1/traces":
                     trace_request = trace_service_pb2.ExportTraceServiceRequest()
                     trace_request.ParseFromString(data)

@@ -7,7 +7,9 @@ per stream, and cut into requests of at most ``batch_bytes`` (1 MiB) of line and
 bytes. Delivery follows promtail: 429, 5xx and connection errors are retried with
 exponential backoff and jitter (0.5 s -> 5 min, 10 retries, ``Retry-After`` honoured);
 any other 4xx drops the request and counts it (Loki has stored the valid part of a
-rejected batch, so resending it would duplicate). The backoff waits on an Event that
+rejected batch, so resending it would duplicate). ``timeout`` bounds a whole push (connect,
+send, the whole response; `fapilog.exporters._deadline`): a server dripping its answer is cut
+off then and the push retried like any timeout. The backoff waits on an Event that
 `shutdown()` sets, so a dead Loki never holds the process past fapilog's shutdown deadline.
 While a push is retried, new records wait in the exporter's bounded queue, where the
 overflow policy applies: the exporter itself holds only the batch being sent.
@@ -29,6 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import httpx
@@ -36,6 +39,7 @@ import orjson
 from pydantic import SecretStr
 
 from fapilog import _diag
+from fapilog.exporters._deadline import DeadlineTransport, environment_proxy
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.exporters.loki_config import (
     LABEL_SOURCES,
@@ -120,7 +124,8 @@ def _retry_after(value: str | None) -> float | None:
 
 class LokiExporter(LogRecordExporter):
     """Pushes batches to Loki (see the module docstring). `transport` is the httpx seam
-    (tests, proxies); `rng` makes the jitter reproducible."""
+    (tests, custom proxies; httpx's per-operation timeouts then apply instead of the
+    whole-push deadline); `rng` makes the jitter reproducible."""
 
     def __init__(
         self,
@@ -167,6 +172,13 @@ class LokiExporter(LogRecordExporter):
             self._headers["Content-Encoding"] = "gzip"
         if settings.tenant_id:
             self._headers["X-Scope-OrgID"] = settings.tenant_id
+        # `timeout` bounds a whole push (connect, send, the whole response), not each read:
+        # a server dripping its answer is cut off then, and the push retried
+        self._deadline: DeadlineTransport | None = None
+        if transport is None:
+            transport = self._deadline = DeadlineTransport(
+                proxy=environment_proxy(httpx.URL(self._url))
+            )
         self._client = httpx.Client(
             transport=transport, timeout=httpx.Timeout(settings.timeout), follow_redirects=False
         )
@@ -412,9 +424,12 @@ class LokiExporter(LogRecordExporter):
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, float | None, str]:
         started = time.perf_counter()
+        deadline = self._deadline
+        bounded = deadline.deadline(self._settings.timeout) if deadline else nullcontext()
         _local.quiet = True
         try:
-            response = self._client.post(self._url, content=body, headers=headers)
+            with bounded:
+                response = self._client.post(self._url, content=body, headers=headers)
         except Exception as exc:  # connection refused, timeout, closed at shutdown
             self._timed("error", started)
             return None, None, self._scrub(f"{type(exc).__name__}: {exc}")

@@ -4,15 +4,24 @@ http/protobuf), with the SDK's own OTLP log exporter configured by `fapilog.otel
 It runs on fapilog's `ExportProcessor` worker like every exporter, so a slow or dead
 collector never blocks the application; see `fapilog.otel.otlp` for the timeouts and the exit
 behaviour, docs/opentelemetry.md for the settings.
+
+What the collector did with each record is counted exactly (`fapilog.otel.otlp_logs`):
+records it rejected in a partial success are dropped with reason ``rejected``; over gRPC,
+a request over the collector's message limit is sent in parts, a record too large on its
+own is dropped with reason ``too_large``, and when an export fails after some parts were
+delivered only the rest counts as dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from fapilog import _diag
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.exporters.spec import ExporterSpec
 from fapilog.otel.otlp import ExportGuard, sdk_log_exporter
+from fapilog.otel.otlp_logs import Delivery
 from fapilog.settings import LoggingSettings
 
 __all__ = [
@@ -24,18 +33,75 @@ __all__ = [
 class OtlpLogExporter(LogRecordExporter):
     """The SDK's OTLP log exporter behind fapilog's guard: its own HTTP/gRPC calls are not
     instrumented, and once the interpreter is exiting a failing collector is given up at
-    once instead of retried."""
+    once instead of retried. With a `Delivery` the SDK exporter reports to, a partial loss
+    is reported through ``last_export_dropped`` / ``last_export_reason`` (the exporter
+    contract's `PartialLoss`)."""
 
-    def __init__(self, inner: LogRecordExporter) -> None:
+    def __init__(self, inner: LogRecordExporter, delivery: Delivery | None = None) -> None:
         self.inner = inner
         self._guard = ExportGuard("logs", inner)
+        self._delivery = delivery if delivery is not None and delivery.attached else None
+        self.last_export_dropped: int | None = None
+        self.last_export_reason: str | None = None
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        return self._guard.call(
+        delivery = self._delivery
+        self.last_export_dropped = None  # not known: the whole batch, if it failed
+        self.last_export_reason = None
+        if delivery is not None:
+            delivery.begin()
+        result = self._guard.call(
             lambda: self.inner.export(batch),
             LogRecordExportResult.SUCCESS,
             LogRecordExportResult.FAILURE,
         )
+        if delivery is None:
+            return result
+        return self._account(batch, result, delivery)
+
+    def _account(
+        self,
+        batch: Sequence[ReadableLogRecord],
+        result: LogRecordExportResult,
+        delivery: Delivery,
+    ) -> LogRecordExportResult:
+        size = len(batch)
+        ok = result == LogRecordExportResult.SUCCESS
+        # never delivered: all of a failed export but the gRPC parts that got through
+        undelivered = 0 if ok else size - min(size, delivery.delivered)
+        shares = {
+            "export_failed": undelivered,
+            "too_large": delivery.too_large,
+            "rejected": delivery.rejected,
+        }
+        lost = min(size, sum(shares.values()))
+        said = f": {delivery.messages[-1]}" if delivery.messages else ""
+        if delivery.rejected:
+            _diag.report(
+                "otlp-rejected",
+                f"fapilog OTLP log exporter: the collector rejected {delivery.rejected} of "
+                f"{size} records{said}",
+                level="error",
+            )
+        elif said:
+            _diag.report(
+                "otlp-warning",
+                f"fapilog OTLP log exporter: the collector accepted the records with a "
+                f"warning{said}",
+            )
+        if delivery.too_large:
+            _diag.report(
+                "otlp-too-large",
+                f"fapilog OTLP log exporter dropped {delivery.too_large} records larger "
+                f"than the collector's message limit ({delivery.limit} bytes) on their own",
+                level="error",
+            )
+        if not lost:
+            return result
+        self.last_export_dropped = lost
+        # an export losing records for several reasons counts them under its largest share
+        self.last_export_reason = max(shares, key=lambda reason: shares[reason])
+        return LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
         self._guard.close()
@@ -43,9 +109,15 @@ class OtlpLogExporter(LogRecordExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
+    def stats(self) -> dict[str, Any]:
+        """Records the collector rejected (partial success), records too large for its
+        gRPC message limit, requests sent in parts, and the limit in force."""
+        return self._delivery.stats() if self._delivery is not None else {}
+
 
 def factory(settings: LoggingSettings) -> LogRecordExporter:
-    return OtlpLogExporter(sdk_log_exporter(settings))
+    delivery = Delivery()
+    return OtlpLogExporter(sdk_log_exporter(settings, delivery=delivery), delivery)
 
 
 # OTLP encoding is the costliest export: let batches fill a little longer than stdout's

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import _logs as logs_api
@@ -54,6 +55,7 @@ __all__ = [
     "new_provider",
     "otlp_log_exporter_class",
     "readable",
+    "replace_grpc_logs_stub",
     "replace_resource",
     "sdk_logger",
     "set_global_provider",
@@ -102,6 +104,7 @@ def otlp_log_exporter_class(protocol: str) -> type[LogRecordExporter]:
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
+        _check_grpc_stub_seam()
         grpc_class: type[LogRecordExporter] = OTLPLogExporter
         return grpc_class
     from opentelemetry.exporter.otlp.proto.http._log_exporter import (
@@ -110,6 +113,50 @@ def otlp_log_exporter_class(protocol: str) -> type[LogRecordExporter]:
 
     http_class: type[LogRecordExporter] = HttpLogExporter
     return http_class
+
+
+# The gRPC exporter's stub seam, checked once when the gRPC exporter module is imported
+# (grpc is imported only when the `otlp` exporter uses it): None until then.
+_GRPC_STUB_SEAM: bool | None = None
+_GRPC_STUB_ATTRIBUTES = ("_stub", "_channel", "_client")
+
+
+def _check_grpc_stub_seam() -> bool:
+    """Whether the SDK's OTLP gRPC exporters still build their client as
+    ``self._client = self._stub(self._channel)`` and export through ``self._client.Export``
+    (read from the compiled code of `OTLPExporterMixin`), so that `replace_grpc_logs_stub`
+    sees every request and its answer."""
+    global _GRPC_STUB_SEAM
+    if _GRPC_STUB_SEAM is None:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
+
+            build = OTLPExporterMixin._initialize_channel_and_stub.__code__.co_names
+            export = OTLPExporterMixin._export.__code__.co_names
+            _GRPC_STUB_SEAM = set(_GRPC_STUB_ATTRIBUTES) <= set(build) and {
+                "_client",
+                "Export",
+            } <= set(export)
+        except Exception:  # pragma: no cover - an exporter change
+            _GRPC_STUB_SEAM = False
+    return _GRPC_STUB_SEAM
+
+
+def replace_grpc_logs_stub(exporter: LogRecordExporter, stub: Callable[[Any], Any]) -> bool:
+    """Make the SDK's OTLP gRPC log exporter send through ``stub(channel)`` instead of its
+    generated ``LogsServiceStub``, now and whenever it reconnects (it rebuilds its client
+    from ``_stub`` on a new channel): `stub`'s ``Export(request, metadata=, timeout=)`` then
+    sees each request and returns the collector's ExportLogsServiceResponse, which the SDK
+    discards. Returns False, changing nothing, when the installed exporter is not built
+    as checked (`_check_grpc_stub_seam`): it then exports as it always does."""
+    if not _check_grpc_stub_seam():
+        return False
+    if not all(hasattr(exporter, name) for name in _GRPC_STUB_ATTRIBUTES):
+        return False
+    sdk_exporter: Any = exporter
+    sdk_exporter._stub = stub
+    sdk_exporter._client = stub(sdk_exporter._channel)
+    return True
 
 
 def global_sdk_provider() -> LoggerProvider | None:

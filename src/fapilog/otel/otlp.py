@@ -38,7 +38,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from fapilog import _diag
 from fapilog._state import STATE
 from fapilog.exceptions import ConfigurationError
-from fapilog.otel.logs import otlp_log_exporter_class
+from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
+from fapilog.otel.otlp_logs import Delivery
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
 from fapilog.otel.trace import batch_flush, batch_shutdown
 from fapilog.settings._errors import setting_error
@@ -181,7 +182,9 @@ def _grpc_kwargs(settings: LoggingSettings, signal: Signal) -> dict[str, Any]:
     return kwargs
 
 
-def _http_kwargs(settings: LoggingSettings, signal: Signal) -> dict[str, Any]:
+def _http_kwargs(
+    settings: LoggingSettings, signal: Signal, delivery: Delivery | None = None
+) -> dict[str, Any]:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
     otlp = settings.otlp
@@ -200,12 +203,19 @@ def _http_kwargs(settings: LoggingSettings, signal: Signal) -> dict[str, Any]:
         )
     certificate = otlp.certificate or _env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_CERTIFICATE")
     certificate = certificate or _env("OTEL_EXPORTER_OTLP_CERTIFICATE")
-    if certificate and not _env("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER"):
-        kwargs["session"] = _certificate_session()
+    provider = _env("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER") or _env(
+        f"OTEL_PYTHON_EXPORTER_OTLP_HTTP_{signal.upper()}_CREDENTIAL_PROVIDER"
+    )
+    if (certificate or delivery is not None) and not provider:  # else: the provider's
+        session = _session()
+        if delivery is not None:
+            session.hooks["response"].append(delivery.response_hook)
+            delivery.attached = True
+        kwargs["session"] = session
     return kwargs
 
 
-def _certificate_session() -> Any:
+def _session() -> Any:
     """A requests Session in which the collector's CA certificate, once configured, is used:
     plain requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a Session's own
     `verify` file, so the configured certificate would be silently ignored."""
@@ -222,15 +232,26 @@ def _certificate_session() -> Any:
 
 
 def sdk_log_exporter(
-    settings: LoggingSettings, protocol: Protocol | None = None
+    settings: LoggingSettings,
+    protocol: Protocol | None = None,
+    *,
+    delivery: Delivery | None = None,
 ) -> LogRecordExporter:
     """The SDK's OTLP log exporter for `protocol` (default: `resolve_protocol`), configured
-    from `settings.otlp` and the standard environment variables."""
+    from `settings.otlp` and the standard environment variables.
+
+    With `delivery` (`fapilog.otel.otlp_logs`), the exporter reports the collector's answers
+    to it, and over gRPC sends requests cut to the collector's message limit; it sets
+    ``delivery.attached`` when that works (not with a credential provider's Session over
+    HTTP, nor with a gRPC exporter not built as `fapilog.otel.logs` checks)."""
     protocol = protocol or resolve_protocol(settings, "logs")
     exporter_class = otlp_log_exporter_class(protocol)
     if protocol == "grpc":
-        return exporter_class(**_grpc_kwargs(settings, "logs"))
-    return exporter_class(**_http_kwargs(settings, "logs"))
+        exporter = exporter_class(**_grpc_kwargs(settings, "logs"))
+        if delivery is not None:
+            delivery.attached = replace_grpc_logs_stub(exporter, delivery.grpc_stub)
+        return exporter
+    return exporter_class(**_http_kwargs(settings, "logs", delivery))
 
 
 def sdk_span_exporter(settings: LoggingSettings, protocol: Protocol | None = None) -> SpanExporter:

@@ -55,7 +55,12 @@ class LokiSettings(Section):
         ge=0,
         description="lines larger than this are dropped (Loki's max_line_size; 0: no limit)",
     )
-    timeout: float = Field(default=10.0, gt=0, description="seconds per push request")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds one push may take in all (connect, send, the whole response); "
+        "a push cut off then is retried",
+    )
     min_backoff: float = Field(default=0.5, gt=0, description="first retry delay, seconds")
     max_backoff: float = Field(default=300.0, gt=0, description="longest retry delay, seconds")
     max_retries: int = Field(
