@@ -97,6 +97,26 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def __init__(self) -> None:
         self._deadlines = _Deadlines()
+        self._open: set[socket.socket] = set()  # (set operations are atomic)
+        self.aborted = False
+
+    def abort(self) -> None:
+        """Give up now, from any thread: every open connection is shut down (a wait on it
+        returns at once) and no new request waits (see `left`). Returns at once."""
+        self.aborted = True
+        for sock in list(self._open):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _opened(self, sock: socket.socket) -> None:
+        self._open.add(sock)
+        if self.aborted:  # aborted while connecting
+            self.abort()
+
+    def _closed(self, sock: socket.socket) -> None:
+        self._open.discard(sock)
 
     @contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:
@@ -112,6 +132,8 @@ class DeadlineBackend(httpcore.NetworkBackend):
     def left(self, timeout: float | None, error: type[Exception]) -> float | None:
         """The timeout for one wait: `timeout`, shortened to what is left of the deadline;
         `error` when nothing is left."""
+        if self.aborted:
+            raise error("the request was aborted")
         at = self._deadlines.at
         if at is None:
             return timeout
@@ -139,6 +161,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
             except OSError:
                 sock.close()
                 raise
+        self._opened(sock)
         return _SocketStream(sock, self)
 
     def connect_unix_socket(
@@ -157,6 +180,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
             except BaseException:
                 sock.close()
                 raise
+        self._opened(sock)
         return _SocketStream(sock, self)
 
     def sleep(self, seconds: float) -> None:
@@ -184,6 +208,7 @@ class _SocketStream(httpcore.NetworkStream):
                 view = view[self._sock.send(view) :]
 
     def close(self) -> None:
+        self._backend._closed(self._sock)
         self._sock.close()
 
     def start_tls(

@@ -224,6 +224,13 @@ class LokiExporter(LogRecordExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # nothing is held between exports
 
+    def abort(self) -> None:
+        """fapilog's shutdown deadline passed with a push still running: stop retrying and
+        cut the request now (from another thread; returns at once)."""
+        self._stop.set()
+        if self._deadline is not None:
+            self._deadline.backend.abort()
+
     def shutdown(self) -> None:
         """Abort any retry wait, then release the connection pool."""
         self._stop.set()

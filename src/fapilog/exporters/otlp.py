@@ -106,6 +106,11 @@ class OtlpLogExporter(LogRecordExporter):
     def shutdown(self) -> None:
         self._guard.close()
 
+    def abort(self) -> None:
+        """fapilog's shutdown deadline passed with an export still running: close the SDK
+        exporter now (its retry wait ends, its channel closes and cancels the call)."""
+        self._guard.close()
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
