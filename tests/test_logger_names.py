@@ -154,3 +154,18 @@ def test_a_logger_used_throughout_stays_with_the_bridge(memory_exporter: MemoryE
             fapilog.force_flush(10)  # one batch per round: the hot name is used each time
     fapilog.force_flush(10)
     assert (bridge._loggers.get("names.hot") or bridge._older.get("names.hot")) is kept
+
+
+def test_without_the_sdk_shortcut_loggers_come_from_the_provider(
+    memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the installed SDK builds Loggers differently (the import-time check fails),
+    the bridge asks the provider's public `get_logger`: records keep their scope names."""
+    from fapilog.otel import logs
+
+    monkeypatch.setattr(logs, "_UNCACHED_LOGGERS", False)
+    configure_logging(exporters=[memory_exporter.name])
+    get_logger("names.public.a").info("a")
+    get_logger("names.public.b").info("b")
+    records = memory_exporter.records()
+    assert [r.instrumentation_scope.name for r in records] == ["names.public.a", "names.public.b"]
