@@ -93,7 +93,7 @@ class ProcessState:
         self.excepthooks: Any = None  # the unhandled-exception hooks (lifecycle.excepthook)
         self.atexit_registered = False
         self.multiprocessing_hooked = False  # (lifecycle.fork)
-        self.stdlib_guard = False  # logging.config functions wrapped (integrations.distro)
+        self.stdlib_guard = False  # logging configuration functions wrapped (capture.stdlib)
         self.distro_configured = False  # fapilog's opentelemetry-instrument configurator ran
 
     @property
