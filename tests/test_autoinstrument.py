@@ -234,7 +234,8 @@ def test_foreign_configurator_handler_is_removed_and_fapilog_attaches(
         "loggers": {"uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False}},
         "root": {"handlers": ["default"], "level": "INFO"},
     })
-    assert [type(h).__name__ for h in root.handlers] == ["FapilogHandler"]
+    # the root handler the call configured stays (named in a warning: it prints twice)
+    assert [type(h).__name__ for h in root.handlers] == ["StreamHandler", "FapilogHandler"]
     uvicorn_logger = logging.getLogger("uvicorn")
     assert uvicorn_logger.propagate and not uvicorn_logger.handlers
     logging.getLogger("uvicorn.error").info("once")
@@ -252,6 +253,7 @@ def test_foreign_configurator_handler_is_removed_and_fapilog_attaches(
     assert code_ == 0, err
     assert out.count('"message":"once"') == 1
     assert "OK" in out
+    assert "the logging handler 'default' (StreamHandler to stderr)" in err
 
 
 def test_fapilog_distro_keeps_the_logging_instrumentation_handler_off() -> None:

@@ -134,15 +134,31 @@ async def run_lifespan(app: Any) -> list[Message]:
     return sent
 
 
-def test_lifespan_startup_takes_back_uvicorn_loggers_after_dictconfig() -> None:
+def test_uvicorn_loggers_are_taken_back_right_after_dictconfig() -> None:
     from uvicorn.config import LOGGING_CONFIG
 
+    configure_logging()
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    try:
+        logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn.run() does after our call
+        for name in names:
+            logger = logging.getLogger(name)
+            assert logger.handlers == [] and logger.propagate
+    finally:
+        fapilog.testing.reset()
+
+
+def test_lifespan_startup_takes_back_uvicorn_loggers() -> None:
+    """Handlers put on uvicorn's loggers by other means than a logging configuration call
+    are taken away when the application starts."""
     app = make_app()
     configure_logging(app=app)
     names = ("uvicorn", "uvicorn.error", "uvicorn.access")
     try:
-        logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn.run() does after our call
-        assert logging.getLogger("uvicorn").handlers  # plain-text handlers are back
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False
         with capture_logs() as logs:
             sent = asyncio.run(run_lifespan(app))
             logging.getLogger("uvicorn.error").info("uvicorn says hi")

@@ -62,7 +62,7 @@ METHODS = ["fork", "spawn", "forkserver"]
 
 
 def _pool_run(
-    tmp_path: Path, env: dict[str, str], method: str, ending: str, tasks: int, records: int
+    tmp_path: Path, env: dict[str, str], method: str, ending: str, *, tasks: int, records: int
 ) -> None:
     script = tmp_path / "pool_app.py"
     script.write_text(POOL)

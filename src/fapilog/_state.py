@@ -94,10 +94,11 @@ class ProcessState:
         self.tracer_provider: Any = None  # the SDK TracerProvider fapilog created, if any
         self.sampler: Any = None  # the process-metrics sampler, once metrics were enabled
         self.stdlib: Any = None  # what routing stdlib logging changed (capture.stdlib)
+        self.excepthooks: Any = None  # the unhandled-exception hooks (lifecycle.excepthook)
         self.atexit_registered = False
         self.multiprocessing_hooked = False  # (lifecycle.fork)
         self.child_drain_pid = 0  # the process whose multiprocessing exit drains (lifecycle.fork)
-        self.stdlib_guard = False  # logging.config functions wrapped (integrations.distro)
+        self.stdlib_guard = False  # logging configuration functions wrapped (capture.stdlib)
         self.distro_configured = False  # fapilog's opentelemetry-instrument configurator ran
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,8 +65,18 @@ def default_chain() -> list[Processor]:
 CHAIN: list[Processor] = STATE.chain
 CHAIN[:] = default_chain()
 
-# one interned Sink per logger name
-_SINKS: dict[str, Sink] = {}
+
+class _NamedSink(Sink):
+    """The interned Sink of one logger name (weakly referenceable, see `_SINKS`)."""
+
+    __slots__ = ("__weakref__",)
+
+
+# One interned Sink per logger name, as long as a logger holds it: the table itself keeps
+# no Sink alive, so a process that logs under ever new names (a name per request, per
+# tenant) does not grow, and `set_levels` still reaches every live logger's Sink. A name
+# whose loggers are all gone gets a new Sink, at the configured level, when next used.
+_SINKS: weakref.WeakValueDictionary[str, Sink] = weakref.WeakValueDictionary()
 _SINKS_LOCK = threading.Lock()
 
 
@@ -87,16 +98,18 @@ def sink_for(name: str) -> Sink:
         with _SINKS_LOCK:
             sink = _SINKS.get(name)
             if sink is None:
-                sink = _SINKS[name] = Sink(name, _level_for(name))
+                sink = _NamedSink(name, _level_for(name))
+                _SINKS[name] = sink
     return sink
 
 
 def set_levels(default: int, per_logger: dict[str, int]) -> None:
     """Set the minimum levels (stdlib numbers), for existing loggers too."""
-    STATE.default_level = default
-    STATE.logger_levels = dict(per_logger)
-    for sink in list(_SINKS.values()):
-        sink.min_level = _level_for(sink.name)
+    with _SINKS_LOCK:  # a Sink created meanwhile gets the new levels too
+        STATE.default_level = default
+        STATE.logger_levels = dict(per_logger)
+        for sink in list(_SINKS.values()):
+            sink.min_level = _level_for(sink.name)
 
 
 def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[int, dict[str, int]]:
@@ -116,13 +129,14 @@ def saved_levels() -> tuple[int, dict[str, int], dict[str, int]]:
 
 
 def restore_levels(saved: tuple[int, dict[str, int], dict[str, int]]) -> None:
+    """Put back what `saved_levels` saw; a Sink created since gets the restored levels."""
     default, per_logger, sinks = saved
-    STATE.default_level = default
-    STATE.logger_levels = per_logger
-    for name, level in sinks.items():
-        sink = _SINKS.get(name)
-        if sink is not None:
-            sink.min_level = level
+    with _SINKS_LOCK:
+        STATE.default_level = default
+        STATE.logger_levels = per_logger
+        for sink in list(_SINKS.values()):
+            level = sinks.get(sink.name)
+            sink.min_level = _level_for(sink.name) if level is None else level
 
 
 def configure_structlog() -> None:

@@ -5,13 +5,24 @@ the same processor chain as `log.info()` (so enrichment and redaction apply), en
 bridge. `extra={...}` fields become attributes. Records logged on fapilog's own worker
 threads (an SDK or HTTP-library warning raised while exporting) go to stderr instead, so the
 pipeline never feeds itself.
+
+A logging configuration made after `configure_logging()` (`logging.config.dictConfig()`,
+`fileConfig()`, `logging.basicConfig()`: Alembic's env.py, Celery, uvicorn.run) would take
+stdlib logging away from fapilog: while stdlib capture is on, fapilog puts its handler back
+on the root logger after each one (the handlers the call configured stay; one that prints
+the same lines a second time is named once on stderr). Either at once, when the call went
+through the `logging` modules' attributes, or before the next record is made, however the
+function was imported (the configuration closes fapilog's handler: `FapilogHandler.close`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import logging.config
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from structlog import DropEvent
@@ -28,10 +39,12 @@ __all__ = [
     "FapilogHandler",
     "TAKEN_OVER",
     "install",
+    "install_config_guard",
     "installed_handler",
     "reroute",
     "route",
     "uninstall",
+    "uninstall_config_guard",
 ]
 
 # LogRecord attributes that are not user `extra` fields.
@@ -64,6 +77,15 @@ class FapilogHandler(logging.Handler):
 
     def release(self) -> None:
         return None
+
+    def close(self) -> None:
+        """`logging.config.dictConfig()`/`fileConfig()` and `basicConfig(force=True)` close
+        every handler before they configure anew: fapilog takes stdlib logging back before
+        the next record is made (see the module doc)."""
+        routing: StdlibRouting | None = STATE.stdlib
+        if routing is not None and routing.handler is self:
+            routing.dirty = True
+        super().close()
 
     def handle(self, record: logging.LogRecord) -> bool:
         # stdlib filters, then emit (without the handler lock, see createLock)
@@ -136,6 +158,14 @@ class StdlibRouting:
         self.removed: list[tuple[logging.Logger, logging.Handler]] = []
         self.saved: dict[str, tuple[bool, int]] = {}  # logger name -> (propagate, level)
         self.root_level = logging.WARNING
+        # a logging configuration closed fapilog's handler: take logging back (module doc)
+        self.dirty = False
+        # the LogRecord factory fapilog put in front of `previous_factory` (module doc)
+        self.factory: Callable[..., logging.LogRecord] | None = None
+        self.previous_factory: Callable[..., logging.LogRecord] | None = None
+        # console handlers already named in a warning, each once (the same configuration
+        # applied again builds new handler objects): (logger, handler name, type, stream)
+        self.warned: set[tuple[str, str, str, str]] = set()
 
 
 def _routing() -> StdlibRouting:
@@ -153,18 +183,27 @@ def _is_console_handler(handler: logging.Handler) -> bool:
     return False
 
 
-def install(chain: list[Any], level: int, logger_levels: dict[str, int]) -> None:
+def install(
+    chain: list[Any], level: int, logger_levels: dict[str, int], *, keep_console: bool = False
+) -> None:
     """Put the handler on the root logger (once), take over uvicorn/gunicorn loggers, and
     apply levels. Plain console handlers on the root logger are removed (they would print
-    text beside the JSON); file and other handlers are left alone."""
+    text beside the JSON), unless `keep_console` (a configuration made after fapilog's:
+    see `reroute`); file and other handlers are left alone."""
     root = logging.getLogger()
     routing = _routing()
     if routing.handler is None:
         routing.root_level = root.level
         routing.handler = FapilogHandler(chain)
     handler = routing.handler
+    if routing.factory is None:
+        routing.previous_factory = logging.getLogRecordFactory()
+        routing.factory = _record_factory(routing, routing.previous_factory)
+        logging.setLogRecordFactory(routing.factory)
     for existing in list(root.handlers):
-        if existing is not handler and _is_console_handler(existing):
+        if existing is handler or not _is_console_handler(existing):
+            continue
+        if not keep_console or isinstance(existing, FapilogHandler):
             root.removeHandler(existing)
             routing.removed.append((root, existing))
     if handler not in root.handlers:
@@ -188,9 +227,16 @@ def install(chain: list[Any], level: int, logger_levels: dict[str, int]) -> None
 
 
 def uninstall() -> None:
-    """Undo `install` (tests, `fapilog.shutdown(restore_logging=True)`)."""
+    """Undo `install` (tests, `fapilog.shutdown(restore_logging=True)`), and stop following
+    logging configuration calls; nothing at all if stdlib logging was never routed."""
+    uninstall_config_guard()
+    routing: StdlibRouting | None = STATE.stdlib
+    if routing is None:
+        return
     root = logging.getLogger()
-    routing = _routing()
+    if routing.factory is not None and logging.getLogRecordFactory() is routing.factory:
+        logging.setLogRecordFactory(routing.previous_factory or logging.LogRecord)
+    routing.factory = None  # (one installed on top of it now only passes records on)
     if routing.handler is not None:
         root.removeHandler(routing.handler)
         routing.handler = None
@@ -213,12 +259,14 @@ def installed_handler() -> FapilogHandler | None:
 
 def route(settings: LoggingSettings) -> None:
     """Route stdlib logging as `settings` say: through fapilog's chain at the configured
-    levels (``capture_stdlib``, the default), or not at all."""
+    levels, following later logging configuration calls (``capture_stdlib``, the
+    default), or not at all."""
     if not settings.capture_stdlib:
         uninstall()
         return
     level, per_logger = levels_of(settings.level, settings.logger_levels)
     install(STATE.chain, level, per_logger)
+    install_config_guard()
 
 
 def _intact() -> bool:
@@ -233,12 +281,173 @@ def _intact() -> bool:
 
 def reroute(*, when_broken: bool = False) -> None:
     """Route stdlib logging into fapilog again after something else configured logging
-    (uvicorn's `dictConfig` at start-up, a `logging.config` call): the configured routing
-    once more, if fapilog is configured with ``capture_stdlib``. `when_broken`: only if
-    fapilog's handler left the root logger or a server's logger has handlers again."""
+    (uvicorn's `dictConfig` at start-up, a `logging.config` call), if fapilog is
+    configured with ``capture_stdlib``: fapilog's handler back on the root logger, the
+    servers' loggers propagating to it, fapilog's levels. The handlers that configuration
+    added stay; a console handler among them that prints what fapilog writes is named in
+    a warning, once. `when_broken`: only if fapilog's handler left the root logger or a
+    server's logger has handlers again."""
     settings = STATE.settings
+    routing: StdlibRouting | None = STATE.stdlib
     if settings is None or not settings.capture_stdlib or not STATE.is_configured():
         return
     if when_broken and _intact():
         return
-    route(settings)
+    if routing is not None:
+        routing.dirty = False
+    level, per_logger = levels_of(settings.level, settings.logger_levels)
+    install(STATE.chain, level, per_logger, keep_console=True)
+    _warn_duplicates(_routing())
+
+
+# -- console handlers beside fapilog's --------------------------------------------------------
+
+
+def _console_stream(handler: logging.Handler) -> str | None:
+    """``stdout`` or ``stderr`` when `handler` prints records there."""
+    if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+        return None
+    stream = getattr(handler, "stream", None)
+    if stream is None:
+        return None
+    if stream is sys.stdout or stream is sys.__stdout__:
+        return "stdout"
+    if stream is sys.stderr or stream is sys.__stderr__:
+        return "stderr"
+    return None
+
+
+def _reaches_root(logger: logging.Logger) -> bool:
+    """Whether what `logger` handles also reaches the root logger's handlers."""
+    current: logging.Logger | None = logger
+    while current is not None and current.parent is not None:
+        if not current.propagate:
+            return False
+        current = current.parent
+    return True
+
+
+def _duplicate_handlers() -> list[tuple[str, logging.Handler, str]]:
+    """Console handlers printing the records fapilog's root handler also writes, as
+    (logger name, handler, stream): on the root logger, or on a logger whose records
+    propagate to it."""
+    root = logging.getLogger()
+    loggers = [root] + [
+        logger
+        for logger in list(root.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger) and logger.handlers and not logger.disabled
+    ]
+    found = []
+    for logger in loggers:
+        if not _reaches_root(logger):
+            continue
+        for handler in list(logger.handlers):
+            stream = _console_stream(handler)
+            if stream is not None:
+                found.append((logger.name, handler, stream))
+    return found
+
+
+def _warn_duplicates(routing: StdlibRouting) -> None:
+    for logger_name, handler, stream in _duplicate_handlers():
+        name = handler.get_name()
+        seen = (logger_name, name or "", type(handler).__name__, stream)
+        if seen in routing.warned:
+            continue
+        routing.warned.add(seen)
+        kind = f"{type(handler).__name__} to {stream}"
+        label = f"{name!r} ({kind})" if name else kind
+        where = (
+            "the root logger"
+            if logger_name == "root"
+            else f"the logger {logger_name!r}, which propagates to the root logger"
+        )
+        _diag.report(
+            f"stdlib-duplicate:{':'.join(seen)}",
+            f"fapilog: the logging handler {label} on {where} prints the records fapilog "
+            "also writes, so each line appears twice: remove it from the logging "
+            "configuration, or set FAPILOG_CAPTURE_STDLIB=false to leave stdlib logging "
+            "to it",
+            handler=name or repr(handler),
+            source_logger=logger_name,
+        )
+
+
+# -- following later logging configuration calls ------------------------------------------
+
+# the functions that configure logging anew: (module, attribute)
+_CONFIG_CALLS = (
+    (logging.config, "dictConfig"),
+    (logging.config, "fileConfig"),
+    (logging, "basicConfig"),
+)
+_GUARD_MARK = "_fapilog_guard"
+# run after each take-back (the opentelemetry-instrument distro removes OpenTelemetry's
+# own root handlers there): a registry, kept for the process
+_after_config: list[Callable[[], None]] = []
+
+
+def _take_back() -> None:
+    """After a logging configuration call: `reroute`, then the registered hooks. Never
+    raises: the application's configuration call must return as it would have."""
+    try:
+        reroute()
+        for hook in list(_after_config):
+            hook()
+    except Exception as exc:
+        _diag.report("stdlib-retake", f"fapilog could not take stdlib logging back: {exc!r}")
+
+
+def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def configure(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _take_back()
+
+    setattr(configure, _GUARD_MARK, True)
+    return configure
+
+
+def _record_factory(
+    routing: StdlibRouting, previous: Callable[..., logging.LogRecord]
+) -> Callable[..., logging.LogRecord]:
+    """A LogRecord factory in front of `previous` that takes stdlib logging back before
+    the record is handled, when a configuration closed fapilog's handler or took it off the
+    root logger (a function imported before fapilog wrapped it, Celery's root hijack)."""
+    root = logging.getLogger()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if routing.factory is not None and (routing.dirty or routing.handler not in root.handlers):
+            _take_back()
+        return record
+
+    return factory
+
+
+def install_config_guard(after: Callable[[], None] | None = None) -> None:
+    """Wrap `logging.config.dictConfig` / `fileConfig` and `logging.basicConfig` so that
+    after each call fapilog takes stdlib logging back (`reroute`), then runs `after`.
+    Once per process (until `uninstall_config_guard`)."""
+    if after is not None and after not in _after_config:
+        _after_config.append(after)
+    if STATE.stdlib_guard:
+        return
+    STATE.stdlib_guard = True
+    for module, name in _CONFIG_CALLS:
+        setattr(module, name, _guarded(getattr(module, name)))
+
+
+def uninstall_config_guard() -> None:
+    """Put the original functions back where fapilog's wrappers are still in place (one
+    wrapped again by someone else stays, and fapilog's part of it does nothing while stdlib
+    capture is off)."""
+    if not STATE.stdlib_guard:
+        return
+    STATE.stdlib_guard = False
+    for module, name in _CONFIG_CALLS:
+        current = getattr(module, name)
+        if getattr(current, _GUARD_MARK, False):
+            setattr(module, name, current.__wrapped__)

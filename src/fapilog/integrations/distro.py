@@ -27,10 +27,9 @@ package metadata:
 from __future__ import annotations
 
 import logging
-import logging.config
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -301,41 +300,18 @@ def remove_otel_logging_handlers() -> list[logging.Handler]:
     return removed
 
 
-def _retake_stdlib() -> None:
-    """Re-apply fapilog's stdlib routing after a logging configuration call."""
-    if not STATE.is_configured():
-        return
-    remove_otel_logging_handlers()
-    stdlib.reroute()
-
-
-def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
-    def configure(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(*args, **kwargs)
-        finally:
-            try:
-                _retake_stdlib()
-            except Exception as exc:
-                _diag.report("autoinstrument-retake", f"fapilog: {exc!r}")
-
-    configure.__wrapped__ = original  # type: ignore[attr-defined]
-    configure.__doc__ = original.__doc__
-    configure.__name__ = getattr(original, "__name__", "configure")
-    return configure
+def _remove_otel_handlers_again() -> None:
+    """After a logging configuration call (see `install_config_guard`)."""
+    if STATE.is_configured():
+        remove_otel_logging_handlers()
 
 
 def install_config_guard() -> None:
-    """Wrap `logging.config.dictConfig` / `fileConfig` and `logging.basicConfig` so that
-    after each call fapilog's handler is back on the root logger and uvicorn's/gunicorn's
-    loggers propagate to it again (uvicorn configures logging after auto-instrumentation
-    ran, which would otherwise leave its plain-text handlers in charge). Once per process."""
-    if STATE.stdlib_guard:
-        return
-    STATE.stdlib_guard = True
-    logging.config.dictConfig = _guarded(logging.config.dictConfig)
-    logging.config.fileConfig = _guarded(logging.config.fileConfig)
-    logging.basicConfig = _guarded(logging.basicConfig)
+    """fapilog's handler stays the route from stdlib logging after a later
+    `logging.config.dictConfig()` / `fileConfig()` / `logging.basicConfig()` (uvicorn
+    configures logging after auto-instrumentation ran): `fapilog.capture.stdlib`'s guard,
+    which also removes OpenTelemetry's own root handlers again after each such call."""
+    stdlib.install_config_guard(after=_remove_otel_handlers_again)
 
 
 # -- OTEL_LOGS_EXPORTER=fapilog_* under another configurator ------------------------------

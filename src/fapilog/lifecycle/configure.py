@@ -33,6 +33,7 @@ from fapilog.capture.record import OTelBridge
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.registry import create_exporter, exporter_spec
 from fapilog.integrations import uvicorn
+from fapilog.lifecycle import excepthook
 from fapilog.lifecycle.drain import (
     at_exit,
     drain_in_background,
@@ -109,8 +110,8 @@ def _diff(old: LoggingSettings, new: LoggingSettings) -> dict[str, Any]:
 # Settings that only affect the caller-side chain and levels: changing them keeps the
 # running exporters (and their queues) as they are.
 _CHAIN_ONLY_FIELDS = frozenset(
-    {"level", "logger_levels", "capture_stdlib", "enrichers", "redaction", "request",
-     "shutdown_timeout", "on_alert"}
+    {"level", "logger_levels", "capture_stdlib", "capture_exceptions", "enrichers",
+     "redaction", "request", "shutdown_timeout", "on_alert"}
 )  # fmt: skip
 
 
@@ -200,6 +201,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     configure_structlog()
     set_levels(*levels_of(settings.level, settings.logger_levels))
     stdlib.route(settings)
+    excepthook.route(settings)
     alerts.install()
     try:
         metrics.register_metrics()  # on the global MeterProvider (a no-op proxy until set)
@@ -280,6 +282,7 @@ def reset() -> None:
     with STATE.lock:
         shutdown(timeout=2.0)
         stdlib.uninstall()
+        excepthook.uninstall()
         STATE.bridge = None
         STATE.autoconfigure = _autoconfigure
         pipeline = STATE.pipeline

@@ -24,7 +24,7 @@ from fapilog.otel.logs import (
     emit,
     fast_emit_supported,
     make_record,
-    sdk_logger,
+    uncached_logger,
 )
 from fapilog.otel.semconv import exception_attributes
 from fapilog.otel.trace import span_context_of
@@ -32,7 +32,14 @@ from fapilog.pipeline.intake import IntakeQueue
 from fapilog.pipeline.router import ExportProcessor, collect_batch
 from fapilog.settings import QueueSettings
 
-__all__ = ["Bridge", "Forward", "event_fields"]
+__all__ = ["LOGGER_GENERATION", "Bridge", "Forward", "event_fields"]
+
+# The SDK Loggers the bridge keeps, by logger name: at most two generations of this many
+# names. A name used during the current generation stays; one unused for a whole
+# generation is forgotten, and its Logger is built again if the name comes back. The
+# provider keeps none of them (`uncached_logger`), so memory stays bounded however many
+# logger names a process uses.
+LOGGER_GENERATION = 1024
 
 
 class Forward(NamedTuple):
@@ -84,7 +91,11 @@ class Bridge:
         self, provider: LoggerProvider, settings: QueueSettings, earlier: Bridge | None = None
     ) -> None:
         self.provider = provider
-        self._loggers: dict[str, tuple[Logger, bool]] = {}
+        # SDK Loggers by name: the current generation and the one before (see
+        # LOGGER_GENERATION); and whether `emit` may take its shortcut with them
+        self._loggers: dict[str, Logger] = {}
+        self._older: dict[str, Logger] = {}
+        self._fast = False
         self.errors: int = earlier.errors if earlier is not None else 0
         # the intake hands over immediately: batching happens per exporter
         self.intake: IntakeQueue[Pending | Forward] = IntakeQueue(
@@ -109,6 +120,7 @@ class Bridge:
         collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]],
     ) -> None:
         loggers = self._loggers
+        fast = self._fast
         for pending in batch:
             if isinstance(pending, Forward):
                 collected.append((pending.targets, pending.record))
@@ -124,14 +136,29 @@ class Bridge:
                     attributes=attributes,
                     span_context=span_context,
                 )
-                entry = loggers.get(pending.logger)
-                if entry is None:
-                    logger = sdk_logger(self.provider, pending.logger)
-                    entry = loggers[pending.logger] = (logger, fast_emit_supported(logger))
-                emit(entry[0], record, entry[1])
+                logger = loggers.get(pending.logger)
+                if logger is None:
+                    logger = self._logger_for(pending.logger)
+                    loggers = self._loggers
+                    fast = self._fast
+                emit(logger, record, fast)
             except Exception as exc:
                 self.errors += 1
                 _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
+
+    def _logger_for(self, name: str) -> Logger:
+        """The SDK Logger for `name` (not in the current generation): from the generation
+        before, or built; a full generation becomes the older one."""
+        logger = self._older.pop(name, None)
+        if logger is None:
+            logger = uncached_logger(self.provider, name)
+            self._fast = fast_emit_supported(logger)
+        loggers = self._loggers
+        if len(loggers) >= LOGGER_GENERATION:
+            self._older = loggers
+            loggers = self._loggers = {}
+        loggers[name] = logger
+        return logger
 
     def flush(self, timeout: float) -> bool:
         flushed: bool = self.intake.flush(timeout)

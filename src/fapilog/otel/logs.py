@@ -10,6 +10,7 @@ the public API when the check fails. pyproject.toml pins the tested series.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "replace_resource",
     "sdk_logger",
     "set_global_provider",
+    "uncached_logger",
     "update_resource",
 ]
 
@@ -177,6 +179,41 @@ def sdk_logger(provider: LoggerProvider, name: str) -> Logger:
     if isinstance(logger, Logger):
         return logger
     return provider._get_logger_cached(name)
+
+
+def uncached_logger(provider: LoggerProvider, name: str) -> Logger:
+    """An SDK Logger for `name` that `provider` does not keep.
+
+    `LoggerProvider.get_logger` keeps every Logger it hands out in a cache by name that
+    never shrinks: a process logging under ever new names would grow without bound. The
+    caller keeps a bounded number of these instead (the bridge). Each one is still a
+    complete SDK Logger, registered (weakly, as `get_logger` does) among the provider's
+    active loggers, so a Resource update or a logger configurator reaches it while it is
+    in use. Falls back to `sdk_logger` where the SDK's internals differ."""
+    if _UNCACHED_LOGGERS:
+        active = getattr(provider, "_active_loggers", None)
+        lock = getattr(provider, "_active_loggers_lock", None)
+        if active is not None and lock is not None:
+            logger = provider._get_logger_no_cache(name)
+            if isinstance(logger, Logger):
+                with lock:
+                    active.add(logger)
+                return logger
+    return sdk_logger(provider, name)
+
+
+def _uncached_loggers_check() -> bool:
+    """Whether the installed SDK builds a Logger outside its cache as `uncached_logger`
+    expects (checked once; otherwise `sdk_logger` and the provider's cache are used)."""
+    try:
+        method = LoggerProvider._get_logger_no_cache
+        names = list(inspect.signature(method).parameters)
+        return names[:2] == ["self", "name"]
+    except Exception:  # pragma: no cover - an SDK change
+        return False
+
+
+_UNCACHED_LOGGERS = _uncached_loggers_check()
 
 
 def make_record(

@@ -72,6 +72,11 @@ class LoggingSettings(BaseSettings):
     capture_stdlib: bool = Field(
         default=True, description="route stdlib logging (and uvicorn's loggers) into fapilog"
     )
+    capture_exceptions: bool = Field(
+        default=True,
+        description="log unhandled exceptions (main thread and other threads) as ERROR "
+        "records, before the usual traceback on stderr",
+    )
     shutdown_timeout: float = Field(
         default=5.0, gt=0, description="seconds to drain queues at exit / shutdown()"
     )
