@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 
 from fapilog import _levels
 from fapilog._state import STATE
-from fapilog.capture.coerce import PRIMITIVES, coerce_attributes
+from fapilog.capture.coerce import coerce_attributes
 from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
@@ -87,6 +87,7 @@ def stdlib_sink(name: str, created: float, levelno: int, levelname: str) -> Stdl
     return StdlibSink(name, int(created * 1e9), level)
 
 
+_PLAIN = frozenset({str, bool, type(None)})
 _get_current = otel_context.get_current
 _new_tuple = tuple.__new__
 _BY_METHOD = _levels.BY_METHOD
@@ -126,10 +127,18 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
         exc = sys.exc_info()[1]
     for value in event.values():
         kind = type(value)
-        # a finite float is already an AnyValue: no walk for it (durations, ratios)
-        if kind not in PRIMITIVES and (kind is not float or not _isfinite(value)):
-            coerce_attributes(event)
-            break
+        if kind in _PLAIN:
+            continue
+        # an int within signed 64 bits and a finite float are already AnyValues: no walk
+        # for them (ids, counts, durations); the bounds, INT64_MIN and INT64_MAX, are
+        # written as literals (constants: cheaper than reading two globals)
+        if kind is int:
+            if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+                continue
+        elif kind is float and _isfinite(value):
+            continue
+        coerce_attributes(event)
+        break
     if isinstance(logger, StdlibSink):
         level = logger.level
         timestamp = logger.created_ns
