@@ -236,10 +236,9 @@ def test_spliced_json_line_equals_the_whole_dict_rendered(
     )
     renderer = JsonRenderer()
     line = renderer.as_dict(view)
-    try:
-        expected = orjson.dumps(line, default=_json_default)
-    except TypeError:  # beyond orjson (a 70-bit int): the stdlib json fallback
-        expected = json.dumps(line, default=_json_default, ensure_ascii=False).encode()
+    if "huge" in line:  # beyond 64 bits: written as its decimal string
+        line["huge"] = str(line["huge"])
+    expected = orjson.dumps(line, default=_json_default)
     assert renderer.render(view) == expected
     assert renderer.render_line(view) == expected + b"\n"
     assert renderer.render_batch([view, view]) == (expected + b"\n") * 2
