@@ -160,13 +160,16 @@ def test_nested_poison_ints_return_normally(tmp_path: Path) -> None:
     assert log.info("x", v=[POISON]) is None
     assert log.info("y", v={"k": (POISON, -POISON)}, s={POISON, 1}, key={POISON: 1}) is None
     assert log.info(POISON) is None  # the message itself
+    assert log.info("%d items", POISON) is None  # %-formatting it fails: logged as is
     assert fapilog.force_flush(10)
-    x, y, message = file_lines(tmp_path)
+    x, y, message, formatted = file_lines(tmp_path)
     assert x["v"] == [MARKER]
     assert y["v"] == {"k": [MARKER, MARKER]}
     assert y["s"] == [1, MARKER]
     assert y["key"] == {MARKER: 1}
     assert message["message"] == MARKER
+    assert formatted["message"] == f"%d items ({MARKER},)"
+    assert formatted["fapilog.error"] == "message could not be formatted: ValueError"
 
 
 # -- beyond 64 bits: strings everywhere ------------------------------------------------------

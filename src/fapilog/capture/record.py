@@ -19,19 +19,27 @@ from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 
-from fapilog import _levels
+from fapilog import _diag, _levels
 from fapilog._state import STATE
-from fapilog.capture.coerce import coerce_attributes
+from fapilog.capture.coerce import (
+    ERROR_KEY,
+    coerce_attributes,
+    safe_repr,
+    safe_str,
+)
 from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
     "OTelBridge",
     "Pending",
+    "SALVAGED_MESSAGE",
     "Sink",
     "StdlibSink",
     "capture",
     "exception_of",
+    "salvage",
     "stdlib_sink",
+    "unformatted",
 ]
 
 
@@ -150,3 +158,33 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
     return _new_tuple(
         Pending, (timestamp, level.severity, level.name, name, event, _get_current(), exc)
     )
+
+
+SALVAGED_MESSAGE = "<record could not be processed>"
+
+
+def salvage(logger: Any, method_name: str, what: str, exc: BaseException) -> None:
+    """Hand over a best-effort record in place of one that failed (`what` failed with
+    `exc`): its time, level, logger name and trace context, with ``fapilog.error`` saying
+    what failed. The message and values are left out: the chain that failed may be the one
+    that redacts them (fapilog's diagnostics on stderr show the exception). Never raises."""
+    error = f"{what}: {type(exc).__name__}"
+    _diag.report(f"salvage:{what}", f"fapilog: {what}: {safe_repr(exc)}")
+    try:
+        method = "error" if method_name == "exception" else method_name
+        _put(capture(logger, method, {"event": SALVAGED_MESSAGE, ERROR_KEY: error}))
+    except Exception as lost:
+        _diag.report("salvage", f"fapilog lost a record: {error}; {safe_repr(lost)}")
+
+
+def unformatted(message: Any, args: Any) -> str:
+    """The text of a message its %-arguments did not format: the message and the arguments
+    as they are (``"%d items ('x',)"``), each part's text failing alone. Never raises."""
+    if not args:
+        return safe_str(message)
+    if isinstance(args, tuple):
+        items = ", ".join(safe_repr(arg) for arg in args)
+        shown = f"({items},)" if len(args) == 1 else f"({items})"
+    else:
+        shown = safe_repr(args)
+    return f"{safe_str(message)} {shown}"
