@@ -72,8 +72,8 @@ def int_text(value: int) -> str:
         value = int(value)
         magnitude = -value if value < 0 else value
         limit = _max_digits()
-        # the bit length bounds the digits: (bits - 1) * log10(2) + 1 is at most one short
-        if magnitude < 10 or int((magnitude.bit_length() - 1) * _LOG10_2) + 1 < limit:
+        # the bit length bounds the digits: fewer than (bits - 1) * log10(2) + 2
+        if (magnitude.bit_length() - 1) * _LOG10_2 + 2 <= limit:
             return str(value)
         digits = _digits(magnitude)
         return f"<int: {digits} digits>" if digits > limit else str(value)
