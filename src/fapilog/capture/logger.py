@@ -155,8 +155,9 @@ class BoundLogger(structlog.BoundLoggerBase):
     No call raises, whatever its arguments: what cannot be honoured (an unknown level, a
     message its arguments do not format) is logged as well as it can be, with a
     ``fapilog.error`` attribute saying what was wrong. The message and the level are
-    positional-only, so ``event=`` and ``level=`` keywords are fields like any other
-    (``event=`` next to a message is kept as ``attr.event``).
+    positional-only, so ``event=`` and ``level=`` keywords beside them are fields like any
+    other (``event=`` next to a message is kept as ``attr.event``); alone, they still mean
+    the message (``log.info(event="x")``) and the level (``log.log(level=30, ...)``).
     """
 
     _logger: Sink
