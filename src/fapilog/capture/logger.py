@@ -21,8 +21,9 @@ from structlog.typing import Processor
 
 from fapilog import _levels
 from fapilog._state import STATE
+from fapilog.capture.coerce import ERROR_KEY, safe_repr, safe_str
 from fapilog.capture.processors import add_trace_context
-from fapilog.capture.record import OTelBridge, Sink
+from fapilog.capture.record import OTelBridge, Sink, salvage, unformatted
 
 __all__ = [
     "BoundLogger",
@@ -164,6 +165,13 @@ class BoundLogger(structlog.BoundLoggerBase):
     `unbind()`, `new()` and `try_unbind()` come from structlog. The `a*` variants exist for
     code written against structlog's async API; they do not need an executor here because
     logging never blocks.
+
+    No call raises, whatever its arguments: what cannot be honoured (an unknown level, a
+    message its arguments do not format) is logged as well as it can be, with a
+    ``fapilog.error`` attribute saying what was wrong. The message and the level are
+    positional-only, so ``event=`` and ``level=`` keywords beside them are fields like any
+    other (``event=`` next to a message is kept as ``attr.event``); alone, they still mean
+    the message (``log.info(event="x")``) and the level (``log.log(level=30, ...)``).
     """
 
     _logger: Sink
@@ -173,10 +181,14 @@ class BoundLogger(structlog.BoundLoggerBase):
         keyword arguments packed twice more, one more call layer, the result's type tested
         through a chain of isinstance): the same event dict (bound context, then the
         keyword arguments, then ``event``), the same chain, `DropEvent` honoured, the
-        final processor's result handed to the wrapped logger's method as structlog does."""
+        final processor's result handed to the wrapped logger's method as structlog does.
+        A chain that fails on the event hands over a best-effort record instead
+        (`fapilog.capture.record.salvage`): nothing raises into the caller."""
         event_dict: Any = self._context.copy()
         if event_kw:
             event_dict.update(event_kw)
+            if event is not None and "event" in event_kw:
+                event_dict["attr.event"] = event_kw["event"]  # not overwritten by the message
         if event is not None:
             event_dict["event"] = event
         logger = self._logger
@@ -184,18 +196,21 @@ class BoundLogger(structlog.BoundLoggerBase):
             # the list object itself, not a copy: `_configure_first` relies on it
             for proc in self._processors:
                 event_dict = proc(logger, method_name, event_dict)
+            if isinstance(event_dict, tuple):  # the bridge's (args, kwargs), checked first
+                return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
+            if isinstance(event_dict, (str, bytes, bytearray)):
+                return getattr(logger, method_name)(event_dict)
+            if isinstance(event_dict, dict):
+                return getattr(logger, method_name)(**event_dict)
+            raise ValueError(
+                "Last processor didn't return an appropriate value.  Valid return values are "
+                "a dict, a tuple of (args, kwargs), bytes, or a str."
+            )
         except structlog.DropEvent:
             return None
-        if isinstance(event_dict, tuple):  # the bridge's (args, kwargs), checked first
-            return getattr(logger, method_name)(*event_dict[0], **event_dict[1])
-        if isinstance(event_dict, (str, bytes, bytearray)):
-            return getattr(logger, method_name)(event_dict)
-        if isinstance(event_dict, dict):
-            return getattr(logger, method_name)(**event_dict)
-        raise ValueError(
-            "Last processor didn't return an appropriate value.  Valid return values are a "
-            "dict, a tuple of (args, kwargs), bytes, or a str."
-        )
+        except Exception as exc:
+            salvage(logger, method_name, "record could not be processed", exc)
+            return None
 
     def _gate(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> Any:
         if self._logger.min_level > levelno:
@@ -203,16 +218,17 @@ class BoundLogger(structlog.BoundLoggerBase):
         if args:
             try:
                 event = event % args
-            except Exception:
-                event = f"{event} {args!r}"
+            except Exception as exc:  # the message and its arguments as they are
+                event = unformatted(event, args)
+                _note(kw, f"message could not be formatted: {type(exc).__name__}")
         return self._emit(method, event, kw)
 
-    def debug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def debug(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 10:
             return None
         return self._gate("debug", 10, event, args, kw)
 
-    def info(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def info(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 20:
             return None
         if args:
@@ -221,69 +237,81 @@ class BoundLogger(structlog.BoundLoggerBase):
 
     msg = info
 
-    def warning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def warning(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 30:
             return None
         return self._gate("warning", 30, event, args, kw)
 
     warn = warning
 
-    def error(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def error(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 40:
             return None
         return self._gate("error", 40, event, args, kw)
 
-    def exception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def exception(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 40:
             return None
         kw.setdefault("exc_info", sys.exc_info()[1] or True)
         return self._gate("error", 40, event, args, kw)
 
-    def critical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    def critical(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 50:
             return None
         return self._gate("critical", 50, event, args, kw)
 
     fatal = critical
 
-    def log(self, level: int | str, event: Any = None, *args: Any, **kw: Any) -> Any:
-        """Log at a level given as a number (stdlib) or a name."""
+    def log(self, level: Any = None, event: Any = None, /, *args: Any, **kw: Any) -> Any:
+        """Log at a level given as a number (stdlib) or a name (``"warning"``). Anything
+        else logs at info, with ``fapilog.error`` naming the level given."""
+        if level is None and "level" in kw:  # log(level=30, event="...")
+            level = kw.pop("level")
+        if isinstance(level, int):
+            return self._gate(_levels.method_for_number(level), level, event, args, kw)
         if isinstance(level, str):
-            method = level.lower()
+            method = level.strip().lower()
             known = _levels.BY_METHOD.get(method)
-            levelno = known.number if known else 20
-        else:
-            levelno = level
-            method = _levels.method_for_number(level)
-        return self._gate(method, levelno, event, args, kw)
+            if known is not None:
+                return self._gate(method, known.number, event, args, kw)
+        if self._logger.min_level > 20:
+            return None
+        _note(kw, f"unknown level {safe_repr(level)[:64]}, logged at info")
+        return self._gate("info", 20, event, args, kw)
 
     def is_enabled_for(self, level: int) -> bool:
         return self._logger.min_level <= level
 
     isEnabledFor = is_enabled_for
 
-    async def adebug(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def adebug(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         return self.debug(event, *args, **kw)
 
-    async def ainfo(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def ainfo(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         return self.info(event, *args, **kw)
 
-    async def awarning(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def awarning(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         return self.warning(event, *args, **kw)
 
-    async def aerror(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def aerror(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         return self.error(event, *args, **kw)
 
-    async def aexception(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def aexception(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         kw.setdefault("exc_info", sys.exc_info()[1] or True)
         return self.error(event, *args, **kw)
 
-    async def acritical(self, event: Any = None, *args: Any, **kw: Any) -> Any:
+    async def acritical(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         return self.critical(event, *args, **kw)
 
     @property
     def name(self) -> str:
         return self._logger.name
+
+
+def _note(kw: dict[str, Any], error: str) -> None:
+    """Add `error` to the record's ``fapilog.error`` (after any note already there)."""
+    earlier = kw.get(ERROR_KEY)
+    kw[ERROR_KEY] = error if earlier is None else f"{safe_str(earlier)}; {error}"
 
 
 def get_logger(name: str | None = None, **initial_values: Any) -> BoundLogger:

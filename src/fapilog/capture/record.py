@@ -19,19 +19,27 @@ from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 
-from fapilog import _levels
+from fapilog import _diag, _levels
 from fapilog._state import STATE
-from fapilog.capture.coerce import PRIMITIVES, coerce_attributes
+from fapilog.capture.coerce import (
+    ERROR_KEY,
+    coerce_attributes,
+    safe_repr,
+    safe_str,
+)
 from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
     "OTelBridge",
     "Pending",
+    "SALVAGED_MESSAGE",
     "Sink",
     "StdlibSink",
     "capture",
     "exception_of",
+    "salvage",
     "stdlib_sink",
+    "unformatted",
 ]
 
 
@@ -87,6 +95,7 @@ def stdlib_sink(name: str, created: float, levelno: int, levelname: str) -> Stdl
     return StdlibSink(name, int(created * 1e9), level)
 
 
+_PLAIN = frozenset({str, bool, type(None)})
 _get_current = otel_context.get_current
 _new_tuple = tuple.__new__
 _BY_METHOD = _levels.BY_METHOD
@@ -126,10 +135,18 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
         exc = sys.exc_info()[1]
     for value in event.values():
         kind = type(value)
-        # a finite float is already an AnyValue: no walk for it (durations, ratios)
-        if kind not in PRIMITIVES and (kind is not float or not _isfinite(value)):
-            coerce_attributes(event)
-            break
+        if kind in _PLAIN:
+            continue
+        # an int within signed 64 bits and a finite float are already AnyValues: no walk
+        # for them (ids, counts, durations); the bounds, INT64_MIN and INT64_MAX, are
+        # written as literals (constants: cheaper than reading two globals)
+        if kind is int:
+            if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+                continue
+        elif kind is float and _isfinite(value):
+            continue
+        coerce_attributes(event)
+        break
     if isinstance(logger, StdlibSink):
         level = logger.level
         timestamp = logger.created_ns
@@ -141,3 +158,33 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
     return _new_tuple(
         Pending, (timestamp, level.severity, level.name, name, event, _get_current(), exc)
     )
+
+
+SALVAGED_MESSAGE = "<record could not be processed>"
+
+
+def salvage(logger: Any, method_name: str, what: str, exc: BaseException) -> None:
+    """Hand over a best-effort record in place of one that failed (`what` failed with
+    `exc`): its time, level, logger name and trace context, with ``fapilog.error`` saying
+    what failed. The message and values are left out: the chain that failed may be the one
+    that redacts them (fapilog's diagnostics on stderr show the exception). Never raises."""
+    error = f"{what}: {type(exc).__name__}"
+    _diag.report(f"salvage:{what}", f"fapilog: {what}: {safe_repr(exc)}")
+    try:
+        method = "error" if method_name == "exception" else method_name
+        _put(capture(logger, method, {"event": SALVAGED_MESSAGE, ERROR_KEY: error}))
+    except Exception as lost:
+        _diag.report("salvage", f"fapilog lost a record: {error}; {safe_repr(lost)}")
+
+
+def unformatted(message: Any, args: Any) -> str:
+    """The text of a message its %-arguments did not format: the message and the arguments
+    as they are (``"%d items ('x',)"``), each part's text failing alone. Never raises."""
+    if not args:
+        return safe_str(message)
+    if isinstance(args, tuple):
+        items = ", ".join(safe_repr(arg) for arg in args)
+        shown = f"({items},)" if len(args) == 1 else f"({items})"
+    else:
+        shown = safe_repr(args)
+    return f"{safe_str(message)} {shown}"

@@ -22,6 +22,7 @@ import logging
 import logging.config
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,9 @@ from structlog import DropEvent
 
 from fapilog import _diag
 from fapilog._state import STATE
+from fapilog.capture.coerce import ERROR_KEY, safe_str
 from fapilog.capture.logger import levels_of
-from fapilog.capture.record import stdlib_sink
+from fapilog.capture.record import salvage, stdlib_sink, unformatted
 
 if TYPE_CHECKING:
     from fapilog.settings import LoggingSettings
@@ -107,20 +109,23 @@ class FapilogHandler(logging.Handler):
         _local.depth = depth + 1
         try:
             self._process(record)
-        except Exception as exc:  # never raise into the application
-            _diag.report("stdlib-handler", f"fapilog could not process a stdlib record: {exc!r}")
+        except Exception as exc:  # never raise into the application: a best-effort record
+            _salvage(record, exc)
         finally:
             _local.depth = depth
 
     def _process(self, record: logging.LogRecord) -> None:
+        event: dict[str, Any] = {}
         try:
             message = record.getMessage()
-        except Exception as exc:  # bad %-format args: keep the raw message and args
-            message = f"{record.msg!r} {record.args!r} (format error: {exc})"
-        event: dict[str, Any] = {"event": message}
+        except Exception as exc:  # bad %-format args, a str() that raises: the parts as they are
+            message = unformatted(record.msg, record.args)
+            event[ERROR_KEY] = f"message could not be formatted: {type(exc).__name__}"
+        event["event"] = message
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                event[key] = value
+                # extra={"event": ...} is a field, not the message
+                event["attr.event" if key == "event" else key] = value
         if record.exc_info and record.exc_info[1] is not None:
             event["exc_info"] = record.exc_info
         if record.stack_info:
@@ -137,11 +142,20 @@ class FapilogHandler(logging.Handler):
         sink._put(*args, **kwargs)
 
 
+def _salvage(record: logging.LogRecord, exc: Exception) -> None:
+    """A record the chain failed on: a best-effort record in its place (see `salvage`)."""
+    try:
+        sink = stdlib_sink(record.name, record.created, record.levelno, record.levelname)
+    except Exception:  # a record whose time or level are not what logging makes
+        sink = stdlib_sink(safe_str(record.name), time.time(), logging.WARNING, "WARNING")
+    salvage(sink, "warning", "stdlib record could not be processed", exc)
+
+
 def _to_stderr(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
     except Exception:
-        message = str(record.msg)
+        message = unformatted(record.msg, record.args)
     _diag.report(
         f"internal:{record.name}:{message[:80]}",
         message,

@@ -138,7 +138,7 @@ class FileExporter(LogRecordExporter):
         if not batch:
             return LogRecordExportResult.SUCCESS
         render = self._renderer.render_line
-        lines = [render(readable) for readable in batch]
+        lines = [render(readable) for readable in batch]  # per record, never raises
         with self._guard:
             if self._closed:
                 return LogRecordExportResult.FAILURE

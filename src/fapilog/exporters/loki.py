@@ -273,7 +273,7 @@ class LokiExporter(LogRecordExporter):
         skipped = 0
         for readable in batch:
             record = readable.log_record
-            line = render(readable)
+            line = render(readable)  # never raises: one bad record never costs its batch
             if max_line and len(line) > max_line:
                 skipped += 1
                 self._drop("line_too_long", 1, len(line))
@@ -287,7 +287,10 @@ class LokiExporter(LogRecordExporter):
                 }
                 size += 64
             timestamp = record.timestamp or record.observed_timestamp or time.time_ns()
-            key = self._stream_key(readable)
+            try:
+                key = self._stream_key(readable)
+            except Exception:  # labels that cannot be read: the line goes to another stream
+                key = self._fallback_key()
             streams.setdefault(key, []).append((timestamp, line.decode("utf-8"), metadata, size))
         if skipped:
             _diag.report(
@@ -296,6 +299,10 @@ class LokiExporter(LogRecordExporter):
                 f"{max_line} bytes (FAPILOG_LOKI__MAX_LINE_BYTES)",
             )
         return streams, skipped
+
+    def _fallback_key(self) -> StreamKey:
+        """The stream of a record whose own labels cannot be read: the static labels."""
+        return self._static or _RESOURCE_FALLBACK
 
     def _stream_key(self, readable: ReadableLogRecord) -> StreamKey:
         resource = readable.resource
@@ -320,7 +327,10 @@ class LokiExporter(LogRecordExporter):
                 value = scope.name if scope is not None else ""
             else:
                 attributes = record.attributes or {}
-                value = label_value(attributes.get(label.source))
+                try:
+                    value = label_value(attributes.get(label.source))
+                except Exception:  # a value with no text (a foreign record's): no label
+                    value = ""
             if value:
                 labels[label.name] = value
         if not labels:  # Loki rejects a stream without labels

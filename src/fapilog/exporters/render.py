@@ -4,6 +4,12 @@ The JSON line is flat: ``timestamp``, ``level``, ``message``, ``logger``, ``trac
 ``span_id``, then the record's attributes, then the resource attributes (``service.name``,
 ...). A user attribute whose name collides with one of those reserved names is kept under
 ``attr.<name>`` instead of overwriting it. docs/json-schema.md documents the schema.
+
+Rendering never raises and is per record: a record whose values JSON cannot hold as they
+are (an integer beyond 64 bits, a string with a lone surrogate, a foreign record's odd
+values) is rendered from its values coerced as the caller's thread would have coerced them,
+and a record that cannot be rendered at all becomes a line of its core keys with a
+``fapilog.error`` attribute. One bad record never costs its batch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import orjson
 
 from fapilog import _levels
+from fapilog.capture.coerce import ERROR_KEY, coerce_value, safe_str
 from fapilog.otel.logs import ReadableLogRecord
 
 __all__ = ["CORE_KEYS", "ConsoleRenderer", "JsonRenderer", "iso_timestamp", "level_name"]
@@ -128,28 +135,80 @@ class JsonRenderer:
         return self._render(readable, True)
 
     def _render(self, readable: ReadableLogRecord, newline: bool) -> bytes:
-        parts = self._resource_parts(readable.resource)
+        try:
+            parts = self._resource_parts(readable.resource)
+            line = self._line(readable, parts.reserved)
+        except Exception as exc:  # a foreign record with fields of the wrong types
+            data = _unrenderable(readable, exc)
+            return data + b"\n" if newline else data
         tail = parts.tail_newline if newline else parts.tail
-        line = self._line(readable, parts.reserved)
         if tail is not None:
             # the keys are distinct (attributes colliding with the resource's are renamed),
             # so the object ends with the resource attributes serialized on their own
             try:
                 return orjson.dumps(line, default=_json_default)[:-1] + tail
-            except (TypeError, orjson.JSONEncodeError):
+            except Exception:
                 pass
         line.update(parts.attrs)
         try:
             data = orjson.dumps(line, default=_json_default)
-        except (TypeError, orjson.JSONEncodeError):
-            data = json.dumps(line, default=_json_default, ensure_ascii=False).encode(
-                "utf-8", "backslashreplace"
-            )
+        except Exception:
+            data = _degraded(line, readable)
         return data + b"\n" if newline else data
 
     def render_batch(self, batch: Sequence[ReadableLogRecord]) -> bytes:
         render = self.render_line
         return b"".join([render(readable) for readable in batch])
+
+
+def _degraded(line: dict[str, Any], readable: ReadableLogRecord) -> bytes:
+    """The line of a record orjson could not serialize as it is: each value coerced (an
+    integer beyond 64 bits becomes its decimal string or ``"<int: N digits>"``, ...), then
+    orjson again, or the stdlib encoder (it writes lone surrogates as escapes)."""
+    try:
+        clean = {safe_str(key): coerce_value(value) for key, value in line.items()}
+        try:
+            return orjson.dumps(clean, default=_json_default)
+        except Exception:
+            return json.dumps(clean, default=_json_default, ensure_ascii=False).encode(
+                "utf-8", "backslashreplace"
+            )
+    except Exception as exc:
+        return _unrenderable(readable, exc)
+
+
+def _unrenderable(readable: ReadableLogRecord, exc: BaseException) -> bytes:
+    """The last resort: the core keys that can be read, and what went wrong."""
+    line: dict[str, Any] = {"timestamp": iso_timestamp(time.time_ns()), "level": "info"}
+    try:
+        record = readable.log_record
+        line["timestamp"] = iso_timestamp(int(record.timestamp or record.observed_timestamp))
+    except Exception:
+        pass
+    try:
+        line["level"] = level_name(readable.log_record).lower()
+    except Exception:
+        pass
+    try:
+        line["message"] = safe_str(readable.log_record.body)
+    except Exception:
+        line["message"] = ""
+    try:
+        scope = readable.instrumentation_scope
+        line["logger"] = safe_str(scope.name) if scope is not None else ""
+    except Exception:
+        line["logger"] = ""
+    try:
+        resource = readable.resource
+        name = resource.attributes.get("service.name") if resource is not None else None
+        line["service.name"] = safe_str(name) if name is not None else ""
+    except Exception:
+        line["service.name"] = ""
+    line[ERROR_KEY] = f"record could not be rendered: {type(exc).__name__}"
+    try:
+        return orjson.dumps(line)
+    except Exception:  # a lone surrogate in the message or a name
+        return json.dumps(line, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class _ResourceParts:
@@ -186,6 +245,14 @@ class ConsoleRenderer:
         self._json = JsonRenderer()
 
     def render(self, readable: ReadableLogRecord) -> str:
+        """The console line of `readable`; never raises (a record the console cannot show
+        is shown as its JSON line)."""
+        try:
+            return self._render(readable)
+        except Exception:
+            return self._json.render(readable).decode("utf-8", "replace")
+
+    def _render(self, readable: ReadableLogRecord) -> str:
         line = self._json.as_dict(readable)
         event: dict[str, Any] = {
             "timestamp": line.pop("timestamp")[11:23],
@@ -201,10 +268,12 @@ class ConsoleRenderer:
         ]:
             del line[key]
         event.update(line)
+        shown = dict(event)  # (the renderer consumes the dict it is given)
         try:
             text = str(self._renderer(None, event["level"], event))
-        except Exception:
-            text = repr(event)
+        except Exception:  # a value whose repr fails (an integer too long to print, ...)
+            coerced = {key: coerce_value(value) for key, value in shown.items()}
+            text = str(self._renderer(None, coerced["level"], coerced))
         if stack:
             text = f"{text}\n{stack.rstrip()}"
         return text

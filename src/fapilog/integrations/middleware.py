@@ -40,7 +40,9 @@ from structlog.contextvars import bind_contextvars, get_contextvars, reset_conte
 from fapilog import _diag, _levels
 from fapilog._state import STATE
 from fapilog.capture import stdlib
+from fapilog.capture.coerce import safe_str
 from fapilog.capture.logger import get_logger
+from fapilog.capture.record import salvage
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
 from fapilog.integrations.request_head import HeadReader, RequestHead
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
@@ -347,8 +349,8 @@ class RequestLoggingMiddleware:
                     _end_span(server_span, scope, exchange, failure)
                 if plan.log:
                     _log_request(plan, scope, exchange, failure)
-            except Exception as exc:  # never raise into the application
-                _diag.report("request-log", f"fapilog could not log a request: {exc!r}")
+            except Exception as exc:  # never raise into the application: a best-effort record
+                salvage(_log._logger, "warning", "request event could not be logged", exc)
             finally:
                 for tokens in reversed(bound):
                     try:
@@ -476,9 +478,15 @@ STATE.listeners.append(_on_configure)
 
 
 def _call_hook(hook: Callable[[Mapping[str, Any]], Any], scope: Scope) -> dict[str, Any]:
+    """The hook's fields, keys as strings (they become keyword arguments). Keys the request
+    event has itself (``level``, ``event``, ``message``) are fields like any other: the
+    JSON line shows them as ``attr.<key>``."""
     try:
         result = hook(scope)
-        return dict(result) if result else {}
+        fields = dict(result) if result else {}
+        if any(type(key) is not str for key in fields):
+            fields = {safe_str(key): value for key, value in fields.items()}
+        return fields
     except Exception as exc:
         _diag.report("request-context-hook", f"fapilog: request context_hook failed: {exc!r}")
         return {}
