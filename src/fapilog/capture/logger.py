@@ -78,7 +78,7 @@ class _NamedSink(Sink):
 # tenant) does not grow, and `set_levels` still reaches every live logger's Sink. A name
 # whose loggers are all gone gets a new Sink, at the configured level, when next used.
 _SINKS: weakref.WeakValueDictionary[str, Sink] = weakref.WeakValueDictionary()
-_SINKS_LOCK = threading.Lock()
+_SINKS_LOCK = threading.RLock()  # reentrant: a signal handler may create a logger
 
 
 def _level_for(name: str) -> int:

@@ -46,7 +46,7 @@ class ProcessSampler:
         self.snapshot: dict[str, Any] = {}
         self.stale = False  # set in a forked child: restart on next use
         self.samples = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process = psutil.Process()
@@ -124,7 +124,7 @@ class ProcessSampler:
 
     def after_fork_in_child(self) -> None:
         self._thread = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self.stale = True
 

@@ -32,7 +32,7 @@ from fapilog.capture.processors import add_trace_context
 from fapilog.capture.record import OTelBridge
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.registry import create_exporter, exporter_spec
-from fapilog.integrations import uvicorn
+from fapilog.integrations import gunicorn, uvicorn
 from fapilog.lifecycle import excepthook
 from fapilog.lifecycle.drain import (
     at_exit,
@@ -212,6 +212,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
         STATE.atexit_registered = True
     install_sigterm_handler()
     uvicorn.drain_on_reraised_signals()
+    gunicorn.patch_arbiter()
     register_child_drain()
     if retiring:
         # drain the old exporters in the background (bounded), keeping their counts

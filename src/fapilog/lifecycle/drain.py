@@ -44,23 +44,27 @@ def begin_exit() -> None:
         STATE.exit_started = time.monotonic()
 
 
-def _budget(timeout: float | None, shutdown_timeout: float, *, reserve: bool = False) -> float:
+def _budget(timeout: float | None, shutdown_timeout: float, *, flush: bool = False) -> float:
     """Seconds a flush or drain may take: `timeout` (default `shutdown_timeout`), and once
-    the process is exiting, no more than what the one exit deadline has left; a flush
-    (`reserve`) leaves the last part of it to the final drain, which delivers what was
-    logged after the flush (a server's last lines) even when a dead exporter made the flush
-    wait to its end."""
+    the process is exiting, no more than what the one exit deadline has left; a flush then
+    leaves the last part of the deadline to the final drain (see `_last_part`)."""
     budget = shutdown_timeout if timeout is None else timeout
     started = STATE.exit_started
     if started is not None:
         left = started + shutdown_timeout - time.monotonic()
-        if reserve:
-            left -= min(_EXIT_RESERVE, shutdown_timeout * 0.2)
-        budget = min(budget, left)
+        budget = min(budget, left - _last_part(shutdown_timeout) if flush else left)
     return max(0.0, budget)
 
 
-_EXIT_RESERVE = 1.0  # seconds of the exit deadline kept for the final drain, at most
+def _last_part(shutdown_timeout: float) -> float:
+    """The part of the exit deadline that belongs to the final drain: it delivers what was
+    logged after the last flush (a server's last lines) to the exporters that work, even
+    when a dead exporter made the flush, or the server's own shutdown, take all the rest;
+    so the final drain has it even past the deadline, within the exit's margin."""
+    return min(_LAST_PART, shutdown_timeout * 0.2)
+
+
+_LAST_PART = 0.25  # seconds, at most
 
 
 def force_flush(timeout: float | None = None) -> bool:
@@ -71,7 +75,7 @@ def force_flush(timeout: float | None = None) -> bool:
     bridge: Bridge | None = STATE.bridge
     if bridge is None or pipeline is None:
         return True
-    budget = _budget(timeout, pipeline.settings.shutdown_timeout, reserve=True)
+    budget = _budget(timeout, pipeline.settings.shutdown_timeout, flush=True)
     deadline = time.monotonic() + budget
     ok = bridge.flush(budget)
     for processor in list(pipeline.processors):
@@ -89,15 +93,24 @@ def shutdown(timeout: float | None = None) -> bool:
         bridge: Bridge | None = STATE.bridge
         if pipeline is None or STATE.shut_down or bridge is None:
             return True
-        budget = _budget(timeout, pipeline.settings.shutdown_timeout)
-        deadline = time.monotonic() + budget
-        ok = bridge.shutdown(budget)
+        shutdown_timeout = pipeline.settings.shutdown_timeout
+        now = time.monotonic()
+        deadline = now + _budget(timeout, shutdown_timeout)
+        # exporters that work get at least the last part of the exit deadline
+        late = max(deadline, now + _last_part(shutdown_timeout)) if STATE.exit_started else None
+        ok = bridge.shutdown(max(0.0, (late or deadline) - now))
         mark = intake_mark()  # nothing logged from now on reaches these exporters
         for processor in pipeline.processors:
             if processor.intake_end is None:
                 processor.intake_end = mark
-        remaining = max(0.0, deadline - time.monotonic())
-        ok = shutdown_processors(pipeline.processors + STATE.retired, remaining) and ok
+        ok = (
+            shutdown_processors(
+                pipeline.processors + STATE.retired,
+                max(0.0, deadline - time.monotonic()),
+                working_until=late,
+            )
+            and ok
+        )
         for hook in list(STATE.shutdown_hooks):
             try:
                 ok = hook(max(0.0, deadline - time.monotonic())) and ok
@@ -136,16 +149,21 @@ def at_exit() -> None:
         pass
 
 
-def install_sigterm_handler() -> None:
-    """Drain on SIGTERM where SIGTERM still has its default action (see module doc). Only
-    the main thread can set signal handlers."""
+def install_sigterm_handler(*, quit_too: bool = False) -> None:
+    """Drain on SIGTERM where SIGTERM still has its default action (see module doc); with
+    `quit_too`, on SIGQUIT too (a gunicorn worker's quick shutdown). Only the main thread can
+    set signal handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-        pass
+    signals = [signal.SIGTERM]
+    if quit_too and hasattr(signal, "SIGQUIT"):
+        signals.append(signal.SIGQUIT)
+    for signum in signals:
+        try:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                signal.signal(signum, _on_sigterm)
+        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+            pass
 
 
 def sigterm_drain() -> Callable[[int, Any], None]:
@@ -155,8 +173,10 @@ def sigterm_drain() -> Callable[[int, Any], None]:
 
 
 def uninstall_sigterm_handler() -> None:
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for name in ("SIGTERM", "SIGQUIT"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is _on_sigterm:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -164,5 +184,5 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     try:
         shutdown()
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)

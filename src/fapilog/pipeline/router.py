@@ -66,22 +66,34 @@ def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: floa
 
 # how long an exporter told to abort at the deadline has to return before its batch is
 # written off (the one exit bound is shutdown_timeout plus this)
-ABORT_GRACE = 0.5
+ABORT_GRACE = 0.3
 
 
-def shutdown_processors(processors: Sequence[ExportProcessor], timeout: float) -> bool:
+def shutdown_processors(
+    processors: Sequence[ExportProcessor], timeout: float, *, working_until: float | None = None
+) -> bool:
     """Shut exporters down together under one deadline, in parallel, with no new thread:
     every queue is told to deliver what it holds, then each worker calls its exporter's own
     `shutdown()` and stops. At the deadline an exporter still busy (retrying a dead
     endpoint) is told to abort, if it can (`fapilog.exporters.Abortable`), and given
     `ABORT_GRACE` seconds; what is still queued or in flight then is counted as dropped,
-    reason ``shutdown_timeout``. Returns whether everything was delivered."""
+    reason ``shutdown_timeout``. `working_until` (time.monotonic(), later than the
+    deadline): how long exporters whose last export succeeded may go on delivering (the
+    final drain of an exiting process). Returns whether everything was delivered."""
     deadline = time.monotonic() + max(0.0, timeout)
     pending = [processor for processor in processors if not processor._shutdown]
     for processor in pending:
         processor._shutdown = True
         processor.queue.begin_shutdown()
-    stuck = [processor for processor in pending if not processor.queue.join(deadline)]
+    stuck = [
+        processor
+        for processor in pending
+        if not processor.queue.join(
+            working_until
+            if working_until is not None and not processor.consecutive_failures
+            else deadline
+        )
+    ]
     aborted = [processor for processor in stuck if processor.abort()]
     if aborted:
         deadline = time.monotonic() + ABORT_GRACE
