@@ -18,17 +18,29 @@ import fapilog.testing
 from fapilog import LoggingSettings
 from fapilog._state import STATE
 from fapilog.integrations import tracing as _tracing
+from fapilog.pipeline.accounting import unbalanced
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
 def _clean_fapilog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts unconfigured, with no FAPILOG_/OTEL_ variables; and after every
+    test that configured fapilog, its figures add up once the pipeline is quiet."""
     for key in list(os.environ):
         if key.startswith(("FAPILOG_", "OTEL_")):
             monkeypatch.delenv(key)
     yield
-    fapilog.testing.reset()
+    if STATE.pipeline is not None:
+        if not STATE.shut_down:
+            fapilog.force_flush(10)
+        figures = fapilog.stats()
+        try:
+            assert unbalanced(figures) == {}, figures
+        finally:
+            fapilog.testing.reset()
+    else:
+        fapilog.testing.reset()
 
 
 @pytest.fixture

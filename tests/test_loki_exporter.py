@@ -169,6 +169,24 @@ def test_429_for_five_seconds_then_recovery_loses_nothing(loki: LokiReceiver) ->
     assert fapilog.stats()["exporters"]["loki"]["dropped"] == 0
 
 
+def test_figures_add_up_while_a_push_is_being_retried(loki: LokiReceiver) -> None:
+    """During an outage the records being retried show as in flight: at every moment
+    emitted == exported + dropped + queued + in flight."""
+    configure(loki)
+    loki.fail(503)
+    log = fapilog.get_logger("retrying")
+    for seq in range(50):
+        log.info("e", seq=seq)
+    assert not fapilog.force_flush(0.5)  # stuck retrying
+    figures = fapilog.stats()["exporters"]["loki"]
+    assert figures["in_flight"] > 0, figures
+    assert figures["exported"] == 0 and figures["dropped"] == 0, figures
+    assert figures["in_flight"] + figures["queued"] == 50, figures
+    loki.clear_failures()
+    assert fapilog.force_flush(20)
+    assert fapilog.stats()["exporters"]["loki"]["exported"] == 50
+
+
 def test_receiver_down_for_ten_seconds_loses_nothing(loki: LokiReceiver) -> None:
     """Loki unreachable for 10 s, the records fit the queue: all delivered."""
     configure(loki)

@@ -133,11 +133,14 @@ def test_broken_pipe_never_raises(subprocess_env: dict[str, str]) -> None:
         import sys
         from fapilog import configure_logging, log, force_flush
         configure_logging()
+        import json
+        from fapilog import stats
         for i in range(2000):
             log.info("line", i=i)
             if i % 100 == 0:
                 force_flush(5)
         force_flush(5)
+        sys.stderr.write("figures " + json.dumps(stats()["exporters"]["stdout"]) + "\\n")
         sys.stderr.write("finished\\n")
         """
     )
@@ -162,7 +165,52 @@ def test_broken_pipe_never_raises(subprocess_env: dict[str, str]) -> None:
     assert "Traceback" not in err
     assert "broken pipe" in err.lower()  # reported once by fapilog's diagnostics
     assert err.lower().count("broken pipe") == 1
+    # records after the reader left are lost, and counted as such, not as exported
+    figures = json.loads(err.split("figures ", 1)[1].splitlines()[0])
+    assert figures["dropped_by_reason"].get("broken_pipe", 0) > 1000, figures
+    assert figures["exported"] < 1000, figures
+    assert figures["exported"] + figures["dropped"] == 2000, figures
 
+
+def test_stalled_reader_counts_written_chunks_as_exported(
+    subprocess_env: dict[str, str],
+) -> None:
+    # the reader of stdout stops reading (but keeps the pipe open): at the shutdown deadline
+    # the chunks written before the stall count as exported, only the rest as dropped
+    code = textwrap.dedent(
+        """
+        import json, os, sys
+        import fapilog
+        from fapilog import configure_logging, log
+        configure_logging()
+        for i in range(2000):
+            log.info("line", i=i, pad="x" * 1000)
+        fapilog.shutdown(1.0)
+        sys.stderr.write("figures " + json.dumps(fapilog.stats()["exporters"]["stdout"]) + "\\n")
+        sys.stderr.flush()
+        os._exit(0)  # the interpreter's own exit would flush the stuck stdout
+        """
+    )
+    producer = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert producer.stdout is not None and producer.stderr is not None
+        assert json.loads(producer.stdout.readline())["message"] == "line"  # then stall
+        err = producer.stderr.read().decode()
+        status = producer.wait(timeout=60)
+    finally:
+        producer.kill()
+        producer.wait()
+    assert status == 0, err
+    figures = json.loads(err.split("figures ", 1)[1].splitlines()[0])
+    assert figures["exported"] > 0, figures  # the chunks the pipe took before it filled
+    assert figures["dropped_by_reason"].get("shutdown_timeout", 0) > 0, figures
+    assert figures["exported"] + figures["dropped"] == 2000, figures
+    assert figures["in_flight"] == 0 and figures["queued"] == 0, figures
 
 def test_closed_stdout_never_raises(subprocess_env: dict[str, str]) -> None:
     code = textwrap.dedent(

@@ -12,6 +12,7 @@ from fapilog.exporters.contract import (
     LogRecordExporter,
     LogRecordExportResult,
     PartialLoss,
+    Progress,
     ReadableLogRecord,
 )
 from fapilog.exporters.registry import (
@@ -37,6 +38,7 @@ __all__ = [
     "LogRecordExportResult",
     "LogRecordExporter",
     "PartialLoss",
+    "Progress",
     "ReadableLogRecord",
     "create_exporter",
     "exporter_options",

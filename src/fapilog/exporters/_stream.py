@@ -11,12 +11,13 @@ from fapilog import _diag
 __all__ = ["write_stream"]
 
 
-def write_stream(stream: IO[Any] | None, data: bytes, name: str) -> bool:
+def write_stream(stream: IO[Any] | None, data: bytes, name: str) -> str | None:
     """Write `data` to `stream` (default: the current sys.stdout) and flush. Never raises;
-    returns False when the stream is gone (closed, broken pipe)."""
+    returns None when written, else why not: ``broken_pipe`` (the reader went away) or
+    ``write_error`` (a closed stream, EIO, ENOSPC)."""
     target = stream if stream is not None else sys.stdout
     if target is None:
-        return False
+        return "write_error"
     try:
         buffer = getattr(target, "buffer", None)
         if buffer is not None:
@@ -26,16 +27,16 @@ def write_stream(stream: IO[Any] | None, data: bytes, name: str) -> bool:
         else:
             target.write(data.decode("utf-8", "replace"))
             target.flush()
-        return True
+        return None
     except BrokenPipeError:
         # The reader went away (`| head`). Point the fd at /dev/null so that neither we nor
         # the interpreter's final flush raise again (the recipe in Python's signal docs).
         _silence(target)
         _diag.report(f"stream:{name}", f"fapilog {name} exporter: broken pipe, output stops")
-        return False
+        return "broken_pipe"
     except (ValueError, OSError) as exc:  # closed file, EIO, ENOSPC
         _diag.report(f"stream:{name}", f"fapilog {name} exporter cannot write: {exc!r}")
-        return False
+        return "write_error"
 
 
 def _silence(stream: IO[Any]) -> None:

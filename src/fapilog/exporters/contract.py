@@ -14,7 +14,11 @@ class is needed):
   rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``;
 - `Abortable`: ``abort()`` makes a busy `export()` give up now (stop retrying, stop
   waiting on the network). Called from another thread when fapilog's shutdown deadline has
-  passed with the export still running; it must return at once.
+  passed with the export still running; it must return at once;
+- `Progress`: ``export_progress`` says how many records of the export in progress are
+  delivered already (0 when an export starts): when the shutdown deadline cuts an export
+  off (a reader that stopped reading stdout), those count as exported, the rest as
+  dropped.
 
 `shutdown()` is called on the exporter's own worker thread, once everything queued for it
 was exported (or the deadline passed).
@@ -35,6 +39,7 @@ __all__ = [
     "LogRecordExportResult",
     "LogRecordExporter",
     "PartialLoss",
+    "Progress",
     "ReadableLogRecord",
 ]
 
@@ -60,3 +65,10 @@ class Abortable(Protocol):
     """An exporter that can be told, from another thread, to give up its current export."""
 
     def abort(self) -> None: ...
+
+
+@runtime_checkable
+class Progress(Protocol):
+    """An exporter that tells how much of the export in progress it has delivered."""
+
+    export_progress: int

@@ -20,21 +20,66 @@ __all__ = [
 ]
 
 
-class StdoutJsonExporter(LogRecordExporter):
-    """One JSON object per line on stdout (the stream current at export time, so test
-    capture and redirection work). A batch is written with one call."""
+# a batch is written in chunks of about this many bytes: a reader that stalls holds one
+# chunk, and what was written before it counts as exported (`export_progress`)
+_CHUNK = 64 * 1024
+
+
+class _StreamExporter(LogRecordExporter):
+    """Lines to a text stream (stdout by default: the stream current at export time, so
+    test capture and redirection work), written in chunks. Once the reader has gone away
+    (a broken pipe), every later record is counted as dropped, reason ``broken_pipe``, not
+    as exported into the void."""
+
+    name = "stdout"
 
     def __init__(self, stream: IO[Any] | None = None) -> None:
         self._stream = stream
-        self._renderer = JsonRenderer()
         self._closed = False
+        self._broken = False
+        # the exporter contract's extras: a partial loss and its reason, and how many
+        # records of the export in progress are written already
+        self.last_export_dropped: int | None = None
+        self.last_export_reason: str | None = None
+        self.export_progress = 0
+
+    def _lines(self, batch: Sequence[ReadableLogRecord]) -> list[bytes]:
+        raise NotImplementedError
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.export_progress = 0
+        self.last_export_dropped = None
+        self.last_export_reason = None
         if self._closed:
             return LogRecordExportResult.FAILURE
-        data = self._renderer.render_batch(batch)
-        ok = write_stream(self._stream, data, "stdout")
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+        if self._broken:
+            return self._lost(len(batch), "broken_pipe")
+        chunk: list[bytes] = []
+        size = 0
+        done = 0
+        for line in self._lines(batch):
+            chunk.append(line)
+            size += len(line)
+            if size >= _CHUNK:
+                failed = write_stream(self._stream, b"".join(chunk), self.name)
+                if failed:
+                    return self._lost(len(batch) - done, failed)
+                done += len(chunk)
+                self.export_progress = done
+                chunk, size = [], 0
+        if chunk:
+            failed = write_stream(self._stream, b"".join(chunk), self.name)
+            if failed:
+                return self._lost(len(batch) - done, failed)
+            self.export_progress = len(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def _lost(self, count: int, reason: str) -> LogRecordExportResult:
+        if reason == "broken_pipe":
+            self._broken = True
+        self.last_export_dropped = count
+        self.last_export_reason = reason
+        return LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
         self._closed = True
@@ -43,30 +88,34 @@ class StdoutJsonExporter(LogRecordExporter):
         return True
 
 
-class ConsoleExporter(LogRecordExporter):
+class StdoutJsonExporter(_StreamExporter):
+    """One JSON object per line on stdout."""
+
+    def __init__(self, stream: IO[Any] | None = None) -> None:
+        super().__init__(stream)
+        self._renderer = JsonRenderer()
+
+    def _lines(self, batch: Sequence[ReadableLogRecord]) -> list[bytes]:
+        render = self._renderer.render_line
+        return [render(readable) for readable in batch]
+
+
+class ConsoleExporter(_StreamExporter):
     """Pretty console lines for development: coloured level (when the stream is a
     terminal), aligned message, key=value pairs, readable tracebacks."""
 
+    name = "console"
+
     def __init__(self, stream: IO[Any] | None = None, colors: bool | None = None) -> None:
-        self._stream = stream
+        super().__init__(stream)
         if colors is None:
             target = stream if stream is not None else sys.stdout
             colors = bool(getattr(target, "isatty", lambda: False)())
         self._renderer = ConsoleRenderer(colors=colors)
-        self._closed = False
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        if self._closed:
-            return LogRecordExportResult.FAILURE
-        text = "".join(self._renderer.render(readable) + "\n" for readable in batch)
-        ok = write_stream(self._stream, text.encode("utf-8", "replace"), "console")
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._closed = True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def _lines(self, batch: Sequence[ReadableLogRecord]) -> list[bytes]:
+        render = self._renderer.render
+        return [(render(readable) + "\n").encode("utf-8", "replace") for readable in batch]
 
 
 def _stdout(settings: LoggingSettings) -> LogRecordExporter:

@@ -32,7 +32,7 @@ from fapilog.pipeline.intake import IntakeQueue
 from fapilog.pipeline.router import ExportProcessor, collect_batch
 from fapilog.settings import QueueSettings
 
-__all__ = ["LOGGER_GENERATION", "Bridge", "Forward", "event_fields"]
+__all__ = ["Bridge", "Forward", "LOGGER_GENERATION", "event_fields"]
 
 # The SDK Loggers the bridge keeps, by logger name: at most two generations of this many
 # names. A name used during the current generation stays; one unused for a whole

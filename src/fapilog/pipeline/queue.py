@@ -53,7 +53,9 @@ class BatchQueue(Generic[T]):
     it were not delivered; it must not raise (if it does, the batch counts as dropped,
     reason ``consumer_error``). `on_stop()`, if given, is the worker's last act once it has
     delivered everything at shutdown (an exporter's own shutdown: run on the worker, it needs
-    no new thread, which an exiting interpreter may refuse to start).
+    no new thread, which an exiting interpreter may refuse to start). `delivered_so_far()`,
+    if given, says how many records of the batch in progress the consumer has delivered,
+    read when the shutdown deadline cuts that batch off.
     """
 
     def __init__(
@@ -65,10 +67,12 @@ class BatchQueue(Generic[T]):
         *,
         max_delay: float | None = None,
         on_stop: Callable[[], object] | None = None,
+        delivered_so_far: Callable[[], int] | None = None,
     ) -> None:
         self.name = name
         self._consume = consume
         self._on_stop = on_stop
+        self._delivered_so_far = delivered_so_far
         self._severity = severity
         self.max_size = settings.max_size
         self.batch_size = min(settings.batch_size, settings.max_size)
@@ -423,9 +427,18 @@ class BatchQueue(Generic[T]):
                 self._count_drop("shutdown_timeout", left)
                 drained = False
             if self._busy and not self._written_off and thread is not threading.current_thread():
+                # the batch of a consumer still at work: what it has delivered of it (when it
+                # can tell) counts as delivered, the rest as dropped
                 self._written_off = True
+                done = 0
+                if self._delivered_so_far is not None:
+                    try:
+                        done = min(max(int(self._delivered_so_far()), 0), self._inflight)
+                    except Exception:
+                        done = 0
                 self._settled += self._inflight
-                self._count_drop("shutdown_timeout", self._inflight)
+                self.delivered += done
+                self._count_drop("shutdown_timeout", self._inflight - done)
                 drained = False
             self._progress.notify_all()
         return drained

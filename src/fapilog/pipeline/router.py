@@ -17,7 +17,7 @@ from typing import Any
 
 from fapilog import _diag
 from fapilog._state import STATE, worker_thread
-from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss
+from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss, Progress
 from fapilog.otel.logs import (
     LogRecordExporter,
     LogRecordExportResult,
@@ -141,6 +141,11 @@ class ExportProcessor:
             settings,
             max_delay=max_delay,
             on_stop=exporter.shutdown,
+            delivered_so_far=(
+                (lambda: exporter.export_progress)
+                if isinstance(exporter, Progress)
+                else None
+            ),
         )
         self._shutdown = False
         # the intake's figures when this exporter started and stopped receiving records
