@@ -142,9 +142,7 @@ class ExportProcessor:
             max_delay=max_delay,
             on_stop=exporter.shutdown,
             delivered_so_far=(
-                (lambda: exporter.export_progress)
-                if isinstance(exporter, Progress)
-                else None
+                (lambda: exporter.export_progress) if isinstance(exporter, Progress) else None
             ),
         )
         self._shutdown = False
