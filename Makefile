@@ -1,10 +1,10 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench docs clean
+.PHONY: demo test lint typecheck unit soak bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=fapilog --cov-report=term
 
 test: lint typecheck unit
+
+# the race and hang scenarios at their full repetition counts (minutes; see CONTRIBUTING.md)
+soak: $(STAMP)
+	FAPILOG_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m soak
 
 docs: $(STAMP)
 	$(BIN)/python docs/update_reference.py

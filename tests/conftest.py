@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,26 @@ from fapilog.pipeline.accounting import unbalanced
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _documented_drop_reasons() -> frozenset[str]:
+    """The reasons in docs/pipeline.md's drop-reason table."""
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    table = text.split("### Drop reasons", 1)[1].split("\n\n", 2)[1]
+    reasons = frozenset(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
+    assert "queue_full" in reasons and "shutdown_timeout" in reasons, "the table moved?"
+    return reasons
+
+
+DROP_REASONS = _documented_drop_reasons()
+
+
+def undocumented_reasons(figures: dict[str, Any]) -> set[str]:
+    """Drop reasons in a `stats()` result that docs/pipeline.md does not list."""
+    seen = set(figures["intake"]["dropped_by_reason"])
+    for exporter in figures["exporters"].values():
+        seen.update(reason.removeprefix("intake_") for reason in exporter["dropped_by_reason"])
+    return seen - DROP_REASONS
+
+
 @pytest.fixture(autouse=True)
 def _clean_fapilog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts unconfigured, with no FAPILOG_/OTEL_ variables; and after every
@@ -37,6 +58,7 @@ def _clean_fapilog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         figures = fapilog.stats()
         try:
             assert unbalanced(figures) == {}, figures
+            assert undocumented_reasons(figures) == set(), figures
         finally:
             fapilog.testing.reset()
     else:
@@ -59,10 +81,14 @@ def subprocess_env() -> dict[str, str]:
 PYTHON = sys.executable
 
 
+# read once, at import: each test starts with the FAPILOG_ variables cleared
+SOAK = bool(os.environ.get("FAPILOG_SOAK"))
+
+
 def runs(quick: int, soak: int) -> int:
     """How many times a repeated scenario runs: `quick` in `make test`, `soak` in
     `make soak` (FAPILOG_SOAK=1)."""
-    return soak if os.environ.get("FAPILOG_SOAK") else quick
+    return soak if SOAK else quick
 
 
 class MemoryExporter:

@@ -6,11 +6,15 @@ on 127.0.0.1 through the real pipeline (`configure_logging(exporters=["otlp"])`)
 - a gRPC batch over the collector's message limit (4 MiB by default) is sent in parts, never
   resent whole; a lower limit announced by the collector is adopted; a record too large on
   its own is dropped with reason ``too_large``; after a transient failure only the parts not
-  yet delivered are sent again.
+  yet delivered are sent again;
+- a burst to a healthy collector is never shed between the bridge and the exporter.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +23,7 @@ import grpc
 import pytest
 
 import fapilog
+from conftest import runs
 from fapilog import configure_logging, get_logger
 from fapilog.otel import logs as otel_logs
 from fapilog.otel.otlp_logs import GRPC_MESSAGE_LIMIT
@@ -199,3 +204,43 @@ def test_without_the_checked_seam_grpc_export_works_as_before(
     assert (figures["exported"], figures["dropped"]) == (1, 0)
     assert figures["details"] == {}
     assert [entry.body for entry in default_receiver.logs] == ["plain"]
+
+
+BURST = """
+import json, sys
+import fapilog
+from fapilog import configure_logging, get_logger
+configure_logging(exporters=["otlp"], otlp={"endpoint": sys.argv[1], "protocol": "grpc"})
+log = get_logger("burst")
+for seq in range(2000):
+    log.info("burst", seq=seq)
+fapilog.force_flush(30)
+print(json.dumps(fapilog.stats()["exporters"]["otlp"]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+def test_a_burst_to_a_healthy_collector_is_never_shed(subprocess_env: dict[str, str]) -> None:
+    """2,000 records logged in a tight loop right after start-up, while the first gRPC export
+    (connecting the channel) is still running: the hand-off between the bridge and the
+    exporter waits for the exporter rather than shedding. A fresh process each run."""
+    count = runs(2, 20)
+    bad: list[tuple[int, dict[str, Any]]] = []
+    with OtlpReceiver() as receiver:
+        for _ in range(count):
+            result = subprocess.run(
+                [sys.executable, "-c", BURST, receiver.endpoint("grpc")],
+                check=False,
+                env=subprocess_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+            figures = json.loads(result.stdout.strip().splitlines()[-1])
+            arrived = len(receiver.wait_for_logs(lambda got: len(got) >= 2000, timeout=10))
+            if figures["exported"] != 2000 or figures["dropped"] or arrived != 2000:
+                bad.append((arrived, figures))
+            receiver.logs.clear()  # the child has exited: nothing else is arriving
+    assert bad == [], f"{len(bad)} of {count} runs lost records (arrived, figures): {bad}"

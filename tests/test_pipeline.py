@@ -200,17 +200,27 @@ def test_block_from_an_event_loop_thread_is_bounded(make_queue: Any) -> None:
 # -- the hand-off between workers (put_many) ----------------------------------------------
 
 
-def test_a_worker_handing_over_waits_for_room_instead_of_shedding(make_queue: Any) -> None:
-    """put_many (the bridge's worker feeding an exporter queue) waits, bounded, for the
-    queue's worker under every policy: a burst the worker absorbs loses nothing."""
-    queue, gate = make_queue(overflow="drop_oldest", block_timeout=30)
+def _waiting_in_put_many(queue: BatchQueue[Item], handed: threading.Thread) -> None:
+    deadline = time.monotonic() + 10
+    while not queue._progress._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until the hand-off waits inside put_many()
+    assert handed.is_alive()
+
+
+def test_a_worker_handing_over_waits_for_a_slow_batch_instead_of_shedding(
+    make_queue: Any,
+) -> None:
+    """put_many (the bridge's worker feeding an exporter queue) waits for the queue's worker
+    under every policy, for as long as the batch it exports is within export_timeout: a
+    burst arriving while a first export is slow (connecting, say) loses nothing, however
+    short block_timeout is."""
+    queue, gate = make_queue(overflow="drop_oldest", block_timeout=0.001, export_timeout=30)
     for n in range(5):
         queue.put((INFO, f"i{n}"))
     handed = threading.Thread(target=queue.put_many, args=([(INFO, f"h{n}") for n in range(7)],))
     handed.start()
-    deadline = time.monotonic() + 10
-    while not queue._progress._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.001)  # until the hand-off waits inside put_many()
+    _waiting_in_put_many(queue, handed)
+    handed.join(0.3)  # far beyond block_timeout: still waiting, nothing shed
     assert handed.is_alive() and queue.dropped == {}
     gate.release()
     handed.join(10)
@@ -223,17 +233,60 @@ def test_a_worker_handing_over_waits_for_room_instead_of_shedding(make_queue: An
     accounted(queue)
 
 
-def test_the_hand_off_wait_is_bounded_then_the_policy_sheds(make_queue: Any) -> None:
-    """A stuck worker: the hand-off waits block_timeout once, then drop_oldest sheds
-    (counted), without waiting again until the worker takes its next batch."""
-    queue, gate = make_queue(overflow="drop_oldest", block_timeout=0.2)
+def test_the_hand_off_wait_ends_when_the_batch_outlasts_export_timeout(make_queue: Any) -> None:
+    """A stuck worker: the hand-off waits until the batch in progress is export_timeout
+    old, then drop_oldest sheds (counted), without waiting again until the worker takes
+    its next batch."""
+    queue, gate = make_queue(overflow="drop_oldest", export_timeout=0.2)
     for n in range(5):
         queue.put((INFO, f"i{n}"))
     queue.put_many([(INFO, "h0"), (INFO, "h1")])
-    assert queue._stalled  # the wait timed out: shed from now on
+    assert queue._stalled  # the wait ended: shed from now on
     assert queue.dropped == {"queue_full": 2}
-    assert drain(queue, gate) == ["i2", "i3", "i4", "h0", "h1"]
+    queue.put_many([(INFO, "h2")])  # no second wait
+    assert queue.dropped == {"queue_full": 3}
+    assert drain(queue, gate) == ["i3", "i4", "h0", "h1", "h2"]
     assert not queue._stalled  # the worker moved
+    accounted(queue)
+
+
+def test_the_hand_off_sheds_at_once_when_the_producer_queue_is_full(make_queue: Any) -> None:
+    """Waiting while the producer's own queue (the intake) is full would only move the
+    shedding upstream, to every exporter: this queue sheds by its policy instead."""
+    queue, gate = make_queue(overflow="drop_newest", export_timeout=30)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    handed = threading.Thread(
+        target=queue.put_many,
+        args=([(INFO, "h0"), (INFO, "h1")],),
+        kwargs={"upstream_full": lambda: True},
+    )
+    handed.start()
+    handed.join(10)
+    assert not handed.is_alive()  # the 30 s bound was never used
+    assert queue.dropped == {"queue_full": 2}
+    assert drain(queue, gate) == [f"i{n}" for n in range(5)]
+    accounted(queue)
+
+
+def test_under_block_the_hand_off_waits_even_when_the_producer_queue_is_full(
+    make_queue: Any,
+) -> None:
+    """Policy block is lossless backpressure: the hand-off keeps waiting for a live worker
+    (the application's threads wait, bounded, at the intake in turn)."""
+    queue, gate = make_queue(overflow="block", block_timeout=0.001, export_timeout=30)
+    for n in range(5):
+        queue.put((INFO, f"i{n}"))
+    handed = threading.Thread(
+        target=queue.put_many, args=([(INFO, "h0")],), kwargs={"upstream_full": lambda: True}
+    )
+    handed.start()
+    _waiting_in_put_many(queue, handed)
+    handed.join(0.3)  # far beyond block_timeout: still waiting, nothing shed
+    assert handed.is_alive() and queue.dropped == {}
+    gate.release()
+    handed.join(10)
+    assert drain(queue, gate) == [*(f"i{n}" for n in range(5)), "h0"]
     accounted(queue)
 
 
@@ -321,6 +374,38 @@ def test_a_stuck_exporter_does_not_stall_the_others(
     gate.set()
     assert fapilog.force_flush(30)
     assert len(stuck.records) == 5_000
+
+
+def test_a_stuck_exporter_with_a_full_queue_does_not_hold_its_siblings(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """The stuck exporter's queue fills; under load the bridge stops waiting for it as soon
+    as the intake is full, long before export_timeout (30 s): the healthy exporter gets
+    every record the intake kept, at once, and the stuck one sheds by its policy."""
+    gate = threading.Event()
+    stuck, healthy = RecordingExporter(gate=gate), RecordingExporter()
+    stuck_name, healthy_name = exporter_named(stuck), exporter_named(healthy)
+    configure_logging(
+        exporters=[stuck_name, healthy_name],
+        queue={"max_size": 200, "max_delay": 0.01, "export_timeout": 30},
+    )
+    try:
+        for i in range(5_000):
+            log.info("fan out", i=i)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            figures = fapilog.stats()["exporters"][healthy_name]
+            if figures["exported"] + figures["dropped"] == 5_000:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the healthy exporter is held up: {figures}")
+        assert len(healthy.records) == figures["exported"] > 200
+        assert stuck.records == []
+        assert fapilog.stats()["exporters"][stuck_name]["dropped_by_reason"]["queue_full"] > 0
+    finally:
+        gate.set()
+    assert fapilog.force_flush(30)
 
 
 def test_sample_end_to_end_keeps_all_warnings_and_errors(

@@ -60,7 +60,8 @@ LAST_LINE = {
     "uvicorn-reload": "Finished server process",
     "gunicorn": "Finished server process",
     "gunicorn-preload": "Finished server process",
-}
+    "granian": "Stopping worker",  # granian's worker, through its `_granian` logger
+}  # hypercorn's workers log nothing of their own at shutdown
 
 
 @pytest.fixture

@@ -119,7 +119,9 @@ class FileExporter(LogRecordExporter):
         self._lock_fd: int | None = None
         self._pid = os.getpid()
         self._next_rollover: float | None = None
-        self._guard = threading.Lock()
+        # reentrant: where no worker thread can start (interpreter shutdown), exports run on
+        # the logging thread, and a signal handler's drain may interrupt one
+        self._guard = threading.RLock()
         self._closed = False
         self._gap = 0
         self._to_compress: list[Path] = []

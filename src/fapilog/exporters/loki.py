@@ -183,7 +183,7 @@ class LokiExporter(LogRecordExporter):
             transport=transport, timeout=httpx.Timeout(settings.timeout), follow_redirects=False
         )
         self._resource_labels: tuple[int, dict[str, str]] | None = None
-        self._stats_lock = threading.Lock()
+        self._stats_lock = threading.RLock()  # reentrant: see the file exporter's guard
         self.sent_entries = 0
         self.sent_bytes = 0
         self.sent_requests = 0

@@ -410,6 +410,11 @@ class IntakeQueue(Generic[T]):
     def in_flight(self) -> int:
         return 0 if self._written_off else self._inflight
 
+    def is_full(self) -> bool:
+        """Whether the queue holds its bound or more (its caller is about to shed, or to
+        wait under policy `block`)."""
+        return self._incoming.qsize() + len(self._buffer) >= self.max_size
+
     def inherit(self, earlier: IntakeQueue[Any]) -> None:
         """Carry the figures of the intake this one replaces (a configuration after a
         shutdown), before any record is offered to this one, so that `fapilog.stats()` keeps

@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 # how many times a crowded queue's producer hands over the GIL before going on
 _YIELDS = 3
+# how often a worker waiting to hand records over looks at its own queue's fill level
+_HANDOFF_POLL = 0.005
 
 
 class BatchQueue(Generic[T]):
@@ -79,6 +81,7 @@ class BatchQueue(Generic[T]):
         self.max_delay = settings.max_delay if max_delay is None else max_delay
         self.overflow = settings.overflow
         self.block_timeout = settings.block_timeout
+        self.export_timeout = settings.export_timeout
         self.sample_ratio = settings.sample_ratio
         self.high_water = max(1, int(settings.max_size * settings.high_water))
         self._yield_mark = max(1, (settings.max_size * 3) // 4)
@@ -111,6 +114,7 @@ class BatchQueue(Generic[T]):
         self._written_off = False  # that batch was counted dropped at the shutdown deadline
         self._stalled = False  # policy block: a wait timed out; shed until the worker moves
         self._first_at = 0.0
+        self._batch_started = 0.0  # when the worker took the batch it is processing
         self._flushers = 0
         self._stopping = False
         self._stopped = False
@@ -132,13 +136,15 @@ class BatchQueue(Generic[T]):
             self._yield_to_worker()
         return accepted
 
-    def put_many(self, items: Sequence[T]) -> None:
-        """`put` each of `items` in order, under one lock acquisition: the same policy,
-        the same counting, as many separate `put` calls. For a producer that is itself a
-        worker (the bridge handing a batch to the exporter queues), a full queue first waits
-        up to `block_timeout` for its worker, whatever the policy: bursts the workers can
-        absorb are not shed between them, and a stalled exporter costs one bounded wait per
-        batch it takes (then shedding, counted, until it moves)."""
+    def put_many(self, items: Sequence[T], upstream_full: Callable[[], bool] | None = None) -> None:
+        """`put` each of `items` in order, under one lock acquisition: the same counting as
+        many separate `put` calls. For the producer that is itself a worker (the bridge
+        handing a batch on to the exporter queues), a full queue is waited for, whatever the
+        policy, for as long as this queue's worker is making progress (see
+        `_wait_for_handoff`): a burst that a healthy exporter absorbs a moment later is not
+        shed between two workers. `upstream_full()`, if given, says whether the producer's
+        own queue is full: then waiting would only move the shedding upstream, and this
+        queue sheds by its policy instead (except under `block`)."""
         if self._thread is None and not self._sync:
             self._start()
         if self._sync:
@@ -147,23 +153,38 @@ class BatchQueue(Generic[T]):
             return
         with self._lock:
             offer = self._offer
-            room = self._wait_for_room if self.overflow != "block" else None
             queue = self._queue
             for item in items:
-                # a worker hands records over (the bridge's, to an exporter queue): it
-                # waits, bounded, for this queue's worker before shedding, as `block` does;
-                # the application's thread is never the one waiting here
                 if (
-                    room is not None
-                    and len(queue) >= self.max_size
+                    len(queue) >= self.max_size
                     and not self._stalled
-                    and not room()
+                    and not self._wait_for_handoff(upstream_full)
                 ):
                     self._stalled = True  # until the worker takes its next batch
                 offer(item)
             crowded = len(queue) >= self._yield_mark
         if crowded:
             self._yield_to_worker()
+
+    def _wait_for_handoff(self, upstream_full: Callable[[], bool] | None) -> bool:
+        """A worker hands records over into this full queue (lock held): wait for room as
+        long as this queue's worker is making progress, that is, until room appears, or the
+        batch it is exporting has taken longer than `export_timeout` (the exporter is stuck,
+        or retrying an outage), or `upstream_full()` (not under policy `block`, whose
+        callers upstream wait in turn). Returns whether there is room. The application's
+        threads never wait here."""
+        if self._thread is threading.current_thread():
+            return False
+        queue = self._queue
+        while len(queue) >= self.max_size:
+            if self._stopped or self._stalled:
+                return False
+            if self._busy and time.monotonic() - self._batch_started >= self.export_timeout:
+                return False
+            if upstream_full is not None and self.overflow != "block" and upstream_full():
+                return False
+            self._progress.wait(_HANDOFF_POLL)
+        return True
 
     def _yield_to_worker(self) -> None:
         """The queue is filling faster than its worker empties it, which under the GIL
@@ -338,6 +359,7 @@ class BatchQueue(Generic[T]):
             if queue:
                 self._first_at = time.monotonic()
             self._busy = True
+            self._batch_started = time.monotonic()
             self._inflight = count
             self._written_off = False
             self._stalled = False

@@ -169,8 +169,12 @@ class ExportProcessor:
     def put(self, record: ReadableLogRecord) -> None:
         self.queue.put(record)
 
-    def put_many(self, records: Sequence[ReadableLogRecord]) -> None:
-        self.queue.put_many(records)
+    def put_many(
+        self,
+        records: Sequence[ReadableLogRecord],
+        upstream_full: Callable[[], bool] | None = None,
+    ) -> None:
+        self.queue.put_many(records, upstream_full)
 
     def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
         started = time.perf_counter()
@@ -283,9 +287,14 @@ class collect_batch:
     while it is active, Routers collect that thread's records and hand them to each
     exporter queue once at the end (`put_many`: one lock acquisition per batch instead of
     one per record), in the order they were emitted. Other threads are not affected.
-    `as` gives the list being collected (the bridge adds forwarded records to it)."""
+    `as` gives the list being collected (the bridge adds forwarded records to it).
+    `upstream_full()`, if given, says whether the emitting thread's own queue is full (see
+    `BatchQueue.put_many`)."""
 
-    __slots__ = ("_outer",)
+    __slots__ = ("_outer", "_upstream_full")
+
+    def __init__(self, upstream_full: Callable[[], bool] | None = None) -> None:
+        self._upstream_full = upstream_full
 
     def __enter__(self) -> list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]:
         self._outer = _COLLECTING.records
@@ -297,10 +306,13 @@ class collect_batch:
         collected = _COLLECTING.records
         _COLLECTING.records = self._outer
         if collected:
-            _dispatch(collected)
+            _dispatch(collected, self._upstream_full)
 
 
-def _dispatch(collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]) -> None:
+def _dispatch(
+    collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]],
+    upstream_full: Callable[[], bool] | None,
+) -> None:
     """Hand collected records to their targets: each run of records routed to the same
     target set goes to each target in one `put_many`."""
     start = 0
@@ -313,7 +325,7 @@ def _dispatch(collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord
         records = [pair[1] for pair in collected[start:end]]
         for target in targets:
             try:
-                target.put_many(records)
+                target.put_many(records, upstream_full)
             except Exception as exc:  # pragma: no cover - put never raises by design
                 _diag.report("router", f"fapilog could not queue records: {exc!r}")
         start = end
