@@ -177,3 +177,62 @@ def test_a_signal_handler_that_logs_never_hangs_and_every_line_arrives(
         ]
     else:
         assert [line["n"] for line in handled] == list(range(1, expected + 1))
+
+
+SIGTERM_DURING_DRAIN = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import fapilog
+    from fapilog.exporters import LogRecordExporter, LogRecordExportResult, register_exporter
+
+    armed = threading.Event()
+
+    class Slow(LogRecordExporter):
+        signalled = False
+
+        def export(self, batch):
+            armed.wait(30)  # until the main thread is about to drain
+            if not Slow.signalled:  # the drain is under way: SIGTERM lands in it
+                Slow.signalled = True
+                time.sleep(0.3)  # the main thread is waiting for this exporter's queue
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)
+            with open(sys.argv[1], "a") as out:
+                out.writelines(f"{r.log_record.attributes['i']}\\n" for r in batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self): pass
+        def force_flush(self, timeout_millis=30000): return True
+
+    register_exporter("slow", lambda settings: Slow())
+    fapilog.configure_logging(
+        exporters=["slow"], capture_stdlib=False,
+        queue={"batch_size": 100, "max_size": 5000},
+    )
+    for i in range(1000):
+        fapilog.log.info("n", i=i)
+    armed.set()
+    fapilog.shutdown(10)  # the main thread is here when the signal arrives
+    print("survived the signal")
+    """
+)
+
+
+def test_a_sigterm_during_the_drain_lets_the_drain_finish_then_ends_the_process(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """A SIGTERM that interrupts the thread running the drain (a multiprocessing worker's
+    exit drain when `Pool.terminate()` signals it) does not cut the drain short: every record
+    is delivered, then the process ends by SIGTERM."""
+    path = tmp_path / "drain.txt"
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING_DRAIN, str(path)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert "survived" not in result.stdout
+    assert sorted(int(n) for n in path.read_text().split()) == list(range(1000))

@@ -68,6 +68,10 @@ class ProcessState:
         # SIGTERM, the interpreter's exit; every flush and drain until the process is gone
         # shares the one deadline `shutdown_timeout` counted from here
         self.exit_started: float | None = None
+        # the thread running `shutdown()` now, and a SIGTERM that arrived on that very thread
+        # meanwhile: it ends the process once that drain is done (lifecycle.drain)
+        self.draining_thread: int | None = None
+        self.deferred_signal: int | None = None
         # [ExportProcessor] replaced by a reconfiguration (still draining, still counted)
         self.retired: list[Any] = []
         # fapilog.otel.bridge.Bridge, where loggers hand captured records; None before
@@ -126,6 +130,8 @@ class ProcessState:
         self.lock = threading.RLock()
         self.worker_ids = set()
         self.exit_started = None
+        self.draining_thread = None
+        self.deferred_signal = None
 
 
 STATE = ProcessState()

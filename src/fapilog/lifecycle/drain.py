@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fapilog._state import STATE
+from fapilog._state import STATE, Pipeline
 from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, shutdown_processors
 
@@ -93,31 +93,45 @@ def shutdown(timeout: float | None = None) -> bool:
         bridge: Bridge | None = STATE.bridge
         if pipeline is None or STATE.shut_down or bridge is None:
             return True
-        shutdown_timeout = pipeline.settings.shutdown_timeout
-        now = time.monotonic()
-        deadline = now + _budget(timeout, shutdown_timeout)
-        # exporters that work get at least the last part of the exit deadline
-        late = max(deadline, now + _last_part(shutdown_timeout)) if STATE.exit_started else None
-        ok = bridge.shutdown(max(0.0, (late or deadline) - now))
-        mark = intake_mark()  # nothing logged from now on reaches these exporters
-        for processor in pipeline.processors:
-            if processor.intake_end is None:
-                processor.intake_end = mark
-        ok = (
-            shutdown_processors(
-                pipeline.processors + STATE.retired,
-                max(0.0, deadline - time.monotonic()),
-                working_until=late,
-            )
-            and ok
+        if STATE.draining_thread is not None:  # a signal handler, inside this very drain
+            return False
+        STATE.draining_thread = threading.get_ident()
+        try:
+            return _shutdown(pipeline, bridge, timeout)
+        finally:
+            STATE.draining_thread = None
+            deferred, STATE.deferred_signal = STATE.deferred_signal, None
+            if deferred is not None:  # a SIGTERM arrived during the drain: act on it now
+                _die_by(deferred)
+
+
+def _shutdown(pipeline: Pipeline, bridge: Bridge, timeout: float | None) -> bool:
+    """`shutdown()`'s work (STATE.lock held)."""
+    shutdown_timeout = pipeline.settings.shutdown_timeout
+    now = time.monotonic()
+    deadline = now + _budget(timeout, shutdown_timeout)
+    # exporters that work get at least the last part of the exit deadline
+    late = max(deadline, now + _last_part(shutdown_timeout)) if STATE.exit_started else None
+    ok = bridge.shutdown(max(0.0, (late or deadline) - now))
+    mark = intake_mark()  # nothing logged from now on reaches these exporters
+    for processor in pipeline.processors:
+        if processor.intake_end is None:
+            processor.intake_end = mark
+    ok = (
+        shutdown_processors(
+            pipeline.processors + STATE.retired,
+            max(0.0, deadline - time.monotonic()),
+            working_until=late,
         )
-        for hook in list(STATE.shutdown_hooks):
-            try:
-                ok = hook(max(0.0, deadline - time.monotonic())) and ok
-            except Exception:  # never fail a shutdown
-                ok = False
-        STATE.shut_down = True
-        return ok
+        and ok
+    )
+    for hook in list(STATE.shutdown_hooks):
+        try:
+            ok = hook(max(0.0, deadline - time.monotonic())) and ok
+        except Exception:  # never fail a shutdown
+            ok = False
+    STATE.shut_down = True
+    return ok
 
 
 def add_shutdown_hook(hook: Callable[[float], bool]) -> None:
@@ -181,8 +195,19 @@ def uninstall_sigterm_handler() -> None:
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     begin_exit()
+    if STATE.draining_thread == threading.get_ident():
+        # the signal interrupted this thread's own drain (the exit drain of a
+        # multiprocessing worker that `Pool.terminate()` signals): ending the process now
+        # would cut that drain short; it ends the process by this signal when it is done
+        STATE.deferred_signal = signum
+        return
     try:
         shutdown()
     finally:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        _die_by(signum)
+
+
+def _die_by(signum: int) -> None:
+    """End the process by `signum`, as its default action would have."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
