@@ -158,7 +158,7 @@ class _Target:
     def put(self, record: ReadableLogRecord) -> None:
         self.calls.append(("put", [record.log_record.body]))
 
-    def put_many(self, records: list[ReadableLogRecord]) -> None:
+    def put_many(self, records: list[ReadableLogRecord], *upstream: Any) -> None:
         self.calls.append(("put_many", [record.log_record.body for record in records]))
 
 

@@ -111,7 +111,7 @@ class Bridge:
         return self.intake.put(Forward(targets, number.value if number is not None else 0, record))
 
     def _emit_batch(self, batch: list[Pending | Forward]) -> None:
-        with collect_batch(self.intake.is_full) as collected:
+        with collect_batch(self.intake.is_full, self.intake.gave_up) as collected:
             self._emit_each(batch, collected)
 
     def _emit_each(

@@ -48,6 +48,7 @@ _WAKE = object()  # put by flush and shutdown to wake the worker; not a record
 _CALLER_REASONS = ("sampled", "queue_full", "block_timeout", "shutdown")
 _YIELDS = 3  # how many times a crowded queue's producer hands over the GIL
 _BLOCK_POLL = 0.0005  # seconds between two looks at a full queue under policy block
+_GIVE_UP_GRACE = 0.1  # seconds the worker has, past the deadline, to hand its batch on
 
 
 def counter(start: int = 0) -> itertools.count[int]:
@@ -112,6 +113,7 @@ class IntakeQueue(Generic[T]):
         self._stalled = False  # policy block: a wait timed out; shed until the worker moves
         self._stopping = False
         self._stopped = False
+        self._giving_up = False
         self._sync = False
         self._thread: threading.Thread | None = None
 
@@ -348,6 +350,12 @@ class IntakeQueue(Generic[T]):
         drained = True
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                # the worker is handing a batch on and waiting for room (see `gave_up`):
+                # let it hand the rest over without waiting, so that each exporter counts
+                # those records exactly, rather than this queue writing the batch off
+                self._giving_up = True
+                thread.join(_GIVE_UP_GRACE)
             drained = not thread.is_alive()
         with self._lock:
             if self._stopped:
@@ -409,6 +417,11 @@ class IntakeQueue(Generic[T]):
     @property
     def in_flight(self) -> int:
         return 0 if self._written_off else self._inflight
+
+    def gave_up(self) -> bool:
+        """Whether the shutdown deadline has passed with the worker still at work: what it
+        hands on now must not wait for room."""
+        return self._giving_up
 
     def is_full(self) -> bool:
         """Whether the queue holds its bound or more (its caller is about to shed, or to

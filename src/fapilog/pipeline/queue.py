@@ -136,7 +136,12 @@ class BatchQueue(Generic[T]):
             self._yield_to_worker()
         return accepted
 
-    def put_many(self, items: Sequence[T], upstream_full: Callable[[], bool] | None = None) -> None:
+    def put_many(
+        self,
+        items: Sequence[T],
+        upstream_full: Callable[[], bool] | None = None,
+        upstream_gone: Callable[[], bool] | None = None,
+    ) -> None:
         """`put` each of `items` in order, under one lock acquisition: the same counting as
         many separate `put` calls. For the producer that is itself a worker (the bridge
         handing a batch on to the exporter queues), a full queue is waited for, whatever the
@@ -144,7 +149,9 @@ class BatchQueue(Generic[T]):
         `_wait_for_handoff`): a burst that a healthy exporter absorbs a moment later is not
         shed between two workers. `upstream_full()`, if given, says whether the producer's
         own queue is full: then waiting would only move the shedding upstream, and this
-        queue sheds by its policy instead (except under `block`)."""
+        queue sheds by its policy instead (except under `block`). `upstream_gone()`, if
+        given, says whether the producer's queue is past its shutdown deadline: then nothing
+        waits."""
         if self._thread is None and not self._sync:
             self._start()
         if self._sync:
@@ -158,7 +165,7 @@ class BatchQueue(Generic[T]):
                 if (
                     len(queue) >= self.max_size
                     and not self._stalled
-                    and not self._wait_for_handoff(upstream_full)
+                    and not self._wait_for_handoff(upstream_full, upstream_gone)
                 ):
                     self._stalled = True  # until the worker takes its next batch
                 offer(item)
@@ -166,7 +173,11 @@ class BatchQueue(Generic[T]):
         if crowded:
             self._yield_to_worker()
 
-    def _wait_for_handoff(self, upstream_full: Callable[[], bool] | None) -> bool:
+    def _wait_for_handoff(
+        self,
+        upstream_full: Callable[[], bool] | None,
+        upstream_gone: Callable[[], bool] | None,
+    ) -> bool:
         """A worker hands records over into this full queue (lock held): wait for room as
         long as this queue's worker is making progress, that is, until room appears, or the
         batch it is exporting has taken longer than `export_timeout` (the exporter is stuck,
@@ -182,6 +193,8 @@ class BatchQueue(Generic[T]):
             if self._busy and time.monotonic() - self._batch_started >= self.export_timeout:
                 return False
             if upstream_full is not None and self.overflow != "block" and upstream_full():
+                return False
+            if upstream_gone is not None and upstream_gone():
                 return False
             self._progress.wait(_HANDOFF_POLL)
         return True

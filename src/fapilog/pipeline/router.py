@@ -173,8 +173,9 @@ class ExportProcessor:
         self,
         records: Sequence[ReadableLogRecord],
         upstream_full: Callable[[], bool] | None = None,
+        upstream_gone: Callable[[], bool] | None = None,
     ) -> None:
-        self.queue.put_many(records, upstream_full)
+        self.queue.put_many(records, upstream_full, upstream_gone)
 
     def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
         started = time.perf_counter()
@@ -288,13 +289,18 @@ class collect_batch:
     exporter queue once at the end (`put_many`: one lock acquisition per batch instead of
     one per record), in the order they were emitted. Other threads are not affected.
     `as` gives the list being collected (the bridge adds forwarded records to it).
-    `upstream_full()`, if given, says whether the emitting thread's own queue is full (see
-    `BatchQueue.put_many`)."""
+    `upstream_full()` and `upstream_gone()`, if given, say whether the emitting thread's own
+    queue is full, or past its shutdown deadline (see `BatchQueue.put_many`)."""
 
-    __slots__ = ("_outer", "_upstream_full")
+    __slots__ = ("_outer", "_upstream_full", "_upstream_gone")
 
-    def __init__(self, upstream_full: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        upstream_full: Callable[[], bool] | None = None,
+        upstream_gone: Callable[[], bool] | None = None,
+    ) -> None:
         self._upstream_full = upstream_full
+        self._upstream_gone = upstream_gone
 
     def __enter__(self) -> list[tuple[Sequence[ExportProcessor], ReadableLogRecord]]:
         self._outer = _COLLECTING.records
@@ -306,12 +312,13 @@ class collect_batch:
         collected = _COLLECTING.records
         _COLLECTING.records = self._outer
         if collected:
-            _dispatch(collected, self._upstream_full)
+            _dispatch(collected, self._upstream_full, self._upstream_gone)
 
 
 def _dispatch(
     collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]],
     upstream_full: Callable[[], bool] | None,
+    upstream_gone: Callable[[], bool] | None,
 ) -> None:
     """Hand collected records to their targets: each run of records routed to the same
     target set goes to each target in one `put_many`."""
@@ -325,7 +332,7 @@ def _dispatch(
         records = [pair[1] for pair in collected[start:end]]
         for target in targets:
             try:
-                target.put_many(records, upstream_full)
+                target.put_many(records, upstream_full, upstream_gone)
             except Exception as exc:  # pragma: no cover - put never raises by design
                 _diag.report("router", f"fapilog could not queue records: {exc!r}")
         start = end
