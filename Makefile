@@ -23,7 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/fapilog
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=fapilog --cov-report=term
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --cov=fapilog --cov-report=term
 
 test: lint typecheck unit
 
