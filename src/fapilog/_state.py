@@ -29,6 +29,7 @@ __all__ = [
     "Pipeline",
     "ProcessState",
     "STATE",
+    "start_worker",
     "worker_thread",
 ]
 
@@ -135,6 +136,17 @@ class ProcessState:
 
 
 STATE = ProcessState()
+
+
+def start_worker(name: str, run: Callable[[], object]) -> threading.Thread | None:
+    """Start the daemon thread `fapilog-{name}` running `run`; None where no thread can be
+    started (interpreter shutdown, thread limit): the caller then works synchronously."""
+    thread = threading.Thread(target=run, name=f"fapilog-{name}", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # can't start new thread / interpreter shutdown
+        return None
+    return thread
 
 
 class worker_thread:

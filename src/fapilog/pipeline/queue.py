@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import worker_thread
+from fapilog._state import start_worker, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -315,13 +315,8 @@ class BatchQueue(Generic[T]):
         with self._lock:
             if self._thread is not None or self._stopped or self._sync:
                 return
-            thread = threading.Thread(target=self._run, name=f"fapilog-{self.name}", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # can't start new thread / interpreter shutdown
-                self._sync = True
-                return
-            self._thread = thread
+            self._thread = start_worker(self.name, self._run)
+            self._sync = self._thread is None
 
     def _run(self) -> None:
         with worker_thread():
