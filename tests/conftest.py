@@ -78,6 +78,13 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def timed_env(subprocess_env: dict[str, str]) -> dict[str, str]:
+    """`subprocess_env` without coverage collection, for tests that time a child's exit:
+    coverage writing its data as each process ends is not fapilog's time."""
+    return {k: v for k, v in subprocess_env.items() if k != "COVERAGE_PROCESS_START"}
+
+
 PYTHON = sys.executable
 
 

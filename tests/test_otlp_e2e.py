@@ -102,10 +102,10 @@ MARGIN = 3.0  # interpreter start-up and teardown
 @pytest.mark.slow
 @pytest.mark.parametrize("collector", ["closed-port", "blackhole"])
 def test_unreachable_collector_never_blocks_requests_or_exit(
-    tmp_path: Path, subprocess_env: dict[str, str], collector: str, blackhole_port: int
+    tmp_path: Path, timed_env: dict[str, str], collector: str, blackhole_port: int
 ) -> None:
     port = closed_port() if collector == "closed-port" else blackhole_port
-    env = _otel_env(subprocess_env, f"http://127.0.0.1:{port}", "grpc")
+    env = _otel_env(timed_env, f"http://127.0.0.1:{port}", "grpc")
     env["FAPILOG_SHUTDOWN_TIMEOUT"] = str(DEADLINE)
     app = InstrumentedApp(tmp_path, env)
     try:

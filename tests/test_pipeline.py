@@ -333,26 +333,66 @@ class RecordingExporter(LogRecordExporter):
 def test_burst_never_waits_on_a_slow_exporter_and_every_record_is_accounted_for(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
-    """A slow exporter (200 ms per batch), 100,000 log.info, policy drop_oldest."""
-    slow = RecordingExporter(delay=0.2)
-    configure_logging(exporters=[exporter_named(slow)], queue={"overflow": "drop_oldest"})
+    """An exporter stuck in its first export for the whole burst, 100,000 log.info, policy
+    drop_oldest: the burst ends while the exporter is still stuck, and afterwards every
+    record is exported or counted as dropped."""
+    gate = threading.Event()
+    stuck = RecordingExporter(gate=gate)
+    configure_logging(exporters=[exporter_named(stuck)], queue={"overflow": "drop_oldest"})
     logger = get_logger("burst")
-    for i in range(100_000):
-        logger.info("burst", i=i, kind="load", ok=True)
-    calls_when_burst_returned = slow.calls
-    # had the caller waited on the exporter, >= (100,000 - 2 x 1,000 queued) / 512 = 191
-    # batches would have been exported by now
-    assert calls_when_burst_returned < 100
+
+    def burst() -> None:
+        for i in range(100_000):
+            logger.info("burst", i=i, kind="load", ok=True)
+
+    caller = threading.Thread(target=burst)
+    caller.start()
+    caller.join(120)  # a caller that waited on the exporter would still be waiting
+    returned_while_stuck = not caller.is_alive() and not gate.is_set()
+    gate.set()
+    caller.join()
+    assert returned_while_stuck
     assert fapilog.force_flush(30)
     figures = fapilog.stats()
     assert figures["emitted"] == 100_000
     assert figures["exported"] + figures["dropped"] == figures["emitted"]
-    assert figures["exported"] == len(slow.records)
+    assert figures["exported"] == len(stuck.records)
     assert figures["dropped"] > 0
     assert figures["queued"] == 0
     reasons = figures["exporters"][next(iter(figures["exporters"]))]["dropped_by_reason"]
     assert set(reasons) <= {"queue_full", "intake_queue_full"}
     assert sum(reasons.values()) == figures["dropped"]
+
+
+def test_an_export_in_flight_too_long_loses_the_final_drains_extra_time(
+    exporter_named: Callable[[LogRecordExporter], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that accepts and never answers has not failed yet, but its exporter is
+    not working: the final drain's extra time past the deadline (`working_until`) goes only
+    to exporters that are, so a hanging push cannot stretch the exit."""
+    from fapilog._state import STATE
+    from fapilog.pipeline import router
+
+    gate = threading.Event()
+    stuck, healthy = RecordingExporter(gate=gate), RecordingExporter()
+    configure_logging(exporters=[exporter_named(stuck), exporter_named(healthy)])
+    log.info("one")
+    assert stuck.entered.wait(10)
+    assert STATE.pipeline is not None
+    first, second = STATE.pipeline.processors
+    assert first.is_working() and second.is_working()  # in flight, not for long yet
+    monkeypatch.setattr(router, "STUCK_AFTER", 0.0)
+    assert not first.is_working() and second.is_working()
+    try:
+        ended = router.shutdown_processors(
+            [first, second], 0.0, working_until=time.monotonic() + 60
+        )
+    finally:
+        gate.set()
+    assert ended is False  # it returned at the deadline, not 60 s later, with a drop
+    figures = fapilog.stats()["exporters"]
+    assert figures[first.name]["dropped_by_reason"] == {"shutdown_timeout": 1}
+    assert figures[second.name]["exported"] == 1
 
 
 def test_a_stuck_exporter_does_not_stall_the_others(

@@ -159,9 +159,9 @@ def _run(server: str, env: dict[str, str], tmp_path: Path, signum: int, sinks: i
 @pytest.mark.parametrize("dead_endpoint", ["refuse", "hole"], indirect=True)
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_delivers_every_line_and_exits_in_time_with_dead_sinks(
-    server: str, dead_endpoint: int, tmp_path: Path, subprocess_env: dict[str, str]
+    server: str, dead_endpoint: int, tmp_path: Path, timed_env: dict[str, str]
 ) -> None:
-    _run(server, subprocess_env, tmp_path, signal.SIGTERM, dead_endpoint)
+    _run(server, timed_env, tmp_path, signal.SIGTERM, dead_endpoint)
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -94,13 +94,13 @@ def _sigterm_run(tmp_path: Path, env: dict[str, str], run: int) -> None:
 @pytest.mark.slow
 @pytest.mark.soak
 def test_sigterm_into_a_tight_logging_loop_exits_in_time_with_a_gap_free_file(
-    tmp_path: Path, subprocess_env: dict[str, str]
+    tmp_path: Path, timed_env: dict[str, str]
 ) -> None:
     """SIGTERM lands anywhere in a log call (the loop blocks on a full queue half the time):
     the drain finishes within shutdown_timeout + 1 s, and the file holds every record up to
     the last one the loop reported, in order, without a gap."""
     for run in range(runs(quick=5, soak=100)):
-        _sigterm_run(tmp_path, subprocess_env, run)
+        _sigterm_run(tmp_path, timed_env, run)
 
 
 HANDLER_LOGS = textwrap.dedent(

@@ -67,6 +67,9 @@ def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: floa
 # how long an exporter told to abort at the deadline has to return before its batch is
 # written off (the one exit bound is shutdown_timeout plus this)
 ABORT_GRACE = 0.3
+# an export in flight for longer than this does not count as working at the final drain
+# (an endpoint that accepts the connection and never answers has not failed yet)
+STUCK_AFTER = 1.0
 
 
 def shutdown_processors(
@@ -79,7 +82,8 @@ def shutdown_processors(
     `ABORT_GRACE` seconds; what is still queued or in flight then is counted as dropped,
     reason ``shutdown_timeout``. `working_until` (time.monotonic(), later than the
     deadline): how long exporters whose last export succeeded may go on delivering (the
-    final drain of an exiting process). Returns whether everything was delivered."""
+    final drain of an exiting process; see `ExportProcessor.is_working`). Returns whether
+    everything was delivered."""
     deadline = time.monotonic() + max(0.0, timeout)
     pending = [processor for processor in processors if not processor._shutdown]
     for processor in pending:
@@ -89,9 +93,7 @@ def shutdown_processors(
         processor
         for processor in pending
         if not processor.queue.join(
-            working_until
-            if working_until is not None and not processor.consecutive_failures
-            else deadline
+            working_until if working_until is not None and processor.is_working() else deadline
         )
     ]
     aborted = [processor for processor in stuck if processor.abort()]
@@ -161,6 +163,7 @@ class ExportProcessor:
         self.failures = 0
         self.consecutive_failures = 0
         self.export_seconds = 0.0
+        self.export_began: float | None = None  # time.monotonic() of the export in flight
 
     @property
     def exported(self) -> int:
@@ -177,7 +180,15 @@ class ExportProcessor:
     ) -> None:
         self.queue.put_many(records, upstream_full, upstream_gone)
 
+    def is_working(self) -> bool:
+        """Whether the exporter looks healthy: its last export succeeded and none has been
+        in flight for longer than `STUCK_AFTER` seconds."""
+        began = self.export_began
+        stuck = began is not None and time.monotonic() - began > STUCK_AFTER
+        return not self.consecutive_failures and not stuck
+
     def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
+        self.export_began = time.monotonic()
         started = time.perf_counter()
         error: str | None = None
         lost: Any = None
@@ -194,6 +205,8 @@ class ExportProcessor:
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
             error = repr(exc)
+        finally:
+            self.export_began = None
         elapsed = time.perf_counter() - started
         self.export_seconds += elapsed
         ok = result == LogRecordExportResult.SUCCESS
