@@ -602,3 +602,49 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         assert queue.delivered == 1
     finally:
         queue.shutdown(5)
+
+
+@pytest.mark.parametrize("kind", ["intake", "exporter queue"])
+def test_the_exit_drain_never_waits_for_a_lock_a_stuck_worker_holds(
+    kind: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker stuck while it holds its queue's lock (on a lock of foreign code the signal
+    interrupted: coverage.py's tracer on Python 3.10 did this): the drain stops waiting
+    after the deadline and LOCK_WAIT_AT_EXIT, says so on stderr, and the process can end."""
+    from fapilog._state import LOCK_WAIT_AT_EXIT
+    from fapilog.pipeline.intake import IntakeQueue
+
+    settings = QueueSettings(max_delay=0, batch_size=1)
+    gate, entered = threading.Event(), threading.Event()
+    queue: IntakeQueue[Item] | BatchQueue[Item]
+    if kind == "intake":
+        queue = IntakeQueue("stuck", lambda batch: None, lambda item: item[0], settings)
+    else:
+        queue = BatchQueue("stuck", lambda batch: None, lambda item: item[0], settings)
+
+    def hold() -> None:
+        with queue._lock:
+            entered.set()
+            gate.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert entered.wait(10)
+    try:
+        done = threading.Event()
+        results: list[bool] = []
+
+        def drain() -> None:
+            results.append(queue.finish_shutdown(time.monotonic()))
+            done.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        # LOCK_WAIT_AT_EXIT (0.5 s) past the deadline, with room for a loaded machine;
+        # a drain that waited for the lock would wait the holder's 30 s
+        assert done.wait(LOCK_WAIT_AT_EXIT + 10)
+        assert results == [False]
+        assert f"the {kind} worker is stuck at exit" in capfd.readouterr().err
+    finally:
+        gate.set()
+        holder.join()
+        assert queue.shutdown(5)

@@ -149,6 +149,26 @@ def start_worker(name: str, run: Callable[[], object]) -> threading.Thread | Non
     return thread
 
 
+# how long a drain waits for a queue's lock once the queue's worker has missed the deadline
+LOCK_WAIT_AT_EXIT = 0.5
+
+
+def stuck_at_exit(what: str) -> bool:
+    """A queue's worker missed the exit deadline and holds the queue's lock, stuck itself
+    (on a lock of code the signal interrupted: a tracer's, a profiler's). fapilog never
+    waits for a lock it does not own at exit: say so on stderr, without taking any lock,
+    and return False (not drained)."""
+    message = (
+        f'{{"level":"error","logger":"fapilog","message":"fapilog: the {what} worker is '
+        'stuck at exit; what it still held is lost uncounted"}\n'
+    )
+    try:
+        os.write(2, message.encode())
+    except OSError:  # pragma: no cover - no stderr
+        pass
+    return False
+
+
 class worker_thread:
     """Context manager marking the current thread as one of fapilog's own workers for its
     duration: what it logs (an SDK warning, an exporter's HTTP library) goes to stderr

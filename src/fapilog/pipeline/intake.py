@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import start_worker, worker_thread
+from fapilog._state import LOCK_WAIT_AT_EXIT, start_worker, stuck_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -352,34 +352,40 @@ class IntakeQueue(Generic[T]):
                 self._giving_up = True
                 thread.join(_GIVE_UP_GRACE)
             drained = not thread.is_alive()
-        with self._lock:
-            if self._stopped:
-                return drained
-            self._stopped = True
-            left = len(self._buffer)
-            while True:
-                try:
-                    item = self._incoming.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _WAKE:
-                    self._wakes_taken += 1
-                else:
-                    left += 1
-            self._buffer.clear()
-            if left > 0:
-                self._count_drop("shutdown_timeout", left)
-                drained = False
-            stuck = (
-                thread is not None
-                and thread is not threading.current_thread()
-                and thread.is_alive()
-            )
-            if self._inflight and not self._written_off and stuck:
-                self._written_off = True
-                self._count_drop("shutdown_timeout", self._inflight)
-                drained = False
-            self._progress.notify_all()
+        if not self._lock.acquire(timeout=LOCK_WAIT_AT_EXIT):
+            return stuck_at_exit("intake")
+        try:
+            return self._stop_for_good(thread, drained)
+        finally:
+            self._lock.release()
+
+    def _stop_for_good(self, thread: threading.Thread | None, drained: bool) -> bool:
+        """`finish_shutdown()`'s end (the lock held): count what is left as dropped."""
+        if self._stopped:
+            return drained
+        self._stopped = True
+        left = len(self._buffer)
+        while True:
+            try:
+                item = self._incoming.get_nowait()
+            except queue.Empty:
+                break
+            if item is _WAKE:
+                self._wakes_taken += 1
+            else:
+                left += 1
+        self._buffer.clear()
+        if left > 0:
+            self._count_drop("shutdown_timeout", left)
+            drained = False
+        stuck = (
+            thread is not None and thread is not threading.current_thread() and thread.is_alive()
+        )
+        if self._inflight and not self._written_off and stuck:
+            self._written_off = True
+            self._count_drop("shutdown_timeout", self._inflight)
+            drained = False
+        self._progress.notify_all()
         return drained
 
     # -- figures -------------------------------------------------------------------------

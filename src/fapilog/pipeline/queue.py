@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import start_worker, worker_thread
+from fapilog._state import LOCK_WAIT_AT_EXIT, start_worker, stuck_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -446,31 +446,39 @@ class BatchQueue(Generic[T]):
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
             drained = not thread.is_alive()
-        with self._lock:
-            if self._stopped:
-                return True
-            self._stopped = True
-            left = len(self._queue)
-            if left:
-                self._queue.clear()
-                self._settled += left
-                self._count_drop("shutdown_timeout", left)
-                drained = False
-            if self._busy and not self._written_off and thread is not threading.current_thread():
-                # the batch of a consumer still at work: what it has delivered of it (when it
-                # can tell) counts as delivered, the rest as dropped
-                self._written_off = True
-                done = 0
-                if self._delivered_so_far is not None:
-                    try:
-                        done = min(max(int(self._delivered_so_far()), 0), self._inflight)
-                    except Exception:
-                        done = 0
-                self._settled += self._inflight
-                self.delivered += done
-                self._count_drop("shutdown_timeout", self._inflight - done)
-                drained = False
-            self._progress.notify_all()
+        if not self._lock.acquire(timeout=LOCK_WAIT_AT_EXIT):
+            return stuck_at_exit("exporter queue")
+        try:
+            return self._stop_for_good(thread, drained)
+        finally:
+            self._lock.release()
+
+    def _stop_for_good(self, thread: threading.Thread | None, drained: bool) -> bool:
+        """`finish_shutdown()`'s end (the lock held): count what is left as dropped."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        left = len(self._queue)
+        if left:
+            self._queue.clear()
+            self._settled += left
+            self._count_drop("shutdown_timeout", left)
+            drained = False
+        if self._busy and not self._written_off and thread is not threading.current_thread():
+            # the batch of a consumer still at work: what it has delivered of it (when it
+            # can tell) counts as delivered, the rest as dropped
+            self._written_off = True
+            done = 0
+            if self._delivered_so_far is not None:
+                try:
+                    done = min(max(int(self._delivered_so_far()), 0), self._inflight)
+                except Exception:
+                    done = 0
+            self._settled += self._inflight
+            self.delivered += done
+            self._count_drop("shutdown_timeout", self._inflight - done)
+            drained = False
+        self._progress.notify_all()
         return drained
 
     @property
