@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 SHUTDOWN_TIMEOUT = 2.0
 
 
-def _server_command(server: str, port: int) -> list[str]:
+def _server_command(server: str, port: int, graceful: int = 20) -> list[str]:
     app = "server_app:app"
     if server == "uvicorn-workers":
         return [str(BIN / "uvicorn"), app, "--port", str(port), "--workers", "2"]
@@ -42,7 +42,7 @@ def _server_command(server: str, port: int) -> list[str]:
         return [str(BIN / "uvicorn"), app, "--port", str(port), "--reload"]
     if server.startswith("gunicorn"):
         command = [str(BIN / "gunicorn"), app, "-b", f"127.0.0.1:{port}", "-w", "2"]
-        command += ["-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", "20"]
+        command += ["-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", str(graceful)]
         return [*command, "--preload"] if server == "gunicorn-preload" else command
     if server == "hypercorn":
         return [str(BIN / "hypercorn"), app, "--bind", f"127.0.0.1:{port}", "--workers", "2"]
@@ -111,7 +111,9 @@ def _run(server: str, env: dict[str, str], tmp_path: Path, signum: int, sinks: i
         env["FAPILOG_LOKI__URL"] = f"http://127.0.0.1:{sinks}"
         env["FAPILOG_OTLP__ENDPOINT"] = f"http://127.0.0.1:{sinks}"
     process = subprocess.Popen(
-        _server_command(server, port),
+        # gunicorn's SIGINT (quick shutdown) leaves uvicorn workers running, fapilog or
+        # not, until the graceful timeout ends them with SIGKILL: keep that wait short
+        _server_command(server, port, graceful=5 if signum == signal.SIGINT else 20),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
