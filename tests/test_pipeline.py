@@ -648,3 +648,36 @@ def test_the_exit_drain_never_waits_for_a_lock_a_stuck_worker_holds(
         gate.set()
         holder.join()
         assert queue.shutdown(5)
+
+
+def test_block_sheds_nothing_when_a_caller_races_the_worker_past_the_bound() -> None:
+    """Under `block` a caller sizes the intake without a lock: a record the worker is moving
+    is counted by neither side, so a caller can put one record over `max_size`. That record
+    is kept (it was shed as `block_timeout` on Python 3.10, with a 60 s timeout never
+    reached)."""
+    from fapilog.pipeline.intake import IntakeQueue
+
+    gate, taken = threading.Event(), threading.Event()
+    consumed: list[Item] = []
+
+    def consume(batch: list[Item]) -> None:
+        taken.set()
+        gate.wait(30)
+        consumed.extend(batch)
+
+    settings = QueueSettings(
+        max_size=5, batch_size=1, max_delay=0, overflow="block", block_timeout=30
+    )
+    intake: IntakeQueue[Item] = IntakeQueue("race", consume, lambda item: item[0], settings)
+    try:
+        intake.put((INFO, "first"))
+        assert taken.wait(10)  # the worker is busy with it
+        for n in range(5):
+            assert intake.put((INFO, f"r{n}"))  # the queue is full now
+        intake._incoming.put((INFO, "raced"))  # what the racing caller's put amounts to
+        next(intake._offered)
+    finally:
+        gate.set()
+    assert intake.shutdown(10)
+    assert intake.dropped == {}
+    assert len(consumed) == 7

@@ -236,7 +236,10 @@ class IntakeQueue(Generic[T]):
                     buffer.append(item)
                     taken += 1
             self._taken += taken
-            if len(buffer) > self.max_size:
+            # under `block` the callers wait for room, and one can count a record the
+            # worker is moving as gone and go one over the bound: that is not shed; what
+            # callers put after a wait timed out (`_stalled`) is
+            if len(buffer) > self.max_size and (self.overflow != "block" or self._stalled):
                 self._trim()
             count = min(len(buffer), self.batch_size)
             batch = [buffer.popleft() for _ in range(count)]
