@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from fapilog.exceptions import ConfigurationError
+from fapilog.integrations import isolation
 from fapilog.integrations import tracing as _tracing
 from fapilog.integrations.middleware import RequestLoggingMiddleware, current_request_id
 from fapilog.settings import LoggingSettings
@@ -57,6 +58,10 @@ def instrument_app(app: Any, settings: LoggingSettings) -> None:
         else:  # native: the request middleware starts the server span itself
             kwargs["tracer_provider"] = _tracing.ensure_tracer_provider(settings)
             _tracing.quiet_fastapi_telemetry(app)
+    if getattr(app, "middleware_stack", None) is None:
+        # every request starts from a clean context, outside every middleware (after the
+        # OpenTelemetry instrumentation's, which would otherwise take a stale span)
+        isolation.isolate(app)
     if needs_logging:
         from starlette.middleware import Middleware
 

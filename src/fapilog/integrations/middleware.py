@@ -43,6 +43,7 @@ from fapilog.capture import stdlib
 from fapilog.capture.coerce import safe_str
 from fapilog.capture.logger import get_logger
 from fapilog.capture.record import salvage
+from fapilog.integrations import isolation
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
 from fapilog.integrations.request_head import HeadReader, RequestHead
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
@@ -257,12 +258,17 @@ class RequestLoggingMiddleware:
             await self.app(scope, receive, send)
             return
         server_span: ServerSpan | None = None
+        entry = isolation.enter(scope)
         try:
             server_span = self._spans.start(scope, self._read_head(plan, scope))
         except Exception as exc:  # never raise into the application
             _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
+        isolation.note_current_span(scope)
         if server_span is None:
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                isolation.leave(entry)
             return
         failure: BaseException | None = None
         try:
@@ -276,8 +282,10 @@ class RequestLoggingMiddleware:
                 server_span.detach()
             except Exception:  # pragma: no cover - a different context: nothing to undo
                 pass
+            isolation.leave(entry)
 
     async def _handle(self, plan: RequestPlan, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = isolation.enter(scope)  # nothing inherited from another request
         head = self._read_head(plan, scope)
         exchange = _Exchange(time.perf_counter(), scope.get("root_path", ""), head)
         server_span: ServerSpan | None = None
@@ -286,6 +294,7 @@ class RequestLoggingMiddleware:
                 server_span = self._spans.start(scope, head)
             except Exception as exc:  # never raise into the application
                 _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
+        isolation.note_current_span(scope)
         bound: list[Mapping[str, Token[Any]]] = []
         id_header = plan.request_id_header
         echo: tuple[bytes, bytes] | None = None
@@ -362,6 +371,7 @@ class RequestLoggingMiddleware:
                         server_span.detach()
                     except Exception:  # pragma: no cover - a different context: nothing to undo
                         pass
+                isolation.leave(entry)
 
 
 def _end_span(

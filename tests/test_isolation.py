@@ -1,0 +1,163 @@
+"""Request isolation under a real uvicorn: a request on a reused keep-alive connection
+starts from a clean context, whatever the previous request on it left in the context its
+task was created in (uvicorn on the asyncio loop resumes reading a large body from inside
+the application's `receive()`, and asyncio keeps that context for the callback that starts
+the next requests).
+
+Each uvicorn event loop and HTTP implementation, native tracing and the OpenTelemetry
+instrumentation."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
+
+from conftest import ROOT
+from fapilog.integrations import isolation
+from test_fastapi_uvicorn import Server, json_lines
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+SIZES = [70_000, 200_000, 2_000_000, 10_000_000]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+LOOPS = [pytest.param("asyncio"), pytest.param("uvloop", marks=pytest.mark.skipif(
+    not _installed("uvloop"), reason="uvloop is not installed"))]  # fmt: skip
+HTTPS = [pytest.param("h11"), pytest.param("httptools", marks=pytest.mark.skipif(
+    not _installed("httptools"), reason="httptools is not installed"))]  # fmt: skip
+
+
+def _serve(env: dict[str, str], loop: str, http: str, tracing: str) -> Server:
+    env = {
+        **env,
+        "FAPILOG_REQUEST__TRACING": tracing,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "peers"), env["PYTHONPATH"]]),
+    }
+    command = [sys.executable, "-m", "uvicorn", "isolation_app:app", "--port", "0"]
+    command += ["--loop", loop, "--http", http]
+    return Server(command, env)
+
+
+def _lines(server: Server, message: str) -> list[dict[str, Any]]:
+    return [line for line in json_lines(server.stdout) if line.get("message") == message]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tracing", ["native", "instrumentation"])
+@pytest.mark.parametrize("http", HTTPS)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_large_upload_leaks_nothing_into_later_requests_on_its_connection(
+    subprocess_env: dict[str, str], tmp_path: Path, loop: str, http: str, tracing: str
+) -> None:
+    server = _serve(subprocess_env, loop, http, tracing)
+    try:
+        port = server.port()
+        uploads: list[str] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            n = 0
+            for size in SIZES:  # one keep-alive connection throughout
+                response = client.post("/upload", content=b"x" * size, headers={"X-User": "alice"})
+                assert response.json() == {"size": size}
+                uploads.append(response.headers["x-request-id"])
+                for _ in range(3):
+                    n += 1
+                    assert client.get(f"/plain/{n}").status_code == 200
+            n += 1
+            assert client.get(f"/plain/{n}", headers={"traceparent": TRACEPARENT}).is_success
+        assert server.stop() in (0, -15)
+    finally:
+        server.kill()
+    uploaded = _lines(server, "uploaded")
+    assert [line["request_id"] for line in uploaded] == uploads
+    assert all(line["user.id"] == "alice" for line in uploaded)
+    alice_traces = {line["trace_id"] for line in uploaded}
+    plain = _lines(server, "plain")
+    assert len(plain) == n
+    for line in plain:
+        assert "user.id" not in line, line
+        assert line["trace_id"] not in alice_traces, line
+        assert line["request_id"] not in uploads, line
+    assert plain[-1]["trace_id"] == TRACE_ID  # its own traceparent is continued
+    events = [e for e in _lines(server, "request completed") if e.get("http.route") == "/plain/{n}"]
+    assert len(events) == n
+    for event in events:
+        assert "user.id" not in event and event["trace_id"] not in alice_traces, event
+
+
+# -- in process: what counts as inherited --------------------------------------------------
+
+
+@pytest.fixture
+def tracer() -> Any:
+    return TracerProvider().get_tracer("isolation-test")
+
+
+def test_a_span_an_earlier_request_was_served_under_is_cleared_and_put_back(tracer: Any) -> None:
+    earlier: dict[str, Any] = {"type": "http"}
+    span = tracer.start_span("earlier request")
+    token = otel_context.attach(trace.set_span_in_context(span))
+    bind_contextvars(request_id="earlier", **{"user.id": "alice"})
+    try:
+        isolation.note_current_span(earlier)  # it served a request: later ones inherit it
+        scope: dict[str, Any] = {"type": "http"}
+        entry = isolation.enter(scope)
+        assert entry is not None
+        assert not trace.get_current_span().get_span_context().is_valid
+        assert get_contextvars() == {}
+        bind_contextvars(request_id="this one")
+        isolation.leave(entry)
+        assert trace.get_current_span() is span
+        assert get_contextvars() == {"request_id": "earlier", "user.id": "alice"}
+    finally:
+        clear_contextvars()
+        otel_context.detach(token)
+        span.end()
+
+
+def test_a_live_span_of_an_outer_layer_is_kept_and_an_ended_one_is_not(tracer: Any) -> None:
+    outer = tracer.start_span("an OpenTelemetry middleware outside the app")
+    token = otel_context.attach(trace.set_span_in_context(outer))
+    try:
+        assert isolation.enter({"type": "http"}) is None  # nothing to clear
+        assert trace.get_current_span() is outer
+        outer.end()  # a span that has ended belongs to a request that is over
+        entry = isolation.enter({"type": "http"})
+        assert entry is not None and not trace.get_current_span().get_span_context().is_valid
+        isolation.leave(entry)
+    finally:
+        otel_context.detach(token)
+
+
+def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: Any) -> None:
+    """One scope travels through a mounted app: the inner fapilog layer finds the request
+    already cleared by the outer one, and its span noted for this very scope."""
+    scope: dict[str, Any] = {"type": "http"}
+    assert isolation.enter(scope) is None
+    span = tracer.start_span("this request")
+    token = otel_context.attach(trace.set_span_in_context(span))
+    bind_contextvars(request_id="this one")
+    try:
+        isolation.note_current_span(scope)
+        assert isolation.enter(scope) is None
+        assert trace.get_current_span() is span
+        assert get_contextvars() == {"request_id": "this one"}
+        assert not isolation._stale(span, scope)
+        assert isolation._stale(span, {"type": "http"})  # for any other request, it is
+    finally:
+        clear_contextvars()
+        otel_context.detach(token)
+        span.end()
