@@ -44,11 +44,15 @@ HTTPS = [pytest.param("h11"), pytest.param("httptools", marks=pytest.mark.skipif
 def _serve(env: dict[str, str], loop: str, http: str, tracing: str) -> Server:
     env = {
         **env,
-        "FAPILOG_REQUEST__TRACING": tracing,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "peers"), env["PYTHONPATH"]]),
     }
     command = [sys.executable, "-m", "uvicorn", "isolation_app:app", "--port", "0"]
     command += ["--loop", loop, "--http", http]
+    if tracing == "opentelemetry-instrument":  # the OpenTelemetry CLI, fapilog's distro
+        env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+        command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), *command]
+    else:
+        env["FAPILOG_REQUEST__TRACING"] = tracing
     return Server(command, env)
 
 
@@ -57,7 +61,7 @@ def _lines(server: Server, message: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tracing", ["native", "instrumentation"])
+@pytest.mark.parametrize("tracing", ["native", "instrumentation", "opentelemetry-instrument"])
 @pytest.mark.parametrize("http", HTTPS)
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_large_upload_leaks_nothing_into_later_requests_on_its_connection(

@@ -134,14 +134,30 @@ _MARK = "_fapilog_isolating"
 def isolate(app: Any) -> None:
     """Have a Starlette or FastAPI `app` run each request inside `IsolatingApp`, outside
     every middleware it builds (OpenTelemetry's too, when it was instrumented first).
-    Idempotent; takes effect when the app builds its middleware stack."""
+    Idempotent; takes effect when the app builds its middleware stack.
+
+    Starlette's stack starts with its `ServerErrorMiddleware`; the isolation goes right
+    inside it, so that the stack keeps that shape (OpenTelemetry's FastAPI instrumentation,
+    applied later, checks it and would otherwise skip the app)."""
     build = app.build_middleware_stack
     if getattr(build, _MARK, False):
         return
 
     def build_isolated() -> Any:
-        return IsolatingApp(build())
+        stack = build()
+        if _is_server_error_middleware(stack):
+            stack.app = IsolatingApp(stack.app)
+            return stack
+        return IsolatingApp(stack)
 
     setattr(build_isolated, _MARK, True)
     build_isolated.__doc__ = build.__doc__
     app.build_middleware_stack = build_isolated
+
+
+def _is_server_error_middleware(stack: Any) -> bool:
+    """Starlette's outermost layer (checked by name: Starlette is not a dependency)."""
+    return any(
+        cls.__name__ == "ServerErrorMiddleware" and cls.__module__.startswith("starlette.")
+        for cls in type(stack).__mro__
+    ) and hasattr(stack, "app")
