@@ -382,3 +382,23 @@ def test_after_exit_started_a_failing_exporter_gives_up_at_once() -> None:
         assert calls == [1]  # no second attempt
     finally:
         _EXIT.started_at = saved
+
+
+def test_span_export_at_exit_shares_the_one_exit_deadline() -> None:
+    """The span processors' shutdown budget counts from the start of the one exit deadline
+    (a signal, the lifespan's shutdown) when that came before the interpreter's exit: a
+    spawned server worker whose SDK TracerProvider shuts down at interpreter exit, after
+    fapilog's drain, gets what is left, not a second full deadline."""
+    from fapilog._state import STATE
+    from fapilog.otel.otlp import exit_budget
+
+    saved = STATE.exit_started
+    try:
+        STATE.exit_started = None
+        assert exit_budget(2.0) == 2.0
+        STATE.exit_started = time.monotonic() - 1.5
+        assert 0.0 < exit_budget(2.0) <= 0.5
+        STATE.exit_started = time.monotonic() - 5
+        assert exit_budget(2.0) == 0.0
+    finally:
+        STATE.exit_started = saved

@@ -131,8 +131,15 @@ def _run(server: str, env: dict[str, str], tmp_path: Path, signum: int, sinks: i
                 assert time.monotonic() < deadline, "the server never answered"
                 time.sleep(0.1)
         pids = set()
-        for n in range(1, 201):  # a new connection each: the requests reach every worker
-            pids.add(httpx.get(f"http://127.0.0.1:{port}/work/{n}", timeout=10).json()["pid"])
+        # a new connection each (no keep-alive): the requests reach every worker; one client
+        # (`httpx.get` builds a client, TLS context included, per call: 60 ms each)
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        headers = {"Connection": "close"}  # the server closes it: none is left idle
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, limits=fresh, headers=headers
+        ) as client:
+            for n in range(1, 201):
+                pids.add(client.get(f"/work/{n}").json()["pid"])
         process.send_signal(signum)
         sent = time.monotonic()
         _, err = process.communicate(timeout=60)

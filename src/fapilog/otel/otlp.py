@@ -307,7 +307,13 @@ class _ExitClock:
             guard.on_exit()
 
     def remaining(self, deadline: float) -> float:
+        """What is left of `deadline`, counted from the start of the one exit deadline
+        (`ProcessState.exit_started`: a signal, the lifespan's shutdown) when that came
+        before the interpreter's exit."""
         started = self.started_at
+        begun = STATE.exit_started
+        if begun is not None and (started is None or begun < started):
+            started = begun
         if started is None:
             return deadline
         return max(0.0, deadline - (time.monotonic() - started))
