@@ -153,6 +153,17 @@ def start_worker(name: str, run: Callable[[], object]) -> threading.Thread | Non
 LOCK_WAIT_AT_EXIT = 0.5
 
 
+def under_lock_at_exit(lock: Any, what: str, work: Callable[[], bool]) -> bool:
+    """`work()` with `lock` held, waiting at most `LOCK_WAIT_AT_EXIT` for it (a queue's
+    `finish_shutdown()`, once its worker missed the deadline); see `stuck_at_exit`."""
+    if not lock.acquire(timeout=LOCK_WAIT_AT_EXIT):
+        return stuck_at_exit(what)
+    try:
+        return work()
+    finally:
+        lock.release()
+
+
 def stuck_at_exit(what: str) -> bool:
     """A queue's worker missed the exit deadline and holds the queue's lock, stuck itself
     (on a lock of code the signal interrupted: a tracer's, a profiler's). fapilog never

@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import LOCK_WAIT_AT_EXIT, start_worker, stuck_at_exit, worker_thread
+from fapilog._state import start_worker, under_lock_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -355,12 +355,9 @@ class IntakeQueue(Generic[T]):
                 self._giving_up = True
                 thread.join(_GIVE_UP_GRACE)
             drained = not thread.is_alive()
-        if not self._lock.acquire(timeout=LOCK_WAIT_AT_EXIT):
-            return stuck_at_exit("intake")
-        try:
-            return self._stop_for_good(thread, drained)
-        finally:
-            self._lock.release()
+        return under_lock_at_exit(
+            self._lock, "intake", lambda: self._stop_for_good(thread, drained)
+        )
 
     def _stop_for_good(self, thread: threading.Thread | None, drained: bool) -> bool:
         """`finish_shutdown()`'s end (the lock held): count what is left as dropped."""
