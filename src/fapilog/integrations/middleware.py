@@ -264,12 +264,6 @@ class RequestLoggingMiddleware:
         except Exception as exc:  # never raise into the application
             _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
         isolation.note_current_span(scope)
-        if server_span is None:
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                isolation.leave(entry)
-            return
         failure: BaseException | None = None
         try:
             await self.app(scope, receive, send)
@@ -277,11 +271,13 @@ class RequestLoggingMiddleware:
             failure = exc if not _normal_close(exc) else None
             raise
         finally:
-            _end_span(server_span, scope, _Exchange(0.0, scope.get("root_path", ""), None), failure)
-            try:
-                server_span.detach()
-            except Exception:  # pragma: no cover - a different context: nothing to undo
-                pass
+            if server_span is not None:
+                exchange = _Exchange(0.0, scope.get("root_path", ""), None)
+                _end_span(server_span, scope, exchange, failure)
+                try:
+                    server_span.detach()
+                except Exception:  # pragma: no cover - a different context: nothing to undo
+                    pass
             isolation.leave(entry)
 
     async def _handle(self, plan: RequestPlan, scope: Scope, receive: Receive, send: Send) -> None:
