@@ -236,3 +236,93 @@ def test_a_sigterm_during_the_drain_lets_the_drain_finish_then_ends_the_process(
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert "survived" not in result.stdout
     assert sorted(int(n) for n in path.read_text().split()) == list(range(1000))
+
+
+PENDING_WHILE_ASLEEP = textwrap.dedent(
+    """
+    import signal, sys, threading
+    import fapilog
+
+    fapilog.configure_logging(exporters=["file"], file={"path": sys.argv[1]}, capture_stdlib=False)
+    for i in range(300):
+        fapilog.log.info("n", i=i)
+    main = threading.main_thread().native_id
+    asleep = threading.Lock()
+    asleep.acquire()
+
+    def application_thread():
+        # wait until the main thread sleeps in the lock below, then take the SIGTERM in
+        # this thread: the kernel interrupts only this one, the main thread sleeps on
+        # with the Python handler pending (as when a signal lands just before it sleeps)
+        while open(f"/proc/self/task/{main}/stat").read().rsplit(")", 1)[1].split()[0] != "S":
+            pass
+        print("signalled", flush=True)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=application_thread, daemon=True).start()
+    asleep.acquire()  # never released: only the SIGTERM handler ends this process
+    print("survived the signal")
+    """
+)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_handler_left_pending_while_the_main_thread_sleeps_still_runs(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """A SIGTERM the kernel gives to another thread (or that lands just before the main
+    thread sleeps) leaves CPython's handler pending while the main thread sleeps in a system
+    call: fapilog's watcher wakes the main thread, the drain delivers everything, and the
+    process ends by SIGTERM (it used to sleep for ever: a Pool worker that `terminate()`
+    signalled as it went back to wait for a task)."""
+    for run in range(runs(quick=3, soak=50)):
+        path = tmp_path / f"pending-{run}.log"
+        result = subprocess.run(
+            [sys.executable, "-c", PENDING_WHILE_ASLEEP, str(path)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == -signal.SIGTERM, (run, result.stdout, result.stderr[-2000:])
+        assert "signalled" in result.stdout and "survived" not in result.stdout
+        assert _numbers(path) == list(range(300)), run
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_fapilogs_threads_block_the_signals_sent_to_the_process(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The kernel gives a process-wide signal to a thread that does not block it; CPython
+    runs the handler in the main thread only. fapilog's threads block those signals, so a
+    SIGTERM or SIGINT interrupts the application's thread, not a fapilog worker."""
+    script = textwrap.dedent(
+        """
+        import signal, threading
+        import fapilog
+
+        fapilog.configure_logging(exporters=["stdout", "file"], file={"path": "x.log"})
+        fapilog.log.info("hello")
+        fapilog.force_flush()
+        for thread in threading.enumerate():
+            status = open(f"/proc/self/task/{thread.native_id}/status").read()
+            blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+            print(thread.name, all(blocked >> (s - 1) & 1 for s in (signal.SIGTERM, signal.SIGINT)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    lines = dict(line.rsplit(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    workers = {name: blocked for name, blocked in lines.items() if name.startswith("fapilog-")}
+    assert {"fapilog-intake", "fapilog-signal-watcher", "fapilog-file"} <= set(workers), lines
+    assert set(workers.values()) == {"True"}, workers
+    assert lines["MainThread"] == "False"

@@ -15,8 +15,10 @@ only `fapilog.lifecycle` writes the pipeline. The objects of those upper layers 
 from __future__ import annotations
 
 import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ __all__ = [
     "Pipeline",
     "ProcessState",
     "STATE",
+    "signals_blocked",
     "start_worker",
     "worker_thread",
 ]
@@ -138,15 +141,52 @@ class ProcessState:
 STATE = ProcessState()
 
 
-def start_worker(name: str, run: Callable[[], object]) -> threading.Thread | None:
-    """Start the daemon thread `fapilog-{name}` running `run`; None where no thread can be
-    started (interpreter shutdown, thread limit): the caller then works synchronously."""
-    thread = threading.Thread(target=run, name=f"fapilog-{name}", daemon=True)
+def start_worker(name: str, run: Callable[..., object], *args: object) -> threading.Thread | None:
+    """Start the daemon thread `fapilog-{name}` running `run(*args)`, with the process's
+    signals blocked in it (`signals_blocked`); None where no thread can be started
+    (interpreter shutdown, thread limit): the caller then works synchronously."""
+    thread = threading.Thread(target=run, args=args, name=f"fapilog-{name}", daemon=True)
     try:
-        thread.start()
+        with signals_blocked():
+            thread.start()
     except RuntimeError:  # can't start new thread / interpreter shutdown
         return None
     return thread
+
+
+# The signals sent to a process as a whole (by `kill`, a terminal, a supervisor, a pool's
+# `terminate()`). The kernel hands such a signal to any one thread that does not block it,
+# and it interrupts only that thread's system call; CPython runs the Python handler in the
+# main thread, when that thread next runs bytecode. Given to a fapilog worker, a SIGTERM
+# would leave a main thread blocked in a C call (a multiprocessing lock, a pipe read)
+# asleep with its handler pending, for ever: a Pool worker that `terminate()` signals
+# while it waits for a task never ends. fapilog's threads block them, so the kernel gives
+# them to a thread of the application (the main thread, unless it blocks them itself).
+# Faults (SIGSEGV, SIGFPE, ...) and SIGPIPE go to the thread that caused them: not here.
+_PROCESS_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+        "SIGCHLD", "SIGWINCH", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+    )
+    if hasattr(signal, name)
+)  # fmt: skip
+
+
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Block the process-wide signals (`_PROCESS_SIGNALS`) in this thread for the block's
+    duration: a thread started inside inherits the mask (also the threads an SDK component
+    starts in its constructor). A signal that arrives meanwhile waits, and is delivered
+    when the mask is restored. A no-op where threads have no signal mask (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # how long a drain waits for a queue's lock once the queue's worker has missed the deadline

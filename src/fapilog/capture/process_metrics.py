@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from fapilog import _diag
-from fapilog._state import STATE, worker_thread
+from fapilog._state import STATE, start_worker, worker_thread
 
 __all__ = ["ProcessMetrics", "ProcessSampler", "sampler", "stop_sampler"]
 
@@ -66,11 +66,7 @@ class ProcessSampler:
                 return
             self._stop = threading.Event()
             self._first_sample()
-            thread = threading.Thread(
-                target=self._run, args=(self._stop,), name="fapilog-process-metrics", daemon=True
-            )
-            thread.start()
-            self._thread = thread
+            self._thread = start_worker("process-metrics", self._run, self._stop)
 
     def stop(self, timeout: float = 1.0) -> None:
         with self._lock:

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fapilog._state import STATE, Pipeline
+from fapilog._state import STATE, Pipeline, start_worker
+from fapilog.lifecycle import wakeup
 from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, shutdown_processors
 
@@ -150,7 +151,8 @@ def drain_in_background(processors: list[ExportProcessor], timeout: float) -> No
         for processor in processors:
             processor.shutdown(timeout)
 
-    threading.Thread(target=drain, name="fapilog-retire", daemon=True).start()
+    if start_worker("retire", drain) is None:  # interpreter shutdown: drain here
+        drain()
 
 
 def at_exit() -> None:
@@ -178,6 +180,7 @@ def install_sigterm_handler(*, quit_too: bool = False) -> None:
                 signal.signal(signum, _on_sigterm)
         except (ValueError, OSError):  # pragma: no cover - not the main interpreter
             pass
+    wakeup.watch(_on_sigterm)  # make sure the handler runs (fapilog.lifecycle.wakeup)
 
 
 def sigterm_drain() -> Callable[[int, Any], None]:
@@ -194,6 +197,7 @@ def uninstall_sigterm_handler() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    wakeup.handler_began()
     begin_exit()
     if STATE.draining_thread == threading.get_ident():
         # the signal interrupted this thread's own drain (the exit drain of a

@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from fapilog import _diag
-from fapilog._state import STATE
+from fapilog._state import STATE, signals_blocked, start_worker
 from fapilog.exceptions import ConfigurationError
 from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
 from fapilog.otel.otlp_logs import Delivery
@@ -410,10 +410,11 @@ class BoundedBatchSpanProcessor(BatchSpanProcessor):
         shutdown_timeout: float,
         schedule_delay: float | None = None,
     ) -> None:
-        super().__init__(
-            exporter,
-            schedule_delay_millis=schedule_delay * 1000 if schedule_delay is not None else None,
-        )
+        with signals_blocked():  # the SDK starts its worker thread here
+            super().__init__(
+                exporter,
+                schedule_delay_millis=schedule_delay * 1000 if schedule_delay is not None else None,
+            )
         self.shutdown_timeout = shutdown_timeout
         self._done = False
         _track_processor(self)
@@ -433,8 +434,9 @@ class BoundedBatchSpanProcessor(BatchSpanProcessor):
         def flush() -> None:
             outcome.append(batch_flush(self))
 
-        worker = threading.Thread(target=flush, name="fapilog-span-flush", daemon=True)
-        worker.start()
+        worker = start_worker("span-flush", flush)
+        if worker is None:  # interpreter shutdown: no thread to bound the wait with
+            return False
         worker.join(max(0.0, timeout))
         return bool(outcome and outcome[0])
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fapilog import _diag
-from fapilog._state import STATE
+from fapilog._state import STATE, start_worker
 
 __all__ = ["ALERT_INTERVAL", "FAILING_AFTER", "install", "note_drop", "note_export"]
 
@@ -53,10 +53,8 @@ class _Monitor:
         if self.thread is not None or not self.lock.acquire(blocking=False):
             return
         try:
-            thread = threading.Thread(target=_run, name="fapilog-monitor", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # interpreter shutdown: alerts are delivered in place
+            thread = start_worker("monitor", _run)
+            if thread is None:  # interpreter shutdown: alerts are delivered in place
                 return
             self.thread = thread
         finally:

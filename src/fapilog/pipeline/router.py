@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fapilog import _diag
-from fapilog._state import STATE, worker_thread
+from fapilog._state import STATE, start_worker, worker_thread
 from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss, Progress
 from fapilog.otel.logs import (
     LogRecordExporter,
@@ -50,12 +50,8 @@ def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: floa
     """Run the calls in parallel daemon threads; wait for them until `deadline`."""
     threads = []
     for name, function in calls:
-        thread = threading.Thread(
-            target=_quietly(name, function), name=f"fapilog-{name}", daemon=True
-        )
-        try:
-            thread.start()
-        except RuntimeError:  # interpreter shutdown: no new threads; call it here
+        thread = start_worker(name, _quietly(name, function))
+        if thread is None:  # interpreter shutdown: no new threads; call it here
             _quietly(name, function)()
             continue
         threads.append(thread)
