@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,108 @@ def test_a_large_upload_leaks_nothing_into_later_requests_on_its_connection(
     assert len(events) == n
     for event in events:
         assert "user.id" not in event and event["trace_id"] not in alice_traces, event
+
+
+CONNECTIONS, PER_CONNECTION = 20, 15
+
+
+def _identity(n: int) -> dict[str, str]:
+    """What request `n` says about itself, and what each of its lines must carry."""
+    trace_id = f"{n + 1:032x}"
+    return {
+        "request_id": f"req-{n}",
+        "user.id": f"user-{n}",
+        "trace_id": trace_id,
+        "traceparent": f"00-{trace_id}-{n + 1:016x}-01",
+    }
+
+
+def _connection(port: int, first: int) -> None:
+    """One keep-alive connection: uploads of 200 KB and plain requests, alternating."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        for n in range(first, first + PER_CONNECTION):
+            who = _identity(n)
+            headers = {
+                "X-Request-ID": who["request_id"],
+                "X-User": who["user.id"],
+                "traceparent": who["traceparent"],
+            }
+            if n % 2:
+                response = client.post(f"/upload/{n}", content=b"x" * 200_000, headers=headers)
+            else:
+                response = client.get(f"/plain/{n}", headers=headers)
+            assert response.json()["n"] == n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("loop", "http"), [("asyncio", "h11"), ("uvloop", "httptools")])
+def test_concurrent_requests_over_keep_alive_connections_each_keep_their_own_context(
+    subprocess_env: dict[str, str], loop: str, http: str
+) -> None:
+    """300 concurrent requests, uploads and plain ones mixed, over 20 keep-alive
+    connections: every line carries its own request's request_id, trace_id and user.id."""
+    if not (_installed(loop) or loop == "asyncio") or not (_installed(http) or http == "h11"):
+        pytest.skip(f"{loop}/{http} is not installed")
+    server = _serve(subprocess_env, loop, http, "native")
+    try:
+        port = server.port()
+        with ThreadPoolExecutor(CONNECTIONS) as pool:
+            starts = range(0, CONNECTIONS * PER_CONNECTION, PER_CONNECTION)
+            for done in [pool.submit(_connection, port, first) for first in starts]:
+                done.result()
+        assert server.stop() in (0, -15)
+    finally:
+        server.kill()
+    lines = _lines(server, "uploaded") + _lines(server, "plain")
+    assert sorted(line["n"] for line in lines) == list(range(CONNECTIONS * PER_CONNECTION))
+    for line in lines:
+        who = _identity(line["n"])
+        assert {key: line.get(key) for key in ("request_id", "user.id", "trace_id")} == {
+            key: who[key] for key in ("request_id", "user.id", "trace_id")
+        }, line
+    events = _lines(server, "request completed")
+    assert len(events) == CONNECTIONS * PER_CONNECTION
+    for event in events:
+        n = int(event["url.path"].rsplit("/", 1)[1])
+        who = _identity(n)
+        assert (event["request_id"], event["user.id"], event["trace_id"]) == (
+            who["request_id"], who["user.id"], who["trace_id"]
+        ), event  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_stream_the_client_abandons_is_a_cancelled_request_and_a_head_sends_no_body(
+    subprocess_env: dict[str, str],
+) -> None:
+    """A client that goes away mid-stream gives `request cancelled` with what was sent; a
+    HEAD reports the body bytes that went on the wire: none."""
+    server = _serve(subprocess_env, "asyncio", "h11", "native")
+    try:
+        port = server.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+            received = b""
+            while received.count(b"x" * 700) < 2:  # two chunks, then the client goes away
+                data = client.recv(65536)
+                assert data, received
+                received += data
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            response = http.head("/head")
+            assert response.status_code == 200 and response.content == b""
+            declared = int(response.headers["content-length"])
+        # uvicorn's graceful shutdown waits for the stream, which ends once it finds the
+        # client gone (after its pause)
+        assert server.stop() in (0, -15)
+    finally:
+        server.kill()
+    events = {e["url.path"]: e for e in _lines(server, "request cancelled")}
+    completed = {e["url.path"]: e for e in _lines(server, "request completed")}
+    assert "/stream" not in completed, completed.get("/stream")
+    abandoned = events["/stream"]
+    assert abandoned["level"] == "warning"
+    assert abandoned["http.response.status_code"] == 200
+    assert abandoned["http.response.body.size"] == 1400  # the two chunks that were sent
+    assert declared > 0 and completed["/head"]["http.response.body.size"] == 0
 
 
 # -- in process: what counts as inherited --------------------------------------------------

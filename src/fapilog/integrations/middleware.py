@@ -168,6 +168,7 @@ class _Exchange:
     """What the middleware saw of one request/response."""
 
     __slots__ = (
+        "disconnected",
         "ended",
         "entry_root",
         "head",
@@ -189,6 +190,7 @@ class _Exchange:
         self.response_headers: Iterable[tuple[bytes, bytes]] = ()
         self.ended: float | None = None
         self.route: str | bool | None = False  # False: not looked up yet
+        self.disconnected = False  # the client went away before the response was complete
 
     def route_of(self, scope: Scope) -> str | None:
         route = self.route
@@ -304,16 +306,24 @@ class RequestLoggingMiddleware:
             if fields:
                 bound.append(bind_contextvars(**fields))
 
+        # what went on the wire: a HEAD response's body is never sent (the server drops
+        # it), nor is what the application sends after the client went away
+        counts_body = scope.get("method") != "HEAD"
+
         async def receive_counting() -> Message:
             message = await receive()
-            if message["type"] == "http.request":
+            kind = message["type"]
+            if kind == "http.request":
                 exchange.request_bytes += len(message.get("body", b""))
+            elif kind == "http.disconnect" and exchange.ended is None:
+                exchange.disconnected = True
             return message
 
         async def send_watching(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.body":
-                exchange.response_bytes += len(message.get("body", b""))
+                if counts_body and not exchange.disconnected:
+                    exchange.response_bytes += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     exchange.ended = time.perf_counter()
                     await send(message)
@@ -396,23 +406,40 @@ def _inject_response(span: ServerSpan, headers: list[tuple[bytes, bytes]]) -> No
         _diag.report("server-span", f"fapilog could not inject response headers: {exc!r}")
 
 
+# what a server or framework raises into the application when it sends to a client that
+# has gone away: uvicorn's `ClientDisconnected` (an OSError), Starlette's `ClientDisconnect`
+_DISCONNECTS = frozenset({"ClientDisconnected", "ClientDisconnect"})
+
+
+def _cancelled(exchange: _Exchange, failure: BaseException | None) -> bool:
+    """The request was cancelled (the server is stopping, or the client went away), or the
+    client went away before the response was complete: the application saw the
+    `http.disconnect` (and returned, or failed sending), or a send raised the server's
+    disconnect error."""
+    if failure is not None and (
+        not isinstance(failure, Exception) or type(failure).__name__ in _DISCONNECTS
+    ):
+        return True
+    return exchange.disconnected and (failure is None or isinstance(failure, OSError))
+
+
 def _log_request(
     plan: RequestPlan, scope: Scope, exchange: _Exchange, failure: BaseException | None
 ) -> None:
     status = exchange.status
     exception: BaseException | None = None
-    if failure is None:
+    if _cancelled(exchange, failure):  # the client went away, or the server is stopping
+        level = 30
+        message = "request cancelled"
+    elif failure is None:
         level = plan.level_for(status if status is not None else 500)
         message = "request completed"
-    elif isinstance(failure, Exception):
+    else:
         exception = failure
         level = max(40, plan.level_for(status if status is not None else 500))
         message = "request failed"
         if status is None:
             status = 500  # what Starlette's ServerErrorMiddleware sends
-    else:  # cancelled: the client went away or the server is shutting down
-        level = 30
-        message = "request cancelled"
     if not _log.is_enabled_for(level):
         return
     ended = exchange.ended if exchange.ended is not None else time.perf_counter()
