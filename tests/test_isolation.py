@@ -10,6 +10,7 @@ instrumentation."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -269,3 +270,46 @@ def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: A
         clear_contextvars()
         otel_context.detach(token)
         span.end()
+
+
+# -- mounted apps: one span, one event, one exception record ------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("configured", ["parent", "both"])
+def test_a_mounted_sub_app_gives_one_span_one_event_and_one_exception_record(
+    subprocess_env: dict[str, str], tmp_path: Path, configured: str
+) -> None:
+    spans_file = tmp_path / "spans.jsonl"
+    env = {
+        **subprocess_env,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "tests" / "peers"), subprocess_env["PYTHONPATH"]]
+        ),
+        "SPANS_FILE": str(spans_file),
+    }
+    if configured == "both":
+        env["CONFIGURE_SUB"] = "1"
+    server = Server([sys.executable, "-m", "uvicorn", "mounted_app:app", "--port", "0"], env)
+    try:
+        port = server.port()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/sub/items/1", headers={"X-Request-ID": "one"}).json() == {"n": 1}
+            assert client.get("/sub/boom", headers={"X-Request-ID": "two"}).status_code == 500
+        assert server.stop() in (0, -15)
+    finally:
+        server.kill()
+    lines = json_lines(server.stdout)
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    servers = [span for span in spans if span["kind"] == "SERVER"]
+    assert len(servers) == 2, spans  # one per request
+    for request_id in ("one", "two"):
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        events = [line for line in mine if line.get("logger") == "fapilog.request"]
+        assert len(events) == 1, events
+        (event,) = events
+        assert event["http.route"].startswith("/sub/"), event
+        assert {line["span_id"] for line in mine} == {event["span_id"]}, mine
+        assert event["span_id"] in {span["span_id"] for span in servers}
+    errors = [line for line in lines if "kaboom" in json.dumps(line)]
+    assert len(errors) == 1, errors  # the request event carries the exception, once

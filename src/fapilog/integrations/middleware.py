@@ -246,9 +246,14 @@ class RequestLoggingMiddleware:
                 await self.app(scope, receive, send)
             return
         plan = self._plan
-        if (not plan.active and self._spans is None) or plan.excluded(scope.get("path", "")):
+        if (
+            (not plan.active and self._spans is None)
+            or _HANDLED in scope  # an outer fapilog middleware (of a parent app) has it
+            or plan.excluded(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
+        scope[_HANDLED] = True
         await self._handle(plan, scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -260,12 +265,16 @@ class RequestLoggingMiddleware:
             await self.app(scope, receive, send)
             return
         server_span: ServerSpan | None = None
+        if _HANDLED in scope:  # an outer fapilog middleware (of a parent app) has it
+            await self.app(scope, receive, send)
+            return
+        scope[_HANDLED] = True
         entry = isolation.enter(scope)
         try:
             server_span = self._spans.start(scope, self._read_head(plan, scope))
         except Exception as exc:  # never raise into the application
             _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
-        isolation.note_current_span(scope)
+        _one_server_span(scope)
         failure: BaseException | None = None
         try:
             await self.app(scope, receive, send)
@@ -292,7 +301,7 @@ class RequestLoggingMiddleware:
                 server_span = self._spans.start(scope, head)
             except Exception as exc:  # never raise into the application
                 _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
-        isolation.note_current_span(scope)
+        _one_server_span(scope)
         bound: list[Mapping[str, Token[Any]]] = []
         id_header = plan.request_id_header
         echo: tuple[bytes, bytes] | None = None
@@ -378,6 +387,24 @@ class RequestLoggingMiddleware:
                     except Exception:  # pragma: no cover - a different context: nothing to undo
                         pass
                 isolation.leave(entry)
+
+
+# set in the scope by the fapilog middleware that handles the request: the request
+# middleware of a mounted app that also called configure_logging() lets it through
+_HANDLED = "fapilog.request"
+# FastAPI's native telemetry skips a request whose scope has this key: it is how a FastAPI
+# app keeps the FastAPI apps mounted in it from starting a second server span
+_FASTAPI_TELEMETRY = "fastapi.telemetry"
+
+
+def _one_server_span(scope: Scope) -> None:
+    """The request has its server span (fapilog's, the OpenTelemetry instrumentation's, or
+    an outer layer's): note it for the layers inside (`isolation.note_current_span`), and
+    keep the FastAPI apps the request reaches (mounted sub-apps) from starting another and
+    from logging its exception again. A request without a span is left to them."""
+    isolation.note_current_span(scope)
+    if isolation.SCOPE_KEY in scope and _FASTAPI_TELEMETRY not in scope:
+        scope[_FASTAPI_TELEMETRY] = None
 
 
 def _end_span(
