@@ -25,7 +25,6 @@ once (`fapilog.integrations.request_head`) for the span, the event and enrichmen
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import time
@@ -34,20 +33,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from anyio import to_thread
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
 from fapilog import _diag, _levels
 from fapilog._state import STATE
-from fapilog.capture import stdlib
 from fapilog.capture.coerce import safe_str
 from fapilog.capture.logger import get_logger
 from fapilog.capture.record import salvage
 from fapilog.integrations import isolation
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
 from fapilog.integrations.request_head import HeadReader, RequestHead
+from fapilog.integrations.server_logs import (
+    LOGGED,
+    install_duplicate_filter,
+    lifespan_receive,
+    lifespan_send,
+)
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
-from fapilog.lifecycle.drain import begin_exit, force_flush
 from fapilog.settings import LoggingSettings, RequestSettings
 from fapilog.settings.redaction import DEFAULT_MARKER
 from fapilog.settings.request import DEFAULT_STATUS_LEVELS
@@ -77,7 +79,6 @@ REQUEST_LOGGER = "fapilog.request"
 _REQUEST_ID_PATTERN = r"[A-Za-z0-9._:+/=@-]{1,128}"
 _REQUEST_ID = re.compile(_REQUEST_ID_PATTERN)
 _valid_request_id_bytes = re.compile(_REQUEST_ID_PATTERN.encode("ascii")).fullmatch
-_LOGGED = "_fapilog_logged"  # set on an exception the request event already carried
 _CONTENT_LENGTH = b"content-length"
 
 _log = get_logger(REQUEST_LOGGER)
@@ -239,7 +240,7 @@ class RequestLoggingMiddleware:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self.app(scope, _lifespan_receive(receive), _lifespan_send(send))
+                await self.app(scope, lifespan_receive(receive), lifespan_send(send))
             elif kind == "websocket" and self._spans is not None:
                 await self._websocket(scope, receive, send)
             else:
@@ -499,7 +500,7 @@ def _log_request(
     _log.log(level, message, **event)
     if exception is not None:
         try:
-            setattr(exception, _LOGGED, True)
+            setattr(exception, LOGGED, True)
         except Exception:  # pragma: no cover - an exception type with __slots__
             pass
 
@@ -577,56 +578,3 @@ def _route_template(scope: Scope, entry_root: str) -> str | None:
     if not isinstance(template, str):
         return None
     return prefix + template
-
-
-def _lifespan_receive(receive: Receive) -> Receive:
-    async def receive_lifespan() -> Message:
-        message = await receive()
-        kind = message.get("type")
-        if kind == "lifespan.startup":
-            reroute_stdlib()
-        elif kind == "lifespan.shutdown":
-            begin_exit()  # the server is going: one deadline from here to the process's end
-        return message
-
-    return receive_lifespan
-
-
-def _lifespan_send(send: Send) -> Send:
-    async def send_lifespan(message: Message) -> None:
-        if message.get("type") == "lifespan.shutdown.complete":
-            # the app's shutdown handlers have run: deliver what they (and the requests
-            # before them) logged, bounded by shutdown_timeout, off the event loop
-            await to_thread.run_sync(force_flush)
-        await send(message)
-
-    return send_lifespan
-
-
-def reroute_stdlib() -> None:
-    """Route stdlib logging into fapilog again if something (uvicorn's `dictConfig`, run
-    by `uvicorn.run()` after configure_logging()) put plain-text handlers back."""
-    try:
-        stdlib.reroute(when_broken=True)
-    except Exception as exc:  # never fail the application's startup
-        _diag.report("reroute-stdlib", f"fapilog could not re-route stdlib logging: {exc!r}")
-
-
-class _AlreadyLogged(logging.Filter):
-    """Drops uvicorn's "Exception in ASGI application" record when fapilog's request event
-    already carried that exception (with its stack trace and the trace id)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc_info = record.exc_info
-        return not (exc_info and getattr(exc_info[1], _LOGGED, False))
-
-
-_DUPLICATE_FILTER = _AlreadyLogged()
-_SERVER_ERROR_LOGGERS = ("uvicorn.error",)
-
-
-def install_duplicate_filter() -> None:
-    for name in _SERVER_ERROR_LOGGERS:
-        logger = logging.getLogger(name)
-        if _DUPLICATE_FILTER not in logger.filters:
-            logger.addFilter(_DUPLICATE_FILTER)
