@@ -275,22 +275,24 @@ def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: A
 # -- mounted apps: one span, one event, one exception record ------------------------------
 
 
+def _serve_peer(env: dict[str, str], module: str, spans_file: Path, **extra: str) -> Server:
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "peers"), env["PYTHONPATH"]]),
+        "SPANS_FILE": str(spans_file),
+        **extra,
+    }
+    return Server([sys.executable, "-m", "uvicorn", f"{module}:app", "--port", "0"], env)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("configured", ["parent", "both"])
 def test_a_mounted_sub_app_gives_one_span_one_event_and_one_exception_record(
     subprocess_env: dict[str, str], tmp_path: Path, configured: str
 ) -> None:
     spans_file = tmp_path / "spans.jsonl"
-    env = {
-        **subprocess_env,
-        "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "tests" / "peers"), subprocess_env["PYTHONPATH"]]
-        ),
-        "SPANS_FILE": str(spans_file),
-    }
-    if configured == "both":
-        env["CONFIGURE_SUB"] = "1"
-    server = Server([sys.executable, "-m", "uvicorn", "mounted_app:app", "--port", "0"], env)
+    extra = {"CONFIGURE_SUB": "1"} if configured == "both" else {}
+    server = _serve_peer(subprocess_env, "mounted_app", spans_file, **extra)
     try:
         port = server.port()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -313,3 +315,41 @@ def test_a_mounted_sub_app_gives_one_span_one_event_and_one_exception_record(
         assert event["span_id"] in {span["span_id"] for span in servers}
     errors = [line for line in lines if "kaboom" in json.dumps(line)]
     assert len(errors) == 1, errors  # the request event carries the exception, once
+
+
+@pytest.mark.slow
+def test_fastapi_telemetry_given_its_own_provider_keeps_one_span_and_one_exception_record(
+    subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`FastAPI(telemetry={"tracer_provider": tp})`: FastAPI's server span is the request's
+    span (no second one), endpoint lines carry it, the exception is logged once, and the
+    records FastAPI emits through OpenTelemetry carry the request's request_id."""
+    spans_file = tmp_path / "spans.jsonl"
+    server = _serve_peer(subprocess_env, "telemetry_app", spans_file)
+    try:
+        port = server.port()
+        # a connection per request: uvicorn closes the connection of a request that raised
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, limits=no_keepalive
+        ) as client:
+            assert client.get("/items/1", headers={"X-Request-ID": "one"}).json() == {"n": 1}
+            assert client.get("/boom", headers={"X-Request-ID": "two"}).status_code == 500
+            invalid = client.get("/items/x", headers={"X-Request-ID": "three"})
+            assert invalid.status_code == 422
+        assert server.stop() in (0, -15)
+    finally:
+        server.kill()
+    lines = json_lines(server.stdout)
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    servers = [span for span in spans if span["kind"] == "SERVER"]
+    assert len(servers) == 3 and {span["scope"] for span in servers} == {"fastapi"}, spans
+    for request_id in ("one", "two"):
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        (event,) = [line for line in mine if line.get("logger") == "fapilog.request"]
+        assert {line["span_id"] for line in mine} == {event["span_id"]}, mine
+        assert event["span_id"] in {span["span_id"] for span in servers}
+    errors = [line for line in lines if "kaboom" in json.dumps(line)]
+    assert len(errors) == 1, errors
+    validation = [line for line in lines if line.get("message") == "Request validation failed"]
+    assert [line.get("request_id") for line in validation] == ["three"], validation

@@ -50,6 +50,7 @@ from fapilog.integrations.server_logs import (
     lifespan_send,
 )
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
+from fapilog.integrations.tracing import fastapi_saw_exception
 from fapilog.settings import LoggingSettings, RequestSettings
 from fapilog.settings.redaction import DEFAULT_MARKER
 from fapilog.settings.request import DEFAULT_STATUS_LEVELS
@@ -499,6 +500,7 @@ def _log_request(
         event["exc_info"] = exception
     _log.log(level, message, **event)
     if exception is not None:
+        fastapi_saw_exception(scope, exception)
         try:
             setattr(exception, LOGGED, True)
         except Exception:  # pragma: no cover - an exception type with __slots__

@@ -29,6 +29,7 @@ from fapilog.settings import LoggingSettings
 __all__ = [
     "ensure_tracer_provider",
     "excluded_urls",
+    "fastapi_saw_exception",
     "forget_tracer_provider",
     "instrument",
     "is_instrumented",
@@ -151,13 +152,26 @@ def quiet_fastapi_telemetry(app: Any) -> bool:
     put operation spans between it and the endpoint's log lines) and log every unhandled
     exception a second time. Its HTTP metrics stay as they are. An app whose telemetry was
     given its own `tracer_provider` (``FastAPI(telemetry={"tracer_provider": ...})``) is
-    left alone: its spans win and fapilog's middleware defers to them. Returns whether it
-    changed anything."""
+    left alone: its server span is the request's, and fapilog's middleware defers to it;
+    only its operation spans are turned off, so that the endpoint's lines carry that server
+    span (`fastapi_saw_exception` keeps its exception log from repeating fapilog's request
+    event). Returns whether it turned FastAPI's tracing off."""
     config = getattr(app, "_telemetry", None)
     if not isinstance(config, dict) or "tracing" not in config:
         return False  # an older FastAPI (or Starlette): no native telemetry
     if config.get("tracer_provider") is not None:
+        config["operation_spans"] = False
         return False
     config["tracing"] = False
     config["logs"] = False
     return True
+
+
+def fastapi_saw_exception(scope: Any, exception: BaseException) -> None:
+    """Tell FastAPI's native telemetry (FastAPI >= 0.16x) that it has seen `exception`
+    (fapilog's request event carries it), so that it does not log it a second time. FastAPI
+    keeps the exceptions it logged for a request in the request's telemetry object, in the
+    scope; nothing happens when that is not there (no native telemetry for this request)."""
+    seen = getattr(scope.get("fastapi.telemetry"), "_exceptions", None)
+    if isinstance(seen, list) and not any(previous is exception for previous in seen):
+        seen.append(exception)

@@ -49,6 +49,7 @@ __all__ = [
     "ReadableLogRecord",
     "SeverityNumber",
     "SimpleLogRecordProcessor",
+    "add_attribute",
     "emit",
     "fast_emit_supported",
     "global_sdk_provider",
@@ -316,6 +317,17 @@ def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
     writable.instrumentation_scope = logger._instrumentation_scope
     writable.limits = logger._log_record_limits
     logger._multi_log_record_processor.on_emit(writable)
+
+
+def add_attribute(record: ReadWriteLogRecord, key: str, value: str) -> None:
+    """Give a record someone else emitted an attribute it lacks (the SDK's record holds a
+    mutable `BoundedAttributes`, or None when emitted without attributes)."""
+    log_record = record.log_record
+    attributes = log_record.attributes
+    if attributes is None:
+        log_record.attributes = {key: value}
+    elif key not in attributes:
+        attributes[key] = value  # type: ignore[index]
 
 
 def readable(record: ReadWriteLogRecord) -> ReadableLogRecord:

@@ -15,6 +15,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from structlog.contextvars import get_contextvars
+
 from fapilog import _diag
 from fapilog._state import STATE, start_worker, worker_thread
 from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss, Progress
@@ -24,6 +26,7 @@ from fapilog.otel.logs import (
     LogRecordProcessor,
     ReadableLogRecord,
     ReadWriteLogRecord,
+    add_attribute,
     readable,
 )
 from fapilog.pipeline import alerts, metrics
@@ -365,11 +368,14 @@ class Router(LogRecordProcessor):
         targets = self.targets
         if not targets:
             return
-        record = readable(log_record)
         collected = _COLLECTING.records
         if collected is not None:
-            collected.append((targets, record))
+            collected.append((targets, readable(log_record)))
             return
+        # a record someone else emitted on an application thread (FastAPI's telemetry,
+        # OpenTelemetry's LoggingHandler) belongs to the request being handled, if any
+        _with_request_id(log_record)
+        record = readable(log_record)
         bridge = STATE.bridge
         if bridge is not None and not STATE.shut_down:
             bridge.forward(targets, record)
@@ -382,6 +388,18 @@ class Router(LogRecordProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _with_request_id(log_record: ReadWriteLogRecord) -> None:
+    """Give the record the request's `request_id` (bound by fapilog's request middleware),
+    as every line fapilog logs during the request has it. Never fails the record."""
+    request_id = get_contextvars().get("request_id")
+    if request_id is None:
+        return
+    try:
+        add_attribute(log_record, "request_id", str(request_id))
+    except Exception as exc:  # an SDK record of another shape: the record goes on without
+        _diag.report("foreign-request-id", f"fapilog could not add request_id: {exc!r}")
 
 
 _PROCESSORS: weakref.WeakSet[ExportProcessor] = weakref.WeakSet()
