@@ -98,7 +98,7 @@ def handler_began() -> None:
 def _run(watcher: _Watcher) -> None:
     while True:
         try:
-            data = os.read(watcher.read_fd, 64)
+            data = os.read(watcher.read_fd, 64)  # no timeout: an idle worker costs nothing
         except OSError:  # pragma: no cover - closed after a fork
             return
         if not data:  # pragma: no cover - closed
