@@ -238,7 +238,9 @@ def test_a_span_an_earlier_request_was_served_under_is_cleared_and_put_back(trac
 
 
 def test_a_live_span_of_an_outer_layer_is_kept_and_an_ended_one_is_not(tracer: Any) -> None:
-    outer = tracer.start_span("an OpenTelemetry middleware outside the app")
+    outer = tracer.start_span(
+        "an OpenTelemetry middleware outside the app", kind=trace.SpanKind.SERVER
+    )
     token = otel_context.attach(trace.set_span_in_context(outer))
     try:
         assert isolation.enter({"type": "http"}) is None  # nothing to clear
@@ -249,6 +251,22 @@ def test_a_live_span_of_an_outer_layer_is_kept_and_an_ended_one_is_not(tracer: A
         isolation.leave(entry)
     finally:
         otel_context.detach(token)
+
+
+def test_an_inherited_span_that_is_not_a_server_span_is_cleared(tracer: Any) -> None:
+    """A child span (an endpoint's own, FastAPI's operation span) current where the context
+    was captured is never this request's server span, even if no request was noted under
+    it and it has not ended."""
+    child = tracer.start_span("an earlier request's child span")  # INTERNAL
+    token = otel_context.attach(trace.set_span_in_context(child))
+    try:
+        entry = isolation.enter({"type": "http"})
+        assert entry is not None and not trace.get_current_span().get_span_context().is_valid
+        isolation.leave(entry)
+        assert trace.get_current_span() is child
+    finally:
+        otel_context.detach(token)
+        child.end()
 
 
 def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: Any) -> None:

@@ -12,11 +12,13 @@ would inherit the earlier one's structlog bindings (its ``request_id``, its
 there:
 
 - structlog bindings are unbound on entry and bound again on exit;
-- the current OpenTelemetry span is this request's only when no earlier request was served
-  under it: a span noted as a request's span (`note_current_span`) is stale unless this
-  request's own scope carries it (an outer fapilog middleware of a mounted app), and so is
-  a span that has ended. A stale context is replaced by an empty one, so the request
-  continues its inbound ``traceparent`` or starts a new trace. A span started for this
+- the current OpenTelemetry span is this request's only when it is a server span that no
+  earlier request was served under: a span noted as a request's span (`note_current_span`)
+  is stale unless this request's own scope carries it (an outer fapilog middleware of a
+  mounted app), and so is a span that has ended, and any span that is not a server span
+  (an operation or child span of the request the context was captured in). A stale
+  context is replaced by an empty one, so the request continues its inbound
+  ``traceparent`` or starts a new trace. A span started for this
   request by a layer outside the application (an OpenTelemetry ASGI middleware wrapped
   around it by hand) is kept.
 
@@ -100,10 +102,17 @@ def note_current_span(scope: Any) -> None:
 
 
 def _stale(span: Any, scope: Any) -> bool:
+    """Whether the current `span` is not this request's: it has ended, it is not a server
+    span (an operation or child span of whatever request the context was captured in), or
+    an earlier request was served under it. A live server span no request has claimed is
+    the one an outer layer started for this request."""
     if getattr(span, "end_time", None) is not None:  # an SDK span that has ended
         return True
     if scope.get(SCOPE_KEY) is span:
         return False
+    kind = getattr(span, "kind", None)  # an SDK span's; other spans (context-only) have none
+    if kind is not None and kind is not trace.SpanKind.SERVER:
+        return True
     try:
         return span in _SERVED
     except TypeError:  # pragma: no cover - a span type that takes no weak reference
