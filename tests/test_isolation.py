@@ -303,6 +303,28 @@ def _serve_peer(env: dict[str, str], module: str, spans_file: Path, **extra: str
     return Server([sys.executable, "-m", "uvicorn", f"{module}:app", "--port", "0"], env)
 
 
+def _server_spans(spans_file: Path) -> list[dict[str, Any]]:
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    return [span for span in spans if span["kind"] == "SERVER"]
+
+
+def _one_span_and_one_event_each(
+    lines: list[dict[str, Any]], servers: list[dict[str, Any]], request_ids: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Each request has one request event, and every line it logged carries the event's
+    span_id, one of the server spans'. Returns the events."""
+    events = []
+    for request_id in request_ids:
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        found = [line for line in mine if line.get("logger") == "fapilog.request"]
+        assert len(found) == 1, found
+        (event,) = found
+        assert {line["span_id"] for line in mine} == {event["span_id"]}, mine
+        assert event["span_id"] in {span["span_id"] for span in servers}
+        events.append(event)
+    return events
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("configured", ["parent", "both"])
 def test_a_mounted_sub_app_gives_one_span_one_event_and_one_exception_record(
@@ -320,17 +342,10 @@ def test_a_mounted_sub_app_gives_one_span_one_event_and_one_exception_record(
     finally:
         server.kill()
     lines = json_lines(server.stdout)
-    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
-    servers = [span for span in spans if span["kind"] == "SERVER"]
-    assert len(servers) == 2, spans  # one per request
-    for request_id in ("one", "two"):
-        mine = [line for line in lines if line.get("request_id") == request_id]
-        events = [line for line in mine if line.get("logger") == "fapilog.request"]
-        assert len(events) == 1, events
-        (event,) = events
-        assert event["http.route"].startswith("/sub/"), event
-        assert {line["span_id"] for line in mine} == {event["span_id"]}, mine
-        assert event["span_id"] in {span["span_id"] for span in servers}
+    servers = _server_spans(spans_file)
+    assert len(servers) == 2, servers  # one per request
+    events = _one_span_and_one_event_each(lines, servers, ("one", "two"))
+    assert all(event["http.route"].startswith("/sub/") for event in events), events
     errors = [line for line in lines if "kaboom" in json.dumps(line)]
     assert len(errors) == 1, errors  # the request event carries the exception, once
 
@@ -359,14 +374,9 @@ def test_fastapi_telemetry_given_its_own_provider_keeps_one_span_and_one_excepti
     finally:
         server.kill()
     lines = json_lines(server.stdout)
-    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
-    servers = [span for span in spans if span["kind"] == "SERVER"]
-    assert len(servers) == 3 and {span["scope"] for span in servers} == {"fastapi"}, spans
-    for request_id in ("one", "two"):
-        mine = [line for line in lines if line.get("request_id") == request_id]
-        (event,) = [line for line in mine if line.get("logger") == "fapilog.request"]
-        assert {line["span_id"] for line in mine} == {event["span_id"]}, mine
-        assert event["span_id"] in {span["span_id"] for span in servers}
+    servers = _server_spans(spans_file)
+    assert len(servers) == 3 and {span["scope"] for span in servers} == {"fastapi"}, servers
+    _one_span_and_one_event_each(lines, servers, ("one", "two"))
     errors = [line for line in lines if "kaboom" in json.dumps(line)]
     assert len(errors) == 1, errors
     validation = [line for line in lines if line.get("message") == "Request validation failed"]
