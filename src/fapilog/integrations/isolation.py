@@ -18,9 +18,9 @@ there:
   mounted app), and so is a span that has ended, and any span that is not a server span
   (an operation or child span of the request the context was captured in). A stale
   context is replaced by an empty one, so the request continues its inbound
-  ``traceparent`` or starts a new trace. A span started for this
-  request by a layer outside the application (an OpenTelemetry ASGI middleware wrapped
-  around it by hand) is kept.
+  ``traceparent`` or starts a new trace. A server span started for this request by a
+  layer outside the application (an OpenTelemetry ASGI middleware wrapped around it by
+  hand, FastAPI's own telemetry given a provider) is kept.
 
 `IsolatingApp` does this around a whole application, outside every middleware of it, so
 that an OpenTelemetry middleware inside does not take a stale span for its parent.

@@ -242,7 +242,7 @@ class RequestLoggingMiddleware:
         if kind != "http":
             if kind == "lifespan":
                 await self.app(scope, lifespan_receive(receive), lifespan_send(send))
-            elif kind == "websocket" and self._spans is not None:
+            elif kind == "websocket" and self._spans is not None and _HANDLED not in scope:
                 await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
@@ -266,11 +266,8 @@ class RequestLoggingMiddleware:
         if plan.excluded(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        server_span: ServerSpan | None = None
-        if _HANDLED in scope:  # an outer fapilog middleware (of a parent app) has it
-            await self.app(scope, receive, send)
-            return
         scope[_HANDLED] = True
+        server_span: ServerSpan | None = None
         entry = isolation.enter(scope)
         try:
             server_span = self._spans.start(scope, self._read_head(plan, scope))

@@ -104,9 +104,7 @@ def _run(watcher: _Watcher) -> None:
         if not data:  # pragma: no cover - closed
             return
         for signum in set(data):
-            if watcher.began.is_set() or signal.getsignal(signum) is not watcher.handler:
-                continue
-            if watcher.began.wait(GRACE):
+            if signal.getsignal(signum) is not watcher.handler or watcher.began.wait(GRACE):
                 continue
             try:  # the main thread sleeps with the handler pending: interrupt its sleep
                 signal.pthread_kill(threading.main_thread().ident or 0, signum)
