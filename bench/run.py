@@ -142,6 +142,74 @@ _KEEP_RUNS = frozenset(
 )
 
 
+def spool(records: int, repeats: int) -> dict[str, Any]:
+    """The disk spool with Loki down, then back (bench/spool_bench.py), median of runs."""
+    runs = []
+    for repeat in range(repeats):
+        print(f"[bench] disk spool #{repeat + 1}", flush=True)
+        try:
+            runs.append(
+                _run(python_of("main"), [str(BENCH / "spool_bench.py"), "--records",
+                     str(records)], timeout=600)
+            )  # fmt: skip
+        except Exception as exc:  # a failed run is reported, not fatal
+            return {"error": repr(exc)}
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+REDACTION_VARIANTS = {"off": "no redaction, no metrics", "on": "redaction (default)"}
+
+
+def redaction(quick: bool, repeats: int) -> dict[str, Any]:
+    """Redaction's caller-side cost per event (bench/enrich_cost.py): the same events with
+    redaction on and off, interleaved, median of runs; typical (repeated strings, caches
+    help) and dynamic (every string new: each is scanned in full) events."""
+    figures: dict[str, dict[str, list[float]]] = {
+        side: {"typical": [], "dynamic": []} for side in REDACTION_VARIANTS
+    }
+    for repeat in range(repeats):
+        print(f"[bench] redaction cost #{repeat + 1}", flush=True)
+        for side, variant in REDACTION_VARIANTS.items():
+            command = [str(python_of("main")), str(BENCH / "enrich_cost.py"), "--variant",
+                       variant, *(["--quick"] if quick else [])]  # fmt: skip
+            try:
+                out = subprocess.run(command, capture_output=True, text=True, check=True,
+                                     timeout=600).stdout  # fmt: skip
+            except Exception as exc:  # a failed run is reported, not fatal
+                return {"error": repr(exc)[:500]}
+            run = json.loads(out.strip().splitlines()[-1])
+            for shape in ("typical", "dynamic"):
+                figures[side][shape].append(run[shape])
+    result: dict[str, Any] = {}
+    for shape in ("typical", "dynamic"):
+        on = statistics.median(figures["on"][shape])
+        off = statistics.median(figures["off"][shape])
+        result[shape] = {"on_us": on, "off_us": off, "redaction_us": on - off}
+    return result
+
+
+def console(quick: bool, repeats: int) -> dict[str, Any]:
+    """The development console's cost to the calling thread per log call, to /dev/null and
+    to a pipe, against structlog's ConsoleRenderer printing the same (bench/console_cost.py),
+    median of runs."""
+    runs: list[dict[str, Any]] = []
+    for repeat in range(repeats):
+        print(f"[bench] console cost #{repeat + 1}", flush=True)
+        command = [str(python_of("main")), str(BENCH / "console_cost.py"), "--json",
+                   *(["--quick"] if quick else [])]  # fmt: skip
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, check=True,
+                                 timeout=1200).stdout  # fmt: skip
+        except Exception as exc:  # a failed run is reported, not fatal
+            return {"error": repr(exc)[:500]}
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        key: {figure: statistics.median(run[key][figure] for run in runs)
+              for figure in ("cpu_us", "wall_us")}
+        for key in runs[0]
+    }  # fmt: skip
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     good = [run for run in runs if "error" not in run]
     if not good:
@@ -462,6 +530,45 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {label}{note} | {_fmt(us)} | {_fmt(over)} | {_fmt(rps, 0)} "
             f"| {_fmt(_ratio(rps, bare_rps), 2)} |"
         )
+    sp = data.get("spool", {})
+    if sp:
+        out += ["", "## The disk spool: Loki down, then back", "",
+                "| records | spooled records/s (Loki down) | replayed records/s (Loki back) "
+                "| caller CPU µs/call while down | bytes on disk per record |",
+                "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        if "error" in sp:
+            out.append(f"| error: {sp['error'][:80]} |||||")
+        else:
+            out.append(
+                f"| {_fmt(sp.get('records'))} | {_fmt(sp.get('spooled_per_s'), 0)} "
+                f"| {_fmt(sp.get('replayed_per_s'), 0)} "
+                f"| {_fmt(sp.get('caller_cpu_us_while_down'), 2)} "
+                f"| {_fmt(sp.get('bytes_per_record'), 0)} |"
+            )
+    red = data.get("redaction", {})
+    if red:
+        out += ["", "## Redaction's caller cost per event", "",
+                "| event | caller CPU µs, redaction off | redaction on | redaction's cost |",
+                "|---|---:|---:|---:|"]  # fmt: skip
+        if "error" in red:
+            out.append(f"| error: {red['error'][:80]} ||||")
+        for shape in ("typical", "dynamic"):
+            if shape in red:
+                row = red[shape]
+                out.append(f"| {shape} | {_fmt(row['off_us'], 2)} | {_fmt(row['on_us'], 2)} "
+                           f"| {_fmt(row['redaction_us'], 2)} |")  # fmt: skip
+    cons = data.get("console", {})
+    if cons:
+        out += ["", "## The development console's caller cost per log call", "",
+                "| console | stdout | colours | caller CPU µs/call | caller wall µs/call |",
+                "|---|---|---|---:|---:|"]  # fmt: skip
+        if "error" in cons:
+            out.append(f"| error: {cons['error'][:80]} ||||")
+        for key, row in cons.items():
+            if key != "error":
+                variant, sink, colours = key.split(" | ")
+                out.append(f"| {variant} | {sink} | {colours} | {_fmt(row['cpu_us'], 2)} "
+                           f"| {_fmt(row['wall_us'], 2)} |")  # fmt: skip
     out += ["", f"Load generator: {u.get('generator', '-')}", "", "## Targets", "",
             "| target | measured | goal | met |", "|---|---:|---:|---|"]  # fmt: skip
     for row in data["targets"]:
@@ -483,7 +590,11 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--load-seconds", type=int, default=8)
-    parser.add_argument("--skip", default="", help="comma list: throughput,idle,fastapi,uvicorn")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma list: throughput,idle,fastapi,uvicorn,spool,redaction,console",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.repeats, args.idle_seconds = 5_000, 1, 2.0
@@ -496,6 +607,10 @@ def main() -> None:
     data["idle"] = {} if "idle" in skip else idle(args.idle_seconds)
     data["fastapi"] = {} if "fastapi" in skip else fastapi_inprocess(args.requests, args.repeats)
     data["uvicorn"] = {} if "uvicorn" in skip else uvicorn_load(args.load_seconds, args.repeats)
+    records = 5_000 if args.quick else 50_000
+    data["spool"] = {} if "spool" in skip else spool(records, args.repeats)
+    data["redaction"] = {} if "redaction" in skip else redaction(args.quick, args.repeats)
+    data["console"] = {} if "console" in skip else console(args.quick, args.repeats)
     data["targets"] = targets(data)
     RESULTS.mkdir(exist_ok=True)
     suffix = "-quick" if args.quick else ""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
+import fapilog
 from fapilog import configure_logging, get_logger, log
 
 
 def main() -> None:
-    configure_logging(service_name="fapilog-demo", service_version="0.1.0")
+    configure_logging(service_name="fapilog-demo", service_version=fapilog.__version__)
 
     log.info("demo started", user_id=42, plan="pro")
     billing = get_logger("billing").bind(tenant="acme")

@@ -45,12 +45,15 @@ def undocumented_reasons(figures: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_fapilog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts unconfigured, with no FAPILOG_/OTEL_ variables; and after every
-    test that configured fapilog, its figures add up once the pipeline is quiet."""
+def _clean_fapilog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts unconfigured, with no FAPILOG_/OTEL_ variables and a spool
+    directory of its own (the default one, under $XDG_STATE_HOME: a test never replays
+    another's records); and after every test that configured fapilog, its figures add up
+    once the pipeline is quiet."""
     for key in list(os.environ):
         if key.startswith(("FAPILOG_", "OTEL_")):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield
     if STATE.pipeline is not None:
         if not STATE.shut_down:
@@ -78,11 +81,16 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def untraced(env: dict[str, str]) -> dict[str, str]:
+    """`env` without coverage collection in the child."""
+    return {k: v for k, v in env.items() if k != "COVERAGE_PROCESS_START"}
+
+
 @pytest.fixture
 def timed_env(subprocess_env: dict[str, str]) -> dict[str, str]:
     """`subprocess_env` without coverage collection, for tests that time a child's exit:
     coverage writing its data as each process ends is not fapilog's time."""
-    return {k: v for k, v in subprocess_env.items() if k != "COVERAGE_PROCESS_START"}
+    return untraced(subprocess_env)
 
 
 PYTHON = sys.executable

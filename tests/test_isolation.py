@@ -243,7 +243,8 @@ def test_a_live_span_of_an_outer_layer_is_kept_and_an_ended_one_is_not(tracer: A
     )
     token = otel_context.attach(trace.set_span_in_context(outer))
     try:
-        assert isolation.enter({"type": "http"}) is None  # nothing to clear
+        kept = isolation.enter({"type": "http"})  # nothing to clear
+        assert kept is not None and kept.token is None and not kept.inherited
         assert trace.get_current_span() is outer
         outer.end()  # a span that has ended belongs to a request that is over
         entry = isolation.enter({"type": "http"})
@@ -273,13 +274,14 @@ def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: A
     """One scope travels through a mounted app: the inner fapilog layer finds the request
     already cleared by the outer one, and its span noted for this very scope."""
     scope: dict[str, Any] = {"type": "http"}
-    assert isolation.enter(scope) is None
+    outer = isolation.enter(scope)
+    assert outer is not None and not outer.inherited
     span = tracer.start_span("this request")
     token = otel_context.attach(trace.set_span_in_context(span))
     bind_contextvars(request_id="this one")
     try:
         isolation.note_current_span(scope)
-        assert isolation.enter(scope) is None
+        assert isolation.enter(scope) is None  # the outer layer's entry serves both
         assert trace.get_current_span() is span
         assert get_contextvars() == {"request_id": "this one"}
         assert not isolation._stale(span, scope)

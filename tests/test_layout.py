@@ -255,8 +255,10 @@ def test_every_settings_section_is_importable_from_fapilog_settings() -> None:
         "LokiSettings",
         "OtlpSettings",
         "RequestSettings",
+        "SpoolSettings",
         "RedactionSettings",
         "SystemSettings",
+        "ConsoleSettings",
     }
     assert sections <= set(settings.__all__)
 

@@ -33,11 +33,13 @@ FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 200, "batch_wait
 def configure(receiver: LokiReceiver, **loki: Any) -> None:
     overrides = dict(loki)
     queue = overrides.pop("queue", {"max_size": 20_000})
+    spool = overrides.pop("spool", {})
     fapilog.configure_logging(
         exporters=["loki"],
         service_name="api",
         loki={"url": receiver.url, **FAST, **overrides},
         queue=queue,
+        spool=spool,
     )
 
 
@@ -285,7 +287,7 @@ def test_retry_after_is_honoured(loki: LokiReceiver) -> None:
 def test_retries_give_up_after_max_retries(
     loki: LokiReceiver, status: int, body: str, reason: str
 ) -> None:
-    configure(loki, max_retries=2)
+    configure(loki, max_retries=2, spool={"enabled": False})  # memory only: dropped
     loki.fail(status, body=body)
     fapilog.get_logger("r").info("e")
     assert fapilog.force_flush(10)
@@ -296,7 +298,7 @@ def test_retries_give_up_after_max_retries(
 
 
 def test_a_slow_loki_times_out_and_is_retried(loki: LokiReceiver) -> None:
-    configure(loki, timeout=0.2, max_retries=1)
+    configure(loki, timeout=0.2, max_retries=1, spool={"enabled": False})
     loki.slow(1.0)
     fapilog.get_logger("r").info("e")
     assert fapilog.force_flush(10)
@@ -394,7 +396,7 @@ def test_missing_tenant_on_multi_tenant_loki_is_dropped_as_401() -> None:
 def test_bounded_memory_while_loki_is_down(loki: LokiReceiver) -> None:
     """The exporter holds one batch; everything else waits in the bounded queue, whose
     overflow policy sheds (and counts) the excess."""
-    configure(loki, queue={"max_size": 200, "batch_size": 50})
+    configure(loki, queue={"max_size": 200, "batch_size": 50}, spool={"enabled": False})
     loki.down()
     log = fapilog.get_logger("flood")
     for seq in range(2000):

@@ -327,5 +327,5 @@ def test_missing_cramjam_is_a_configuration_error(subprocess_env: dict[str, str]
     assert status == 0, err
     first, second = out.strip().splitlines()
     assert first.startswith("ERROR FAPILOG_LOKI__ENCODING")
-    assert "pip install 'fapilog[loki-protobuf]'" in first
+    assert "pip install 'cramjam>=2.8,<3'" in first
     assert second == "json ok"

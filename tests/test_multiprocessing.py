@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import runs
+from conftest import runs, untraced
 
 POOL = textwrap.dedent(
     """
@@ -79,7 +79,7 @@ def _pool_run(
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     seen = {(line["task"], line["i"]) for line in lines if line.get("message") == "record"}
-    assert len(seen) == tasks * records, (method, ending, len(seen))
+    assert len(seen) == tasks * records, (method, ending, len(seen), proc.stderr[-2000:])
 
 
 @pytest.mark.slow
@@ -90,9 +90,17 @@ def test_a_pool_delivers_every_record_of_every_task(
     tmp_path: Path, subprocess_env: dict[str, str], method: str, ending: str
 ) -> None:
     """Pool(2), 4 tasks of 200 records, ended by close()/join() or by the with statement
-    (terminate()): 800 of 800, every time."""
+    (terminate()): 800 of 800, every time.
+
+    Ended by terminate(), the children run without coverage. Coverage's tracer holds a
+    lock of its own while it records lines run for the first time, as most lines at exit
+    are; a SIGTERM handler that interrupts the main thread there drains while every other
+    thread that runs a new line waits for that lock, fapilog's workers included. The drain
+    then meets its deadline and says so (the records are lost): the measurement's doing,
+    not the pool's."""
+    env = untraced(subprocess_env) if ending == "with" else subprocess_env
     for _ in range(runs(quick=1, soak=20)):
-        _pool_run(tmp_path, subprocess_env, method, ending, tasks=4, records=200)
+        _pool_run(tmp_path, env, method, ending, tasks=4, records=200)
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 its logs, stop it.
 
 Everything runs on fapilog's embedded defaults: stdout (JSON lines when piped, the pretty
-console on a terminal) plus a local log file when the file exporter is available. No
-collector or other server is needed.
+console on a terminal) plus a local log file, logs/fastapi_app.log in the repository
+(git-ignored; FAPILOG_FILE__PATH chooses another). No collector or other server is needed.
 
     python examples/fastapi_app/demo.py          # pretty on a terminal
     python examples/fastapi_app/demo.py | cat    # JSON lines
@@ -17,13 +17,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
+LOG_FILE = HERE.parent.parent / "logs" / "fastapi_app.log"  # git-ignored
 UPSTREAM_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 UPSTREAM_TRACEPARENT = f"00-{UPSTREAM_TRACE_ID}-00f067aa0ba902b7-01"
 _PORT = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
@@ -80,7 +80,7 @@ def main() -> int:
     if importlib.util.find_spec("fapilog.exporters.file") is not None:
         env.setdefault("FAPILOG_EXPORTERS", "stdout,file")
         if "FAPILOG_FILE__PATH" not in env:
-            log_file = Path(tempfile.gettempdir()) / "fapilog-demo" / "fastapi_app.log"
+            log_file = LOG_FILE
             log_file.unlink(missing_ok=True)  # this run's lines only
             env["FAPILOG_FILE__PATH"] = str(log_file)
     if sys.stdout.isatty():

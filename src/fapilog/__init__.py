@@ -6,6 +6,7 @@ log.info("user logged in", user_id=42)
 """
 
 from fapilog._version import __version__
+from fapilog.capture.context import bind_context, contextualize, unbind_context
 from fapilog.capture.enrichers import register_enricher
 from fapilog.capture.logger import BoundLogger, get_logger, log
 from fapilog.exceptions import ConfigurationError
@@ -21,7 +22,9 @@ __all__ = [
     "ConfigurationError",
     "LoggingSettings",
     "__version__",
+    "bind_context",
     "configure_logging",
+    "contextualize",
     "force_flush",
     "get_logger",
     "log",
@@ -30,4 +33,5 @@ __all__ = [
     "register_metrics",
     "shutdown",
     "stats",
+    "unbind_context",
 ]

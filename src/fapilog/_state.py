@@ -31,6 +31,7 @@ __all__ = [
     "Pipeline",
     "ProcessState",
     "STATE",
+    "UNCONFIGURED_LEVEL",
     "signals_blocked",
     "start_worker",
     "worker_thread",
@@ -60,6 +61,13 @@ class Pipeline:
         self.enrichers = enrichers  # fapilog.capture.enrichers.EnricherChain | None
 
 
+# The loggers' level before any configuration: every event reaches the chain's first step,
+# which configures fapilog from the environment and then applies the configured level
+# (`fapilog.capture.logger._configure_first`): FAPILOG_LEVEL=debug keeps a first debug line,
+# FAPILOG_LEVEL=warning drops a first info line.
+UNCONFIGURED_LEVEL = 0
+
+
 class ProcessState:
     """The one process-state object (see the module docstring)."""
 
@@ -87,7 +95,7 @@ class ProcessState:
         self.dropped_unconfigured = 0  # records logged after shutdown, before reconfiguring
         # the processor chain every logger runs: one list, changed in place
         self.chain: list[Processor] = []
-        self.default_level = 20  # stdlib number
+        self.default_level = UNCONFIGURED_LEVEL  # stdlib number
         self.logger_levels: dict[str, int] = {}  # per logger name (dotted prefixes apply)
         self.routers: dict[int, Any] = {}  # id(provider) -> the Router added to it (once)
         # called by shutdown() with the seconds left, after the exporters drained

@@ -1,3 +1,3 @@
 """fapilog's version (one place: the package, its metrics meter and its tracer read it)."""
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"

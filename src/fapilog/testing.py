@@ -12,7 +12,8 @@
   redaction) and before export, as dicts shaped like the JSON line without timestamp and
   resource attributes: ``message``, ``level``, ``logger``, ``trace_id``/``span_id`` inside a
   span, the key-value pairs, ``exception.*`` for errors. stdlib `logging` calls are captured
-  too. Nothing is exported while capturing.
+  too. Nothing is exported while capturing. ``capture_logs(level="debug")`` captures from
+  that level up, whatever was configured before.
 - `InMemoryExporter`: an exporter name whose records are kept in memory, for tests that want
   the real pipeline (queues, workers, the exporter contract, the JSON line).
 - `reset()`: shut fapilog down and forget its configuration (between tests).
@@ -34,6 +35,7 @@ from structlog import DropEvent
 from structlog.contextvars import merge_contextvars
 from structlog.typing import Processor
 
+from fapilog import _levels
 from fapilog._state import STATE
 from fapilog.capture import stdlib
 from fapilog.capture.logger import CHAIN, restore_levels, saved_levels, set_levels
@@ -46,7 +48,7 @@ from fapilog.lifecycle.configure import build_chain, reset
 from fapilog.lifecycle.drain import force_flush
 from fapilog.otel.bridge import event_fields
 from fapilog.otel.trace import span_context_of
-from fapilog.settings import LoggingSettings, RedactionSettings
+from fapilog.settings import RedactionSettings, from_environment
 
 __all__ = ["CapturedLogs", "InMemoryExporter", "capture_logs", "reset"]
 
@@ -62,11 +64,14 @@ class CapturedLogs(list[dict[str, Any]]):
 
 
 class _Capture:
-    def __init__(self, sink: CapturedLogs) -> None:
+    def __init__(self, sink: CapturedLogs, min_severity: int = 0) -> None:
         self.sink = sink
+        self.min_severity = min_severity  # an OpenTelemetry severity number: 0 keeps all
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         pending = capture(logger, method_name, event_dict)
+        if pending.severity.value < self.min_severity:
+            raise DropEvent  # below the level asked for (a stdlib logger set lower itself)
         body, attributes = event_fields(pending)
         entry: dict[str, Any] = {
             "message": body,
@@ -86,31 +91,54 @@ class _Capture:
 def _chain_from_environment() -> list[Processor]:
     """Before `configure_logging()`: the chain the first event would configure from the
     environment, without the exporters (so captured events are enriched and redacted as
-    exported ones would be). An invalid environment falls back to the default redaction:
-    a test never sees a secret because of a bad variable."""
+    exported ones would be). Misspelt variables are reported and left out, as the first
+    event's configuration does; an invalid environment falls back to the default
+    redaction: a test never sees a secret because of a bad variable."""
     try:
-        chain, _ = build_chain(LoggingSettings())
+        chain, _ = build_chain(from_environment("capture_logs"))
         return chain[:-1]  # configure_logging()'s, minus the bridge
     except Exception:
         return [merge_contextvars, add_trace_context, Redactor.from_settings(RedactionSettings())]
 
 
+def _level_named(level: str | int) -> _levels.Level:
+    """A level as the ``level`` setting takes it: a name (any case, ``warn`` and ``fatal``
+    included) or the stdlib number of one of the five levels."""
+    name = _levels.normalise(level)
+    found = _levels.BY_NAME.get(name) if isinstance(name, str) else None
+    if found is None:
+        allowed = ", ".join(f"{known.name} ({known.number})" for known in _levels.LEVELS)
+        raise ValueError(f"capture_logs: unknown level {level!r}; use one of {allowed}")
+    return found
+
+
 @contextmanager
-def capture_logs() -> Iterator[CapturedLogs]:
+def capture_logs(level: str | int | None = None) -> Iterator[CapturedLogs]:
     """Capture fapilog (and stdlib) events in a list instead of exporting them.
 
     Works whether or not `configure_logging()` was called (before it, events go through
     the enrichers and redaction the environment configures, as the first exported event
     would); restores everything on exit.
+
+    `level` (``"debug"``, ``"WARNING"``, ``10``: what the ``level`` setting takes) captures
+    events at that level and above, whatever was configured: every fapilog logger, the
+    root stdlib logger and the stdlib loggers fapilog's ``logger_levels`` set are at
+    `level` for the block, and nothing below it is captured. Without it: every level before
+    `configure_logging()`, the configured levels after it (stdlib records at every level
+    when stdlib capture is off).
     """
+    threshold = _level_named(level) if level is not None else None
     captured = CapturedLogs()
     chain = CHAIN
     saved_chain = list(chain)
-    capturing = _Capture(captured)
+    capturing = _Capture(captured, threshold.severity.value if threshold is not None else 0)
     chain[-1] = capturing
     temporary_handler = None
     root = logging.getLogger()
     saved_root_level = root.level
+    # the stdlib loggers fapilog gave a level of their own (``logger_levels``)
+    configured = [logging.getLogger(name) for name in STATE.logger_levels]
+    saved_logger_levels = [(logger, logger.level) for logger in configured]
     if stdlib.installed_handler() is None:
         temporary_handler = stdlib.FapilogHandler(chain)
         root.addHandler(temporary_handler)
@@ -119,13 +147,22 @@ def capture_logs() -> Iterator[CapturedLogs]:
     if not STATE.is_configured():
         set_levels(10, {})
         chain[:] = [*_chain_from_environment(), capturing]
+    if threshold is not None:
+        set_levels(threshold.number, {})
+        root.setLevel(threshold.number)
+        for logger in configured:
+            logger.setLevel(logging.NOTSET)  # the root's level, for the block
     try:
         yield captured
     finally:
         chain[:] = saved_chain
         if temporary_handler is not None:
             root.removeHandler(temporary_handler)
+        if temporary_handler is not None or threshold is not None:
             root.setLevel(saved_root_level)
+        if threshold is not None:
+            for logger, saved_level in saved_logger_levels:
+                logger.setLevel(saved_level)
         restore_levels(levels)
 
 

@@ -3,7 +3,9 @@
 It is strict where real Loki is strict (the rules read from Loki's source at v3.7.6):
 ``POST /loki/api/v1/push`` with ``Content-Type: application/json``,
 ``Content-Encoding`` none/gzip/deflate; timestamps as strings of decimal nanoseconds; lines as
-strings; structured metadata as string-to-string objects; label names
+strings; structured metadata as string-to-string objects; every string valid UTF-8 (a lone
+surrogate escape such as ``"\\ud800"`` in a label, line or metadata string fails the whole
+request, as Loki's JSON parser, jsonparser, refuses it); label names
 ``[a-zA-Z_][a-zA-Z0-9_]*`` (a bad name fails the whole request); empty label values dropped and
 a stream left without labels rejected; at most 15 label names per stream; length limits for
 label names/values and lines; timestamps not older than 7 days nor newer than now + 10 min;
@@ -453,9 +455,16 @@ class LokiReceiver:
             except DecodeError as exc:
                 raise BadRequest(f"proto: logproto.PushRequest: {exc}") from None
         try:
-            return json.loads(raw, object_pairs_hook=_no_duplicates)
+            body = json.loads(raw, object_pairs_hook=_no_duplicates)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"loghttp.PushRequest: {exc}") from None
+        try:  # Python's decoder keeps a lone surrogate escape; Loki's refuses the request
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "loghttp.PushRequest: Encountered an invalid escape sequence in a string"
+            ) from None
+        return body
 
     def _parse(self, body: Any) -> list[tuple[dict[str, str], list[Entry]]]:
         """Structure, label names and entry types: any error fails the whole request,

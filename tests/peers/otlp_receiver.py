@@ -93,7 +93,8 @@ class SpanEntry:
 
 
 class OtlpReceiver:
-    """A gRPC and an HTTP OTLP endpoint on 127.0.0.1 (ports chosen by the OS)."""
+    """A gRPC and an HTTP OTLP endpoint on 127.0.0.1 (ports chosen by the OS, kept across
+    `down()` and `up()`)."""
 
     def __init__(
         self,
@@ -269,7 +270,7 @@ class OtlpReceiver:
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         if self.tls is None:
-            self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+            self.grpc_port = server.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
         else:
             cert, key = (Path(p).read_bytes() for p in self.tls)
             credentials = grpc.ssl_server_credentials(
@@ -277,7 +278,7 @@ class OtlpReceiver:
                 root_certificates=cert if self.require_client_cert else None,
                 require_client_auth=self.require_client_cert,
             )
-            self.grpc_port = server.add_secure_port("127.0.0.1:0", credentials)
+            self.grpc_port = server.add_secure_port(f"127.0.0.1:{self.grpc_port}", credentials)
         server.start()
         self._grpc_server = server
 
@@ -319,7 +320,7 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        http_server = ThreadingHTTPServer(("127.0.0.1", self.http_port), Handler)
         http_server.daemon_threads = True
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -347,6 +348,15 @@ class OtlpReceiver:
         if self._http_thread is not None:
             self._http_thread.join(5)
             self._http_thread = None
+
+    def down(self) -> None:
+        """Stop both endpoints: clients get connection errors."""
+        self.stop()
+
+    def up(self) -> None:
+        """Listen again, on the same ports."""
+        if self._http_server is None:
+            self.start()
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()

@@ -31,6 +31,7 @@ __all__ = [
     "INT64_MIN",
     "PRIMITIVES",
     "coerce_attributes",
+    "coerce_key",
     "coerce_value",
     "int_text",
     "safe_repr",
@@ -101,6 +102,11 @@ def _max_digits() -> int:
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return key
+    return coerce_key(key)
+
+
+def coerce_key(key: Any) -> str:
+    """The text a dict key that is not a str becomes (its coerced value, or its repr)."""
     coerced = coerce_value(key)
     return coerced if isinstance(coerced, str) else safe_repr(key)
 

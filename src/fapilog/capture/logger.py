@@ -54,6 +54,11 @@ def _configure_first(logger: Any, method_name: str, event_dict: Any) -> Any:
         and isinstance(CHAIN[-1], OTelBridge)  # not inside capture_logs()
     ):
         STATE.autoconfigure()
+        # the level gate let this event through before there was a configuration: the
+        # configured level (FAPILOG_LEVEL, logger_levels) applies to it too
+        level = _levels.BY_METHOD.get(method_name)
+        if isinstance(logger, Sink) and level is not None and logger.min_level > level.number:
+            raise structlog.DropEvent
     return merge_contextvars(logger, method_name, event_dict)
 
 

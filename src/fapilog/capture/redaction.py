@@ -21,15 +21,22 @@ nothing. Nested containers are copied when something in them changes, never muta
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, ItemsView, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from fapilog import _diag
-from fapilog.capture.coerce import coerce_value
+from fapilog.capture.coerce import coerce_key, coerce_value
 from fapilog.capture.record import exception_of
+from fapilog.capture.secrets import (
+    Rule,
+    build_scan,
+    is_number,
+    key_filter,
+    luhn_valid,
+    separators,
+    stems,
+    value_span,
+)
 from fapilog.otel.semconv import exception_attributes
 from fapilog.settings.redaction import (
     BUILTIN_PATTERNS,
@@ -40,44 +47,38 @@ from fapilog.settings.redaction import (
 )
 
 if TYPE_CHECKING:
+    import re
+
     from structlog.typing import Processor
 
     from fapilog.settings import LoggingSettings
 
-__all__ = ["Redactor", "build_processors", "luhn_valid", "normalise_key"]
+__all__ = ["AUDIT_KEY", "Redactor", "build_processors", "luhn_valid", "normalise_key"]
+
+AUDIT_KEY = "fapilog.redacted"  # the audit attribute: ["password:key", "note:jwt", ...]
 
 # key verdicts
 _SCAN = 0  # an ordinary key: scan the value
 _EXACT = 1  # a sensitive key: the value becomes the marker (None stays None)
 _FRAGMENT = 2  # contains a sensitive fragment: redacted unless a number
-_EXEMPT = 3  # never touched (trace ids)
+_EXEMPT = 3  # trace ids: left alone when they are ids (else scanned)
 _EXC = 4  # exc_info: the exception's text is redacted
+_RENAME = 8  # (added to a verdict) the key itself holds a secret: it becomes its redacted text
 
 _NUMBERS = frozenset({int, float, bool, type(None)})
+_BYTES = frozenset({bytes, bytearray, memoryview})
+_PAIR = frozenset({tuple, list})
+_NAMES = (str, bytes, bytearray)  # what the name of a (name, value) pair may be
 _EXEMPT_KEYS = frozenset({"trace_id", "span_id", "trace_flags"})
+_HEX = frozenset("0123456789abcdefABCDEF")
 _MAX_DEPTH = 32
+_TRUNCATED = f"<truncated: nested deeper than {_MAX_DEPTH} levels>"
 _CACHE_LIMIT = 4096  # entries in each cache before it is cleared
 _CACHE_TEXT_LEN = 256  # longer strings are not remembered as clean
-# card guard: digits -> "0", other bytes -> "x" (spaces and dashes deleted), then look for
-# 13 zeros in a row: a run of 13+ digits, possibly grouped
-_DIGIT_CLASSES = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))
-_THIRTEEN_DIGITS = b"0" * 13
-
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://)[^\s/?#]+@")
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
-_BASIC = re.compile(r"(?i)\b(basic)(\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-]*)*")
-# 13-19 digits, optionally grouped by spaces or dashes, starting like a card number (2-6)
-_CARD = re.compile(r"(?<!\w)(?<!\d\.)[2-6](?:[ \-]?[0-9]){12,18}(?!\w|\.\d)")
 # the key written before a separator (`key = `, `"key": `): a run of these characters
 _KEY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 _KEY_WINDOW = 66
 _QUOTES = ('"', "'")
-# the value after a separator: an auth scheme and its credential, quoted, or up to a delimiter
-_VALUE_AFTER = re.compile(
-    r"[ \t]*(?:((?i:bearer|basic|digest|negotiate|token)[ \t]+[^\s\"'&,;]+)"
-    r"|\"([^\"]*)\"|'([^']*)'|([^\s\"'&,;})\]]+))"
-)
 
 
 def normalise_key(key: str) -> str:
@@ -85,17 +86,32 @@ def normalise_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
 
 
-def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum of a string of digits (card numbers pass it)."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+def _key_text(key: Any) -> str:
+    """The text a key that is not a plain str becomes on the way out."""
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key).decode("utf-8", "surrogateescape")
+    if isinstance(key, str):
+        return str.__str__(key)
+    return coerce_key(key)
+
+
+def _unique(key: Any, taken: Any) -> Any:
+    """`key`, or ``key#2``, ``key#3``... when a redacted key would replace another one."""
+    if key not in taken:
+        return key
+    number = 2
+    while f"{key}#{number}" in taken:
+        number += 1
+    return f"{key}#{number}"
+
+
+def _is_id(value: Any) -> bool:
+    """Whether a ``trace_id``/``span_id``/``trace_flags`` value is an id (an int, or 2, 16
+    or 32 hex digits), which no pattern need look at."""
+    kind = type(value)
+    if kind is int:
+        return True
+    return kind is str and len(value) in (2, 16, 32) and _HEX.issuperset(value)
 
 
 class Redactor:
@@ -103,11 +119,13 @@ class Redactor:
 
     __slots__ = (
         "_allowed",
+        "_audit",
         "_builtin",
         "_clean",
         "_exact",
         "_fragments",
         "_kv_filter",
+        "_rules",
         "_scan",
         "_stems",
         "_verdicts",
@@ -123,6 +141,7 @@ class Redactor:
         allow_keys: Iterable[str] = (),
         builtin_patterns: Iterable[str] = BUILTIN_PATTERNS,
         patterns: Iterable[str | re.Pattern[str]] = (),
+        audit: bool = False,
     ) -> None:
         self.marker = marker
         self._allowed = frozenset(normalise_key(k) for k in allow_keys)
@@ -130,10 +149,13 @@ class Redactor:
         self._fragments = tuple(sorted({normalise_key(f) for f in key_fragments}))
         self._verdicts: dict[Any, int] = {}
         self._clean: set[str] = set()
-        self._kv_filter = _key_filter(self._exact, self._fragments)
-        self._stems = _stems(self._exact | set(self._fragments))
+        self._kv_filter = key_filter(self._exact, self._fragments)
+        self._stems = stems(self._exact | set(self._fragments))
         self._builtin = tuple(builtin_patterns)
-        self._scan = self._build_scanner(list(self._builtin), list(patterns))
+        self._audit = audit
+        scan, rules = build_scan(self._builtin, list(patterns), marker, self._redact_key_values)
+        self._scan: Callable[[str], str] = scan
+        self._rules: tuple[Rule, ...] = rules
 
     @classmethod
     def from_settings(cls, settings: RedactionSettings) -> Redactor:
@@ -144,104 +166,29 @@ class Redactor:
             allow_keys=settings.allow_keys,
             builtin_patterns=settings.builtin_patterns,
             patterns=settings.patterns,
+            audit=settings.audit,
         )
-
-    # -- configuration -----------------------------------------------------------------
-
-    def _build_scanner(
-        self, builtin: list[str], custom: list[str | re.Pattern[str]]
-    ) -> Callable[[str], str]:
-        """One function applying every enabled value pattern to a string. Each pattern runs
-        only when a substring test (C speed) says it could match."""
-        unknown = sorted(set(builtin) - set(BUILTIN_PATTERNS))
-        if unknown:
-            raise ValueError(
-                f"unknown builtin pattern(s) {unknown}; known: {', '.join(BUILTIN_PATTERNS)}"
-            )
-        marker = self.marker
-        url = "url_credentials" in builtin
-        bearer = "bearer" in builtin
-        basic = "basic" in builtin
-        jwt = "jwt" in builtin
-        cards = "card" in builtin
-        key_value = "key_value" in builtin
-        customs = tuple(_custom_rule(re.compile(p) if isinstance(p, str) else p, marker)
-                        for p in custom)  # fmt: skip
-        key_values = self._redact_key_values
-
-        def url_repl(match: re.Match[str]) -> str:
-            return f"{match.group(1)}{marker}@"
-
-        def scheme_repl(match: re.Match[str]) -> str:
-            return f"{match.group(1)}{match.group(2)}{marker}"
-
-        def basic_repl(match: re.Match[str]) -> str:
-            try:
-                decoded = base64.b64decode(match.group(3), validate=True)
-            except (binascii.Error, ValueError):
-                return match.group(0)
-            if b":" not in decoded:
-                return match.group(0)  # "basic configuration" is not a credential
-            return f"{match.group(1)}{match.group(2)}{marker}"
-
-        def marker_repl(match: re.Match[str]) -> str:
-            return marker
-
-        def card_repl(match: re.Match[str]) -> str:
-            text = match.group(0)
-            return marker if luhn_valid(text.replace(" ", "").replace("-", "")) else text
-
-        url_sub, bearer_sub, basic_sub = _URL_CREDENTIALS.sub, _BEARER.sub, _BASIC.sub
-        jwt_sub, card_sub = _JWT.sub, _CARD.sub
-
-        def scan(text: str) -> str:
-            lowered = text.lower()  # re.sub returns the same object when nothing matched
-            if url and "://" in text and "@" in text:
-                new = url_sub(url_repl, text)
-                if new is not text:
-                    text, lowered = new, new.lower()
-            if bearer and "bearer" in lowered:
-                new = bearer_sub(scheme_repl, text)
-                if new is not text:
-                    text, lowered = new, new.lower()
-            if basic and "basic" in lowered:
-                new = basic_sub(basic_repl, text)
-                if new is not text:
-                    text, lowered = new, new.lower()
-            if jwt and "eyJ" in text:
-                new = jwt_sub(marker_repl, text)
-                if new is not text:
-                    text, lowered = new, new.lower()
-            if (
-                cards
-                and len(text) >= 13
-                and _THIRTEEN_DIGITS
-                in text.encode("utf-8", "ignore").translate(_DIGIT_CLASSES, b" -")
-            ):
-                new = card_sub(card_repl, text)
-                if new is not text:
-                    text, lowered = new, new.lower()
-            if key_value and ("=" in text or ":" in text):
-                text = key_values(text, lowered)
-            for rule in customs:
-                text = rule(text)
-            return text
-
-        return scan
 
     # -- keys --------------------------------------------------------------------------
 
     def _classify(self, key: Any) -> int:
-        if type(key) is not str:
-            return _SCAN
-        if key == "event":
-            verdict = _SCAN
-        elif key == "exc_info":
-            verdict = _EXC
-        elif key in _EXEMPT_KEYS:
-            verdict = _EXEMPT
-        else:
-            verdict = self._key_verdict(key)
+        kind = type(key)
+        if kind is str:
+            if key == "event":
+                verdict = _SCAN
+            elif key == "exc_info":
+                verdict = _EXC
+            elif key in _EXEMPT_KEYS:
+                verdict = _EXEMPT
+            else:
+                verdict = self._key_verdict(key)
+                if self.redact_text(key) != key:
+                    verdict |= _RENAME
+        else:  # bytes (a header name as servers hand it over), str subclasses, objects
+            text = _key_text(key)
+            verdict = self._key_verdict(text)
+            if self.redact_text(text) != text:
+                verdict |= _RENAME
         verdicts = self._verdicts
         if len(verdicts) >= _CACHE_LIMIT:
             verdicts.clear()
@@ -289,7 +236,7 @@ class Redactor:
                 break
         else:
             return []
-        positions = _separators(text)
+        positions = separators(text, lowered)
         if not positions:
             return positions
         if len(lowered) != len(text):  # non-ASCII case mapping changed the length
@@ -300,8 +247,8 @@ class Redactor:
         return [position for position in positions if match(reverse, last - position)]
 
     def _redact_key_values(self, text: str, lowered: str | None = None) -> str:
-        """``password=hunter2``, ``"token": "abc"``, ``?api_key=k&x=1``: the value of a
-        sensitive key written inside a string."""
+        """``password=hunter2``, ``"token": "a b"``, ``?api_key=k&x=1``, ``pwd%3Dk``: the
+        value of a sensitive key written inside a string, replaced whole."""
         candidates = self._candidates(text, text.lower() if lowered is None else lowered)
         if not candidates:
             return text
@@ -311,10 +258,14 @@ class Redactor:
         for position in candidates:
             if position < last:
                 continue  # inside a value already redacted
+            encoded = text[position] == "%"
             head = text[max(0, position - _KEY_WINDOW) : position].rstrip(" \t")
             if head[-1:] in _QUOTES:
-                head = head[:-1]
+                head = head[:-1].rstrip("\\")  # (a quote escaped: JSON inside a string)
             key = head[len(head.rstrip(_KEY_CHARS)) :]
+            before = head[-len(key) - 1 : -len(key)] if key else ""
+            if before == "%" and len(key) > 2:  # after a URL-encoded character (%3F, %26)
+                key, before = key[2:], "&"
             if not key:
                 continue
             verdict = verdicts.get(key)
@@ -322,20 +273,19 @@ class Redactor:
                 verdict = self._classify(key)
             if verdict not in (_EXACT, _FRAGMENT):
                 continue
-            value_match = _VALUE_AFTER.match(text, position + 1)
-            if value_match is None:
+            mode = "encoded" if encoded else "url" if before in ("?", "&") else "free"
+            span = value_span(text, position + (3 if encoded else 1), mode)
+            if span is None:
                 continue
-            group = value_match.lastindex or 0
-            value = value_match.group(group)
-            if not value or text.startswith(self.marker, value_match.start(group)):
-                continue
-            if verdict == _FRAGMENT and _is_number(value):
+            start, end = span
+            value = text[start:end]
+            if value == self.marker or (verdict == _FRAGMENT and is_number(value)):
                 continue
             if pieces is None:
                 pieces = []
-            pieces.append(text[last : value_match.start(group)])
+            pieces.append(text[last:start])
             pieces.append(self.marker)
-            last = value_match.end(group)
+            last = end
         if pieces is None:
             return text
         pieces.append(text[last:])
@@ -352,18 +302,30 @@ class Redactor:
             return self.redact_text(value)
         if kind in _NUMBERS:
             return value
+        if kind in _BYTES:
+            return self._bytes(value)
         if depth >= _MAX_DEPTH:
-            return self.marker
+            return _TRUNCATED  # visibly cut, as deep as values are kept
         if kind is dict:
             return self._dict(value, depth, path)
         if kind is list or kind is tuple:
             return self._sequence(value, depth, path)
-        if kind is bytes or kind is bytearray:
-            return value
+        if isinstance(value, ItemsView):  # headers.items(): a list of (name, value) pairs
+            return self._sequence(list(value), depth, path)
         coerced = coerce_value(value)  # objects, enums, sets, mappings: their logged form
-        if coerced is value or type(coerced) is bytes:
+        if coerced is value:
             return coerced
         return self._value(coerced, depth, path)
+
+    def _bytes(self, value: bytes | bytearray | memoryview) -> Any:
+        """Bytes are scanned as the text they hold (bytes that are not UTF-8 kept as they
+        are around it); redacted, they stay bytes."""
+        raw = bytes(value)
+        text = raw.decode("utf-8", "surrogateescape")
+        redacted = self.redact_text(text)
+        if redacted is text or redacted == text:
+            return value
+        return redacted.encode("utf-8", "surrogateescape")
 
     def _dict(self, value: dict[Any, Any], depth: int, path: set[int]) -> Any:
         ident = id(value)
@@ -371,31 +333,54 @@ class Redactor:
             return "<recursion>"
         path.add(ident)
         copy: dict[Any, Any] | None = None
+        renamed: dict[Any, Any] | None = None
         verdicts = self._verdicts
         for key, item in value.items():
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = self._classify(key)
-            if verdict == _EXACT:
-                new = item if item is None else self._masked(item, False)
-            elif verdict == _FRAGMENT:
-                new = item if type(item) in _NUMBERS else self._masked(item, True)
-            elif verdict == _EXEMPT:
+            if verdict == _SCAN:
+                new = self._value(item, depth + 1, path)
+            elif verdict == _EXEMPT and _is_id(item):
                 continue
             else:
-                new = self._value(item, depth + 1, path)
+                if verdict & _RENAME:
+                    if renamed is None:
+                        renamed = {}
+                    renamed[key] = self._value(key, depth, path)
+                new = self._by_verdict(item, verdict & ~_RENAME, depth + 1, path)
             if new is not item:
                 if copy is None:
                     copy = dict(value)
                 copy[key] = new
         path.discard(ident)
+        if renamed is not None:
+            source = value if copy is None else copy
+            result: dict[Any, Any] = {}
+            for key, item in source.items():
+                name = renamed.get(key)
+                if name is None:
+                    result[key] = item
+                else:
+                    result[_unique(name, result.keys() | source.keys())] = item
+            return result
         return value if copy is None else copy
+
+    def _by_verdict(self, value: Any, verdict: int, depth: int, path: set[int]) -> Any:
+        """`value` redacted as its key's verdict says."""
+        if verdict == _EXACT:
+            return value if value is None else self._masked(value, False)
+        if verdict == _FRAGMENT:
+            return value if type(value) in _NUMBERS else self._masked(value, True)
+        return self._value(value, depth, path)
 
     def _masked(self, value: Any, keep_numbers: bool) -> Any:
         """The marker in place of a sensitive key's value. A list or tuple keeps its shape
         (a list of markers, numbers kept where the key only contains a sensitive word), so
-        a field documented as an array (request headers) stays an array."""
+        a field documented as an array (request headers) stays an array; bytes stay bytes."""
         kind = type(value)
+        if kind in _BYTES:
+            return self.marker.encode()
         if kind is not list and kind is not tuple:
             return self.marker
         marker = self.marker
@@ -408,7 +393,10 @@ class Redactor:
         path.add(ident)
         copy: list[Any] | None = None
         for index, item in enumerate(value):
-            new = self._value(item, depth + 1, path)
+            if type(item) in _PAIR and len(item) == 2 and isinstance(item[0], _NAMES):
+                new = self._pair(item, depth + 1, path)  # (name, value): a header
+            else:
+                new = self._value(item, depth + 1, path)
             if new is not item:
                 if copy is None:
                     copy = list(value)
@@ -418,14 +406,32 @@ class Redactor:
             return value
         return copy if type(value) is list else tuple(copy)
 
+    def _pair(self, pair: list[Any] | tuple[Any, ...], depth: int, path: set[int]) -> Any:
+        """A (name, value) pair (``scope["headers"]``, ``headers.items()``): the value of a
+        sensitive name is masked as the value of a sensitive key would be."""
+        if depth >= _MAX_DEPTH:
+            return _TRUNCATED
+        name, item = pair
+        key = bytes(name) if type(name) is bytearray else name  # (hashable)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._classify(key)
+        new_name = self._value(name, depth, path) if verdict & _RENAME else name
+        new = self._by_verdict(item, verdict & ~_RENAME, depth, path)
+        if new is item and new_name is name:
+            return pair
+        return (new_name, new) if type(pair) is tuple else [new_name, new]
+
     def _exception(self, exc_info: Any) -> dict[str, str] | None:
-        """The exception of `exc_info` as its `exception.*` attributes, redacted."""
+        """The exception of `exc_info` as its `exception.*` attributes, redacted (its
+        message, notes, causes and context are all in the stack trace)."""
         exc = exception_of(exc_info)
         if exc is None:
             return None
         attributes = exception_attributes(exc)
-        for key in ("exception.message", "exception.stacktrace"):
-            attributes[key] = self.redact_text(attributes[key])
+        for key in ("exception.type", "exception.message", "exception.stacktrace"):
+            if key in attributes:
+                attributes[key] = self.redact_text(attributes[key])
         return attributes
 
     # -- the processor -----------------------------------------------------------------
@@ -434,6 +440,8 @@ class Redactor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         try:
+            if self._audit:
+                return audit(self, event_dict)
             return self._redact_event(event_dict)
         except Exception as exc:  # never raise into the application, never leak
             _diag.report("redaction", f"fapilog redaction failed, values withheld: {exc!r}")
@@ -443,6 +451,7 @@ class Redactor:
         verdicts = self._verdicts
         clean = self._clean
         changes: dict[str, Any] | None = None
+        renamed: list[str] | None = None
         has_exception = False
         new: Any
         for key, value in event_dict.items():
@@ -466,14 +475,24 @@ class Redactor:
             elif verdict == _EXC:
                 has_exception = value is not None and value is not False
                 continue
-            else:
+            elif verdict == _EXEMPT and _is_id(value):
                 continue
+            else:  # a trace id that is no id, or a key that is itself a secret
+                if verdict & _RENAME:
+                    if renamed is None:
+                        renamed = []
+                    renamed.append(key)
+                new = self._by_verdict(value, verdict & ~_RENAME, 1, set())
             if new is not value:
                 if changes is None:
                     changes = {}
                 changes[key] = new
         if changes is not None:
             event_dict.update(changes)
+        if renamed is not None:
+            for key in renamed:
+                item = event_dict.pop(key)
+                event_dict[_unique(self.redact_text(key), event_dict)] = item
         if has_exception:
             attributes = self._exception(event_dict["exc_info"])
             if attributes is not None:
@@ -489,7 +508,8 @@ class Redactor:
             for key, value in list(event_dict.items()):
                 if key == "exc_info":
                     continue
-                result[key] = value if type(value) in _NUMBERS else self.marker
+                name = key if type(key) is str and self.redact_text(key) == key else self.marker
+                result[name] = value if type(value) in _NUMBERS else self.marker
         except Exception:
             result = {"event": self.marker}
         result["fapilog.redaction_failed"] = True
@@ -499,81 +519,67 @@ class Redactor:
         return f"<fapilog.Redactor marker={self.marker!r} patterns={list(self._builtin)}>"
 
 
-def _reversed_key(key: str) -> str:
-    """A normalised key as a regex for reversed, lower-cased text ('_' matches '-' too)."""
-    return "".join("[-_]" if char == "_" else re.escape(char) for char in reversed(key))
+def audit(redactor: Redactor, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Redact `event_dict` and list in `AUDIT_KEY` each place that was redacted and by which
+    rule (``nested.api_key:key``, ``message:jwt``), never the text. The values redaction
+    replaced are new objects (containers are copied, never changed), so comparing before
+    and after finds them."""
+    before = list(event_dict.items())
+    exc_info = event_dict.get("exc_info")
+    result = redactor._redact_event(event_dict)
+    found: list[str] = []
+    for key, old in before:
+        if key == "exc_info":
+            continue
+        name = key if key in result else redactor.redact_text(key)
+        if name != key:
+            found.extend(f"{name}:{rule}" for rule in _rules_matching(redactor, key))
+        path = "message" if key == "event" else str(name)
+        _compare(redactor, path, key, old, result.get(name), found=found)
+    exc = exception_of(exc_info) if exc_info is not None else None
+    if exc is not None and result.get("exc_info") is None:
+        for key, text in exception_attributes(exc).items():
+            if result.get(key) != text:
+                found.extend(f"{key}:{rule}" for rule in _rules_matching(redactor, text))
+    if found:
+        result[AUDIT_KEY] = found
+    return result
 
 
-def _key_filter(exact: frozenset[str], fragments: tuple[str, ...]) -> re.Pattern[str]:
-    """Matches, in reversed lower-cased text, a separator preceded by a sensitive key: an
-    exact key (whole word), or a word containing a fragment."""
-    word = r"[a-z0-9_.\-]"
-    alternatives = []
-    if exact:
-        keys = "|".join(_reversed_key(k) for k in sorted(exact, key=len, reverse=True))
-        alternatives.append(f"(?:{keys})(?!{word})")
-    if fragments:
-        parts = "|".join(_reversed_key(f) for f in sorted(fragments, key=len, reverse=True))
-        alternatives.append(f"{word}{{0,64}}?(?:{parts})")
-    if not alternatives:
-        return re.compile(r"(?!x)x")  # never matches
-    return re.compile(r"[=:][ \t]*[\"']?(?:" + "|".join(alternatives) + ")")
+def _compare(
+    redactor: Redactor, path: str, key: Any, old: Any, new: Any, *, found: list[str]
+) -> None:
+    if old is new:
+        return
+    verdict = redactor._verdicts.get(key, _SCAN) & ~_RENAME
+    if verdict in (_EXACT, _FRAGMENT):
+        found.append(f"{path}:{'key' if verdict == _EXACT else 'key_fragment'}")
+        return
+    kind = type(old)
+    if kind is str:
+        found.extend(f"{path}:{rule}" for rule in _rules_matching(redactor, old))
+    elif kind in _BYTES:
+        text = bytes(old).decode("utf-8", "surrogateescape")
+        found.extend(f"{path}:{rule}" for rule in _rules_matching(redactor, text))
+    elif kind is dict and type(new) is dict:
+        for item_key, item in old.items():
+            name = item_key if item_key in new else redactor.redact_text(str(item_key))
+            if name != item_key:
+                found.append(f"{path}.{name}:key_text")
+            _compare(redactor, f"{path}.{name}", item_key, item, new.get(name), found=found)
+    elif kind in _PAIR and type(new) in _PAIR and len(old) == len(new):
+        header = len(old) == 2 and type(old[0]) in (str, bytes)
+        for index, (item, item_new) in enumerate(zip(old, new, strict=True)):
+            item_key = old[0] if header and index == 1 else None
+            _compare(redactor, f"{path}[{index}]", item_key, item, item_new, found=found)
+    elif new == _TRUNCATED:
+        found.append(f"{path}:depth")
+    else:
+        found.append(f"{path}:value")
 
 
-def _stems(keys: Iterable[str]) -> tuple[str, ...]:
-    """Words of which every sensitive key contains at least one ("token" for access_token,
-    "card" for credit_card): if none occurs in a text, no sensitive key does. One segment
-    per key (split on '_', '.'), preferring segments other keys share; then a stem that
-    contains another stem is dropped."""
-    segmented = [[part for part in re.split(r"[_.]", key) if part] or [key] for key in keys]
-    counts: dict[str, int] = {}
-    for parts in segmented:
-        for part in set(parts):
-            counts[part] = counts.get(part, 0) + 1
-    chosen = {max(parts, key=lambda p: (counts[p], len(p))) for parts in segmented}
-    minimal = {s for s in chosen if not any(o != s and o in s for o in chosen)}
-    return tuple(sorted(minimal, key=len))
-
-
-def _separators(text: str) -> list[int]:
-    """Positions of ``=`` and ``:`` in `text` (str.find: no regex engine), skipping the
-    ``://`` of URLs."""
-    positions: list[int] = []
-    find = text.find
-    index = find("=")
-    while index != -1:
-        positions.append(index)
-        index = find("=", index + 1)
-    index = find(":")
-    while index != -1:
-        if not text.startswith("//", index + 1):
-            positions.append(index)
-        index = find(":", index + 1)
-    positions.sort()
-    return positions
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _custom_rule(pattern: re.Pattern[str], marker: str) -> Callable[[str], str]:
-    if "secret" in pattern.groupindex:
-
-        def replace(match: re.Match[str]) -> str:
-            start, end = match.span("secret")
-            if start < 0:
-                return match.group(0)
-            base = match.start()
-            text = match.group(0)
-            return text[: start - base] + marker + text[end - base :]
-
-        return lambda text: pattern.sub(replace, text)
-    return lambda text: pattern.sub(lambda _match: marker, text)
+def _rules_matching(redactor: Redactor, text: str) -> list[str]:
+    return [name for name, rule in redactor._rules if rule(text) != text] or ["value"]
 
 
 def build_processors(settings: LoggingSettings) -> list[Processor]:

@@ -33,6 +33,7 @@ from fapilog._state import STATE
 from fapilog.capture.coerce import ERROR_KEY, safe_str
 from fapilog.capture.logger import levels_of
 from fapilog.capture.record import salvage, stdlib_sink, unformatted
+from fapilog.integrations.access_lines import ACCESS_FILTER, CLEANED_LOGGERS
 
 if TYPE_CHECKING:
     from fapilog.settings import LoggingSettings
@@ -233,6 +234,8 @@ def install(
             logger.removeHandler(existing)
             routing.removed.append((logger, existing))
         logger.propagate = True
+        if name in CLEANED_LOGGERS and ACCESS_FILTER not in logger.filters:
+            logger.addFilter(ACCESS_FILTER)  # the servers' request lines: no query strings
         if name not in logger_levels:
             logger.setLevel(logging.NOTSET)
     for name, value in logger_levels.items():
@@ -261,6 +264,7 @@ def uninstall() -> None:
         logger = logging.getLogger(name)
         logger.propagate = propagate
         logger.setLevel(level)
+        logger.removeFilter(ACCESS_FILTER)
     STATE.stdlib = None
     root.setLevel(routing.root_level)
     logging.captureWarnings(False)

@@ -8,12 +8,14 @@ line as a dict). docs/exporters.md is the guide.
 
 from fapilog.exporters.contract import (
     Abortable,
+    Destination,
     DetailedStats,
     LogRecordExporter,
     LogRecordExportResult,
     PartialLoss,
     Progress,
     ReadableLogRecord,
+    Retryable,
 )
 from fapilog.exporters.registry import (
     BUILTIN,
@@ -31,6 +33,7 @@ from fapilog.exporters.spec import ExporterFactory, ExporterSpec
 __all__ = [
     "Abortable",
     "BUILTIN",
+    "Destination",
     "DetailedStats",
     "ENTRY_POINT_GROUP",
     "ExporterFactory",
@@ -40,6 +43,7 @@ __all__ = [
     "PartialLoss",
     "Progress",
     "ReadableLogRecord",
+    "Retryable",
     "create_exporter",
     "exporter_options",
     "exporter_spec",

@@ -20,6 +20,16 @@ class is needed):
   off (a reader that stopped reading stdout), those count as exported, the rest as
   dropped.
 
+- `Retryable`: ``last_export_retry`` lists the records of the last failed export that a
+  later attempt may deliver (the sink was down or overloaded, or the shutdown deadline cut
+  the export off); the other lost records were refused for good. An exporter with a disk
+  spool (``ExporterSpec(spool=True)``) has them written to disk and replayed; without this
+  extra, a failed export's lost records are all taken for retryable when the whole batch was
+  lost, and none when only some were;
+- `Destination`: ``spool_destination`` names where the exporter sends (endpoint and tenant,
+  never a credential): its spool directory is keyed by it, so that records are replayed only
+  to the sink they were meant for.
+
 `shutdown()` is called on the exporter's own worker thread, once everything queued for it
 was exported (or the deadline passed).
 
@@ -29,18 +39,21 @@ unstable ``opentelemetry.sdk._logs`` paths.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from fapilog.otel.logs import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 
 __all__ = [
     "Abortable",
+    "Destination",
     "DetailedStats",
     "LogRecordExportResult",
     "LogRecordExporter",
     "PartialLoss",
     "Progress",
     "ReadableLogRecord",
+    "Retryable",
 ]
 
 
@@ -72,3 +85,19 @@ class Progress(Protocol):
     """An exporter that tells how much of the export in progress it has delivered."""
 
     export_progress: int
+
+
+@runtime_checkable
+class Retryable(Protocol):
+    """An exporter that tells which records of its last failed export may be delivered by
+    a later attempt (None: it does not know). Read right after `export()` returns
+    ``FAILURE``."""
+
+    last_export_retry: Sequence[ReadableLogRecord] | None
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """An exporter that names its destination (endpoint, tenant; no credential)."""
+
+    spool_destination: str

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -188,6 +189,43 @@ class FileExporter(LogRecordExporter):
             return self._base
         base = self._base
         return base.with_name(f"{base.stem}.{os.getpid()}{base.suffix}")
+
+    def unwritable(self) -> str | None:
+        """Why this exporter could not write, or None (checked at configure time, so that a
+        path no process of this user can write fails then, not record by record): the
+        directory is created as the first export would create it, and what an export opens
+        is opened for writing (the file and the lock file when they exist, else a probe file
+        is created in the directory and removed)."""
+        target = self.path
+        directory = target.parent
+        blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            return f"{blocker} is not a directory"
+        try:
+            _make_dirs(directory, _dir_mode(self._mode))
+        except OSError as exc:
+            return f"cannot create the directory {directory}: {exc.strerror or exc}"
+        opened = [(target, os.O_WRONLY | os.O_APPEND)]
+        if self._locking:
+            opened.append((target.with_name(f".{target.name}.lock"), os.O_RDWR))
+        missing = False
+        for path, flags in opened:
+            if not path.exists():
+                missing = True
+            elif path.is_file():  # (a device or a pipe, /dev/stdout: judged when written)
+                try:
+                    os.close(os.open(path, flags | getattr(os, "O_CLOEXEC", 0)))
+                except OSError as exc:
+                    return f"cannot open {path} for writing: {exc.strerror or exc}"
+        if missing:
+            try:
+                fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+            except OSError as exc:
+                return f"cannot create files in {directory}: {exc.strerror or exc}"
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+        return None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -432,7 +470,11 @@ def _factory(settings: LoggingSettings) -> LogRecordExporter:
             "it is a directory; give the path of a file, e.g. logs/app.log",
             value=str(path),
         )
-    return FileExporter(file_settings)
+    exporter = FileExporter(file_settings)
+    problem = exporter.unwritable()
+    if problem is not None:
+        raise setting_error("file.path", problem, value=file_settings.path)
+    return exporter
 
 
 SPEC = ExporterSpec("file", _factory)

@@ -15,7 +15,10 @@ While a push is retried, new records wait in the exporter's bounded queue, where
 overflow policy applies: the exporter itself holds only the batch being sent.
 
 Credentials (basic auth password, bearer token) are kept as `SecretStr`, put in a header
-per request and scrubbed from every diagnostic; `repr()` never shows them.
+per request and scrubbed from every diagnostic, as is the userinfo of any URL (the push URL,
+a proxy's); `repr()` never shows them. Every label value, line and structured metadata value
+sent is valid UTF-8 (`fapilog.exporters.loki_protobuf.utf8_text`): a lone surrogate in a
+label value cannot cost the batch its push.
 
 The protobuf body is built in `fapilog.exporters.loki_protobuf`; URL, labels and the
 checks made at configuration time are in `fapilog.exporters.loki_config`.
@@ -58,10 +61,12 @@ from fapilog.exporters.loki_protobuf import (
     labels_string,
     push_request_class,
     snappy_compressor,
+    utf8_streams,
 )
 from fapilog.exporters.render import JsonRenderer, level_name
 from fapilog.exporters.spec import ExporterSpec
 from fapilog.settings import LoggingSettings, LokiSettings
+from fapilog.settings._errors import mask_url, scrub
 
 __all__ = [
     "LABEL_SOURCES",
@@ -78,6 +83,8 @@ __all__ = [
 RETRY_AFTER_CAP = 300.0  # longest Retry-After honoured (promtail's max backoff)
 _RESOURCE_FALLBACK = (("service_name", "unknown_service"),)
 _LABELS_CACHE_SIZE = 1024
+_RETRY = "retry"  # a push failed; a later attempt may deliver it
+_REFUSED = "refused"  # Loki refused it for good
 
 _local = threading.local()
 
@@ -136,12 +143,18 @@ class LokiExporter(LogRecordExporter):
     ) -> None:
         self._settings = settings
         self._url = push_url(settings.url)
+        self._shown_url = mask_url(self._url)  # (the factory refuses credentials in it)
         self._labels = parse_labels(settings.labels, settings.static_labels)
-        self._static = tuple(sorted(settings.static_labels.items()))
+        self._static = tuple(sorted((k, label_value(v)) for k, v in settings.static_labels.items()))
         self._renderer = JsonRenderer()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.last_export_dropped: int | None = None  # see export()
+        self.last_export_retry: list[ReadableLogRecord] | None = None
+        self.spooled = False  # set by fapilog when a disk spool keeps what is given up
+        self.spooled_entries = 0
+        # what fapilog's spool directory for this exporter is keyed by (no credential)
+        self.spool_destination = f"{self._url} tenant={settings.tenant_id or ''}"
         self._auth: SecretStr | None = None
         secrets: list[str] = []
         if settings.bearer_token is not None:
@@ -198,7 +211,7 @@ class LokiExporter(LogRecordExporter):
     def __repr__(self) -> str:
         tenant = self._settings.tenant_id
         auth = "bearer" if self._settings.bearer_token else "basic" if self._auth else "none"
-        return f"LokiExporter(url={self._url!r}, tenant_id={tenant!r}, auth={auth!r})"
+        return f"LokiExporter(url={self._shown_url!r}, tenant_id={tenant!r}, auth={auth!r})"
 
     # -- the exporter contract -----------------------------------------------------------
 
@@ -207,18 +220,30 @@ class LokiExporter(LogRecordExporter):
         # ExportProcessor, so that one rejected request of several, or one line too long,
         # does not count the whole batch as dropped); None: not known, all of them
         self.last_export_dropped = len(batch)
+        # the records of failed pushes a later attempt may deliver (fapilog's spool keeps
+        # them): not those Loki refused for good (a 4xx other than 429)
+        self.last_export_retry = list(batch)
         if self._stop.is_set():
             return LogRecordExportResult.FAILURE
+        retry: list[ReadableLogRecord] = []
         try:
-            streams, lost = self._streams(batch)
+            owners: dict[int, ReadableLogRecord] = {}
+            streams, lost = self._streams(batch, owners)
             for chunk in self._chunks(streams):
-                if not self._push(chunk):
+                outcome = self._push(chunk)
+                if outcome is not None:
                     lost += sum(len(entries) for entries in chunk.values())
+                    if outcome == _RETRY:
+                        retry.extend(
+                            owners[id(entry)] for entries in chunk.values() for entry in entries
+                        )
         except Exception as exc:  # never raise into the worker: report and count
             _diag.report("loki-export", f"fapilog loki exporter failed: {self._scrub(repr(exc))}")
             self.last_export_dropped = None
+            self.last_export_retry = None
             return LogRecordExportResult.FAILURE
         self.last_export_dropped = lost
+        self.last_export_retry = retry
         return LogRecordExportResult.SUCCESS if not lost else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -252,6 +277,7 @@ class LokiExporter(LogRecordExporter):
                 "sent_requests": self.sent_requests,
                 "encoded_bytes": self.encoded_bytes,
                 "retries": self.retries,
+                "spooled_entries": self.spooled_entries,
                 "dropped_entries": dict(self.dropped_entries),
                 "dropped_bytes": dict(self.dropped_bytes),
                 "requests": dict(self.requests),
@@ -264,8 +290,10 @@ class LokiExporter(LogRecordExporter):
     # -- building requests ---------------------------------------------------------------
 
     def _streams(
-        self, batch: Sequence[ReadableLogRecord]
+        self, batch: Sequence[ReadableLogRecord], owners: dict[int, ReadableLogRecord]
     ) -> tuple[dict[StreamKey, list[Entry]], int]:
+        """The batch's entries by stream, and how many records were left out (too long);
+        `owners` gets each entry's record, by the entry's id()."""
         render = self._renderer.render
         max_line = self._settings.max_line_bytes
         metadata_on = self._settings.structured_metadata
@@ -291,7 +319,9 @@ class LokiExporter(LogRecordExporter):
                 key = self._stream_key(readable)
             except Exception:  # labels that cannot be read: the line goes to another stream
                 key = self._fallback_key()
-            streams.setdefault(key, []).append((timestamp, line.decode("utf-8"), metadata, size))
+            entry = (timestamp, line.decode("utf-8", "backslashreplace"), metadata, size)
+            owners[id(entry)] = readable
+            streams.setdefault(key, []).append(entry)
         if skipped:
             _diag.report(
                 "loki-drop:line_too_long",
@@ -321,10 +351,10 @@ class LokiExporter(LogRecordExporter):
             if label.name in cached[1]:
                 value = cached[1][label.name]
             elif label.source == "level":
-                value = level_name(record)
+                value = label_value(level_name(record))
             elif label.source == "logger":
                 scope = readable.instrumentation_scope
-                value = scope.name if scope is not None else ""
+                value = label_value(scope.name) if scope is not None else ""
             else:
                 attributes = record.attributes or {}
                 try:
@@ -357,7 +387,15 @@ class LokiExporter(LogRecordExporter):
         return chunks
 
     def _encode(self, chunk: dict[StreamKey, list[Entry]]) -> bytes:
-        """The request body, compressed: JSON (gzip if configured) or protobuf + snappy."""
+        """The request body, compressed: JSON (gzip if configured) or protobuf + snappy.
+        Text that is not valid UTF-8 (labels are made so where they are read) is made so
+        here rather than cost the request."""
+        try:
+            return self._encode_valid(chunk)
+        except (UnicodeEncodeError, TypeError, ValueError):
+            return self._encode_valid(utf8_streams(chunk))
+
+    def _encode_valid(self, chunk: dict[StreamKey, list[Entry]]) -> bytes:
         if self._snappy is not None:
             streams = [(self._labels_string(key), entries) for key, entries in chunk.items()]
             return bytes(self._snappy(encode_push_request(streams)))
@@ -388,7 +426,10 @@ class LokiExporter(LogRecordExporter):
 
     # -- sending -------------------------------------------------------------------------
 
-    def _push(self, chunk: dict[StreamKey, list[Entry]]) -> bool:
+    def _push(self, chunk: dict[StreamKey, list[Entry]]) -> str | None:
+        """Send one request, retrying transient failures. None: delivered; `_RETRY`: not
+        delivered, a later attempt may (the retries ran out, or shutdown); `_REFUSED`: Loki
+        refused it for good (a 4xx other than 429)."""
         entries = sum(len(values) for values in chunk.values())
         line_bytes = sum(entry[3] for values in chunk.values() for entry in values)
         body = self._encode(chunk)
@@ -398,8 +439,8 @@ class LokiExporter(LogRecordExporter):
         attempt = 0
         while True:
             if self._stop.is_set():
-                self._drop("shutdown", entries, line_bytes)
-                return False
+                self._give_up("shutdown", entries, line_bytes)
+                return _RETRY
             status, retry_after, detail = self._post(body, headers)
             if status is not None and 200 <= status < 300:
                 with self._stats_lock:
@@ -407,22 +448,33 @@ class LokiExporter(LogRecordExporter):
                     self.sent_bytes += line_bytes
                     self.sent_requests += 1
                     self.encoded_bytes += len(body)
-                return True
+                return None
             retryable = status is None or status == 429 or status >= 500
             what = f"HTTP {status}: {detail}" if status is not None else detail
             if not retryable or attempt >= self._settings.max_retries:
                 reason = self._reason(status, detail)
-                self._drop(reason, entries, line_bytes)
                 tail = "" if not retryable else f" after {attempt} retries"
+                if retryable and self._give_up(reason, entries, line_bytes):
+                    _diag.report(
+                        "loki-spooled",
+                        f"fapilog loki exporter: {entries} entries not delivered{tail} "
+                        f"({what}); kept in the disk spool, sent again later",
+                        level="warning",
+                        url=self._shown_url,
+                        status=status,
+                    )
+                    return _RETRY
+                if not retryable:  # (a retryable request was dropped by _give_up)
+                    self._drop(reason, entries, line_bytes)
                 _diag.report(
                     f"loki-drop:{reason}",
                     f"fapilog loki exporter dropped {entries} entries{tail} ({what}); "
                     "see the exporter's stats()",
                     level="error",
-                    url=self._url,
+                    url=self._shown_url,
                     status=status,
                 )
-                return False
+                return _RETRY if retryable else _REFUSED
             delay = self._backoff(attempt)
             if retry_after is not None:  # the server knows best, within reason
                 delay = min(retry_after, RETRY_AFTER_CAP)
@@ -432,12 +484,12 @@ class LokiExporter(LogRecordExporter):
             _diag.report(
                 "loki-retry",
                 f"fapilog loki exporter: push failed ({what}); retrying in {delay:.2f} s",
-                url=self._url,
+                url=self._shown_url,
                 status=status,
             )
             if self._stop.wait(delay):
-                self._drop("shutdown", entries, line_bytes)
-                return False
+                self._give_up("shutdown", entries, line_bytes)
+                return _RETRY
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, float | None, str]:
         started = time.perf_counter()
@@ -484,15 +536,24 @@ class LokiExporter(LogRecordExporter):
             figures[1] += elapsed
             figures[2] = max(figures[2], elapsed)
 
+    def _give_up(self, reason: str, entries: int, size: int) -> bool:
+        """A request a later attempt may deliver is given up: with fapilog's disk spool
+        behind this exporter its entries are spooled (counted as such, returns True), else
+        dropped."""
+        if not self.spooled:
+            self._drop(reason, entries, size)
+            return False
+        with self._stats_lock:
+            self.spooled_entries += entries
+        return True
+
     def _drop(self, reason: str, entries: int, size: int) -> None:
         with self._stats_lock:
             self.dropped_entries[reason] = self.dropped_entries.get(reason, 0) + entries
             self.dropped_bytes[reason] = self.dropped_bytes.get(reason, 0) + size
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret.get_secret_value(), "***")
-        return text
+        return scrub(text, [secret.get_secret_value() for secret in self._secrets])
 
 
 def _factory(settings: LoggingSettings) -> LogRecordExporter:
@@ -504,4 +565,4 @@ def _batch_wait(settings: LoggingSettings) -> float:
     return settings.loki.batch_wait
 
 
-SPEC = ExporterSpec("loki", _factory, max_delay=_batch_wait)
+SPEC = ExporterSpec("loki", _factory, max_delay=_batch_wait, spool=True)

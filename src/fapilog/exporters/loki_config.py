@@ -1,6 +1,7 @@
 """What configuring the Loki exporter checks and derives, at `configure_logging()` time:
 the push URL, the stream labels and Loki's rules for labels, tenants and credentials
-(messages never contain a credential)."""
+(messages never contain a credential: the URL is shown with its userinfo masked, the tenant
+and the credentials not at all). Label values are valid UTF-8 (`label_value`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import httpx
 
 from fapilog.exporters.loki_protobuf import PROTOBUF_EXTRA, snappy_compressor
 from fapilog.settings import LokiSettings
-from fapilog.settings._errors import setting_error
+from fapilog.settings._errors import has_userinfo, setting_error
+from fapilog.settings._url import url_problem
 
 __all__ = [
     "LABEL_SOURCES",
@@ -49,6 +51,7 @@ _HIGH_CARDINALITY = frozenset(
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
+_URL_FORM = "http(s)://host[:port], e.g. http://loki:3100"
 
 
 def sanitize_label_name(name: str) -> str:
@@ -115,43 +118,64 @@ def parse_labels(specs: Sequence[str], static: dict[str, str]) -> list[Label]:
 
 
 def label_value(value: Any) -> str:
+    """A label value's text: valid UTF-8 (a lone surrogate becomes its escape as visible
+    text, ``\\udcff``, as `fapilog.exporters.loki_protobuf.utf8_text` writes it), cut at
+    Loki's 2048 bytes."""
     if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif value is None:
+        return "true" if value else "false"
+    if value is None:
         return ""
-    else:
-        text = str(value)
-    raw = text.encode("utf-8", "replace")
-    if len(raw) > MAX_LABEL_VALUE_BYTES:
-        text = raw[:MAX_LABEL_VALUE_BYTES].decode("utf-8", "ignore")
-    return text
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii():
+        return text[:MAX_LABEL_VALUE_BYTES]
+    raw = text.encode("utf-8", "backslashreplace")
+    return raw[:MAX_LABEL_VALUE_BYTES].decode("utf-8", "ignore")
 
 
 def validate(settings: LokiSettings) -> None:
     """Loki's rules, checked at configure time; messages never contain a credential."""
-    try:
-        url = httpx.URL(settings.url.strip())
-    except Exception:
-        # the value may hold credentials: not shown
-        raise setting_error("loki.url", "is not a valid URL, e.g. http://loki:3100") from None
-    shown = str(url.copy_with(username=None, password=None)) if url.host else "<invalid URL>"
-    if url.username or url.password:
+    raw = settings.url.strip()
+    # parsed strictly (a space, no host, another scheme, a bad port), then as the client
+    # will; the value shown with its userinfo masked, as any URL setting
+    problem = url_problem(raw)
+    url: httpx.URL | None = None
+    if problem is None:
+        try:
+            url = httpx.URL(raw)
+        except Exception as exc:  # (its text masked like the value: setting_error)
+            problem = str(exc) or type(exc).__name__
+    if url is None:
+        raise setting_error(
+            "loki.url",
+            f"not a valid URL: {problem}; expected {_URL_FORM}",
+            value=raw,
+            mask="url",
+        )
+    if url.username or url.password or has_userinfo(raw):
         raise setting_error(
             "loki.url",
             "carries credentials: set FAPILOG_LOKI__USERNAME and FAPILOG_LOKI__PASSWORD "
             "(or FAPILOG_LOKI__BEARER_TOKEN) instead",
-            value=shown,
+            value=raw,
+            mask="url",
         )
-    if url.scheme not in ("http", "https") or not url.host:
-        raise setting_error(
-            "loki.url", "expected http(s)://host[:port], e.g. http://loki:3100", value=shown
-        )
+    if url.scheme not in ("http", "https") or not url.host:  # pragma: no cover - url_problem
+        raise setting_error("loki.url", f"expected {_URL_FORM}", value=raw, mask="url")
     tenant = settings.tenant_id
     if tenant is not None and not _TENANT.match(tenant):
+        # the tenant is sent as a header like the credentials: shown masked, with what is
+        # wrong with it (its length, the characters not allowed)
+        wrong = ", ".join(sorted({repr(char) for char in tenant if not _TENANT.match(char)}))
+        if len(tenant) > 150:
+            what = f"{len(tenant)} characters, more than 150"
+        else:
+            what = f"it holds {wrong}, not allowed" if wrong else "it is empty"
         raise setting_error(
             "loki.tenant_id",
-            "up to 150 of the characters A-Z a-z 0-9 ! - _ . * ' ( )",
+            what,
             value=tenant,
+            allowed="up to 150 of the characters A-Z a-z 0-9 ! - _ . * ' ( )",
+            secret=True,
         )
     if (settings.username is None) != (settings.password is None):
         missing = "password" if settings.password is None else "username"

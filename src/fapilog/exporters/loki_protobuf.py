@@ -5,7 +5,12 @@ The message is built with the ``protobuf`` runtime (a dependency of the OTLP exp
 descriptor written in this module after Loki's ``pkg/push/push.proto``, no generated code;
 it encodes faster than a hand-written encoder did (docs/benchmarks.md). Stream labels travel
 as one string in Prometheus/Go syntax (`labels_string`). Snappy comes from the optional
-``cramjam`` package (``pip install 'fapilog[loki-protobuf]'``).
+``cramjam`` package (``pip install 'cramjam>=2.8,<3'``, or fapilog's ``loki-protobuf`` extra).
+
+`Entry` and `StreamKey` are what both encodings send, and `utf8_text` their one rule for
+text: every label, line and structured metadata string is valid UTF-8, a lone surrogate
+(what decoding with ``surrogateescape`` leaves of an undecodable byte) written as its escape,
+visible text (``\\udcff``), as fapilog's JSON lines write it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ __all__ = [
     "labels_string",
     "push_request_class",
     "snappy_compressor",
+    "utf8_streams",
+    "utf8_text",
 ]
 
-PROTOBUF_EXTRA = "pip install 'fapilog[loki-protobuf]'"
+PROTOBUF_EXTRA = "pip install 'cramjam>=2.8,<3'"
 Entry = tuple[int, str, "dict[str, str] | None", int]  # ns, line, structured metadata, bytes
 StreamKey = tuple[tuple[str, str], ...]  # a stream's labels, sorted by name
 
@@ -43,6 +50,34 @@ _GO_ESCAPES = {
 }
 
 
+def utf8_text(text: str) -> str:
+    """`text` as valid UTF-8 can hold it: each lone surrogate becomes its escape as visible
+    text (``chr(0xDCFF)`` becomes the six characters ``\\udcff``), the rest unchanged."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def utf8_streams(streams: dict[StreamKey, list[Entry]]) -> dict[StreamKey, list[Entry]]:
+    """`streams` with every label, line and structured metadata string made `utf8_text`
+    (streams whose labels become the same are merged)."""
+    clean: dict[StreamKey, list[Entry]] = {}
+    for key, entries in streams.items():
+        labels = tuple(sorted((utf8_text(name), utf8_text(value)) for name, value in key))
+        clean.setdefault(labels, []).extend(
+            (
+                timestamp,
+                utf8_text(line),
+                {utf8_text(k): utf8_text(v) for k, v in metadata.items()} if metadata else None,
+                size,
+            )
+            for timestamp, line, metadata, size in entries
+        )
+    for entries in clean.values():
+        entries.sort(key=lambda entry: entry[0])
+    return clean
+
+
 def _go_char(char: str) -> str:
     escaped = _GO_ESCAPES.get(char)
     if escaped is not None:
@@ -50,8 +85,8 @@ def _go_char(char: str) -> str:
     if char.isprintable():
         return char
     code = ord(char)
-    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate: not valid UTF-8, Go has no such rune
-        return "\ufffd"
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate: its escape as text (see `utf8_text`)
+        return f"\\\\u{code:04x}"
     if code < 0x20 or code == 0x7F:
         return f"\\x{code:02x}"
     if code < 0x10000:

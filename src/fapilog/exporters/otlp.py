@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from fapilog import _diag
+from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.exporters.spec import ExporterSpec
-from fapilog.otel.otlp import ExportGuard, sdk_log_exporter
+from fapilog.otel.otlp import ExportGuard, header_secrets, log_destination, sdk_log_exporter
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.settings import LoggingSettings
+from fapilog.settings._errors import scrub, setting_error
 
 __all__ = [
     "OtlpLogExporter",
@@ -37,17 +39,27 @@ class OtlpLogExporter(LogRecordExporter):
     is reported through ``last_export_dropped`` / ``last_export_reason`` (the exporter
     contract's `PartialLoss`)."""
 
-    def __init__(self, inner: LogRecordExporter, delivery: Delivery | None = None) -> None:
+    def __init__(
+        self,
+        inner: LogRecordExporter,
+        delivery: Delivery | None = None,
+        destination: str = "",
+        secrets: Sequence[str] = (),
+    ) -> None:
         self.inner = inner
-        self._guard = ExportGuard("logs", inner)
+        self._guard = ExportGuard("logs", inner, secrets)
         self._delivery = delivery if delivery is not None and delivery.attached else None
         self.last_export_dropped: int | None = None
         self.last_export_reason: str | None = None
+        self.last_export_retry: list[ReadableLogRecord] | None = None
+        # what fapilog's spool directory for this exporter is keyed by (no credential)
+        self.spool_destination = destination
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         delivery = self._delivery
         self.last_export_dropped = None  # not known: the whole batch, if it failed
         self.last_export_reason = None
+        self.last_export_retry = None
         if delivery is not None:
             delivery.begin()
         result = self._guard.call(
@@ -57,6 +69,11 @@ class OtlpLogExporter(LogRecordExporter):
         )
         if delivery is None:
             return result
+        if result != LogRecordExportResult.SUCCESS:
+            # a later attempt may deliver the batch, unless the collector refused it for
+            # good, or delivered part of it (which part is not known: the rest is lost)
+            retryable = not delivery.refused and not delivery.delivered
+            self.last_export_retry = list(batch) if retryable else []
         return self._account(batch, result, delivery)
 
     def _account(
@@ -75,7 +92,7 @@ class OtlpLogExporter(LogRecordExporter):
             "rejected": delivery.rejected,
         }
         lost = min(size, sum(shares.values()))
-        said = f": {delivery.messages[-1]}" if delivery.messages else ""
+        said = f": {scrub(delivery.messages[-1], self._guard.secrets)}" if delivery.messages else ""
         if delivery.rejected:
             _diag.report(
                 "otlp-rejected",
@@ -122,8 +139,18 @@ class OtlpLogExporter(LogRecordExporter):
 
 def factory(settings: LoggingSettings) -> LogRecordExporter:
     delivery = Delivery()
-    return OtlpLogExporter(sdk_log_exporter(settings, delivery=delivery), delivery)
+    secrets = header_secrets(settings, "logs")
+    try:
+        inner = sdk_log_exporter(settings, delivery=delivery)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # not chained: the exception's own text may carry a header value
+        said = scrub(repr(exc), secrets)
+        raise setting_error(
+            "exporters", f"exporter 'otlp' could not be created: {said}", value="otlp"
+        ) from None
+    return OtlpLogExporter(inner, delivery, log_destination(settings), secrets)
 
 
 # OTLP encoding is the costliest export: let batches fill a little longer than stdout's
-SPEC = ExporterSpec("otlp", factory, max_delay=0.5)
+SPEC = ExporterSpec("otlp", factory, max_delay=0.5, spool=True)

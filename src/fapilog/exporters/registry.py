@@ -60,11 +60,13 @@ def register_exporter(
     *,
     max_delay: float | Callable[[LoggingSettings], float | None] | None = None,
     replace: bool = False,
+    spool: bool = False,
 ) -> None:
     """Make `name` usable in `exporters=[...]` / `FAPILOG_EXPORTERS`.
 
     `factory(settings)` returns a `LogRecordExporter`; it is called by `configure_logging()`
-    (raise `ConfigurationError` there for bad options). `max_delay`: see `ExporterSpec`.
+    (raise `ConfigurationError` there for bad options). `max_delay` and `spool`: see
+    `ExporterSpec`.
     """
     key = name.strip().lower()
     if not key or not key.replace("_", "").replace("-", "").isalnum():
@@ -74,7 +76,7 @@ def register_exporter(
     with _lock:
         if not replace and (key in _registered or key in BUILTIN):
             raise ValueError(f"exporter {key!r} is already registered (pass replace=True)")
-        _registered[key] = ExporterSpec(key, factory, max_delay)
+        _registered[key] = ExporterSpec(key, factory, max_delay, spool)
 
 
 def unregister_exporter(name: str) -> None:

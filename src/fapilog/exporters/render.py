@@ -1,4 +1,4 @@
-"""Render OTel log records as fapilog's JSON line (stdout, file, Loki) or a pretty console line.
+"""Render OTel log records as fapilog's JSON line (stdout, file, Loki); escape console text.
 
 The JSON line is flat: ``timestamp``, ``level``, ``message``, ``logger``, ``trace_id``,
 ``span_id``, then the record's attributes, then the resource attributes (``service.name``,
@@ -10,12 +10,18 @@ are (an integer beyond 64 bits, a string with a lone surrogate, a foreign record
 values) is rendered from its values coerced as the caller's thread would have coerced them,
 and a record that cannot be rendered at all becomes a line of its core keys with a
 ``fapilog.error`` attribute. One bad record never costs its batch.
+
+For the development console (`fapilog.exporters.console_format`), `console_text` escapes
+text from the application or a client, so that a record is one line (its traceback an
+indented block under it) and no escape sequence but the console's own colours reaches the
+terminal.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,10 +29,17 @@ from typing import Any
 import orjson
 
 from fapilog import _levels
-from fapilog.capture.coerce import ERROR_KEY, coerce_value, safe_str
+from fapilog.capture.coerce import ERROR_KEY, coerce_value, safe_repr, safe_str
 from fapilog.otel.logs import ReadableLogRecord
 
-__all__ = ["CORE_KEYS", "ConsoleRenderer", "JsonRenderer", "iso_timestamp", "level_name"]
+__all__ = [
+    "CORE_KEYS",
+    "JsonRenderer",
+    "console_text",
+    "console_value",
+    "iso_timestamp",
+    "level_name",
+]
 
 CORE_KEYS = frozenset(
     {"timestamp", "level", "message", "logger", "trace_id", "span_id", "trace_flags"}
@@ -146,12 +159,12 @@ class JsonRenderer:
             # the keys are distinct (attributes colliding with the resource's are renamed),
             # so the object ends with the resource attributes serialized on their own
             try:
-                return orjson.dumps(line, default=_json_default)[:-1] + tail
+                return _one_line(orjson.dumps(line, default=_json_default)[:-1] + tail)
             except Exception:
                 pass
         line.update(parts.attrs)
         try:
-            data = orjson.dumps(line, default=_json_default)
+            data = _one_line(orjson.dumps(line, default=_json_default))
         except Exception:
             data = _degraded(line, readable)
         return data + b"\n" if newline else data
@@ -159,6 +172,25 @@ class JsonRenderer:
     def render_batch(self, batch: Sequence[ReadableLogRecord]) -> bytes:
         render = self.render_line
         return b"".join([render(readable) for readable in batch])
+
+
+# Line breaks JSON lets a string hold as they are, which orjson writes raw, but which readers
+# that split on every Unicode line break (Python's `str.splitlines`, some log viewers) would
+# cut a line at: escaped, so that a record is one line for every reader.
+_RAW_BREAKS = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
+
+
+def _one_line(data: bytes) -> bytes:
+    if data.isascii():  # (the common case: one fast pass, no search)
+        return data
+    if b"\xc2\x85" in data or b"\xe2\x80" in data:
+        for raw, escaped in _RAW_BREAKS:
+            data = data.replace(raw, escaped)
+    return data
 
 
 def _degraded(line: dict[str, Any], readable: ReadableLogRecord) -> bytes:
@@ -232,48 +264,56 @@ class _ResourceParts:
                 pass
 
 
-class ConsoleRenderer:
-    """A pretty, aligned, optionally coloured line per record, with readable tracebacks:
-    structlog's ConsoleRenderer fed from the OTel record."""
+# -- console text ----------------------------------------------------------------------------
 
-    def __init__(self, colors: bool) -> None:
-        import structlog
+# What the console shows escaped in text from the application or a client: C0 controls
+# (ESC, CR, LF, TAB, ...), DEL, C1 controls (NEL among them), the line and paragraph
+# separators, the bidirectional overrides and isolates (they reorder what a terminal shows)
+# and surrogates (a str holds only lone ones). Every character a terminal or
+# `str.splitlines` takes as a line break is in this set, and none of it is printable
+# (`str.isprintable`), so printable text, the common case, skips the regex.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# a string value is quoted (its repr) when it has one of these
+_QUOTED = re.compile(r"[\s='\"]")
 
-        self._renderer = structlog.dev.ConsoleRenderer(
-            colors=colors, exception_formatter=structlog.dev.plain_traceback
-        )
-        self._json = JsonRenderer()
 
-    def render(self, readable: ReadableLogRecord) -> str:
-        """The console line of `readable`; never raises (a record the console cannot show
-        is shown as its JSON line)."""
-        try:
-            return self._render(readable)
-        except Exception:
-            return self._json.render(readable).decode("utf-8", "replace")
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
-    def _render(self, readable: ReadableLogRecord) -> str:
-        line = self._json.as_dict(readable)
-        event: dict[str, Any] = {
-            "timestamp": line.pop("timestamp")[11:23],
-            "level": line.pop("level"),
-            "event": line.pop("message"),
-            "logger": line.pop("logger"),
-        }
-        stack = line.pop("exception.stacktrace", None)
-        line.pop("exception.type", None)
-        line.pop("exception.message", None)
-        for key in [
-            k for k in line if k.startswith(("service.", "deployment.", "host.", "process."))
-        ]:
-            del line[key]
-        event.update(line)
-        shown = dict(event)  # (the renderer consumes the dict it is given)
-        try:
-            text = str(self._renderer(None, event["level"], event))
-        except Exception:  # a value whose repr fails (an integer too long to print, ...)
-            coerced = {key: coerce_value(value) for key, value in shown.items()}
-            text = str(self._renderer(None, coerced["level"], coerced))
-        if stack:
-            text = f"{text}\n{stack.rstrip()}"
+
+def console_text(text: str) -> str:
+    """`text` as the console shows it: every character that could start a line, move the
+    cursor or begin a terminal escape sequence is written as a visible escape (``\\x1b``,
+    ``\\n``, ``\\u2028``), so the text stays on its line and shows as what it is."""
+    if text.isprintable():
         return text
+    return _UNSAFE.sub(_escape, text)
+
+
+def console_value(value: Any) -> str:
+    """A value of a console ``key=value`` pair: a string as it is, or quoted (its repr)
+    when it has blanks, ``=``, quotes or characters to escape; anything else as its repr
+    (the repr of its coerced value when its own fails: an integer too long to print,
+    nested), escaped (`console_text`)."""
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        if text.isprintable() and _QUOTED.search(text) is None:
+            return text
+        return console_text(repr(text))
+    if kind is int:
+        return safe_repr(value)  # (a number too long for repr is described)
+    if kind is bool or kind is float or value is None:
+        return repr(value)
+    try:
+        text = repr(value)
+    except Exception:
+        coerced = coerce_value(value)
+        text = coerced if type(coerced) is str else safe_repr(coerced)
+    return console_text(text)

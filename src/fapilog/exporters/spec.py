@@ -21,11 +21,15 @@ class ExporterSpec:
     `max_delay` is the longest a partial batch waits for more records before export: a
     number of seconds, None for the queue settings' `max_delay`, or a callable computing it
     from the settings (e.g. Loki's ``FAPILOG_LOKI__BATCH_WAIT``).
+
+    `spool`: records the exporter cannot deliver now go to a disk spool and are replayed
+    (``FAPILOG_SPOOL__*``, docs/delivery.md): for exporters that send over a network.
     """
 
     name: str
     factory: ExporterFactory
     max_delay: float | Callable[[LoggingSettings], float | None] | None = None
+    spool: bool = False
 
     def delay_for(self, settings: LoggingSettings) -> float | None:
         """The batching delay for `settings` (see `max_delay`)."""

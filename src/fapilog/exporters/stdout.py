@@ -1,4 +1,5 @@
-"""The stdout exporters: JSON lines (production) and the pretty console (development)."""
+"""The stdout exporters: JSON lines (production), and the development console
+(`fapilog.exporters.console`) in development or on a terminal."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
+from fapilog.capture.redaction import Redactor
 from fapilog.exporters._stream import write_stream
+from fapilog.exporters.console import ConsoleExporter
+from fapilog.exporters.console_format import is_terminal
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
-from fapilog.exporters.render import ConsoleRenderer, JsonRenderer
+from fapilog.exporters.render import JsonRenderer
 from fapilog.exporters.spec import ExporterSpec
 from fapilog.settings import LoggingSettings
 
@@ -17,6 +21,7 @@ __all__ = [
     "ConsoleExporter",
     "SPEC",
     "StdoutJsonExporter",
+    "console_selected",
 ]
 
 
@@ -100,32 +105,26 @@ class StdoutJsonExporter(_StreamExporter):
         return [render(readable) for readable in batch]
 
 
-class ConsoleExporter(_StreamExporter):
-    """Pretty console lines for development: coloured level (when the stream is a
-    terminal), aligned message, key=value pairs, readable tracebacks."""
-
-    name = "console"
-
-    def __init__(self, stream: IO[Any] | None = None, colors: bool | None = None) -> None:
-        super().__init__(stream)
-        if colors is None:
-            target = stream if stream is not None else sys.stdout
-            colors = bool(getattr(target, "isatty", lambda: False)())
-        self._renderer = ConsoleRenderer(colors=colors)
-
-    def _lines(self, batch: Sequence[ReadableLogRecord]) -> list[bytes]:
-        render = self._renderer.render
-        return [(render(readable) + "\n").encode("utf-8", "replace") for readable in batch]
+def console_selected(settings: LoggingSettings) -> bool:
+    """Whether `settings` write the development console: the `console` exporter, or
+    `stdout` when it is not JSON (as its factory decides, below)."""
+    exporters = settings.exporters
+    return "console" in exporters or (
+        "stdout" in exporters and not settings.use_json(is_terminal(sys.stdout))
+    )
 
 
 def _stdout(settings: LoggingSettings) -> LogRecordExporter:
-    """JSON lines, or the pretty console in development or on a terminal."""
-    isatty = bool(getattr(sys.stdout, "isatty", lambda: False)())
-    return StdoutJsonExporter() if settings.use_json(isatty) else ConsoleExporter()
+    """JSON lines, or the development console in development or on a terminal."""
+    if settings.use_json(is_terminal(sys.stdout)):
+        return StdoutJsonExporter()
+    return _console(settings)
 
 
 def _console(settings: LoggingSettings) -> LogRecordExporter:
-    return ConsoleExporter()
+    redaction = settings.redaction
+    redactor = Redactor.from_settings(redaction) if redaction.enabled else None
+    return ConsoleExporter(settings=settings.console, redactor=redactor)
 
 
 SPEC = ExporterSpec("stdout", _stdout)

@@ -57,8 +57,8 @@ class Entry:
 
 
 def enter(scope: Any) -> Entry | None:
-    """Clear what the request's task inherited from another request; None when nothing
-    was to clear (the usual case) or an outer fapilog layer cleared it already."""
+    """Clear what the request's task inherited from another request; None when an outer
+    fapilog layer cleared it already."""
     if _ENTERED in scope:
         return None
     scope[_ENTERED] = True
@@ -69,14 +69,12 @@ def enter(scope: Any) -> Entry | None:
     inherited = get_contextvars()
     if inherited:
         unbind_contextvars(*inherited)
-    elif token is None:
-        return None
     return Entry(inherited, token)
 
 
 def leave(entry: Entry | None) -> None:
-    """Put back what `enter()` cleared (after the request's own bindings were reset and
-    its span detached)."""
+    """Drop what the request bound and put back what `enter()` cleared (after its span
+    was detached)."""
     if entry is None:
         return
     if entry.token is not None:
@@ -84,6 +82,11 @@ def leave(entry: Entry | None) -> None:
             otel_context.detach(entry.token)
         except Exception:  # pragma: no cover - a different context: nothing to undo
             pass
+    # what the request bound itself ends with it: an app called in the caller's own task
+    # (httpx's ASGITransport, a test) leaves nothing bound in the caller
+    bound = get_contextvars()
+    if bound:
+        unbind_contextvars(*bound)
     if entry.inherited:
         bind_contextvars(**entry.inherited)
 

@@ -42,7 +42,7 @@ from fapilog.capture.logger import get_logger
 from fapilog.capture.record import salvage
 from fapilog.integrations import isolation
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
-from fapilog.integrations.request_head import HeadReader, RequestHead
+from fapilog.integrations.request_head import HeadReader, RequestHead, content_length
 from fapilog.integrations.server_logs import (
     LOGGED,
     install_duplicate_filter,
@@ -553,12 +553,10 @@ def _call_hook(hook: Callable[[Mapping[str, Any]], Any], scope: Scope) -> dict[s
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The response's valid ``Content-Length`` (`content_length`), else 0."""
     for name, value in headers:
         if name.lower() == _CONTENT_LENGTH:
-            try:
-                return int(value)
-            except ValueError:
-                return 0
+            return content_length(value) or 0
     return 0
 
 

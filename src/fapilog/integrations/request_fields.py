@@ -16,7 +16,9 @@ docs/enrichment.md.
   list of values, as the OpenTelemetry semantic conventions define them) for the headers
   in the ``headers`` allowlist, none by default. Sensitive headers (``Authorization``,
   ``Cookie``, ``Set-Cookie``, ``Proxy-Authorization``, ``X-API-Key`` and
-  ``sensitive_headers``) only ever show the redaction marker.
+  ``sensitive_headers``) only ever show the redaction marker. Headers whose value is a
+  URL (``Referer``, ``Location``, ...: `URL_HEADERS`) show it without its query string, or
+  with its values redacted (``query``, see `fapilog.integrations.access_lines`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fapilog.integrations.access_lines import clean_target
 from fapilog.integrations.request_head import RequestHead
 from fapilog.settings import RequestSettings
 from fapilog.settings.redaction import DEFAULT_MARKER, SENSITIVE_HEADERS
 
 __all__ = [
     "EnrichmentPlan",
+    "URL_HEADERS",
     "anonymize_ip",
     "client_address",
     "parse_ip",
@@ -44,6 +48,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REQUEST_PREFIX = "http.request.header."
 _RESPONSE_PREFIX = "http.response.header."
 _CACHE_LIMIT = 1024
+# headers whose value is a URL, which may carry a query string (proxies put the original
+# request target in the last four)
+URL_HEADERS = frozenset({b"referer", b"location", b"content-location", b"x-original-url",
+                         b"x-original-uri", b"x-forwarded-uri", b"x-rewrite-url"})  # fmt: skip
 
 
 class EnrichmentPlan:
@@ -53,6 +61,7 @@ class EnrichmentPlan:
         "client_ip",
         "marker",
         "proxies",
+        "query_marker",
         "request_headers",
         "response_headers",
         "sensitive",
@@ -75,6 +84,8 @@ class EnrichmentPlan:
             for name in (*SENSITIVE_HEADERS, *settings.sensitive_headers)
         )
         self.shown: dict[str, str] = {}  # peer host -> what client.address shows (no proxies)
+        # None: query strings omitted; else the marker replacing their values
+        self.query_marker = marker if settings.query == "redacted" else None
 
 
 def request_fields(
@@ -87,8 +98,7 @@ def request_fields(
         fields["user_agent.original"] = head.user_agent.decode("latin-1")
     wanted = plan.request_headers
     for name, value in head.shown:
-        shown = plan.marker if name in plan.sensitive else value.decode("latin-1")
-        fields.setdefault(wanted[name], []).append(shown)
+        fields.setdefault(wanted[name], []).append(_shown(plan, name, value))
     if plan.client_ip != "none":
         client = scope.get("client")
         peer = str(client[0]) if client else None
@@ -108,9 +118,19 @@ def response_fields(headers: Iterable[tuple[bytes, bytes]], plan: EnrichmentPlan
     for raw_name, value in headers:
         name = raw_name.lower()
         if name in wanted:
-            shown = plan.marker if name in plan.sensitive else value.decode("latin-1")
-            fields.setdefault(wanted[name], []).append(shown)
+            fields.setdefault(wanted[name], []).append(_shown(plan, name, value))
     return fields
+
+
+def _shown(plan: EnrichmentPlan, name: bytes, value: bytes) -> str:
+    """What an allowlisted header shows: the marker for a sensitive one, a URL without its
+    query string (or with its values redacted), any other value as it is."""
+    if name in plan.sensitive:
+        return plan.marker
+    text = value.decode("latin-1")
+    if name in URL_HEADERS and "?" in text:
+        return clean_target(text, plan.query_marker)
+    return text
 
 
 def _client(

@@ -5,6 +5,10 @@ id, content length) and request enrichment (user agent, proxy headers, allowlist
 all read the same `RequestHead`, filled by one pass over the header list. Which headers
 matter is decided once per configuration and propagator (`HeadReader`), not per request.
 ASGI servers give header names in lower case, as bytes.
+
+A ``Content-Length`` counts only when it is one (or several equal) plain decimal numbers of
+at most 2**63 - 1 (`content_length`); anything else (a sign, other digits, a number too
+large for an OpenTelemetry integer) is ignored, as if it were absent.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["HeadReader", "RequestHead"]
+__all__ = ["HeadReader", "MAX_SIZE", "RequestHead", "content_length"]
+
+MAX_SIZE = 2**63 - 1
+"""The largest size attribute fapilog records (OpenTelemetry integers are signed 64-bit)."""
+_MAX_DIGITS = len(str(MAX_SIZE))
+_OWS = b" \t"  # the whitespace HTTP allows around a field value
 
 # what a header is read for (a name may serve several)
 _HOST = 1
@@ -44,7 +53,7 @@ class RequestHead:
         self.headers = headers  # the full list (for a propagator that reads any header)
         self.host: bytes | None = None
         self.user_agent: bytes | None = None
-        self.content_length: int | None = None
+        self.content_length: int | None = None  # None: none, or none that counts
         self.request_id: bytes | None = None  # the first valid inbound request id
         # (the empty tuple until a header fills them: most requests have none)
         self.x_forwarded_for: Sequence[bytes] = ()
@@ -98,10 +107,11 @@ class HeadReader:
             if role & _USER_AGENT:
                 head.user_agent = value
             if role & _CONTENT_LENGTH:
-                try:
-                    head.content_length = int(value)
-                except ValueError:
-                    pass
+                length = content_length(value)
+                previous = head.content_length
+                if length is None or (previous is not None and previous != length):
+                    length = _INVALID  # (two different lengths: none counts)
+                head.content_length = length
             if role & _REQUEST_ID and head.request_id is None and self._valid_id(value):
                 head.request_id = value
             if role & _X_FORWARDED_FOR:
@@ -115,4 +125,23 @@ class HeadReader:
                 carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
             if role & _SHOWN:
                 head.shown = (*head.shown, (name, value))
+        if head.content_length == _INVALID:
+            head.content_length = None
         return head
+
+
+_INVALID = -1  # while reading: a Content-Length that does not count
+
+
+def content_length(value: bytes | str) -> int | None:
+    """A ``Content-Length`` value as a size: ASCII digits only (leading zeros allowed),
+    optional whitespace around them, at most `MAX_SIZE`; None for anything else."""
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    digits = raw.strip(_OWS)
+    if not digits.isdigit():  # (bytes: ASCII digits only; no sign, no "_", not empty)
+        return None
+    digits = digits.lstrip(b"0") or b"0"
+    if len(digits) > _MAX_DIGITS:
+        return None
+    size = int(digits)
+    return size if size <= MAX_SIZE else None

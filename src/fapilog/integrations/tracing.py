@@ -8,7 +8,9 @@ from fapilog's own request middleware (``tracing="native"``, the default; see
 `fapilog.integrations.server_span`) or from `opentelemetry-instrumentation-fastapi`
 (``tracing="instrumentation"``). Logs read the current span
 (`fapilog.processors.add_trace_context`), so every line logged while a request is handled
-carries its trace and span ids.
+carries its trace and span ids. Neither span carries a query string in clear: the
+instrumentation's span gets fapilog's query policy (`FAPILOG_REQUEST__QUERY`) through its
+server request hook.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from fapilog._state import STATE
+from fapilog.integrations.access_lines import clean_target, query_marker, redact_query
 from fapilog.otel.otlp import span_processors
 from fapilog.otel.resource import build_resource
 from fapilog.otel.trace import instrumented_by_opentelemetry
@@ -34,6 +37,7 @@ __all__ = [
     "instrument",
     "is_instrumented",
     "otel_middleware_index",
+    "query_hook",
     "quiet_fastapi_telemetry",
 ]
 
@@ -138,12 +142,37 @@ def instrument(app: Any, settings: LoggingSettings) -> bool:
             tracer_provider=provider,
             excluded_urls=excluded,
             exclude_spans=exclude_spans,
+            server_request_hook=query_hook,
         )
         return True
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=excluded, exclude_spans=exclude_spans
+        app,
+        tracer_provider=provider,
+        excluded_urls=excluded,
+        exclude_spans=exclude_spans,
+        server_request_hook=query_hook,
     )
     return True
+
+
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+
+
+def query_hook(span: Any, scope: Any) -> None:
+    """The instrumentation's server request hook: the query string it recorded at the span's
+    start (in ``http.url``, or ``url.query`` with the new HTTP conventions) replaced as
+    `FAPILOG_REQUEST__QUERY` says (omitted, or its values redacted)."""
+    if not scope.get("query_string") or not span.is_recording():
+        return
+    marker = query_marker(STATE.settings)
+    attributes = span.attributes or {}
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            span.set_attribute(key, clean_target(value, marker))
+    query = attributes.get("url.query")
+    if isinstance(query, str):
+        span.set_attribute("url.query", redact_query(query, marker) if marker is not None else "")
 
 
 def quiet_fastapi_telemetry(app: Any) -> bool:

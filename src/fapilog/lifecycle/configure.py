@@ -13,13 +13,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from structlog.contextvars import merge_contextvars
 
 from fapilog import _diag
-from fapilog._state import STATE, Pipeline
+from fapilog._levels import LevelName
+from fapilog._state import STATE, UNCONFIGURED_LEVEL, Pipeline
 from fapilog.capture import enrichers, redaction, stdlib
 from fapilog.capture.logger import (
     configure_structlog,
@@ -29,9 +31,10 @@ from fapilog.capture.logger import (
     set_levels,
 )
 from fapilog.capture.processors import add_trace_context
-from fapilog.capture.record import OTelBridge
 from fapilog.exceptions import ConfigurationError
+from fapilog.exporters.contract import Destination
 from fapilog.exporters.registry import create_exporter, exporter_spec
+from fapilog.exporters.stdout import console_selected
 from fapilog.integrations import gunicorn, uvicorn
 from fapilog.lifecycle import excepthook
 from fapilog.lifecycle.drain import (
@@ -53,8 +56,25 @@ from fapilog.otel.logs import (
 from fapilog.otel.resource import build_resource, resource_fields
 from fapilog.pipeline import alerts, metrics
 from fapilog.pipeline.accounting import intake_mark
+from fapilog.pipeline.direct import DirectBridge, before_redaction
 from fapilog.pipeline.router import ExportProcessor, Router
-from fapilog.settings import LoggingSettings
+from fapilog.pipeline.spool import open_spool
+from fapilog.settings import (
+    UNSET,
+    ConsoleSettings,
+    Environment,
+    FileSettings,
+    LoggingSettings,
+    LokiSettings,
+    OtlpSettings,
+    QueueSettings,
+    RedactionSettings,
+    RequestSettings,
+    SpoolSettings,
+    SystemSettings,
+    Unset,
+    from_environment,
+)
 
 if TYPE_CHECKING:
     from structlog.typing import Processor
@@ -66,20 +86,68 @@ __all__ = ["build_chain", "configure_from_environment", "configure_logging", "re
 
 
 def configure_logging(
-    settings: LoggingSettings | None = None, *, app: Any = None, **overrides: Any
+    settings: LoggingSettings | None = None,
+    *,
+    app: Any = None,
+    level: LevelName | int | Unset = UNSET,
+    env: Environment | Unset = UNSET,
+    json_console: bool | Unset | None = UNSET,
+    service_name: str | Unset | None = UNSET,
+    service_version: str | Unset | None = UNSET,
+    exporters: Sequence[str] | Unset = UNSET,
+    logger_levels: Mapping[str, LevelName | int] | Unset = UNSET,
+    capture_stdlib: bool | Unset = UNSET,
+    capture_exceptions: bool | Unset = UNSET,
+    shutdown_timeout: float | Unset = UNSET,
+    enrichers: Sequence[str] | Unset = UNSET,
+    exporter_options: Mapping[str, Mapping[str, Any]] | Unset = UNSET,
+    allow_unknown: bool | Unset = UNSET,
+    queue: QueueSettings | Mapping[str, Any] | Unset = UNSET,
+    file: FileSettings | Mapping[str, Any] | Unset = UNSET,
+    loki: LokiSettings | Mapping[str, Any] | Unset = UNSET,
+    otlp: OtlpSettings | Mapping[str, Any] | Unset = UNSET,
+    spool: SpoolSettings | Mapping[str, Any] | Unset = UNSET,
+    request: RequestSettings | Mapping[str, Any] | Unset = UNSET,
+    redaction: RedactionSettings | Mapping[str, Any] | Unset = UNSET,
+    system: SystemSettings | Mapping[str, Any] | Unset = UNSET,
+    console: ConsoleSettings | Mapping[str, Any] | Unset = UNSET,
+    on_alert: Callable[[dict[str, Any]], None] | Unset | None = UNSET,
 ) -> LoggingSettings:
     """Configure fapilog for this process and return the effective settings.
 
-    `settings` (default: read from `FAPILOG_*` / `OTEL_*` environment variables) with
-    `overrides` applied on top, e.g. ``configure_logging(level="DEBUG")``. With `app` (a
-    FastAPI/Starlette application) also instrument it: server spans and request logging.
-    Raises `ConfigurationError` for invalid settings; never afterwards.
+    `settings` (default: read from the `FAPILOG_*` / `OTEL_*` environment variables) with
+    the keywords given applied on top: ``configure_logging(level="DEBUG",
+    exporters=["stdout", "file"], file={"path": "app.log"})``. There is one keyword per
+    field of `LoggingSettings`, typed as the field (a level also as a stdlib number such
+    as ``logging.DEBUG``), validated as the field is, and each outranks the environment
+    and `settings`; a keyword left out changes nothing (None is a value: ``json_console=
+    None`` is "decide from the terminal"). A section (``queue``, ``file``, ``otlp``, ...)
+    takes its model (it replaces the section) or a mapping of some of its fields (merged
+    into the section); the mapping settings ``logger_levels`` and ``exporter_options`` are
+    merged by key too. Every setting, its environment variable and default:
+    ``help(LoggingSettings)`` and docs/configuration.md.
+
+    With `app` (a FastAPI/Starlette application) also instrument it: server spans and
+    request logging. Raises `ConfigurationError` for invalid settings, naming the setting
+    and its environment variable; never afterwards. The same settings twice change nothing.
     """
+    arguments = dict(locals())  # (the first statement: the parameters, nothing else yet)
+    # the setting keywords given (a test checks they are exactly LoggingSettings' fields)
+    overrides = {
+        name: value
+        for name, value in arguments.items()
+        if name not in ("settings", "app") and value is not UNSET
+    }
     if settings is not None and not isinstance(settings, LoggingSettings):
         raise ConfigurationError(
             f"configure_logging() takes a LoggingSettings, got {type(settings).__name__}"
         )
-    resolved = (settings or LoggingSettings()).with_overrides(overrides)
+    if settings is None:
+        # allow_unknown decides whether reading the environment fails: it applies from the
+        # first read on
+        given = {} if allow_unknown is UNSET else {"allow_unknown": allow_unknown}
+        settings = LoggingSettings(**given)
+    resolved = settings.with_overrides(overrides)
     specs = [exporter_spec(name) for name in resolved.exporters]
     with STATE.lock:
         changes = _apply(resolved, specs)
@@ -107,15 +175,19 @@ def _diff(old: LoggingSettings, new: LoggingSettings) -> dict[str, Any]:
     return changed
 
 
-# Settings that only affect the caller-side chain and levels: changing them keeps the
-# running exporters (and their queues) as they are.
+# Settings that only affect the caller-side chain and levels (or, allow_unknown, only how
+# the settings are read): changing them keeps the running exporters (and their queues).
 _CHAIN_ONLY_FIELDS = frozenset(
     {"level", "logger_levels", "capture_stdlib", "capture_exceptions", "enrichers",
-     "redaction", "request", "shutdown_timeout", "on_alert"}
+     "redaction", "request", "shutdown_timeout", "on_alert", "allow_unknown"}
 )  # fmt: skip
 
 
 def _exporters_changed(old: LoggingSettings, new: LoggingSettings) -> bool:
+    """Whether the exporters must be rebuilt; the console redacts what it renders itself
+    (tracebacks, their local variables), so it is rebuilt when redaction changes."""
+    if old.redaction != new.redaction and (console_selected(old) or console_selected(new)):
+        return True
     return any(
         getattr(old, name) != getattr(new, name)
         for name in LoggingSettings.model_fields
@@ -126,14 +198,17 @@ def _exporters_changed(old: LoggingSettings, new: LoggingSettings) -> bool:
 def build_chain(settings: LoggingSettings) -> tuple[list[Processor], EnricherChain | None]:
     """contextvars merge -> trace context -> enrichers -> redaction -> the OTel bridge
     (the level gate runs before the chain, in BoundLogger and the stdlib logger levels),
-    and the custom enrichers' chain."""
+    and the custom enrichers' chain. The bridge is `DirectBridge`, which also hands each
+    capture to the console when one writes on the calling thread, and with the console the
+    exception is kept aside for it before redaction (`fapilog.pipeline.direct`)."""
     enrichment, enricher_chain = enrichers.build_processors(settings)
     chain: list[Processor] = [
         merge_contextvars,
         add_trace_context,
         *enrichment,
+        *before_redaction(console_selected(settings) and settings.console.synchronous),
         *redaction.build_processors(settings),
-        OTelBridge(),
+        DirectBridge(),
     ]
     return chain, enricher_chain
 
@@ -157,15 +232,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     ):
         processors = previous.processors  # the running exporters keep their queues
     else:
-        processors = created = [
-            ExportProcessor(
-                spec.name,
-                create_exporter(spec, settings),
-                settings.queue,
-                max_delay=spec.delay_for(settings),
-            )
-            for spec in specs
-        ]
+        processors = created = [_processor(spec, settings, resource) for spec in specs]
         retiring = running.processors if running is not None else []
     provider, owns_provider = _provider(previous, settings, resource)
     router = STATE.routers.get(id(provider))
@@ -178,6 +245,8 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     # -- swap
     if STATE.bridge is None or STATE.shut_down:
         STATE.bridge = Bridge(provider, settings.queue, earlier=STATE.bridge)
+    redactor = next((p for p in chain if isinstance(p, redaction.Redactor)), None)
+    STATE.bridge.show_names_as(redactor.redact_text if redactor is not None else None)
     mark = intake_mark()
     for processor in retiring:
         if processor.intake_end is None:
@@ -219,6 +288,19 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
         STATE.retired.extend(retiring)
         drain_in_background(retiring, settings.shutdown_timeout)
     return _diff(old, settings) if old is not None else {}
+
+
+def _processor(spec: ExporterSpec, settings: LoggingSettings, resource: Any) -> ExportProcessor:
+    """One exporter behind its queue, with its disk spool when it sends over a network."""
+    exporter = create_exporter(spec, settings)
+    spool = None
+    if spec.spool:
+        destination = exporter.spool_destination if isinstance(exporter, Destination) else ""
+        service = str(resource.attributes.get("service.name", "unknown_service"))
+        spool = open_spool(settings.spool, spec.name, service, destination)
+    return ExportProcessor(
+        spec.name, exporter, settings.queue, max_delay=spec.delay_for(settings), spool=spool
+    )
 
 
 def _provider(
@@ -268,7 +350,8 @@ def configure_from_environment(what: str) -> LoggingSettings:
     configured, and fapilog runs on its defaults: an application must start even when its
     logging configuration is wrong."""
     try:
-        return configure_logging()
+        # the environment's valid settings, its unknown variables reported on stderr
+        return configure_logging(from_environment(what))
     except ConfigurationError as exc:
         _diag.report(f"configure:{what}", f"fapilog: {exc}; using defaults", level="error")
         return configure_logging(LoggingSettings.model_construct())
@@ -294,7 +377,7 @@ def reset() -> None:
         STATE.shut_down = False
         STATE.exit_started = None
         STATE.pid = os.getpid()
-        set_levels(20, {})
+        set_levels(UNCONFIGURED_LEVEL, {})
         STATE.chain[:] = default_chain()
         structlog.reset_defaults()
         uninstall_sigterm_handler()

@@ -212,6 +212,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _die_by(signum: int) -> None:
-    """End the process by `signum`, as its default action would have."""
+    """End the process by `signum`, as its default action would have. A process that is
+    PID 1 (a container's only process, without an init) is immune to a signal at its
+    default action, so it ends with the shell's code for that signal (128 + signum)."""
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+    if os.getpid() == 1:
+        os._exit(128 + signum)

@@ -9,7 +9,7 @@ out to the exporters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -96,6 +96,8 @@ class Bridge:
         self._loggers: dict[str, Logger] = {}
         self._older: dict[str, Logger] = {}
         self._fast = False
+        # what a logger name becomes on the way out (redaction): applied once per name
+        self._shown: Callable[[str], str] | None = None
         self.errors: int = earlier.errors if earlier is not None else 0
         # the intake hands over immediately: batching happens per exporter
         self.intake: IntakeQueue[Pending | Forward] = IntakeQueue(
@@ -146,12 +148,21 @@ class Bridge:
                 self.errors += 1
                 _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
 
+    def show_names_as(self, shown: Callable[[str], str] | None) -> None:
+        """Name each logger's records `shown(name)` from now on (the redactor's text
+        redaction: a logger name never carries a secret out). Once per name: the SDK Logger
+        of a name is kept."""
+        if shown is not self._shown:
+            self._shown = shown
+            self._loggers, self._older = {}, {}
+
     def _logger_for(self, name: str) -> Logger:
         """The SDK Logger for `name` (not in the current generation): from the generation
         before, or built; a full generation becomes the older one."""
         logger = self._older.pop(name, None)
         if logger is None:
-            logger = uncached_logger(self.provider, name)
+            shown = self._shown
+            logger = uncached_logger(self.provider, name if shown is None else shown(name))
             self._fast = fast_emit_supported(logger)
         loggers = self._loggers
         if len(loggers) >= LOGGER_GENERATION:

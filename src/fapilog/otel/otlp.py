@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -42,7 +43,8 @@ from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
 from fapilog.otel.trace import batch_flush, batch_shutdown
-from fapilog.settings._errors import setting_error
+from fapilog.settings._errors import scrub, setting_error
+from fapilog.settings._otel_env import check_otlp_environment, otlp_variable
 from fapilog.settings.otlp import PROTOCOLS, Protocol
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ __all__ = [
     "bounded_span_processor",
     "exit_budget",
     "flush_span_processors",
+    "header_secrets",
+    "log_destination",
     "resolve_protocol",
     "resolve_timeout",
     "sdk_log_exporter",
@@ -129,6 +133,19 @@ def _headers(settings: LoggingSettings) -> dict[str, str] | None:
     return {k: v.get_secret_value() for k, v in headers.items()} if headers else None
 
 
+def header_secrets(settings: LoggingSettings, signal: Signal) -> tuple[str, ...]:
+    """The header values the exporter of `signal` sends (fapilog's, and those of the
+    variable the SDK reads), as given, URL-decoded and their last word (a token after
+    ``Bearer``): what its diagnostics are scrubbed of. Not those shorter than 4 characters
+    (no credential, and masking them would mask every such piece of text)."""
+    values = [value.get_secret_value() for value in settings.otlp.headers.values()]
+    found = otlp_variable(signal, "HEADERS")
+    if found is not None:
+        values += [item.partition("=")[2].strip() for item in found[1].split(",")]
+    forms = {form for value in values for form in (value, unquote(value), *value.split()[-1:])}
+    return tuple(sorted((form for form in forms if len(form) >= 4), key=len, reverse=True))
+
+
 def _http_endpoint(settings: LoggingSettings, signal: Signal) -> str | None:
     base = settings.otlp.endpoint
     if base is None:
@@ -153,6 +170,8 @@ def _grpc_kwargs(settings: LoggingSettings, signal: Signal) -> dict[str, Any]:
     import grpc  # type: ignore[import-untyped]
 
     otlp = settings.otlp
+    # the SDK reads the OTEL_ variables that fapilog's settings leave unset
+    check_otlp_environment(signal, headers=not otlp.headers, endpoint=otlp.endpoint is None)
     files = _check_files(settings)
     insecure = otlp.insecure
     if insecure is None and files:
@@ -188,6 +207,8 @@ def _http_kwargs(
     from opentelemetry.exporter.otlp.proto.http import Compression
 
     otlp = settings.otlp
+    # (over HTTP the SDK adds the headers of the OTEL_ variables to fapilog's)
+    check_otlp_environment(signal, headers=True, endpoint=otlp.endpoint is None)
     _check_files(settings)
     kwargs: dict[str, Any] = {
         "endpoint": _http_endpoint(settings, signal),
@@ -229,6 +250,19 @@ def _session() -> Any:
             return merged
 
     return CertificateSession()
+
+
+def log_destination(settings: LoggingSettings) -> str:
+    """Where logs go (protocol and endpoint, as configured or from the environment): what
+    the `otlp` exporter's spool directory is keyed by. Headers (credentials) are left out."""
+    protocol = resolve_protocol(settings, "logs")
+    endpoint = (
+        settings.otlp.endpoint
+        or _env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+        or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or ("localhost:4317" if protocol == "grpc" else "http://localhost:4318")
+    )
+    return f"{protocol} {endpoint}"
 
 
 def sdk_log_exporter(
@@ -340,11 +374,13 @@ R = TypeVar("R")
 
 class ExportGuard:
     """Wraps the SDK exporter calls: no instrumentation of the export's own HTTP/gRPC calls
-    (no spans, no feedback loop), and no waiting on a dead collector once exiting."""
+    (no spans, no feedback loop), and no waiting on a dead collector once exiting. What it
+    reports of an exception is scrubbed of `secrets` (`header_secrets`) and URL userinfo."""
 
-    def __init__(self, name: str, inner: Any) -> None:
+    def __init__(self, name: str, inner: Any, secrets: Sequence[str] = ()) -> None:
         self.name = name
         self.inner = inner
+        self.secrets = tuple(secrets)
         self.failing = False
         self.closed = False
         self._lock = threading.Lock()
@@ -357,7 +393,8 @@ class ExportGuard:
             with suppress_instrumentation():
                 result = export()
         except Exception as exc:
-            _diag.report(f"otlp:{self.name}", f"fapilog OTLP {self.name} exporter raised: {exc!r}")
+            said = scrub(repr(exc), self.secrets)
+            _diag.report(f"otlp:{self.name}", f"fapilog OTLP {self.name} exporter raised: {said}")
             result = failure
         self.failing = result != success
         return result
@@ -376,14 +413,15 @@ class ExportGuard:
         try:
             self.inner.shutdown()
         except Exception as exc:
-            _diag.report(f"otlp-shutdown:{self.name}", f"OTLP {self.name} shutdown: {exc!r}")
+            said = scrub(repr(exc), self.secrets)
+            _diag.report(f"otlp-shutdown:{self.name}", f"OTLP {self.name} shutdown: {said}")
 
 
 class GuardedSpanExporter(SpanExporter):
     """The SDK's OTLP span exporter behind fapilog's guard (see `ExportGuard`)."""
 
-    def __init__(self, inner: SpanExporter) -> None:
-        self._guard = ExportGuard("traces", inner)
+    def __init__(self, inner: SpanExporter, secrets: Sequence[str] = ()) -> None:
+        self._guard = ExportGuard("traces", inner, secrets)
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -504,11 +542,14 @@ def span_processors(settings: LoggingSettings) -> list[SpanProcessor]:
     Raises ConfigurationError for invalid OTLP settings."""
     processors: list[SpanProcessor] = []
     for protocol in trace_protocols(settings):
+        secrets = header_secrets(settings, "traces")
         try:
             inner = sdk_span_exporter(settings, protocol)
         except ConfigurationError:
             raise
         except Exception as exc:
-            raise ConfigurationError(f"OTLP span exporter could not be created: {exc!r}") from exc
-        processors.append(bounded_span_processor(GuardedSpanExporter(inner), settings))
+            # not chained: the exception's own text may carry a header value
+            said = scrub(repr(exc), secrets)
+            raise ConfigurationError(f"OTLP span exporter could not be created: {said}") from None
+        processors.append(bounded_span_processor(GuardedSpanExporter(inner, secrets), settings))
     return processors

@@ -38,6 +38,19 @@ __all__ = ["Delivery", "GRPC_MESSAGE_LIMIT", "LOGS_EXPORT_METHOD", "cut_request"
 
 GRPC_MESSAGE_LIMIT = 4 * 1024 * 1024  # gRPC's and the collector's default receive limit
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+# answers that say "not now" rather than "never" (the SDK exporters retry these)
+_TRANSIENT_HTTP = frozenset({408, 429})
+_TRANSIENT_GRPC = frozenset(
+    {
+        "CANCELLED",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    }
+)
 # what one nested message costs beyond its own bytes: a field tag and a length (varint)
 _FRAME = 6
 _LARGER_THAN_MAX = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
@@ -63,6 +76,7 @@ class Delivery:
         self.position = 0  # gRPC: records of the request handled (delivered or left out)
         self.delivered = 0  # gRPC: records delivered
         self.too_large = 0  # gRPC: records larger than the limit on their own
+        self.refused = False  # the collector refused a request for good (not transient)
 
     def leave_out_too_large(self) -> None:
         """gRPC: the next record is larger than the collector's limit on its own."""
@@ -84,7 +98,10 @@ class Delivery:
         """For ``session.hooks["response"]``: reads a 2xx answer's body (a serialized
         ExportLogsServiceResponse; an unreadable body is ignored)."""
         try:
-            if 200 <= response.status_code < 300:
+            status = response.status_code
+            if 400 <= status < 500 and status not in _TRANSIENT_HTTP:
+                self.refused = True
+            if 200 <= status < 300:
                 answer = ExportLogsServiceResponse()
                 answer.ParseFromString(response.content or b"")
                 self.read_answer(answer)
@@ -145,6 +162,10 @@ class LogsStub:
             except grpc.RpcError as error:
                 limit = _announced_limit(error)
                 if limit is None:
+                    code = getattr(error, "code", None)
+                    name = getattr(code() if callable(code) else None, "name", "")
+                    if name and name not in _TRANSIENT_GRPC:
+                        delivery.refused = True
                     raise  # for the SDK: retried if transient, else the export fails
                 # the collector's limit: cut what is left of the request to it (below
                 # this part's size in any case, so that each refusal makes progress)

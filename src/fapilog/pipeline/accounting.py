@@ -2,14 +2,17 @@
 
 Per exporter the figures add up, with named terms::
 
-    emitted == exported + dropped + queued + in_flight
+    emitted + adopted == exported + dropped + queued + in_flight + spooled
 
 - `emitted`: records offered to the pipeline while the exporter was receiving them;
 - `exported`: records the exporter delivered;
 - `dropped`: records shed or lost on their way to it (by reason in `dropped_by_reason`;
   ``intake_*`` reasons were shed before reaching any exporter);
 - `queued`: waiting in the intake (while the exporter is the current one) or in its queue;
-- `in_flight`: in the batch the bridge is emitting, or the exporter is exporting.
+- `in_flight`: in the batch the bridge is emitting, or the exporter is exporting;
+- `spooled`: on disk in the exporter's spool, waiting to be replayed (docs/delivery.md);
+- `adopted`: records a process that is gone left in the spool, which this one took over
+  (0 without a spool). Replayed, they count as `exported` (or `dropped`) here.
 
 The sum holds exactly whenever the pipeline is quiet (after `fapilog.force_flush()`), across
 `shutdown()` and a later `configure_logging()`. At other moments each term is read without
@@ -26,7 +29,8 @@ from fapilog._state import STATE
 
 __all__ = ["IntakeMark", "intake_mark", "stats", "unbalanced"]
 
-_TERMS = ("emitted", "exported", "dropped", "queued", "in_flight")
+_IN = ("emitted", "adopted")
+_OUT = ("exported", "dropped", "queued", "in_flight", "spooled")
 
 
 class IntakeMark:
@@ -78,7 +82,7 @@ def _merge(known: dict[str, Any], figures: dict[str, Any]) -> None:
         if key == "dropped_by_reason":
             for reason, count in value.items():
                 known[key][reason] = known[key].get(reason, 0) + count
-        elif key == "details":
+        elif key in ("details", "spool"):
             known.setdefault(key, value)  # the current exporter's own figures
         elif key == "capacity":
             continue
@@ -91,7 +95,7 @@ def stats() -> dict[str, Any]:
     and docs/pipeline.md). Totals: `emitted` counts events once; `exported`, `dropped`,
     `queued` and `in_flight` sum over exporters (a record the intake shed counts under every
     exporter). An exporter with figures of its own (`fapilog.exporters.DetailedStats`) shows
-    them under ``details``."""
+    them under ``details``; one with a disk spool shows its figures under ``spool``."""
     pipeline = STATE.pipeline
     bridge = STATE.bridge
     now = intake_mark()
@@ -113,6 +117,8 @@ def stats() -> dict[str, Any]:
         "dropped": sum(e["dropped"] for e in exporters.values()),
         "queued": sum(e["queued"] for e in exporters.values()),
         "in_flight": sum(e["in_flight"] for e in exporters.values()),
+        "spooled": sum(e["spooled"] for e in exporters.values()),
+        "adopted": sum(e["adopted"] for e in exporters.values()),
         "intake": {
             "accepted": intake.accepted if intake is not None else 0,
             "dropped_by_reason": now.dropped,
@@ -131,7 +137,6 @@ def unbalanced(figures: dict[str, Any]) -> dict[str, dict[str, int]]:
     and health checks, meaningful when the pipeline is quiet."""
     wrong: dict[str, dict[str, int]] = {}
     for name, exporter in figures["exporters"].items():
-        total = sum(exporter[term] for term in _TERMS[1:])
-        if total != exporter["emitted"]:
-            wrong[name] = {term: exporter[term] for term in _TERMS}
+        if sum(exporter[term] for term in _OUT) != sum(exporter[term] for term in _IN):
+            wrong[name] = {term: exporter[term] for term in (*_IN, *_OUT)}
     return wrong

@@ -22,7 +22,14 @@ from typing import Any
 from fapilog import _diag
 from fapilog._state import STATE, start_worker
 
-__all__ = ["ALERT_INTERVAL", "FAILING_AFTER", "install", "note_drop", "note_export"]
+__all__ = [
+    "ALERT_INTERVAL",
+    "FAILING_AFTER",
+    "install",
+    "note_drop",
+    "note_export",
+    "note_spool",
+]
 
 ALERT_INTERVAL = 60.0  # seconds between two alerts about the same queue and reason
 FAILING_AFTER = 3  # consecutive failed exports before an exporter counts as failing
@@ -137,6 +144,30 @@ def note_export(
             "consecutive_failures": consecutive,
             "error": error,
             "records": records,
+        }
+    )
+
+
+def note_spool(exporter: str, used: int, cap: int, directory: str) -> None:
+    """Exporter `exporter`'s disk spool holds `used` bytes, past 80 % of its cap (called
+    with the queue's lock held: cheap, at most one alert per `ALERT_INTERVAL`)."""
+    monitor = _monitor
+    key = (exporter, "spool_filling")
+    now = time.monotonic()
+    last = monitor.last.get(key)
+    if last is not None and now - last < ALERT_INTERVAL:
+        return
+    monitor.last[key] = now
+    _raise_alert(
+        {
+            "alert": "spool_filling",
+            "message": f"fapilog exporter {exporter!r}: its disk spool is "
+            f"{100 * used // cap} % full ({used} of {cap} bytes, FAPILOG_SPOOL__MAX_BYTES); "
+            "past the cap the oldest records are dropped",
+            "exporter": exporter,
+            "spool_bytes": used,
+            "spool_max_bytes": cap,
+            "directory": directory,
         }
     )
 

@@ -21,7 +21,7 @@ from fapilog.pipeline.accounting import stats
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider
 
-__all__ = ["METRIC_NAMES", "record_export", "register_metrics"]
+__all__ = ["METRIC_NAMES", "SPOOL_METRIC_NAMES", "record_export", "register_metrics"]
 
 METRIC_NAMES = (
     "fapilog.records.emitted",
@@ -31,7 +31,11 @@ METRIC_NAMES = (
     "fapilog.queue.capacity",
     "fapilog.export.failures",
     "fapilog.export.duration",
+    "fapilog.spool.records",
+    "fapilog.spool.bytes",
 )
+# reported only for exporters with a disk spool (docs/delivery.md)
+SPOOL_METRIC_NAMES = ("fapilog.spool.records", "fapilog.spool.bytes")
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # the MeterProviders fapilog's instruments were created on, and their histograms
@@ -90,6 +94,18 @@ def register_metrics(meter_provider: MeterProvider | None = None) -> None:
         callbacks=[_capacity],
         unit="{record}",
         description="Bound of a queue",
+    )
+    meter.create_observable_gauge(
+        "fapilog.spool.records",
+        callbacks=[_spool_records],
+        unit="{record}",
+        description="Records waiting on disk in an exporter's spool",
+    )
+    meter.create_observable_gauge(
+        "fapilog.spool.bytes",
+        callbacks=[_spool_bytes],
+        unit="By",
+        description="Bytes on disk in an exporter's spool (its cap: FAPILOG_SPOOL__MAX_BYTES)",
     )
     meter.create_observable_counter(
         "fapilog.export.failures",
@@ -150,3 +166,17 @@ def _capacity(options: CallbackOptions) -> list[Observation]:
 def _failures(options: CallbackOptions) -> list[Observation]:
     exporters = _figures()["exporters"]
     return _observations((e["export_failures"], {"exporter": n}) for n, e in exporters.items())
+
+
+def _spool_records(options: CallbackOptions) -> list[Observation]:
+    exporters = _figures()["exporters"]
+    return _observations(
+        (e["spooled"], {"exporter": n}) for n, e in exporters.items() if "spool" in e
+    )
+
+
+def _spool_bytes(options: CallbackOptions) -> list[Observation]:
+    exporters = _figures()["exporters"]
+    return _observations(
+        (e["spool"]["bytes"], {"exporter": n}) for n, e in exporters.items() if "spool" in e
+    )

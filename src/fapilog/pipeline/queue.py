@@ -28,7 +28,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Union
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
@@ -36,9 +36,13 @@ from fapilog._state import start_worker, under_lock_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
-__all__ = ["BatchQueue"]
+__all__ = ["BatchQueue", "Outcome", "split_outcome"]
 
 T = TypeVar("T")
+
+# what a consumer returns: None (delivered), a reason (the batch lost), (reason, lost), or
+# (reason, lost, retry): `retry`, the lost records a later attempt may deliver (spooled)
+Outcome = Union[None, str, tuple[str, int], tuple[str, int, list[T]]]  # noqa: UP007 (generic)
 
 # how many times a crowded queue's producer hands over the GIL before going on
 _YIELDS = 3
@@ -63,7 +67,7 @@ class BatchQueue(Generic[T]):
     def __init__(
         self,
         name: str,
-        consume: Callable[[list[T]], str | tuple[str, int] | None],
+        consume: Callable[[list[T]], Outcome[T]],
         severity: Callable[[T], int],
         settings: QueueSettings,
         *,
@@ -229,8 +233,11 @@ class BatchQueue(Generic[T]):
         ):
             self._count_drop("sampled")
             return False
-        if size >= self.max_size and not self._make_room(item):
-            return False
+        if size >= self.max_size or self._engaged:
+            if self._divert(item):  # to disk (`SpoolingQueue`)
+                return True
+            if size >= self.max_size and not self._make_room(item):
+                return False
         queue.append(item)
         self.accepted += 1
         self._entered += 1
@@ -241,6 +248,22 @@ class BatchQueue(Generic[T]):
         elif size == self.batch_size:
             self._wakeup.notify()
         return True
+
+    # a queue with a disk spool (`fapilog.pipeline.spooling.SpoolingQueue`) overrides these
+    _engaged = False  # records go to disk rather than into the queue
+
+    def _divert(self, item: T) -> bool:
+        """The queue is full (or engaged, lock held): put `item` somewhere else. Returns
+        whether it was taken (and counted)."""
+        return False
+
+    def _idle_wait(self) -> float | None:
+        """The queue is empty (lock held): how long the worker may wait for a record (None:
+        until one comes), or 0 to replay from elsewhere now (`_replay`)."""
+        return None
+
+    def _replay(self) -> None:
+        """Deliver what waits elsewhere (see `_idle_wait`); on the worker, without the lock."""
 
     def _make_room(self, item: T) -> bool:
         """The queue is full (lock held): make room for `item` by evicting a lesser record,
@@ -324,7 +347,10 @@ class BatchQueue(Generic[T]):
                 batch = self._next_batch()
                 if batch is None:
                     break
-                self._process(batch)
+                if batch:
+                    self._process(batch)
+                else:
+                    self._replay()
             if self._on_stop is not None:
                 try:
                     self._on_stop()
@@ -347,9 +373,12 @@ class BatchQueue(Generic[T]):
             queue = self._queue
             wakeup = self._wakeup
             while not queue:
+                wait = self._idle_wait()
+                if wait == 0:
+                    return []
                 if self._stopping:
                     return None
-                wakeup.wait()  # no timeout: an idle worker costs nothing
+                wakeup.wait(wait)  # no timeout (None) but to replay: an idle worker costs nothing
             if (
                 len(queue) < self.batch_size
                 and self.max_delay > 0
@@ -371,37 +400,59 @@ class BatchQueue(Generic[T]):
             self._inflight = count
             self._written_off = False
             self._stalled = False
+            self._taken(batch)
             self._progress.notify_all()  # room for blocked callers
             return batch
 
+    def _taken(self, batch: list[T]) -> None:
+        """(Lock held.) The worker took `batch` from the queue and is about to process it."""
+
     def _process(self, batch: list[T]) -> None:
         """Run the consumer on `batch` and account for every record of it."""
+        failed = self._consume_safely(batch)
+        with self._lock:
+            if not self._written_off:  # else already counted at the shutdown deadline
+                self._settled += len(batch)
+                self._account(batch, failed)
+            self._done_with_batch()
+
+    def _consume_safely(self, batch: list[T]) -> Outcome[T]:
         try:
-            failed = self._consume(batch)
+            return self._consume(batch)
         except BaseException as exc:  # the worker must survive anything
-            failed = "consumer_error"
             _diag.report(
                 f"consume:{self.name}",
                 f"fapilog queue {self.name!r} failed to process a batch: {exc!r}",
             )
-        with self._lock:
-            if not self._written_off:  # else already counted at the shutdown deadline
-                size = len(batch)
-                self._settled += size
-                if failed is None:
-                    self.delivered += size
-                elif isinstance(failed, tuple):  # (reason, how many of the batch were lost)
-                    reason, lost = failed
-                    lost = min(max(lost, 0), size)
-                    self.delivered += size - lost
-                    if lost:
-                        self._count_drop(reason, lost)
-                else:
-                    self._count_drop(failed, size)
-            self._busy = False
-            self._inflight = 0
-            self._written_off = False
-            self._progress.notify_all()
+            return "consumer_error"
+
+    def _account(self, batch: list[T], failed: Outcome[T]) -> None:
+        """Count the batch's records as delivered or dropped (lock held)."""
+        size = len(batch)
+        if failed is None:
+            self.delivered += size
+            return
+        reason, lost, _ = split_outcome(failed, size)
+        self.delivered += size - lost
+        if lost:
+            self._count_drop(reason, lost)
+
+    def _delivered_in_flight(self, size: int) -> int:
+        """How many records of the batch in flight the consumer has delivered, when it can
+        tell (`delivered_so_far`), between 0 and `size`."""
+        if self._delivered_so_far is None:
+            return 0
+        try:
+            return min(max(int(self._delivered_so_far()), 0), size)
+        except Exception:
+            return 0
+
+    def _done_with_batch(self) -> None:
+        """The worker is free again (lock held)."""
+        self._busy = False
+        self._inflight = 0
+        self._written_off = False
+        self._progress.notify_all()
 
     # -- control -----------------------------------------------------------------------
 
@@ -465,12 +516,7 @@ class BatchQueue(Generic[T]):
             # the batch of a consumer still at work: what it has delivered of it (when it
             # can tell) counts as delivered, the rest as dropped
             self._written_off = True
-            done = 0
-            if self._delivered_so_far is not None:
-                try:
-                    done = min(max(int(self._delivered_so_far()), 0), self._inflight)
-                except Exception:
-                    done = 0
+            done = self._delivered_in_flight(self._inflight)
             self._settled += self._inflight
             self.delivered += done
             self._count_drop("shutdown_timeout", self._inflight - done)
@@ -496,6 +542,17 @@ class BatchQueue(Generic[T]):
         self._init_state()
         self._init_counters()
         self._sync = False
+
+
+def split_outcome(failed: Outcome[T], size: int) -> tuple[str, int, list[T]]:
+    """(reason, records lost, records to retry) of a batch of `size` that was not wholly
+    delivered: a reason alone loses the whole batch; `lost` is bounded by the batch and the
+    records to retry by `lost`."""
+    if isinstance(failed, tuple):
+        lost = min(max(failed[1], 0), size)
+        retry = list(failed[2]) if len(failed) == 3 else []
+        return failed[0], lost, retry[:lost]
+    return failed or "export_failed", size, []
 
 
 _QUEUES: weakref.WeakSet[BatchQueue[Any]] = weakref.WeakSet()

@@ -19,7 +19,13 @@ from structlog.contextvars import get_contextvars
 
 from fapilog import _diag
 from fapilog._state import STATE, start_worker, worker_thread
-from fapilog.exporters.contract import Abortable, DetailedStats, PartialLoss, Progress
+from fapilog.exporters.contract import (
+    Abortable,
+    DetailedStats,
+    PartialLoss,
+    Progress,
+    Retryable,
+)
 from fapilog.otel.logs import (
     LogRecordExporter,
     LogRecordExportResult,
@@ -31,7 +37,10 @@ from fapilog.otel.logs import (
 )
 from fapilog.pipeline import alerts, metrics
 from fapilog.pipeline.accounting import IntakeMark
-from fapilog.pipeline.queue import BatchQueue
+from fapilog.pipeline.direct import Direct, direct_exporters, use_writers, write_foreign
+from fapilog.pipeline.queue import BatchQueue, Outcome
+from fapilog.pipeline.spool import Spool
+from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import QueueSettings
 
 __all__ = [
@@ -88,13 +97,15 @@ def shutdown_processors(
     for processor in pending:
         processor._shutdown = True
         processor.queue.begin_shutdown()
-    stuck = [
-        processor
-        for processor in pending
-        if not processor.queue.join(
-            working_until if working_until is not None and processor.is_working() else deadline
-        )
-    ]
+    now = time.monotonic()
+
+    def until(processor: ExportProcessor) -> float:
+        if processor.is_working():
+            return working_until if working_until is not None else deadline
+        # a failing exporter with a spool is not waited for: what it holds goes to disk
+        return now if processor.spool is not None else deadline
+
+    stuck = [processor for processor in pending if not processor.queue.join(until(processor))]
     aborted = [processor for processor in stuck if processor.abort()]
     if aborted:
         deadline = time.monotonic() + ABORT_GRACE
@@ -131,20 +142,25 @@ class ExportProcessor:
         settings: QueueSettings,
         *,
         max_delay: float | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.name = name
         self.exporter = exporter
         self.export_timeout = settings.export_timeout
-        self.queue: BatchQueue[ReadableLogRecord] = BatchQueue(
-            name,
-            self._export,
-            _record_severity,
-            settings,
-            max_delay=max_delay,
-            on_stop=exporter.shutdown,
-            delivered_so_far=(
+        self.spool = spool
+        if spool is not None and isinstance(getattr(exporter, "spooled", None), bool):
+            exporter.spooled = True  # type: ignore[attr-defined]  # (what it gives up is kept)
+        options: dict[str, Any] = {
+            "max_delay": max_delay,
+            "on_stop": exporter.shutdown,
+            "delivered_so_far": (
                 (lambda: exporter.export_progress) if isinstance(exporter, Progress) else None
             ),
+        }
+        self.queue: BatchQueue[ReadableLogRecord] = (
+            SpoolingQueue(name, self._export, _record_severity, settings, spool=spool, **options)
+            if spool is not None
+            else BatchQueue(name, self._export, _record_severity, settings, **options)
         )
         self._shutdown = False
         # the intake's figures when this exporter started and stopped receiving records
@@ -155,6 +171,7 @@ class ExportProcessor:
         self._reports_loss = isinstance(exporter, PartialLoss)
         self._details = isinstance(exporter, DetailedStats)
         self._abortable = isinstance(exporter, Abortable)
+        self._retryable = isinstance(exporter, Retryable)
         self._after_fork_in_child()
         _PROCESSORS.add(self)
 
@@ -186,14 +203,17 @@ class ExportProcessor:
         stuck = began is not None and time.monotonic() - began > STUCK_AFTER
         return not self.consecutive_failures and not stuck
 
-    def _export(self, batch: list[ReadableLogRecord]) -> str | tuple[str, int] | None:
+    def _export(self, batch: list[ReadableLogRecord]) -> Outcome[ReadableLogRecord]:
         self.export_began = time.monotonic()
         started = time.perf_counter()
         error: str | None = None
         lost: Any = None
+        retry: Any = None
         reason = "export_failed"
         try:
             result = self.exporter.export(batch)
+            if self._retryable:
+                retry = self.exporter.last_export_retry  # type: ignore[attr-defined]
             if self._reports_loss:
                 # how many records of a failed export were lost (fapilog's Loki exporter:
                 # a line too long, one request of several rejected), and why
@@ -206,6 +226,7 @@ class ExportProcessor:
             error = repr(exc)
         finally:
             self.export_began = None
+        raised = error is not None
         elapsed = time.perf_counter() - started
         self.export_seconds += elapsed
         ok = result == LogRecordExportResult.SUCCESS
@@ -234,9 +255,13 @@ class ExportProcessor:
             )
         if ok:
             return None
-        if type(lost) is int and 0 <= lost < len(batch):
-            return (reason, lost)
-        return reason
+        if type(lost) is not int or not 0 <= lost < len(batch):
+            lost = len(batch)
+        if self.spool is None:
+            return (reason, lost) if lost < len(batch) else reason
+        if not isinstance(retry, list):  # not told: all of a batch lost whole may be retried
+            retry = list(batch) if lost == len(batch) and not raised else []
+        return (reason, lost, retry)
 
     def force_flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -278,11 +303,19 @@ class ExportProcessor:
             "export_failures": self.failures,
             "export_seconds": round(self.export_seconds, 6),
         }
+        spool = self.spool
+        if spool is not None and spool.torn:  # cut off by a crash, found when adopted
+            figures["dropped_by_reason"]["spool_torn"] = spool.torn
+            figures["dropped"] += spool.torn
+        figures["spooled"] = spool.pending if spool is not None else 0
+        figures["adopted"] = spool.adopted if spool is not None else 0
         if self._details:
             try:
                 figures["details"] = self.exporter.stats()  # type: ignore[attr-defined]
             except Exception as exc:  # an exporter's own figures must not break stats()
                 _diag.report(f"stats:{self.name}", f"fapilog: {self.name}.stats() raised {exc!r}")
+        if spool is not None:
+            figures["spool"] = spool.stats()
         return figures
 
 
@@ -358,14 +391,29 @@ class Router(LogRecordProcessor):
     inside `collect_batch` (the bridge's worker) it collects the records and queues them at
     the end of the batch. A record someone else emits on an application thread goes through
     the bridge's lock-free intake (`Bridge.forward`): no application thread ever takes an
-    exporter queue's lock, so a signal handler's drain never waits on one.
+    exporter queue's lock, so a signal handler's drain never waits on one. The console,
+    which writes on the calling thread, writes such a record first
+    (`fapilog.pipeline.direct`).
     """
 
     def __init__(self) -> None:
-        self.targets: Sequence[ExportProcessor] = ()
+        self._targets: Sequence[ExportProcessor] = ()
+        self.direct: tuple[Direct, ...] = ()
+
+    @property
+    def targets(self) -> Sequence[ExportProcessor]:
+        return self._targets
+
+    @targets.setter
+    def targets(self, targets: Sequence[ExportProcessor]) -> None:
+        """The exporters from now on (a configuration sets them): those that write on the
+        calling thread (the console) write each capture there from now on."""
+        self._targets = targets
+        self.direct = direct_exporters(getattr(target, "exporter", None) for target in targets)
+        use_writers(self.direct)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        targets = self.targets
+        targets = self._targets
         if not targets:
             return
         collected = _COLLECTING.records
@@ -376,6 +424,8 @@ class Router(LogRecordProcessor):
         # OpenTelemetry's LoggingHandler) belongs to the request being handled, if any
         _with_request_id(log_record)
         record = readable(log_record)
+        if self.direct:  # the console writes it now, in call order
+            write_foreign(self.direct, record)
         bridge = STATE.bridge
         if bridge is not None and not STATE.shut_down:
             bridge.forward(targets, record)

@@ -6,8 +6,9 @@ them all (generated from `settings_reference()`).
 """
 
 from fapilog._levels import NAMES as LEVELS
-from fapilog.settings._base import parse_list
+from fapilog.settings._base import UNSET, Unset, parse_list
 from fapilog.settings._errors import ENV_PREFIX, env_var_for
+from fapilog.settings.console import ConsoleSettings
 from fapilog.settings.file import FileSettings
 from fapilog.settings.loki import LokiSettings
 from fapilog.settings.model import Environment, LoggingSettings, from_environment
@@ -16,9 +17,11 @@ from fapilog.settings.queue import Overflow, QueueSettings
 from fapilog.settings.redaction import RedactionSettings
 from fapilog.settings.reference import reference_markdown, settings_reference
 from fapilog.settings.request import ContextHook, RequestSettings, TracingMode
+from fapilog.settings.spool import SpoolSettings
 from fapilog.settings.system import SystemSettings
 
 __all__ = [
+    "ConsoleSettings",
     "ContextHook",
     "ENV_PREFIX",
     "Environment",
@@ -31,8 +34,11 @@ __all__ = [
     "QueueSettings",
     "RedactionSettings",
     "RequestSettings",
+    "SpoolSettings",
     "SystemSettings",
     "TracingMode",
+    "UNSET",
+    "Unset",
     "env_var_for",
     "from_environment",
     "parse_list",

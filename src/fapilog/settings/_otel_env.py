@@ -4,19 +4,29 @@ It sits below ``FAPILOG_*`` and above the defaults: a setting takes the OpenTele
 variable's value only where neither the code nor a ``FAPILOG_*`` variable set it.
 ``OTEL_BLRP_*`` (the batch log record processor's queue) fill `QueueSettings`;
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read where the Resource is built.
+
+The ``OTEL_EXPORTER_OTLP_*`` variables are read by the OpenTelemetry SDK's exporters
+themselves; `check_otlp_environment` checks the two that can hold credentials before fapilog
+builds an exporter that reads them: a headers value the SDK would skip in part (logging the
+item, a credential perhaps, in its warning), an endpoint with ``user:password@`` and an
+``http(s)://`` endpoint that does not parse strictly (a space, no host, a bad port) are
+refused with an error that shows them masked.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource
 
-from fapilog.settings._errors import setting_error
+from fapilog.settings._errors import has_userinfo, setting_error
+from fapilog.settings._url import url_problem
+from fapilog.settings.otlp import CREDENTIALS_IN_URL, ENDPOINT_FORM
 
-__all__ = ["OTEL_BLRP", "OtelEnvSource"]
+__all__ = ["OTEL_BLRP", "OtelEnvSource", "check_otlp_environment", "otlp_variable"]
 
 # queue field -> (variable, scale to fapilog's unit, whole number)
 OTEL_BLRP: dict[str, tuple[str, float, bool]] = {
@@ -25,6 +35,68 @@ OTEL_BLRP: dict[str, tuple[str, float, bool]] = {
     "max_delay": ("OTEL_BLRP_SCHEDULE_DELAY", 0.001, False),  # milliseconds
     "export_timeout": ("OTEL_BLRP_EXPORT_TIMEOUT", 0.001, False),  # milliseconds
 }
+
+
+# OTEL_EXPORTER_OTLP_*HEADERS as the SDK parses them: items split at commas, each
+# `key=value` with the specification's key characters and printable ASCII in the value
+# (spaces too: the SDK's liberal form); an item that does not match is skipped
+_HEADER_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
+_HEADER_ITEM = re.compile(
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*="
+    r"[ \t]*[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*"
+)
+
+
+def otlp_variable(signal: str, kind: str) -> tuple[str, str] | None:
+    """The variable the SDK's OTLP exporter of `signal` (``logs``, ``traces``) reads for
+    `kind` (``HEADERS``, ``ENDPOINT``): ``OTEL_EXPORTER_OTLP_<SIGNAL>_<KIND>``, else
+    ``OTEL_EXPORTER_OTLP_<KIND>``, the first one set and not empty, as (name, value)."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{kind}", f"OTEL_EXPORTER_OTLP_{kind}"):
+        value = os.environ.get(name)
+        if value:
+            return name, value
+    return None
+
+
+def check_otlp_environment(signal: str, *, headers: bool, endpoint: bool) -> None:
+    """Raise the ConfigurationError of the headers variable (`headers`: the exporter reads
+    it) or the endpoint variable (`endpoint`) of `signal` that the SDK would not take as
+    given; the value shown masked (header names kept, URL userinfo masked)."""
+    found = otlp_variable(signal, "HEADERS") if headers else None
+    if found is not None:
+        name, raw = found
+        items = _HEADER_SEPARATOR.split(raw)
+        for number, item in enumerate(items, 1):
+            if item and not _HEADER_ITEM.fullmatch(item.strip()):
+                raise setting_error(
+                    None,
+                    f"item {number} of {len(items)} is not name=value (a header name, '=', "
+                    "a value of printable ASCII characters); the OpenTelemetry SDK would "
+                    "leave it out",
+                    value=raw,
+                    allowed="name=value pairs separated by commas, e.g. "
+                    "authorization=Bearer%20<token>,x-tenant=a",
+                    mask="mapping",
+                    env=name,
+                )
+    found = otlp_variable(signal, "ENDPOINT") if endpoint else None
+    if found is None:
+        return
+    name, raw = found
+    if has_userinfo(raw):
+        raise setting_error(None, CREDENTIALS_IN_URL, value=raw, mask="url", env=name)
+    # an http(s) URL is parsed strictly; other targets (gRPC's host:port, unix:...) are the
+    # SDK's to judge
+    if raw.strip().lower().startswith(("http://", "https://")):
+        problem = url_problem(raw)
+        if problem is not None:
+            raise setting_error(
+                None,
+                f"not a valid URL: {problem}; expected {ENDPOINT_FORM}",
+                value=raw,
+                mask="url",
+                env=name,
+            )
 
 
 def _number(name: str, scale: float) -> float | None:

@@ -2,16 +2,19 @@
 
 Only shapes and bounds are checked here. The Loki-specific rules (URL without credentials,
 tenant id characters, label names, auth combinations) are checked by the exporter's factory
-at `configure_logging()` time, with messages that never echo a credential.
+at `configure_logging()` time, with messages that never echo a credential: the URL is shown
+with its userinfo masked, the user name, tenant, password and token not at all (`URL`,
+`SECRET` and `SecretStr` tell `fapilog.settings._errors` so).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
 from fapilog.settings._base import CommaList, Section, StrMap
+from fapilog.settings._errors import SECRET, URL
 
 __all__ = ["DEFAULT_LABELS", "Encoding", "LokiSettings"]
 
@@ -20,14 +23,16 @@ Encoding = Literal["json", "protobuf"]
 
 
 class LokiSettings(Section):
-    url: str = Field(
+    url: Annotated[str, URL] = Field(
         default="http://localhost:3100",
         description="Loki base URL (http://loki:3100) or full push URL (.../loki/api/v1/push)",
     )
-    tenant_id: str | None = Field(
+    tenant_id: Annotated[str | None, SECRET] = Field(
         default=None, description="tenant, sent as X-Scope-OrgID (multi-tenant Loki)"
     )
-    username: str | None = Field(default=None, description="basic auth user (with password)")
+    username: Annotated[str | None, SECRET] = Field(
+        default=None, description="basic auth user (with password)"
+    )
     password: SecretStr | None = Field(default=None, description="basic auth password")
     bearer_token: SecretStr | None = Field(
         default=None, description="bearer token (instead of basic auth)"

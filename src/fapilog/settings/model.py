@@ -10,13 +10,16 @@ List settings accept JSON (`["stdout","file"]`) or the comma-separated form peop
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -25,25 +28,43 @@ from pydantic_settings import (
 
 from fapilog import _diag, _levels
 from fapilog.exceptions import ConfigurationError
-from fapilog.settings._base import CommaList, NameList, parse_mapping
-from fapilog.settings._errors import ENV_PREFIX, from_validation_error, setting_error
+from fapilog.settings._base import CommaList, NameList, document_fields, parse_mapping
+from fapilog.settings._errors import (
+    ENV_PREFIX,
+    Problem,
+    configuration_error,
+    from_validation_error,
+)
+from fapilog.settings._names import (
+    ALLOW_UNKNOWN,
+    allows_unknown,
+    is_known,
+    unknown_variables,
+)
 from fapilog.settings._otel_env import OtelEnvSource
+from fapilog.settings.console import ConsoleSettings
 from fapilog.settings.file import FileSettings
 from fapilog.settings.loki import LokiSettings
 from fapilog.settings.otlp import OtlpSettings
 from fapilog.settings.queue import QueueSettings
 from fapilog.settings.redaction import RedactionSettings
 from fapilog.settings.request import RequestSettings
+from fapilog.settings.spool import SpoolSettings
 from fapilog.settings.system import SystemSettings
 
 __all__ = ["Environment", "LoggingSettings", "from_environment"]
 
 Environment = Literal["development", "test", "staging", "production"]
 
+# set while `from_environment()` builds the settings: it has reported the unknown variables
+# itself, and goes on without them
+_UNKNOWN_REPORTED: ContextVar[bool] = ContextVar("fapilog_unknown_reported", default=False)
+
 
 class LoggingSettings(BaseSettings):
     """All of fapilog's settings. Every field has an environment variable: ``FAPILOG_`` +
-    the field name in upper case, nested sections joined with ``__``."""
+    the field name in upper case, nested sections joined with ``__``; in code, each field is
+    a keyword of `LoggingSettings(...)` and of `configure_logging(...)`."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -88,13 +109,20 @@ class LoggingSettings(BaseSettings):
         description="options of custom exporters by exporter name, e.g. "
         "FAPILOG_EXPORTER_OPTIONS__MYSINK__ENDPOINT=http://x (see docs/exporters.md)",
     )
+    allow_unknown: bool = Field(
+        default=False,
+        description="accept FAPILOG_* variables that are no setting (for programs sharing "
+        "the prefix); by default each one is an error naming the closest setting",
+    )
     queue: QueueSettings = Field(default_factory=QueueSettings)
     file: FileSettings = Field(default_factory=FileSettings)
     loki: LokiSettings = Field(default_factory=LokiSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
     request: RequestSettings = Field(default_factory=RequestSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     system: SystemSettings = Field(default_factory=SystemSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     on_alert: Callable[[dict[str, Any]], None] | None = Field(
         default=None,
         exclude=True,
@@ -103,18 +131,26 @@ class LoggingSettings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
+        # a FAPILOG_* variable that no setting reads (misspelt) is an error naming the
+        # closest setting, with the other problems; the settings never read it
+        unknown: list[Problem] = []
+        if not _UNKNOWN_REPORTED.get() and not allows_unknown(values, os.environ):
+            unknown.extend(unknown_variables(os.environ, type(self)))
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise from_validation_error(exc, type(self)) from None
+            raise from_validation_error(exc, type(self), before=unknown) from None
         except SettingsError as exc:
             # an environment value pydantic-settings could not even parse (bad JSON)
             field = re.search(r'field "(\w+)"', str(exc))
-            raise setting_error(
+            problem = Problem(
                 field.group(1) if field else None,
                 "not valid JSON" if field else f"invalid fapilog settings: {exc}",
                 allowed="a JSON value" if field else None,
-            ) from None
+            )
+            raise configuration_error([*unknown, problem]) from None
+        if unknown:
+            raise configuration_error(unknown, heading=True)
 
     @classmethod
     def settings_customise_sources(
@@ -125,7 +161,14 @@ class LoggingSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Code, then ``FAPILOG_*``, then the standard ``OTEL_*`` variables, then defaults."""
+        """Code, then ``FAPILOG_*``, then the standard ``OTEL_*`` variables, then defaults.
+        A ``FAPILOG_*`` variable that is no setting is never read (`__init__` names it)."""
+        if isinstance(env_settings, EnvSettingsSource):
+            env_settings.env_vars = {
+                name: value
+                for name, value in env_settings.env_vars.items()
+                if not name.upper().startswith(ENV_PREFIX) or is_known(name, settings_cls)
+            }
         return (init_settings, env_settings, OtelEnvSource(settings_cls))
 
     @field_validator("level", mode="before")
@@ -157,7 +200,9 @@ class LoggingSettings(BaseSettings):
         return parsed
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> LoggingSettings:
-        """A copy with `overrides` applied and validated; the environment is not read again."""
+        """A copy with `overrides` (field name -> value) applied and validated, outranking
+        the environment. A mapping given for a section or a mapping setting is merged into
+        the current one by key; a section model given replaces the section."""
         if not overrides:
             return self
         data = self.model_dump()
@@ -179,12 +224,35 @@ class LoggingSettings(BaseSettings):
         return not (self.env == "development" or stream_is_tty)
 
 
+# `help(LoggingSettings)` (and of each section) lists every field: generated, never stale
+document_fields(LoggingSettings)
+
+
 def from_environment(what: str) -> LoggingSettings:
-    """Settings from the environment; when they are invalid, the error is reported on stderr
-    (naming `what` needed them) and the defaults are used: an application must start even
-    when its logging configuration is wrong."""
+    """Settings from the environment, for an implicit configuration (the first event logged
+    before `configure_logging()`, `opentelemetry-instrument`): an application must start
+    even when its logging configuration is wrong. Unknown ``FAPILOG_*`` variables are
+    reported on stderr and left out, the other settings apply; invalid settings are reported
+    (naming `what` needed them) and the defaults are used."""
+    if not allows_unknown({}, os.environ):
+        unknown = unknown_variables(os.environ, LoggingSettings)
+        if unknown:
+            said = " ".join(
+                problem.line() + ("" if problem.line().endswith("?") else ".")
+                for problem in unknown
+            )
+            _diag.report(
+                f"settings-unknown:{what}",
+                f"fapilog: {said} Ignored: the other settings apply ({ALLOW_UNKNOWN}=true "
+                "turns this check off)",
+                level="warning",
+                variables=[problem.env for problem in unknown],
+            )
+    token = _UNKNOWN_REPORTED.set(True)
     try:
         return LoggingSettings()
     except ConfigurationError as exc:
         _diag.report(f"settings:{what}", f"fapilog: {exc}; using defaults", level="error")
         return LoggingSettings.model_construct()
+    finally:
+        _UNKNOWN_REPORTED.reset(token)

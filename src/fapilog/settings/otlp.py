@@ -1,17 +1,24 @@
 """`FAPILOG_OTLP__*`: OTLP export of logs and traces (see docs/opentelemetry.md). The
-standard `OTEL_EXPORTER_OTLP_*` variables keep their meaning and are used when these are unset."""
+standard `OTEL_EXPORTER_OTLP_*` variables keep their meaning and are used when these are unset.
+
+The headers (credentials, typically) are secrets: errors show their names only. The endpoint
+must not carry credentials (``user:password@``): they would be shown wherever the endpoint is
+(the SDK's messages, fapilog's settings); errors show it with its userinfo masked."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlparse
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from fapilog.settings._base import Section, parse_mapping
+from fapilog.settings._errors import URL, has_userinfo
+from fapilog.settings._url import url_problem
 
 __all__ = [
+    "CREDENTIALS_IN_URL",
+    "ENDPOINT_FORM",
     "OtlpSettings",
     "PROTOCOLS",
     "Protocol",
@@ -19,13 +26,22 @@ __all__ = [
 
 Protocol = Literal["grpc", "http/protobuf"]
 PROTOCOLS: tuple[str, ...] = ("grpc", "http/protobuf")
+ENDPOINT_FORM = (
+    "http:// or https://, a host and an optional port, e.g. http://collector:4317 (grpc) or "
+    "http://collector:4318 (http/protobuf)"
+)
+CREDENTIALS_IN_URL = (
+    "carries credentials (user:password@), which would be shown wherever the endpoint is; "
+    "send them as a header instead: authorization=Basic <base64 of user:password> in "
+    "FAPILOG_OTLP__HEADERS (or OTEL_EXPORTER_OTLP_HEADERS)"
+)
 
 
 class OtlpSettings(Section):
     """Where and how the `otlp` exporter (logs) and fapilog's span export (traces) send OTLP.
     Unset fields fall back to the standard `OTEL_EXPORTER_OTLP_*` variables."""
 
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, URL] = Field(
         default=None,
         description="collector base URL, e.g. http://collector:4317 (grpc) or "
         "http://collector:4318 (http/protobuf; /v1/logs and /v1/traces are appended); "
@@ -77,12 +93,11 @@ class OtlpSettings(Section):
         if value is None:
             return None
         text = value.strip()
-        parsed = urlparse(text)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(
-                "expected a URL with http:// or https://, e.g. http://collector:4317 "
-                "(grpc) or http://collector:4318 (http/protobuf)"
-            )
+        problem = url_problem(text)
+        if problem is not None:
+            raise ValueError(f"not a valid URL: {problem}; expected {ENDPOINT_FORM}")
+        if has_userinfo(text):
+            raise ValueError(CREDENTIALS_IN_URL)
         return text
 
     @field_validator("protocol", mode="before")

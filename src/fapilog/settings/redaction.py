@@ -25,20 +25,22 @@ DEFAULT_MARKER = "[REDACTED]"
 
 # Keys whose values are always redacted (compared case-insensitively, '-' == '_').
 DEFAULT_KEYS: tuple[str, ...] = (
-    "password", "passwd", "secret", "token", "access_token", "refresh_token", "api_key",
-    "apikey", "authorization", "cookie", "set-cookie", "session", "credit_card",
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "access_token",
+    "refresh_token", "api_key", "apikey", "auth", "authorization", "proxy-authorization",
+    "credentials", "credential", "cookie", "set-cookie", "session", "credit_card",
     "card_number", "cvv", "ssn", "private_key",
 )  # fmt: skip
 
 # A key CONTAINING one of these (db_password, client_secret, csrf_token, x-api-key) has its
 # text and structured values redacted; numbers stay (max_tokens=100 is not a secret).
 DEFAULT_KEY_FRAGMENTS: tuple[str, ...] = (
-    "password", "passwd", "secret", "token", "api_key", "apikey", "private_key",
+    "password", "passwd", "passphrase", "secret", "token", "api_key", "apikey", "private_key",
 )  # fmt: skip
 
 # Value patterns built in (see fapilog.redaction for what each matches).
 BUILTIN_PATTERNS: tuple[str, ...] = (
-    "url_credentials", "bearer", "basic", "jwt", "card", "key_value",
+    "url_credentials", "bearer", "basic", "jwt", "card", "key_value", "aws_access_key",
+    "aws_secret_key", "github_token", "gitlab_token", "slack_token", "private_key_block",
 )  # fmt: skip
 
 # Request/response headers always replaced by the marker, even when allowlisted.
@@ -89,12 +91,19 @@ class RedactionSettings(Section):
     builtin_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(BUILTIN_PATTERNS),
         description="value patterns applied to every string: url_credentials, bearer, "
-        "basic, jwt, card, key_value",
+        "basic, jwt, card, key_value, aws_access_key, aws_secret_key, github_token, "
+        "gitlab_token, slack_token, private_key_block",
     )
     patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="more regexes (JSON array, or one regex) whose matches are redacted; "
         "a group named 'secret' limits the redaction to that group",
+    )
+
+    audit: bool = Field(
+        default=False,
+        description="add the attribute fapilog.redacted to each record that had something "
+        "redacted: where, and by which rule (never the text)",
     )
 
     @field_validator("keys", "allow_keys", "key_fragments", "builtin_patterns", mode="before")

@@ -21,6 +21,7 @@ __all__ = [
     "ClientIp",
     "ContextHook",
     "DEFAULT_STATUS_LEVELS",
+    "QueryMode",
     "RequestEnrichmentFields",
     "RequestSettings",
     "TracingMode",
@@ -28,6 +29,8 @@ __all__ = [
 
 TracingMode = Literal["native", "instrumentation", "off"]
 """How `configure_logging(app=app)` gives each request its server span (docs/fastapi.md)."""
+QueryMode = Literal["omit", "redacted"]
+"""What request-related output makes of a query string (docs/fastapi.md#query-strings)."""
 _TRACING_TRUE = frozenset({"true", "1", "yes", "on"})
 _TRACING_FALSE = frozenset({"false", "0", "no", "none", ""})
 
@@ -138,6 +141,13 @@ class RequestSettings(RequestEnrichmentFields, Section):
         "(4xx) or default, e.g. 404=INFO,2xx=DEBUG; on top of 5xx=ERROR,4xx=WARNING,"
         "default=INFO",
     )
+    query: QueryMode = Field(
+        default="omit",
+        description="query strings in request-related output (the servers' access lines, "
+        "allowlisted Referer/Location headers; the request event and the server span never "
+        "have one): omit (the path only) or redacted (every value replaced by the "
+        "redaction marker, keys kept)",
+    )
     context_hook: ContextHook | None = Field(
         default=None,
         description="callable (or 'module:function') receiving the ASGI scope and returning "
@@ -165,6 +175,11 @@ class RequestSettings(RequestEnrichmentFields, Section):
                 return "off"
             return text
         return value
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("request_id_header")
     @classmethod
