@@ -36,6 +36,7 @@ class App:
         self.logged: list[tuple[int, float]] = []  # (seq, monotonic time), every 50
         self.lines: list[str] = []
         self.done = threading.Event()
+        self.on_disk = threading.Event()  # (THEN=sleep) all it logged is on disk
         self.proc = subprocess.Popen(
             [sys.executable, APP, run, str(count), str(rate), then],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -55,6 +56,8 @@ class App:
                 self.logged.append((int(seq), float(at)))
             elif line.startswith("done"):
                 self.done.set()
+            elif line.startswith("on disk"):
+                self.on_disk.set()
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -223,8 +226,7 @@ def test_four_workers_killed_then_four_new_ones_deliver_everything_once(
     loki.down()
     workers = [App(loki_env, f"w{n}", 2000, 0, "sleep") for n in range(4)]
     for worker in workers:
-        assert worker.done.wait(30), worker.stderr()
-    time.sleep(1.5)  # records older than a second are on disk: what is tested
+        assert worker.on_disk.wait(60), worker.stderr()  # what is tested: on disk, then killed
     for worker in workers:
         worker.kill()
     fresh = [App(loki_env, f"new{n}", 0, 0, "deliver") for n in range(4)]
@@ -366,9 +368,8 @@ def test_a_survivor_takes_over_the_spool_of_a_worker_that_died_during_the_outage
     loki.down()
     survivor = App(loki_env, "survivor", 1000, 500, "sleep")
     victim = App(loki_env, "victim", 1000, 0, "sleep")
-    assert victim.done.wait(30) and survivor.done.wait(30), victim.stderr()
-    time.sleep(1.5)  # records older than a second are on disk: what is tested
-    victim.kill()
+    assert victim.on_disk.wait(60) and survivor.done.wait(30), victim.stderr()
+    victim.kill()  # (all it logged is on disk: what is tested)
     loki.up()
     try:
         assert wait_for(
