@@ -164,6 +164,7 @@ def test_lower_layers_never_import_the_composition_root() -> None:
         "fapilog._config",
         "fapilog.testing",
         "fapilog.integrations.distro",
+        "fapilog.cli.effective",  # `fapilog config --app`: record-only mode
     }
 
 

@@ -108,6 +108,9 @@ class ProcessState:
         # the OpenTelemetry global can be set only once per process)
         self.own_provider: LoggerProvider | None = None
         self.tracer_provider: Any = None  # the SDK TracerProvider fapilog created, if any
+        # record-only mode (`fapilog config --app`): each configure_logging() call is
+        # validated and appended here, as a `Recorded`, and nothing is configured
+        self.recording: list[Any] | None = None
         self.sampler: Any = None  # the process-metrics sampler, once metrics were enabled
         self.stdlib: Any = None  # what routing stdlib logging changed (capture.stdlib)
         self.excepthooks: Any = None  # the unhandled-exception hooks (lifecycle.excepthook)

@@ -133,7 +133,10 @@ _clock_cache: list[Any] = [-1, "", -1, ""]  # second, its text, millisecond, its
 
 
 def _clock(ns: int) -> str:
-    """Local time of day with milliseconds: ``12:00:00.123``."""
+    """Local time of day with milliseconds: ``12:00:00.123`` (a negative `ns`: no time
+    known, ``--:--:--.---``)."""
+    if ns < 0:
+        return "--:--:--.---"
     millis = ns // 1_000_000
     cache = _clock_cache
     if cache[2] == millis:

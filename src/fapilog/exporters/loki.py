@@ -208,6 +208,23 @@ class LokiExporter(LogRecordExporter):
         self.request_seconds: dict[str, list[float]] = {}  # status -> [count, sum, max]
         _install_filter()
 
+    @property
+    def push_target(self) -> str:
+        """The push URL (the factory refuses credentials in it)."""
+        return self._url
+
+    def push_once(self, labels: dict[str, str], line: str) -> tuple[int | None, str]:
+        """Push `line` to the stream `labels` once, now, without retry (``fapilog check``):
+        Loki's HTTP status (None: no answer) and the error's text (scrubbed of the
+        credentials)."""
+        entry = (time.time_ns(), line, None, len(line))
+        body = self._encode({tuple(sorted(labels.items())): [entry]})
+        headers = dict(self._headers)
+        if self._auth is not None:
+            headers["Authorization"] = self._auth.get_secret_value()
+        status, _, detail = self._post(body, headers)
+        return status, detail
+
     def __repr__(self) -> str:
         tenant = self._settings.tenant_id
         auth = "bearer" if self._settings.bearer_token else "basic" if self._auth else "none"

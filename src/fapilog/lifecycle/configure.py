@@ -13,7 +13,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -82,7 +84,44 @@ if TYPE_CHECKING:
     from fapilog.capture.enrichers import EnricherChain
     from fapilog.exporters.spec import ExporterSpec
 
-__all__ = ["build_chain", "configure_from_environment", "configure_logging", "reset"]
+__all__ = [
+    "Recorded",
+    "build_chain",
+    "configure_from_environment",
+    "configure_logging",
+    "recording",
+    "reset",
+]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One `configure_logging()` call seen in record-only mode (`recording`): the
+    `LoggingSettings` passed (None: read from the environment), the setting keywords given,
+    and the effective settings."""
+
+    given: LoggingSettings | None
+    keywords: Mapping[str, Any]
+    settings: LoggingSettings
+
+
+@contextmanager
+def recording() -> Iterator[list[Recorded]]:
+    """Record-only mode, for `fapilog config --app`: inside it, `configure_logging()`
+    validates its settings (raising `ConfigurationError` as usual), appends a `Recorded` to
+    the list yielded and returns the settings; it starts no exporter, opens no connection,
+    installs no handler and instruments no app. What is logged meanwhile is dropped (the
+    first event does not configure fapilog from the environment either)."""
+    calls: list[Recorded] = []
+    with STATE.lock:
+        if STATE.recording is not None:
+            raise RuntimeError("fapilog is already recording configure_logging() calls")
+        STATE.recording = calls
+    try:
+        yield calls
+    finally:
+        with STATE.lock:
+            STATE.recording = None
 
 
 def configure_logging(
@@ -142,6 +181,7 @@ def configure_logging(
         raise ConfigurationError(
             f"configure_logging() takes a LoggingSettings, got {type(settings).__name__}"
         )
+    passed = settings
     if settings is None:
         # allow_unknown decides whether reading the environment fails: it applies from the
         # first read on
@@ -149,6 +189,10 @@ def configure_logging(
         settings = LoggingSettings(**given)
     resolved = settings.with_overrides(overrides)
     specs = [exporter_spec(name) for name in resolved.exporters]
+    calls = STATE.recording
+    if calls is not None:  # record-only mode (`recording`): validated, nothing configured
+        calls.append(Recorded(passed, overrides, resolved))
+        return resolved
     with STATE.lock:
         changes = _apply(resolved, specs)
     for listener in list(STATE.listeners):
@@ -333,7 +377,7 @@ def _provider(
 def _autoconfigure() -> Bridge | None:
     """The first event logged before configure_logging(): configure from the environment."""
     with STATE.lock:
-        if STATE.shut_down:
+        if STATE.shut_down or STATE.recording is not None:
             return None
         if STATE.bridge is None:
             try:

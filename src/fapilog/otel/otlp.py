@@ -58,9 +58,11 @@ __all__ = [
     "GuardedSpanExporter",
     "OTLP_EXPORTER_NAMES",
     "bounded_span_processor",
+    "check_log_settings",
     "exit_budget",
     "flush_span_processors",
     "header_secrets",
+    "http_log_endpoint",
     "log_destination",
     "resolve_protocol",
     "resolve_timeout",
@@ -154,6 +156,31 @@ def _http_endpoint(settings: LoggingSettings, signal: Signal) -> str | None:
     for path in _SIGNAL_PATH.values():
         base = base.removesuffix("/" + path)
     return f"{base}/{_SIGNAL_PATH[signal]}"
+
+
+def check_log_settings(settings: LoggingSettings) -> None:
+    """Raise the ConfigurationError the `otlp` exporter's creation would raise (protocol,
+    timeout, certificate files, the ``OTEL_EXPORTER_OTLP_*`` headers and endpoint), without
+    creating it."""
+    protocol = resolve_protocol(settings, "logs")
+    if protocol == "grpc":
+        _grpc_kwargs(settings, "logs")
+    else:
+        _http_kwargs(settings, "logs")
+
+
+def http_log_endpoint(settings: LoggingSettings) -> str:
+    """The URL the http/protobuf `otlp` exporter posts logs to: ``FAPILOG_OTLP__ENDPOINT``
+    + ``/v1/logs``, else ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` as given, else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/logs``, else the SDK's default."""
+    own = _http_endpoint(settings, "logs")
+    if own is not None:
+        return own
+    specific = _env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+    if specific is not None:
+        return specific
+    base = _env("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+    return f"{base.rstrip('/')}/{_SIGNAL_PATH['logs']}"
 
 
 def _check_files(settings: LoggingSettings) -> dict[str, str]:
