@@ -15,7 +15,7 @@ import pytest
 
 import fapilog
 from peers.loki_receiver import LokiReceiver
-from peers.otlp_receiver import OtlpReceiver, closed_port
+from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
 
 FAPILOG = str(Path(sys.executable).parent / "fapilog")
 SECRET = "hunter2-very-secret"
@@ -356,3 +356,33 @@ def test_check_passes_stdout_without_checking_it(env: dict[str, str]) -> None:
             "note": "writes to this process's standard output: nothing to reach",
         }
     }
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_check_names_tls_and_passes_with_the_ca_configured(
+    env: dict[str, str], tmp_path: Path, protocol: str
+) -> None:
+    """A collector serving TLS with a certificate this machine does not trust: the TLS
+    cause; with the certificate configured (FAPILOG_OTLP__CERTIFICATE): accepted."""
+    certificate, key = self_signed_certificate(tmp_path)
+    with OtlpReceiver(tls=(certificate, key)) as collector:
+        env.update(
+            FAPILOG_EXPORTERS="otlp",
+            FAPILOG_OTLP__PROTOCOL=protocol,
+            FAPILOG_OTLP__ENDPOINT=collector.endpoint(protocol),
+        )
+        code, results, _ = check(env)
+        assert code == 1
+        assert not results["otlp"]["accepted"]
+        assert "TLS" in results["otlp"]["fix"], results
+        env["FAPILOG_OTLP__CERTIFICATE"] = certificate
+        code, results, _ = check(env)
+        assert code == 0, results
+        assert len(collector.logs) == 1
+
+
+def test_check_names_a_host_name_that_does_not_resolve(env: dict[str, str]) -> None:
+    env.update(FAPILOG_EXPORTERS="loki", FAPILOG_LOKI__URL="http://fapilog-check.invalid:3100")
+    code, results, _ = check(env)
+    assert code == 1
+    assert "'fapilog-check.invalid' does not resolve" in results["loki"]["fix"], results

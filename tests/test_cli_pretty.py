@@ -199,6 +199,7 @@ class Follower:
         self._thread.join(10)
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize("run_number", range(runs(1, 5)))
 def test_pretty_follow_shows_every_line_once_across_rotation(
     tmp_path: Path, subprocess_env: dict[str, str], run_number: int
