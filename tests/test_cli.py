@@ -135,6 +135,9 @@ def test_config_shows_each_value_with_its_source_and_never_a_secret(env: dict[st
             "OTEL_EXPORTER_OTLP_HEADERS",
         ),
         ({"FAPILOG_EXPORTERS": "stdout,nosuch"}, "nosuch"),
+        ({"FAPILOG_ENRICHERS": "nosuch"}, "nosuch"),
+        ({"FAPILOG_EXPORTERS": "otlp", "OTEL_EXPORTER_OTLP_COMPRESSION": "bogus"}, "bogus"),
+        ({"FAPILOG_EXPORTERS": "file", "FAPILOG_FILE__PATH": "/tmp"}, "it is a directory"),
     ],
 )
 def test_config_reports_an_invalid_configuration_as_configure_logging_does(
@@ -145,12 +148,14 @@ def test_config_reports_an_invalid_configuration_as_configure_logging_does(
     assert result.returncode == 1
     assert result.stdout == ""
     assert expected in result.stderr
+    assert "Traceback" not in result.stderr
     with pytest.MonkeyPatch.context() as patch:
         for name, value in variables.items():
             patch.setenv(name, value)
         with pytest.raises(fapilog.ConfigurationError) as raised:
             fapilog.configure_logging()
-    assert f"fapilog: {raised.value}" in result.stderr
+    if "it is a directory" not in expected:  # (the check's own words: the path's kind)
+        assert f"fapilog: {raised.value}" in result.stderr
 
 
 APP = """
@@ -260,8 +265,9 @@ def test_check_passes_against_loki_and_the_collector(
         assert record.body == "fapilog connectivity check"
         assert record.attributes == {"fapilog.check": True}
         assert record.resource["service.name"] == "shop"
-    # the file check leaves nothing: no live log, no scratch file
-    assert list((tmp_path / "logs").iterdir()) == []
+    # the file check leaves nothing: no live log, no scratch file, not even the directory
+    # it created for them
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_fails_and_says_why_when_loki_or_the_collector_is_down(
@@ -386,3 +392,63 @@ def test_check_names_a_host_name_that_does_not_resolve(env: dict[str, str]) -> N
     code, results, _ = check(env)
     assert code == 1
     assert "'fapilog-check.invalid' does not resolve" in results["loki"]["fix"], results
+
+
+def test_config_app_import_failures_are_reported_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "raises.py").write_text("raise RuntimeError('no database')\n")
+    (tmp_path / "imports.py").write_text("import missing_dependency\napp = 1\n")
+    raised = run(env, "config", "--app", "raises:app", cwd=tmp_path)
+    assert raised.returncode == 1
+    assert "importing raises:app failed: RuntimeError: no database" in raised.stderr
+    assert "Traceback" not in raised.stderr
+    missing = run(env, "config", "--app", "imports:app", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "missing_dependency" in missing.stderr and "Traceback" not in missing.stderr
+
+
+INSTRUMENTED = """
+from fastapi import FastAPI
+from opentelemetry import trace
+from fapilog import configure_logging
+from fapilog.fastapi import instrument_app
+
+app = FastAPI()
+settings = configure_logging(
+    exporters=["otlp"], otlp={{"endpoint": "{endpoint}", "traces": True}}, app=app
+)
+instrument_app(app, settings)
+print("tracer provider:", type(trace.get_tracer_provider()).__name__)
+print("middleware:", len(app.user_middleware))
+"""
+
+
+def test_config_app_instruments_nothing_even_when_the_app_asks_twice(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with OtlpReceiver() as collector:
+        (tmp_path / "traced.py").write_text(INSTRUMENTED.format(endpoint=collector.grpc_endpoint))
+        result = run(env, "config", "--app", "traced:app", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "tracer provider: ProxyTracerProvider" in result.stderr
+        assert "middleware: 0" in result.stderr
+        assert collector.requests == 0
+
+
+def test_check_otlp_follows_the_sdks_own_insecure_variable(env: dict[str, str]) -> None:
+    """An endpoint without a scheme is TLS for the SDK unless OTEL_EXPORTER_OTLP_[LOGS_]
+    INSECURE says otherwise: the check connects as the exporter does."""
+    with OtlpReceiver() as collector:
+        env.update(
+            FAPILOG_EXPORTERS="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"127.0.0.1:{collector.grpc_port}",
+            OTEL_EXPORTER_OTLP_LOGS_INSECURE="true",
+        )
+        code, results, _ = check(env)
+        assert code == 0, results
+        assert len(collector.logs) == 1
+        env["OTEL_EXPORTER_OTLP_LOGS_INSECURE"] = "false"
+        code, results, _ = check(env)
+        assert code == 1
+        assert "TLS" in results["otlp"]["fix"], results

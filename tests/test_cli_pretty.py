@@ -231,3 +231,33 @@ def test_pretty_follow_shows_every_line_once_across_rotation(
     assert len(rotated) > 3, rotated  # the file did rotate, several times
     numbers = [int(line.split("number=")[1].split()[0]) for line in follower.lines]
     assert numbers == list(range(total))  # every line, once, in order
+
+
+def test_pretty_reports_a_file_it_cannot_read_and_goes_on(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    good = tmp_path / "app.log"
+    good.write_text(fapilog_line("still shown") + "\n")
+    broken = tmp_path / "app.log.1.gz"
+    broken.write_bytes(b"not gzip at all")
+    result = command(
+        "pretty", "--no-color", str(tmp_path / "missing.log"), str(broken), str(good),
+        stdin="", env=subprocess_env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "missing.log" in result.stderr and "app.log.1.gz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "still shown" in result.stdout
+
+
+def test_pretty_passes_odd_lines_through_byte_for_byte(subprocess_env: dict[str, str]) -> None:
+    odd = b"\xff\xfe latin-1 caf\xe9 \x80\n"
+    huge_time = json.dumps({"timestamp": 1e300, "message": "far future"}).encode() + b"\n"
+    result = subprocess.run(
+        [FAPILOG, "pretty", "--no-color"], input=odd + huge_time, capture_output=True,
+        env=subprocess_env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split(b"\n")
+    assert lines[0] + b"\n" == odd
+    assert lines[1].startswith(b"--:--:--.---") and b"far future" in lines[1]

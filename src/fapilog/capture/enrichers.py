@@ -42,6 +42,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EnricherChain",
     "build_processors",
+    "check_names",
     "failure_counts",
     "known_enrichers",
     "register_enricher",
@@ -207,6 +208,13 @@ def failure_counts() -> dict[str, int]:
     pipeline = STATE.pipeline
     chain = pipeline.enrichers if pipeline is not None else None
     return chain.failure_counts() if chain is not None else {}
+
+
+def check_names(settings: LoggingSettings) -> None:
+    """Raise the ConfigurationError `build_processors` would raise for an unknown or broken
+    enricher, starting nothing."""
+    for name in settings.enrichers:
+        _resolve(name)
 
 
 def build_processors(settings: LoggingSettings) -> tuple[list[Processor], EnricherChain | None]:

@@ -69,6 +69,12 @@ def probe_file(settings: LoggingSettings, seconds: float) -> Probe:
     scratch = directory / f".fapilog-check-{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
     rotated = scratch.with_name(scratch.name + ".1")
     started = time.perf_counter()
+    if live.is_dir():
+        probe.error = f"{live} is a directory"
+        probe.fix = "FAPILOG_FILE__PATH names the log file itself, e.g. logs/app.log"
+        return probe
+    # the directories the check creates, removed afterwards (the exporter makes them itself)
+    created = [parent for parent in (directory, *directory.parents) if not parent.exists()]
     step = "create the directory"
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -97,6 +103,11 @@ def probe_file(settings: LoggingSettings, seconds: float) -> Probe:
                 leftover.unlink()
             except OSError:
                 pass
+        for made in created:  # (deepest first)
+            try:
+                made.rmdir()
+            except OSError:
+                break
     return probe
 
 

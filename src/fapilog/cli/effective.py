@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -28,13 +30,12 @@ from pydantic.fields import FieldInfo
 from fapilog.capture.redaction import Redactor
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.loki_config import validate
-from fapilog.exporters.registry import exporter_spec
-from fapilog.lifecycle.configure import Recorded, recording
+from fapilog.lifecycle.configure import Recorded, check_settings, recording
 from fapilog.otel.otlp import check_log_settings
 from fapilog.otel.resource import build_resource
 from fapilog.settings import LoggingSettings, RedactionSettings
 from fapilog.settings._base import section_model
-from fapilog.settings._errors import MASK, Masked, env_var_for, masked
+from fapilog.settings._errors import MASK, Masked, env_var_for, masked, setting_error
 from fapilog.settings._otel_env import OTEL_BLRP
 
 __all__ = ["AppNotFound", "Row", "Source", "app_settings", "check_exporters", "rows"]
@@ -43,7 +44,16 @@ __all__ = ["AppNotFound", "Row", "Source", "app_settings", "check_exporters", "r
 # the OpenTelemetry SDK's OTLP exporters; `fapilog.settings._otel_env` for the queue's)
 _OTEL_FALLBACKS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("otlp", kind.lower()): (f"OTEL_EXPORTER_OTLP_LOGS_{kind}", f"OTEL_EXPORTER_OTLP_{kind}")
-    for kind in ("ENDPOINT", "PROTOCOL", "HEADERS", "CERTIFICATE", "COMPRESSION", "TIMEOUT")
+    for kind in (
+        "ENDPOINT",
+        "PROTOCOL",
+        "HEADERS",
+        "CERTIFICATE",
+        "COMPRESSION",
+        "TIMEOUT",
+        "CLIENT_CERTIFICATE",
+        "CLIENT_KEY",
+    )
 }
 _OTEL_FALLBACKS[("otlp", "insecure")] = (
     "OTEL_EXPORTER_OTLP_LOGS_INSECURE",
@@ -116,10 +126,16 @@ def _shown(value: Any, field: FieldInfo, path: tuple[str, ...]) -> Any:
         return MASK
     if isinstance(value, Mapping) and any(isinstance(v, SecretStr) for v in value.values()):
         return {str(name): MASK for name in value}
+    if how == "url" and isinstance(value, str):
+        return _redactor().redact_text(masked(value, how))  # (a token in its query too)
     if how is not None and value is not None:
         return masked(value, how)
     if path == ("exporter_options",) and value:
-        return _redacted(value)
+        return _shown(_redacted(value), field, ())
+    if isinstance(value, str):
+        return _redactor().redact_text(value)
+    if isinstance(value, (bytes, bytearray)):
+        return _redactor().redact_text(bytes(value).decode("utf-8", "backslashreplace"))
     if path[-1:] == ("mode",) and isinstance(value, int):
         return f"0o{value:o}"  # file permissions read as octal
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -134,13 +150,18 @@ def _shown(value: Any, field: FieldInfo, path: tuple[str, ...]) -> Any:
 _REDACTOR: list[Redactor] = []
 
 
-def _redacted(options: Mapping[str, Any]) -> Any:
-    """Custom exporters' options through fapilog's default redaction (a ``password`` or
-    ``api_key`` option is masked whatever the application's redaction settings say)."""
+def _redactor() -> Redactor:
+    """fapilog's default redaction, whatever the application's redaction settings say."""
     if not _REDACTOR:
         _REDACTOR.append(Redactor.from_settings(RedactionSettings()))
+    return _REDACTOR[0]
+
+
+def _redacted(options: Mapping[str, Any]) -> Any:
+    """Custom exporters' options through the default redaction (a ``password`` or
+    ``api_key`` option is masked)."""
     event = {str(name): dict(values) for name, values in options.items()}
-    return _REDACTOR[0](None, "info", event)
+    return _redactor()(None, "info", event)
 
 
 def _env_source(path: tuple[str, ...], environ: Mapping[str, str]) -> Source | None:
@@ -149,8 +170,14 @@ def _env_source(path: tuple[str, ...], environ: Mapping[str, str]) -> Source | N
     own = env_var_for(*path)
     names = [environ[own]] if own in environ else []
     names += sorted(environ[name] for name in environ if name.startswith(own + "__"))
-    if not names and len(path) > 1 and env_var_for(path[0]) in environ:
-        names = [environ[env_var_for(path[0])]]
+    section = env_var_for(path[0])
+    if not names and len(path) > 1 and section in environ:
+        try:  # a whole section as JSON: the source of the keys it names
+            given = json.loads(os.environ[environ[section]])
+        except ValueError:
+            given = {}
+        if isinstance(given, dict) and path[1] in given:
+            names = [environ[section]]
     return Source("environment", ", ".join(names)) if names else None
 
 
@@ -199,8 +226,13 @@ def check_exporters(settings: LoggingSettings) -> None:
     settings, without creating an exporter (no connection, no file): unknown exporter
     names, Loki's rules, OTLP's settings and variables. (Whether the log file can be
     written is `fapilog check`'s to find out.)"""
-    for name in settings.exporters:
-        exporter_spec(name)
+    check_settings(settings)  # exporter names, enrichers, the Resource
+    if "file" in settings.exporters:
+        path = Path(settings.file.path).expanduser()
+        if path.is_dir():
+            raise setting_error(
+                "file.path", "it is a directory; give the path of a file", value=str(path)
+            )
     if "loki" in settings.exporters:
         validate(settings.loki)
     if "otlp" in settings.exporters:
@@ -232,8 +264,11 @@ def rows(settings: LoggingSettings, recorded: Recorded | None = None) -> list[Ro
             if fallback is not None:
                 source, raw = fallback
                 if path[0] == "otlp":  # left unset: the SDK's exporter reads the variable
-                    value = masked(raw, "mapping") if path[1] == "headers" else raw
-        shown = _shown(value, field, path)
+                    value = raw
+        if path == ("otlp", "headers") and isinstance(value, str):
+            shown: Any = masked(value, "mapping")  # (the variable's text: names shown)
+        else:
+            shown = _shown(value, field, path)
         result.append(Row(".".join(path), env_var_for(*path), shown, source or _DEFAULT))
     return result
 
@@ -256,7 +291,7 @@ def app_settings(
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
+            if exc.name == module_name or module_name.startswith(f"{exc.name}."):
                 raise AppNotFound(f"no module named {module_name!r} (from {os.getcwd()})") from None
             raise
         found: Any = module

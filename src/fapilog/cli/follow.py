@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import time
 from collections.abc import Iterator
 from typing import IO, Any, cast
 
-__all__ = ["Follower", "follow", "read_lines"]
+__all__ = ["Follower", "follow", "is_regular", "open_log", "read_lines"]
 
 POLL_SECONDS = 0.1  # how often a followed file is looked at when nothing new came
 
 
+CHUNK = 1024 * 1024  # the most read from a file at once: a large log is shown as it is read
+
+
 def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace").rstrip("\r")
+    """A line's text; bytes that are not UTF-8 kept as surrogate escapes, so that a line that
+    is not JSON is written back exactly as it was read."""
+    return data.decode("utf-8", "surrogateescape").rstrip("\r")
 
 
 def read_lines(stream: IO[bytes]) -> Iterator[str]:
@@ -37,6 +43,14 @@ def open_log(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
+def is_regular(path: str) -> bool:
+    """Whether `path` is a regular file (a pipe or a terminal cannot be followed)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # (not there yet: it will be a file)
+
+
 class Follower:
     """The new lines of one file, polled (see the module docstring)."""
 
@@ -45,6 +59,7 @@ class Follower:
         self._file: IO[bytes] | None = None
         self._identity: tuple[int, int] | None = None
         self._partial = b""
+        self.behind = False  # the last poll stopped at CHUNK bytes: more is there now
 
     def _open(self) -> bool:
         try:
@@ -56,22 +71,32 @@ class Follower:
         return True
 
     def _read(self) -> list[str]:
+        """The complete lines of the next CHUNK bytes at most (sets `behind`)."""
         assert self._file is not None
-        data = self._partial + self._file.read()
-        *complete, self._partial = data.split(b"\n")
+        data = self._file.read(CHUNK)
+        self.behind = len(data) == CHUNK
+        *complete, self._partial = (self._partial + data).split(b"\n")
         return [_text(line) for line in complete]
 
+    def _read_rest(self) -> list[str]:
+        lines = self._read()
+        while self.behind:
+            lines += self._read()
+        return lines
+
     def poll(self) -> list[str]:
-        """The lines completed since the last poll."""
+        """The lines completed since the last poll (at most CHUNK bytes of them)."""
         if self._file is None and not self._open():
             return []
         lines = self._read()
+        if self.behind:
+            return lines  # rotation is looked for once caught up
         try:
             status = os.stat(self.path)
         except OSError:
             return lines  # rotated, the new file not there yet: the old one may still grow
         if (status.st_dev, status.st_ino) != self._identity:
-            lines += self._read()  # what was written to the old file before it moved
+            lines += self._read_rest()  # what was written to the old file before it moved
             if self._partial:  # its last line, unfinished: it will not be
                 lines.append(_text(self._partial))
                 self._partial = b""
@@ -90,24 +115,38 @@ class Follower:
             self._file = None
 
     def skip_to_last(self, count: int) -> list[str]:
-        """Open the file and return its last `count` lines (the rest is not shown)."""
+        """Open the file and return its last `count` lines (the rest is not shown), read
+        backwards from its end."""
         if not self._open():
             return []
-        lines = self._read()
-        return lines[-count:] if count > 0 else []
+        file = self._file
+        assert file is not None
+        end = file.seek(0, os.SEEK_END)
+        start, data = end, b""
+        while start > 0 and data.count(b"\n") <= count:
+            step = min(CHUNK, start)
+            start -= step
+            file.seek(start)
+            data = file.read(step) + data
+        file.seek(end)
+        *complete, self._partial = data.split(b"\n")
+        if start > 0:
+            complete = complete[1:]  # (the first piece is the end of an earlier line)
+        return [_text(line) for line in complete[-count:]] if count > 0 else []
 
 
 def follow(paths: list[str], last: int | None, stop: Any = None) -> Iterator[list[str]]:
     """Batches of new lines of `paths`, for ever (or until `stop()` is true): first each
     file's lines (all, or the `last` ones), then what is appended, across rotation."""
     followers = [Follower(path) for path in paths]
-    for follower in followers:
-        yield follower.poll() if last is None else follower.skip_to_last(last)
+    if last is not None:
+        for follower in followers:
+            yield follower.skip_to_last(last)
     while stop is None or not stop():
         batch: list[str] = []
         for follower in followers:
             batch += follower.poll()
         if batch:
             yield batch
-        else:
+        if not any(follower.behind for follower in followers) and not batch:
             time.sleep(POLL_SECONDS)

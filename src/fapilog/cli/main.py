@@ -6,6 +6,7 @@ could not be imported; 2 wrong usage (click's).
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import sys
@@ -18,7 +19,7 @@ import orjson
 from fapilog._version import __version__
 from fapilog.cli.checks import Outcome, run_checks
 from fapilog.cli.effective import AppNotFound, Row, app_settings, check_exporters, rows
-from fapilog.cli.follow import follow, open_log, read_lines
+from fapilog.cli.follow import follow, is_regular, open_log, read_lines
 from fapilog.cli.pretty import Filters, Pretty, level_rank
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.console_format import colors_wanted
@@ -52,6 +53,9 @@ def _settings(app: str | None, factory: bool) -> tuple[LoggingSettings, Any]:
     except AppNotFound as exc:
         _fail(str(exc))
         raise
+    except Exception as exc:  # the application's own import failed
+        _fail(f"importing {app} failed: {type(exc).__name__}: {exc}")
+        raise
     if app is not None and recorded is None:
         click.echo(
             f"fapilog: {app} did not call configure_logging() on import; shown: the "
@@ -84,7 +88,7 @@ def main() -> None:
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=str).decode()
 
 
 @main.command()
@@ -108,11 +112,11 @@ def config(as_json: bool, changed: bool, app: str | None, factory: bool) -> None
             "app": app,
             "settings": [row.as_json() for row in table],
         }
-        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
         return
     widths = [
-        max((len(row.setting) for row in table), default=7),
-        max((len(_text(row.value)) for row in table), default=5),
+        max([len("setting")] + [len(row.setting) for row in table]),
+        max([len("value")] + [len(_text(row.value)) for row in table]),
     ]
     widths[1] = min(widths[1], 48)
     click.echo(f"{'setting':<{widths[0]}}  {'value':<{widths[1]}}  source")
@@ -246,6 +250,12 @@ def pretty(
     width = shutil.get_terminal_size((100, 24)).columns
     shower = Pretty(colors=colors, width=width, filters=filters, resource=resource)
     out = sys.stdout
+    if isinstance(out, io.TextIOWrapper):
+        # a line that is not JSON goes out byte for byte (its undecodable bytes were kept
+        # as surrogate escapes); what the terminal's encoding cannot show is replaced
+        utf8 = (out.encoding or "").lower().replace("-", "") == "utf8"
+        out.reconfigure(errors="surrogateescape" if utf8 else "replace")
+    failed = False
 
     def show(lines: Iterable[str], each: bool = False) -> None:
         for raw in lines:
@@ -257,17 +267,25 @@ def pretty(
         out.flush()
 
     try:
-        if following and files and "-" not in files:
+        if following and files and all(name != "-" and is_regular(name) for name in files):
             for batch in follow(list(files), last):
                 show(batch)
             return
-        for name in files or ("-",):
+        for name in files or ("-",):  # (a pipe or standard input: read as it comes)
             if name == "-":
                 show(read_lines(sys.stdin.buffer), each=True)
                 continue
-            with open_log(name) as stream:
-                show(read_lines(stream))
+            try:
+                with open_log(name) as stream:
+                    show(read_lines(stream), each=not is_regular(name))
+            except (OSError, EOFError) as exc:  # (gzip.BadGzipFile is an OSError)
+                said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                click.echo(f"fapilog pretty: {name}: {said}", err=True)
+                failed = True
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `fapilog pretty app.log | head`
         sys.stderr.close()
+        return
+    if failed:
+        sys.exit(1)

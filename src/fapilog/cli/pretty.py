@@ -97,6 +97,18 @@ def _nanoseconds(value: Any) -> int:
     return -1
 
 
+_LATEST = 253_402_300_799 * 1_000_000_000  # 9999-12-31T23:59:59Z: what a clock can show
+
+
+def _shown_time(value: Any) -> int:
+    """`_nanoseconds`, -1 (no time shown) for a time before 1970 or after 9999."""
+    try:
+        ns = _nanoseconds(value)
+    except (OverflowError, ValueError):
+        return -1
+    return ns if 0 <= ns <= _LATEST else -1
+
+
 def _hex_id(value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -146,7 +158,7 @@ class Pretty:
         logger_key, logger = _first(record, _LOGGER_KEYS)
         message_key, message = _first(record, _MESSAGE_KEYS)
         stack_key, stack = _first(record, _STACK_KEYS)
-        timestamp = _nanoseconds(moment) if time_key is not None else -1
+        timestamp = _shown_time(moment) if time_key is not None else -1
         skip = {level_key, logger_key, message_key, "trace_id", "span_id", "trace_flags"}
         if timestamp >= 0:
             skip.add(time_key)

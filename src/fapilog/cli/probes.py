@@ -14,16 +14,11 @@ Every message is scrubbed of the credentials configured.
 
 from __future__ import annotations
 
-import gzip
-import os
-import ssl
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import httpx
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -40,7 +35,15 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from fapilog._version import __version__
 from fapilog.exporters.loki import LokiExporter
 from fapilog.exporters.loki_config import validate
-from fapilog.otel.otlp import header_secrets, http_log_endpoint, resolve_protocol
+from fapilog.otel.logs import grpc_channel, http_send_once
+from fapilog.otel.otlp import (
+    check_log_settings,
+    header_secrets,
+    http_log_endpoint,
+    log_destination,
+    resolve_protocol,
+    sdk_log_exporter,
+)
 from fapilog.otel.otlp_logs import LOGS_EXPORT_METHOD
 from fapilog.otel.resource import build_resource
 from fapilog.settings import LoggingSettings
@@ -65,7 +68,10 @@ _DNS = (
     "errors resolving",
     "domain name not found",
 )
-_TLS = ("ssl", "certificate", "tls", "handshake")
+_TLS = ("ssl", "certificate", "tls", "handshake", "wrong_version_number")
+# a plaintext client talking to a TLS server (or the other way round)
+_MISMATCH = ("socket closed", "connection reset", "remote end closed", "remoteprotocolerror",
+             "eof occurred", "server disconnected")  # fmt: skip
 _REFUSED = ("connection refused", "failed to connect", "connect call failed", "errno 111")
 _TIMEOUT = ("timeout", "timed out", "deadline")
 
@@ -101,6 +107,12 @@ def _connection_failure(probe: Probe, text: str, host: str, setting: str, second
             "machine trust the server's certificate (its CA file: SSL_CERT_FILE for Loki, "
             "FAPILOG_OTLP__CERTIFICATE for OTLP)"
         )
+    elif any(word in lowered for word in _MISMATCH):
+        probe.fix = (
+            f"{host} closed the connection: often plaintext against a TLS endpoint or the "
+            f"other way round (check http:// or https:// in {setting}, and the insecure "
+            "setting), or a proxy refusing the connection"
+        )
     elif any(word in lowered for word in _REFUSED):
         probe.fix = (
             f"nothing listens at {host}: is the server running, is the port in {setting} right?"
@@ -130,6 +142,8 @@ def probe_loki(settings: LoggingSettings, seconds: float) -> Probe:
     finally:
         exporter.shutdown()
     probe.latency_ms = (time.perf_counter() - started) * 1000
+    if loki.tenant_id:  # (a server may echo the request's headers: the tenant is masked too)
+        detail = scrub(detail, [loki.tenant_id])
     host = urlparse(exporter.push_target).netloc.rpartition("@")[2]
     if status is None:
         _connection_failure(probe, detail, host, "FAPILOG_LOKI__URL", seconds)
@@ -153,6 +167,11 @@ def probe_loki(settings: LoggingSettings, seconds: float) -> Probe:
                     if has_tenant
                     else ", and whether a tenant is needed (FAPILOG_LOKI__TENANT_ID)"
                 )
+            )
+        elif has_tenant:
+            probe.fix = (
+                "Loki (or a proxy in front of it) wants credentials: set "
+                "FAPILOG_LOKI__USERNAME and FAPILOG_LOKI__PASSWORD, or FAPILOG_LOKI__BEARER_TOKEN"
             )
         else:
             probe.fix = (
@@ -213,27 +232,6 @@ def _key_value(key: str, value: Any) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
-def _env_headers() -> dict[str, str]:
-    found = otlp_variable("logs", "HEADERS")
-    headers: dict[str, str] = {}
-    if found is not None:
-        for item in found[1].split(","):
-            name, sep, value = item.partition("=")
-            if sep and name.strip():
-                headers[name.strip().lower()] = unquote(value.strip())
-    return headers
-
-
-def _otlp_file(setting: str | None, kind: str) -> str | None:
-    if setting:
-        return setting
-    for name in (f"OTEL_EXPORTER_OTLP_LOGS_{kind}", f"OTEL_EXPORTER_OTLP_{kind}"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
 def _answered(probe: Probe, answer: bytes) -> None:
     """A 2xx / OK answer: accepted, unless a partial success rejected the record."""
     response = ExportLogsServiceResponse()
@@ -249,15 +247,30 @@ def _answered(probe: Probe, answer: bytes) -> None:
     probe.accepted = True
 
 
+def _endpoint_setting(settings: LoggingSettings) -> str:
+    """The setting or variable the OTLP endpoint came from (what a fix names)."""
+    if settings.otlp.endpoint:
+        return "FAPILOG_OTLP__ENDPOINT"
+    found = otlp_variable("logs", "ENDPOINT")
+    return found[0] if found else "FAPILOG_OTLP__ENDPOINT"
+
+
 def probe_otlp(settings: LoggingSettings, seconds: float) -> Probe:
-    """Send the marked record once, as the `otlp` exporter would."""
+    """Send the marked record once, through the SDK's own OTLP exporter as fapilog's
+    `otlp` exporter builds it (endpoint, TLS, certificates, headers, compression)."""
     protocol = resolve_protocol(settings, "logs")
-    fapilog_headers = {k.lower(): v.get_secret_value() for k, v in settings.otlp.headers.items()}
     secrets = header_secrets(settings, "logs")
-    if protocol == "grpc":
-        probe = _probe_grpc(settings, seconds, fapilog_headers or _env_headers())
-    else:
-        probe = _probe_http(settings, seconds, {**_env_headers(), **fapilog_headers})
+    check_log_settings(settings)  # (raises ConfigurationError as configure_logging() would)
+    exporter: Any = sdk_log_exporter(
+        settings.with_overrides({"otlp": {"timeout": seconds}}), protocol
+    )
+    try:
+        if protocol == "grpc":
+            probe = _probe_grpc(exporter, settings, seconds)
+        else:
+            probe = _probe_http(exporter, settings, seconds)
+    finally:
+        exporter.shutdown()
     probe.details["protocol"] = protocol
     for name in ("error", "fix"):
         text = getattr(probe, name)
@@ -266,58 +279,40 @@ def probe_otlp(settings: LoggingSettings, seconds: float) -> Probe:
     return probe
 
 
-def _probe_http(settings: LoggingSettings, seconds: float, headers: dict[str, str]) -> Probe:
-    url = http_log_endpoint(settings)
-    probe = Probe(mask_url(url))
+def _probe_http(exporter: Any, settings: LoggingSettings, seconds: float) -> Probe:
     body = _request(settings).SerializeToString()
-    headers = {
-        **headers,
-        "Content-Type": "application/x-protobuf",
-        "User-Agent": f"fapilog-check/{__version__}",
-    }
-    compression = (
-        settings.otlp.compression or os.environ.get("OTEL_EXPORTER_OTLP_COMPRESSION", "").strip()
-    )
-    if compression == "gzip":
-        body = gzip.compress(body)
-        headers["Content-Encoding"] = "gzip"
-    verify: Any = True
-    certificate = _otlp_file(settings.otlp.certificate, "CERTIFICATE")
-    if certificate:
-        verify = ssl.create_default_context(cafile=certificate)
-    client_cert = _otlp_file(settings.otlp.client_certificate, "CLIENT_CERTIFICATE")
-    client_key = _otlp_file(settings.otlp.client_key, "CLIENT_KEY")
-    if client_cert and isinstance(verify, ssl.SSLContext):
-        verify.load_cert_chain(client_cert, client_key)
-    host = urlparse(url).netloc.rpartition("@")[2]
     started = time.perf_counter()
-    try:
-        with httpx.Client(verify=verify, timeout=seconds, follow_redirects=False) as client:
-            response = client.post(url, content=body, headers=headers)
-    except Exception as exc:
-        probe.latency_ms = (time.perf_counter() - started) * 1000
-        _connection_failure(
-            probe, f"{type(exc).__name__}: {exc}", host, "FAPILOG_OTLP__ENDPOINT", seconds
-        )
+    sent = http_send_once(exporter, body, seconds)
+    latency = (time.perf_counter() - started) * 1000
+    if sent is None:
+        return Probe(http_log_endpoint(settings), error=_UNSUPPORTED_SDK)
+    probe = Probe(mask_url(sent.endpoint), latency_ms=latency)
+    setting = _endpoint_setting(settings)
+    if sent.status is None:
+        error = sent.error
+        text = f"{type(error).__name__}: {error}" if error is not None else "no answer"
+        host = urlparse(sent.endpoint).netloc.rpartition("@")[2]
+        _connection_failure(probe, text, host, setting, seconds)
         return probe
-    probe.latency_ms = (time.perf_counter() - started) * 1000
     probe.reachable = True
-    status = response.status_code
+    status = sent.status
     probe.details["status"] = status
-    text = response.text.strip()[:300] if status >= 300 else ""
+    text = ""
+    if status >= 300:
+        text = sent.body.decode("utf-8", "replace").strip()[:300] or (sent.reason or "")
     if status in (401, 403):
         probe.error = f"HTTP {status}: {text}".rstrip(": ")
         probe.fix = _CREDENTIALS_FIX
         return probe
     probe.authenticated = True
     if 200 <= status < 300:
-        _answered(probe, response.content)
+        _answered(probe, sent.body)
         return probe
     probe.error = f"HTTP {status}: {text}".rstrip(": ")
     if status == 404:
         probe.fix = (
-            f"no OTLP logs endpoint at {probe.target}: FAPILOG_OTLP__ENDPOINT should be the "
-            "collector's base URL (port 4318 for http/protobuf)"
+            f"no OTLP logs endpoint at {probe.target}: {setting} should be the collector's "
+            "base URL (port 4318 for http/protobuf)"
         )
     elif status in (415, 400):
         probe.fix = _NOT_OTLP
@@ -326,6 +321,10 @@ def _probe_http(settings: LoggingSettings, seconds: float, headers: dict[str, st
     return probe
 
 
+_UNSUPPORTED_SDK = (
+    "the installed OpenTelemetry OTLP exporter is not built as fapilog expects: "
+    "its connectivity cannot be checked (see docs/platforms.md for the versions tested)"
+)
 _NOT_OTLP = (
     "no OTLP logs service answers there: is this a collector, and is the protocol right "
     "(FAPILOG_OTLP__PROTOCOL: grpc on port 4317, http/protobuf on 4318)?"
@@ -336,38 +335,14 @@ _CREDENTIALS_FIX = (
 )
 
 
-def _grpc_target(settings: LoggingSettings) -> tuple[str, bool]:
-    """The gRPC target (host:port) and whether it is plaintext, as the SDK's exporter
-    decides them: the scheme (http: plaintext, https: TLS), else the insecure setting or
-    ``OTEL_EXPORTER_OTLP_INSECURE``, else TLS."""
-    found = otlp_variable("logs", "ENDPOINT")
-    endpoint = settings.otlp.endpoint or (found[1] if found else "http://localhost:4317")
-    parsed = urlparse(endpoint)
-    insecure = settings.otlp.insecure
-    if parsed.scheme == "https":
-        insecure = False
-    if insecure is None:
-        variable = os.environ.get("OTEL_EXPORTER_OTLP_INSECURE")
-        insecure = variable.strip().lower() == "true" if variable else parsed.scheme == "http"
-    return (parsed.netloc or endpoint), insecure
-
-
-def _probe_grpc(settings: LoggingSettings, seconds: float, headers: dict[str, str]) -> Probe:
+def _probe_grpc(exporter: Any, settings: LoggingSettings, seconds: float) -> Probe:
     import grpc  # type: ignore[import-untyped]  # (the OTLP exporter's dependency)
 
-    target, insecure = _grpc_target(settings)
-    probe = Probe(("http://" if insecure else "https://") + target)
-    if insecure:
-        channel = grpc.insecure_channel(target)
-    else:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(_otlp_file(settings.otlp.certificate, "CERTIFICATE")),
-            private_key=_read(_otlp_file(settings.otlp.client_key, "CLIENT_KEY")),
-            certificate_chain=_read(
-                _otlp_file(settings.otlp.client_certificate, "CLIENT_CERTIFICATE")
-            ),
-        )
-        channel = grpc.secure_channel(target, credentials)
+    found = grpc_channel(exporter)
+    if found is None:
+        return Probe(log_destination(settings).partition(" ")[2], error=_UNSUPPORTED_SDK)
+    channel, metadata, target = found
+    probe = Probe(mask_url(target))
     export = channel.unary_unary(
         LOGS_EXPORT_METHOD,
         request_serializer=ExportLogsServiceRequest.SerializeToString,
@@ -375,20 +350,18 @@ def _probe_grpc(settings: LoggingSettings, seconds: float, headers: dict[str, st
     )
     started = time.perf_counter()
     try:
-        answer = export(_request(settings), metadata=tuple(headers.items()), timeout=seconds)
+        answer = export(_request(settings), metadata=metadata, timeout=seconds)
     except grpc.RpcError as exc:
         probe.latency_ms = (time.perf_counter() - started) * 1000
-        _grpc_failure(probe, exc, target, seconds)
+        _grpc_failure(probe, exc, target, seconds, _endpoint_setting(settings))
         return probe
-    finally:
-        channel.close()
     probe.latency_ms = (time.perf_counter() - started) * 1000
     probe.reachable = probe.authenticated = True
     _answered(probe, answer)
     return probe
 
 
-def _grpc_failure(probe: Probe, exc: Any, target: str, seconds: float) -> None:
+def _grpc_failure(probe: Probe, exc: Any, target: str, seconds: float, setting: str) -> None:
     import grpc
 
     code = exc.code() if callable(getattr(exc, "code", None)) else None
@@ -397,7 +370,7 @@ def _grpc_failure(probe: Probe, exc: Any, target: str, seconds: float) -> None:
     probe.details["status"] = name
     text = f"gRPC {name}: {details}"
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        _connection_failure(probe, text, target, "FAPILOG_OTLP__ENDPOINT", seconds)
+        _connection_failure(probe, text, target, setting, seconds)
         return
     probe.reachable = True
     probe.error = text
@@ -409,7 +382,3 @@ def _grpc_failure(probe: Probe, exc: Any, target: str, seconds: float) -> None:
         probe.fix = _NOT_OTLP
     else:
         probe.fix = "the collector answered with an error: see its own logs"
-
-
-def _read(path: str | None) -> bytes | None:
-    return Path(path).expanduser().read_bytes() if path else None

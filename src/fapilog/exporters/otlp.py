@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from fapilog import _diag
-from fapilog.exceptions import ConfigurationError
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.exporters.spec import ExporterSpec
-from fapilog.otel.otlp import ExportGuard, header_secrets, log_destination, sdk_log_exporter
+from fapilog.otel.otlp import ExportGuard, created_log_exporter, header_secrets, log_destination
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.settings import LoggingSettings
-from fapilog.settings._errors import scrub, setting_error
+from fapilog.settings._errors import scrub
 
 __all__ = [
     "OtlpLogExporter",
@@ -139,17 +138,10 @@ class OtlpLogExporter(LogRecordExporter):
 
 def factory(settings: LoggingSettings) -> LogRecordExporter:
     delivery = Delivery()
-    secrets = header_secrets(settings, "logs")
-    try:
-        inner = sdk_log_exporter(settings, delivery=delivery)
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # not chained: the exception's own text may carry a header value
-        said = scrub(repr(exc), secrets)
-        raise setting_error(
-            "exporters", f"exporter 'otlp' could not be created: {said}", value="otlp"
-        ) from None
-    return OtlpLogExporter(inner, delivery, log_destination(settings), secrets)
+    inner = created_log_exporter(settings, delivery)
+    return OtlpLogExporter(
+        inner, delivery, log_destination(settings), header_secrets(settings, "logs")
+    )
 
 
 # OTLP encoding is the costliest export: let batches fill a little longer than stdout's

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fapilog._state import STATE
 from fapilog.exceptions import ConfigurationError
 from fapilog.integrations import isolation
 from fapilog.integrations import tracing as _tracing
@@ -39,6 +40,8 @@ def instrument_app(app: Any, settings: LoggingSettings) -> None:
             f"{type(app).__name__}; wrap another ASGI app by hand: "
             "app = OpenTelemetryMiddleware(RequestLoggingMiddleware(app))"
         )
+    if STATE.recording is not None:
+        return  # record-only mode (`fapilog config --app`): nothing is instrumented
     entry = _request_middleware(middleware)
     mode = settings.request.tracing
     traced = _tracing.is_instrumented(app) or (

@@ -87,6 +87,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Recorded",
     "build_chain",
+    "check_settings",
     "configure_from_environment",
     "configure_logging",
     "recording",
@@ -191,23 +192,33 @@ def configure_logging(
     specs = [exporter_spec(name) for name in resolved.exporters]
     calls = STATE.recording
     if calls is not None:  # record-only mode (`recording`): validated, nothing configured
+        check_settings(resolved)
         calls.append(Recorded(passed, overrides, resolved))
-        return resolved
-    with STATE.lock:
-        changes = _apply(resolved, specs)
-    for listener in list(STATE.listeners):
-        try:
-            listener(resolved)
-        except Exception as exc:  # a listener's failure must not fail the configuration
-            _diag.report("configure-listener", f"fapilog: {listener!r} failed: {exc!r}")
-    if changes:
-        get_logger("fapilog").info("fapilog.config.changed", changed=changes)
-    if app is not None:
+    else:
+        with STATE.lock:
+            changes = _apply(resolved, specs)
+        for listener in list(STATE.listeners):
+            try:
+                listener(resolved)
+            except Exception as exc:  # a listener's failure must not fail the configuration
+                _diag.report("configure-listener", f"fapilog: {listener!r} failed: {exc!r}")
+        if changes:
+            get_logger("fapilog").info("fapilog.config.changed", changed=changes)
+    if app is not None:  # (in record-only mode: only checked to be an application)
         # imported here: the FastAPI integration (and its tracing) loads only with an app
         from fapilog.integrations.fastapi import instrument_app
 
         instrument_app(app, resolved)
     return resolved
+
+
+def check_settings(settings: LoggingSettings) -> None:
+    """Raise the ConfigurationError that building `settings` would raise for the exporter
+    names, the custom enrichers and the Resource, building nothing (record-only mode)."""
+    for name in settings.exporters:
+        exporter_spec(name)
+    enrichers.check_names(settings)
+    build_resource(settings)
 
 
 def _diff(old: LoggingSettings, new: LoggingSettings) -> dict[str, Any]:

@@ -47,12 +47,15 @@ __all__ = [
     "LoggerProvider",
     "ReadWriteLogRecord",
     "ReadableLogRecord",
+    "SentOnce",
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "add_attribute",
     "emit",
     "fast_emit_supported",
     "global_sdk_provider",
+    "grpc_channel",
+    "http_send_once",
     "make_record",
     "new_provider",
     "otlp_log_exporter_class",
@@ -160,6 +163,57 @@ def replace_grpc_logs_stub(exporter: LogRecordExporter, stub: Callable[[Any], An
     sdk_exporter._stub = stub
     sdk_exporter._client = stub(sdk_exporter._channel)
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class SentOnce:
+    """What one POST by the SDK's OTLP/HTTP log exporter got: the HTTP status and its text
+    (None: no answer), the body, or the error that prevented an answer."""
+
+    endpoint: str
+    status: int | None
+    reason: str | None
+    body: bytes
+    error: BaseException | None
+
+
+def http_send_once(exporter: LogRecordExporter, request: bytes, timeout: float) -> SentOnce | None:
+    """POST a serialized ExportLogsServiceRequest once through the SDK's OTLP/HTTP log
+    exporter as it sends (its endpoint, headers, compression, TLS and requests Session),
+    without its retries (``fapilog check``). None when the installed exporter is not built
+    as this expects (``_client._compress``/``_submit``)."""
+    client = getattr(exporter, "_client", None)
+    compress, submit = getattr(client, "_compress", None), getattr(client, "_submit", None)
+    if not (callable(compress) and callable(submit)):
+        return None
+    result = submit(compress(request), timeout)
+    status = getattr(result, "status_code", None)
+    body = b""
+    if status is not None:
+        try:
+            body = bytes(result.content())
+        except Exception:
+            body = b""
+    return SentOnce(
+        str(getattr(client, "_endpoint", "")),
+        status,
+        getattr(result, "reason", None),
+        body,
+        getattr(result, "error", None),
+    )
+
+
+def grpc_channel(
+    exporter: LogRecordExporter,
+) -> tuple[Any, tuple[tuple[str, str], ...], str] | None:
+    """The SDK's OTLP gRPC log exporter's channel (with its TLS credentials and
+    compression), the metadata it sends (headers) and its target (``fapilog check`` sends
+    one request on them); None when the exporter is not built as this expects."""
+    channel = getattr(exporter, "_channel", None)
+    headers = getattr(exporter, "_headers", None)
+    if channel is None or not isinstance(headers, tuple):
+        return None
+    return channel, headers, str(getattr(exporter, "_endpoint", ""))
 
 
 def global_sdk_provider() -> LoggerProvider | None:

@@ -59,6 +59,7 @@ __all__ = [
     "OTLP_EXPORTER_NAMES",
     "bounded_span_processor",
     "check_log_settings",
+    "created_log_exporter",
     "exit_budget",
     "flush_span_processors",
     "header_secrets",
@@ -160,13 +161,27 @@ def _http_endpoint(settings: LoggingSettings, signal: Signal) -> str | None:
 
 def check_log_settings(settings: LoggingSettings) -> None:
     """Raise the ConfigurationError the `otlp` exporter's creation would raise (protocol,
-    timeout, certificate files, the ``OTEL_EXPORTER_OTLP_*`` headers and endpoint), without
-    creating it."""
-    protocol = resolve_protocol(settings, "logs")
-    if protocol == "grpc":
-        _grpc_kwargs(settings, "logs")
-    else:
-        _http_kwargs(settings, "logs")
+    timeout, certificate files, the ``OTEL_EXPORTER_OTLP_*`` variables the SDK reads): the
+    SDK's exporter is created, as fapilog creates it, and shut down unused (a gRPC channel
+    connects only when used; nothing is sent)."""
+    exporter: Any = created_log_exporter(settings)
+    exporter.shutdown()
+
+
+def created_log_exporter(
+    settings: LoggingSettings, delivery: Delivery | None = None
+) -> LogRecordExporter:
+    """`sdk_log_exporter`, any failure to create it raised as a ConfigurationError (its
+    text scrubbed of the header values)."""
+    try:
+        return sdk_log_exporter(settings, delivery=delivery)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # not chained: the exception's own text may carry a header value
+        said = scrub(repr(exc), header_secrets(settings, "logs"))
+        raise setting_error(
+            "exporters", f"exporter 'otlp' could not be created: {said}", value="otlp"
+        ) from None
 
 
 def http_log_endpoint(settings: LoggingSettings) -> str:
