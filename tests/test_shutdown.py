@@ -39,13 +39,15 @@ def test_normal_exit_delivers_every_record(subprocess_env: dict[str, str]) -> No
 
 
 def test_a_burst_with_the_default_queues_is_not_shed_between_workers(
-    tmp_path: Path, subprocess_env: dict[str, str]
+    tmp_path: Path, timed_env: dict[str, str]
 ) -> None:
     """The default queues (1,000 records, drop_oldest), a file, a 50,000-event burst and
     exit. The application never waits on an exporter; the bridge's worker waits (bounded)
     for the exporter's instead of shedding, so nothing is lost between the workers, every
     record is accounted for, and (the caller yielding the GIL to the workers when the
-    intake fills) most or all of the burst is written."""
+    intake fills) most or all of the burst is written. The child runs without coverage:
+    coverage's tracer slows the workers far more than the caller (on Python 3.10 the
+    intake then sheds most of the burst), and this test is about the pipeline's own pace."""
     log_path = tmp_path / "app.log"
     code = textwrap.dedent(
         """
@@ -61,7 +63,7 @@ def test_a_burst_with_the_default_queues_is_not_shed_between_workers(
     )
     # a CI machine can stall the file worker past the default 50 ms hand-off bound, which
     # would shed legitimately; this test is about a healthy exporter
-    env = dict(subprocess_env, FAPILOG_QUEUE__BLOCK_TIMEOUT="5")
+    env = dict(timed_env, FAPILOG_QUEUE__BLOCK_TIMEOUT="5")
     proc = subprocess.run(
         [sys.executable, "-c", code, str(log_path)], env=env, capture_output=True, text=True,
         timeout=120, check=False,

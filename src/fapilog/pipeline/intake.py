@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import start_worker, under_lock_at_exit, worker_thread
+from fapilog._state import hand_over_gil, start_worker, under_lock_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -175,12 +175,11 @@ class IntakeQueue(Generic[T]):
     def _yield_to_worker(self) -> None:
         """The queue is filling faster than its worker empties it, which under the GIL
         mostly means the worker is runnable but waiting for the interpreter: let it run now
-        (`time.sleep(0)` hands over the GIL) rather than shed at the end of this thread's
-        time slice."""
+        rather than shed at the end of this thread's time slice (`hand_over_gil`)."""
         if self._thread is threading.current_thread():
             return
         for _ in range(_YIELDS):
-            time.sleep(0)
+            hand_over_gil()
             if self._incoming.qsize() + len(self._buffer) < self._yield_mark:
                 return
 

@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar, Union
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
-from fapilog._state import start_worker, under_lock_at_exit, worker_thread
+from fapilog._state import hand_over_gil, start_worker, under_lock_at_exit, worker_thread
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
@@ -206,14 +206,14 @@ class BatchQueue(Generic[T]):
     def _yield_to_worker(self) -> None:
         """The queue is filling faster than its worker empties it, which under the GIL
         mostly means the worker is runnable but waiting for the interpreter: let it run now
-        (`time.sleep(0)` hands over the GIL) rather than shed records at the end of this
+        (`hand_over_gil`) rather than shed records at the end of this
         thread's time slice. A worker blocked in I/O (a slow exporter) does not want the
         GIL, so this returns at once: the caller never waits on an exporter."""
         if self._thread is threading.current_thread():
             return
         queue = self._queue
         for _ in range(_YIELDS):  # bounded: a worker that does not take the lock is not waited for
-            time.sleep(0)
+            hand_over_gil()
             if len(queue) < self._yield_mark:
                 return
 
