@@ -63,14 +63,22 @@ class Pipeline:
         self.enrichers = enrichers  # fapilog.capture.enrichers.EnricherChain | None
 
 
-def hand_over_gil() -> None:
+def hand_over_gil(attempt: int) -> None:
     """Let another thread that wants the interpreter run now (a queue's worker, when its
-    producer is outrunning it): `os.sched_yield()` releases the GIL and gives up the CPU, so
-    the thread woken by the release takes the GIL first. (`time.sleep(0)` releases it too,
-    but on Python 3.10 the caller mostly took it back before the worker woke: a
-    50,000-event burst shed thousands of records there.) Elsewhere than POSIX: a zero
-    sleep."""
-    _YIELD()
+    producer is outrunning it). The first `attempt` (0) is `os.sched_yield()`: it releases
+    the GIL and gives up the CPU, so the thread woken by the release takes the GIL first
+    (`time.sleep(0)` releases it too, but on Python 3.10 the caller mostly took it back
+    before the worker woke: a 50,000-event burst shed thousands of records there). A later
+    attempt, the queue still crowded, sleeps `HAND_OVER_SLEEP` (the worker gets a slice even
+    when it runs slowly, under a tracer say); the caller waits at most that long per
+    attempt, and only while its queue is over three quarters full."""
+    if attempt == 0:
+        _YIELD()
+    else:
+        time.sleep(HAND_OVER_SLEEP)
+
+
+HAND_OVER_SLEEP = 0.00005  # seconds (50 µs)
 
 
 _YIELD: Callable[[], object] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))

@@ -178,8 +178,8 @@ class IntakeQueue(Generic[T]):
         rather than shed at the end of this thread's time slice (`hand_over_gil`)."""
         if self._thread is threading.current_thread():
             return
-        for _ in range(_YIELDS):
-            hand_over_gil()
+        for attempt in range(_YIELDS):
+            hand_over_gil(attempt)
             if self._incoming.qsize() + len(self._buffer) < self._yield_mark:
                 return
 

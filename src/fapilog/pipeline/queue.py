@@ -212,8 +212,8 @@ class BatchQueue(Generic[T]):
         if self._thread is threading.current_thread():
             return
         queue = self._queue
-        for _ in range(_YIELDS):  # bounded: a worker that does not take the lock is not waited for
-            hand_over_gil()
+        for attempt in range(_YIELDS):  # bounded: a worker not taking the lock is not waited for
+            hand_over_gil(attempt)
             if len(queue) < self._yield_mark:
                 return
 
