@@ -75,6 +75,8 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAPILOG_", "OTEL_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("COVERAGE_PROCESS_START", str(ROOT / "pyproject.toml"))
+    # a child started in another directory (cwd=tmp_path) writes its data here all the same
+    env.setdefault("COVERAGE_FILE", str(ROOT / ".coverage"))
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "tests" / "support"), env.get("PYTHONPATH", "")]
     )
