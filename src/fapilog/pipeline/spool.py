@@ -181,12 +181,16 @@ class Spool:
             self.written += written
             return marks, evicted
 
-    def settle(self, marks: list[Mark]) -> None:
+    def settle(self, marks: list[Mark]) -> int:
         """Records written as a copy of a batch in flight were delivered or accounted for:
-        acknowledge them (they are the oldest unacknowledged records of their segments)."""
+        acknowledge them (they are the oldest unacknowledged records of their segments).
+        Returns how many of them had been removed meanwhile to make room (and counted as
+        dropped then: the batch's own outcome counts them instead)."""
+        gone = 0
         with self._lock:
             for segment, stop, count in marks:
                 if segment.fd < 0:  # removed meanwhile (to make room)
+                    gone += count
                     continue
                 try:
                     segment.acknowledge(max(stop, segment.acked), count)
@@ -195,6 +199,7 @@ class Spool:
                 self.settled_own += count
                 if segment.done():
                     self._forget(segment, remove=True)
+        return gone
 
     def own_pending(self) -> int:
         """Records this process wrote that are not settled yet."""

@@ -218,7 +218,7 @@ class SpoolingQueue(BatchQueue[Record]):
         if failed is None:
             self._succeeded()
             if copy is not None:
-                self.spool.settle(copy)
+                self._settle_copy(copy)
             self.delivered += len(batch)
             return
         reason, lost, retry = split_outcome(failed, len(batch))
@@ -229,7 +229,20 @@ class SpoolingQueue(BatchQueue[Record]):
         self.delivered += len(batch) - lost
         self._keep(reason, lost, retry)  # (written before the copy goes: a crash loses none)
         if copy is not None:
-            self.spool.settle(copy)
+            self._settle_copy(copy)
+
+    def _settle_copy(self, copy: list[Mark]) -> None:
+        """(Lock held.) The batch in flight is accounted for: its copy on disk goes. Copied
+        records whose segment was removed to make room were counted as dropped
+        (``spool_full``) then; the batch's outcome counts them now, so they are taken off
+        that count (else one record counts twice)."""
+        gone = self.spool.settle(copy)
+        if gone:
+            left = self.dropped.get("spool_full", 0) - gone
+            if left > 0:
+                self.dropped["spool_full"] = left
+            else:
+                self.dropped.pop("spool_full", None)
 
     def _keep(self, reason: str, lost: int, retry: list[Record]) -> None:
         """(Lock held.) `lost` records were not delivered: `retry` of them go to disk, the
