@@ -11,7 +11,7 @@ import re
 import shutil
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import orjson
@@ -33,7 +33,7 @@ _APP_HELP = (
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"fapilog: {message}", err=True)
     sys.exit(1)
 
@@ -47,15 +47,10 @@ def _settings(app: str | None, factory: bool) -> tuple[LoggingSettings, Any]:
         else:
             settings, recorded, calls = app_settings(app, factory)
         check_exporters(settings)
-    except ConfigurationError as exc:
+    except (ConfigurationError, AppNotFound) as exc:
         _fail(str(exc))
-        raise  # (unreachable: _fail exits)
-    except AppNotFound as exc:
-        _fail(str(exc))
-        raise
     except Exception as exc:  # the application's own import failed
         _fail(f"importing {app} failed: {type(exc).__name__}: {exc}")
-        raise
     if app is not None and recorded is None:
         click.echo(
             f"fapilog: {app} did not call configure_logging() on import; shown: the "
@@ -171,7 +166,6 @@ def check(timeout: float, as_json: bool, app: str | None, factory: bool) -> None
         outcomes = run_checks(settings, timeout)
     except ConfigurationError as exc:
         _fail(str(exc))
-        return
     passed = all(outcome.passed for outcome in outcomes)
     if as_json:
         document = {"passed": passed, "exporters": [outcome.as_json() for outcome in outcomes]}

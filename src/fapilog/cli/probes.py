@@ -37,12 +37,11 @@ from fapilog.exporters.loki import LokiExporter
 from fapilog.exporters.loki_config import validate
 from fapilog.otel.logs import grpc_channel, http_send_once
 from fapilog.otel.otlp import (
-    check_log_settings,
+    created_log_exporter,
     header_secrets,
     http_log_endpoint,
     log_destination,
     resolve_protocol,
-    sdk_log_exporter,
 )
 from fapilog.otel.otlp_logs import LOGS_EXPORT_METHOD
 from fapilog.otel.resource import build_resource
@@ -260,10 +259,8 @@ def probe_otlp(settings: LoggingSettings, seconds: float) -> Probe:
     `otlp` exporter builds it (endpoint, TLS, certificates, headers, compression)."""
     protocol = resolve_protocol(settings, "logs")
     secrets = header_secrets(settings, "logs")
-    check_log_settings(settings)  # (raises ConfigurationError as configure_logging() would)
-    exporter: Any = sdk_log_exporter(
-        settings.with_overrides({"otlp": {"timeout": seconds}}), protocol
-    )
+    # (a failure to create it raises the ConfigurationError configure_logging() would)
+    exporter: Any = created_log_exporter(settings.with_overrides({"otlp": {"timeout": seconds}}))
     try:
         if protocol == "grpc":
             probe = _probe_grpc(exporter, settings, seconds)
