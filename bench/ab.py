@@ -31,6 +31,8 @@ FIGURES = (
     ("log.info process CPU us/event", "logging", "process_cpu_us"),
     ("FastAPI request us (fapilog)", "fastapi", "us_per_request"),
     ("FastAPI request CPU us (fapilog)", "fastapi", "cpu_us_per_request"),
+    ("FastAPI request us (recorder on)", "recorder", "us_per_request"),
+    ("FastAPI request CPU us (recorder on)", "recorder", "cpu_us_per_request"),
 )
 
 
@@ -66,6 +68,10 @@ def measure(
     if only in (None, "fastapi"):
         argv = [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog", str(requests)]
         results["fastapi"] = _run(src, argv)
+    if only == "recorder":
+        # a successful request with the flight recorder on (a base without it: off)
+        argv = [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog-recorder", str(requests)]
+        results["recorder"] = _run(src, argv)
     return results
 
 
@@ -75,7 +81,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=5_000)
-    parser.add_argument("--only", choices=["logging", "fastapi"], help="one of the two benches")
+    parser.add_argument(
+        "--only",
+        choices=["logging", "fastapi", "recorder"],
+        help="one bench (recorder: requests with the flight recorder on, not in the default run)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fapilog-ab-") as temporary:
         scratch = Path(temporary)

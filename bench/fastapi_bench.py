@@ -3,7 +3,9 @@ instrumentation alone, and with fapilog (`configure_logging(app=app)`: server sp
 request event, one log line in the endpoint, stdout JSON). `fapilog` uses the default
 tracing mode (fapilog's native server span); `fapilog-instrumentation` the same with
 ``request.tracing="instrumentation"`` (the span from opentelemetry-instrumentation-fastapi);
-`fapilog-spans` is `fapilog` with a (no-op) span processor on the TracerProvider, so the
+`fapilog-recorder` is `fapilog` with the flight recorder on and an endpoint that also logs
+two DEBUG lines (held, then discarded: the request succeeds); `fapilog-spans` is `fapilog`
+with a (no-op) span processor on the TracerProvider, so the
 native server span is a recorded SDK span (without one, nothing would receive it and it
 carries the trace context only: docs/fastapi.md, "Spans nobody records").
 
@@ -22,7 +24,14 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("bare", "otel", "fapilog", "fapilog-instrumentation", "fapilog-spans")
+VARIANTS = (
+    "bare",
+    "otel",
+    "fapilog",
+    "fapilog-instrumentation",
+    "fapilog-spans",
+    "fapilog-recorder",
+)
 
 
 def make_app(variant: str) -> Any:
@@ -33,7 +42,16 @@ def make_app(variant: str) -> Any:
     if variant.startswith("fapilog"):
         import fapilog
 
-        request = {"tracing": "instrumentation"} if variant == "fapilog-instrumentation" else {}
+        request: dict[str, Any] = {}
+        if variant == "fapilog-instrumentation":
+            request = {"tracing": "instrumentation"}
+        elif (
+            variant == "fapilog-recorder"
+            and "buffer" in fapilog.settings.RequestSettings.model_fields
+        ):
+            # the flight recorder on (a source tree without it, in an A/B run: off, and the
+            # endpoint's DEBUG lines are filtered at the gate, as they were there)
+            request = {"buffer": {"enabled": True}}
         fapilog.configure_logging(app=app, exporters=["stdout"], json_console=True, request=request)
         log = fapilog.get_logger("bench")
         if variant == "fapilog-spans":
@@ -52,7 +70,16 @@ def make_app(variant: str) -> Any:
         trace.set_tracer_provider(provider)
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
 
-    if log is not None:
+    if variant == "fapilog-recorder":
+
+        @app.get("/items/{item_id}")
+        async def item_detailed(item_id: int) -> dict[str, Any]:
+            log.debug("cache lookup", item_id=item_id, hit=False)
+            log.debug("row fetched", item_id=item_id, columns=4)
+            log.info("item read", item_id=item_id)
+            return {"item_id": item_id, "name": "widget"}
+
+    elif log is not None:
 
         @app.get("/items/{item_id}")
         async def item_logged(item_id: int) -> dict[str, Any]:

@@ -260,6 +260,7 @@ def test_every_settings_section_is_importable_from_fapilog_settings() -> None:
         "RedactionSettings",
         "SystemSettings",
         "ConsoleSettings",
+        "AdminSettings",
     }
     assert sections <= set(settings.__all__)
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Pipeline",
+    "NO_FLOOR",
     "ProcessState",
     "STATE",
     "UNCONFIGURED_LEVEL",
@@ -89,6 +90,8 @@ _YIELD: Callable[[], object] = getattr(os, "sched_yield", None) or (lambda: time
 # (`fapilog.capture.logger._configure_first`): FAPILOG_LEVEL=debug keeps a first debug line,
 # FAPILOG_LEVEL=warning drops a first info line.
 UNCONFIGURED_LEVEL = 0
+# above every level: no exporter level, no recorder lowers the gate
+NO_FLOOR = 100
 
 
 class ProcessState:
@@ -120,6 +123,15 @@ class ProcessState:
         self.chain: list[Processor] = []
         self.default_level = UNCONFIGURED_LEVEL  # stdlib number
         self.logger_levels: dict[str, int] = {}  # per logger name (dotted prefixes apply)
+        # the lowest level any exporter named in exporter_levels takes (100: none named)
+        self.exporter_floor = NO_FLOOR
+        # the lowest level a flight recorder or the debug header captures (100: neither)
+        self.capture_floor = NO_FLOOR
+        # lowers capture_floor to a level (a flight_recorder() block wants it); set by
+        # fapilog.capture.logger, which owns the loggers' levels
+        self.want_capture: Callable[[int], None] = lambda level: None
+        # called after the loggers' levels changed (stdlib routing follows them)
+        self.level_listeners: list[Callable[[], None]] = []
         self.routers: dict[int, Any] = {}  # id(provider) -> the Router added to it (once)
         # called by shutdown() with the seconds left, after the exporters drained
         self.shutdown_hooks: list[Callable[[float], bool]] = []
@@ -150,6 +162,20 @@ class ProcessState:
 
     def is_configured(self) -> bool:
         return self.pipeline is not None and not self.shut_down
+
+    def entry_for(self, name: str) -> int | None:
+        """The level logger_levels gives logger `name`: its own entry or its closest
+        dotted ancestor's, if any."""
+        levels = self.logger_levels
+        if not levels:
+            return None
+        probe = name
+        while True:
+            if probe in levels:
+                return levels[probe]
+            if "." not in probe:
+                return None
+            probe = probe.rsplit(".", 1)[0]
 
     def put(self, record: Any) -> None:
         """Hand a captured record to the bridge (configuring fapilog first if needed)."""

@@ -22,14 +22,17 @@ from structlog.typing import Processor
 from fapilog import _levels
 from fapilog._state import STATE
 from fapilog.capture.coerce import ERROR_KEY, safe_repr, safe_str
+from fapilog.capture.noise import limiter_for
 from fapilog.capture.processors import add_trace_context
 from fapilog.capture.record import OTelBridge, Sink, salvage, unformatted
+from fapilog.capture.recorder import DEFERRED, RECORDER, Recorder, hold_call, recorder_wants
 
 __all__ = [
     "BoundLogger",
     "CHAIN",
     "configure_structlog",
     "default_chain",
+    "gate_levels",
     "get_logger",
     "levels_of",
     "log",
@@ -37,6 +40,7 @@ __all__ = [
     "saved_levels",
     "set_levels",
     "sink_for",
+    "want_capture",
 ]
 
 
@@ -86,16 +90,21 @@ _SINKS: weakref.WeakValueDictionary[str, Sink] = weakref.WeakValueDictionary()
 _SINKS_LOCK = threading.RLock()  # reentrant: a signal handler may create a logger
 
 
-def _level_for(name: str) -> int:
-    """The configured level of `name`: the closest dotted ancestor in logger_levels wins."""
-    levels = STATE.logger_levels
-    probe = name
-    while True:
-        if probe in levels:
-            return levels[probe]
-        if "." not in probe:
-            return STATE.default_level
-        probe = probe.rsplit(".", 1)[0]
+def _export_level_for(name: str) -> int:
+    """The lowest level any exporter takes from `name` as it is logged: its logger_levels
+    entry, else the lowest of `level` and the exporters' own levels."""
+    entry = STATE.entry_for(name)
+    return entry if entry is not None else min(STATE.default_level, STATE.exporter_floor)
+
+
+def _apply_to(sink: Sink) -> None:
+    """Give `sink` the current levels and rate limit of its name."""
+    export = _export_level_for(sink.name)
+    sink.export_level = export
+    sink.export_severity = _levels.severity_for_number(export).value if export else 0
+    sink.limiter = limiter_for(sink.name)
+    # the caller's gate: also what a flight recorder or the debug header may want
+    sink.min_level = min(export, STATE.capture_floor)
 
 
 def sink_for(name: str) -> Sink:
@@ -104,18 +113,48 @@ def sink_for(name: str) -> Sink:
         with _SINKS_LOCK:
             sink = _SINKS.get(name)
             if sink is None:
-                sink = _NamedSink(name, _level_for(name))
+                sink = _NamedSink(name)
+                _apply_to(sink)
                 _SINKS[name] = sink
     return sink
 
 
-def set_levels(default: int, per_logger: dict[str, int]) -> None:
-    """Set the minimum levels (stdlib numbers), for existing loggers too."""
+def set_levels(
+    default: int,
+    per_logger: dict[str, int],
+    *,
+    exporter_floor: int | None = None,
+    capture_floor: int | None = None,
+) -> None:
+    """Set the minimum levels (stdlib numbers), for existing loggers too; the floors (the
+    lowest exporter level, the lowest level recorders capture) stay unless given."""
     with _SINKS_LOCK:  # a Sink created meanwhile gets the new levels too
         STATE.default_level = default
         STATE.logger_levels = dict(per_logger)
-        for sink in list(_SINKS.values()):
-            sink.min_level = _level_for(sink.name)
+        if exporter_floor is not None:
+            STATE.exporter_floor = exporter_floor
+        if capture_floor is not None:
+            STATE.capture_floor = capture_floor
+        _refresh()
+
+
+def _refresh() -> None:
+    for sink in list(_SINKS.values()):
+        _apply_to(sink)
+    for listener in list(STATE.level_listeners):
+        listener()
+
+
+def want_capture(level: int) -> None:
+    """Let records from `level` up through the caller's gate from now on (a flight
+    recorder takes them; outside one they are dropped right after the gate)."""
+    if level < STATE.capture_floor:
+        with _SINKS_LOCK:
+            STATE.capture_floor = min(STATE.capture_floor, level)
+            _refresh()
+
+
+STATE.want_capture = want_capture
 
 
 def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[int, dict[str, int]]:
@@ -123,6 +162,14 @@ def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[in
     return _levels.number_of(settings_level), {
         name: _levels.number_of(level) for name, level in logger_levels.items()
     }
+
+
+def gate_levels() -> tuple[int, dict[str, int]]:
+    """The caller's gates now, for stdlib logging's levels: the root's (a logger without an
+    entry) and each logger_levels entry's."""
+    floor = STATE.capture_floor
+    root = min(STATE.default_level, STATE.exporter_floor, floor)
+    return root, {name: min(level, floor) for name, level in STATE.logger_levels.items()}
 
 
 def saved_levels() -> tuple[int, dict[str, int], dict[str, int]]:
@@ -142,7 +189,9 @@ def restore_levels(saved: tuple[int, dict[str, int], dict[str, int]]) -> None:
         STATE.logger_levels = per_logger
         for sink in list(_SINKS.values()):
             level = sinks.get(sink.name)
-            sink.min_level = _level_for(sink.name) if level is None else level
+            _apply_to(sink)
+            if level is not None:
+                sink.min_level = level
 
 
 def configure_structlog() -> None:
@@ -217,15 +266,35 @@ class BoundLogger(structlog.BoundLoggerBase):
             salvage(logger, method_name, "record could not be processed", exc)
             return None
 
+    def _event_dict(self, event: Any, event_kw: dict[str, Any]) -> dict[str, Any]:
+        """The event dict `_emit` builds (bound context, keywords, message)."""
+        event_dict: dict[str, Any] = self._context.copy()
+        if event_kw:
+            event_dict.update(event_kw)
+            if event is not None and "event" in event_kw:
+                event_dict["attr.event"] = event_kw["event"]
+        if event is not None:
+            event_dict["event"] = event
+        return event_dict
+
     def _gate(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> Any:
-        if self._logger.min_level > levelno:
+        sink = self._logger
+        if sink.min_level > levelno:
             return None
+        held: Recorder | None = None
+        if sink.export_level > levelno:  # let through for flight recorders only
+            held = RECORDER.get()
+            if held is None or not held.open or levelno < held.floor:
+                return None
         if args:
             try:
                 event = event % args
             except Exception as exc:  # the message and its arguments as they are
                 event = unformatted(event, args)
                 _note(kw, f"message could not be formatted: {type(exc).__name__}")
+        if held is not None and held.boundary != 0 and DEFERRED.active and "exc_info" not in kw:
+            level = _levels.BY_METHOD.get(method, _levels.BY_NAME["INFO"])
+            return hold_call(sink, method, self._event_dict(event, kw), held, level)
         return self._emit(method, event, kw)
 
     def debug(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
@@ -234,6 +303,9 @@ class BoundLogger(structlog.BoundLoggerBase):
         return self._gate("debug", 10, event, args, kw)
 
     def info(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
+        # (an INFO record below its logger's exported level, let through for a flight
+        # recorder, is held or dropped at the end of the chain: `_gate`'s early check is
+        # left out of this, the most common call)
         if self._logger.min_level > 20:
             return None
         if args:
@@ -285,7 +357,8 @@ class BoundLogger(structlog.BoundLoggerBase):
         return self._gate("info", 20, event, args, kw)
 
     def is_enabled_for(self, level: int) -> bool:
-        return self._logger.min_level <= level
+        sink = self._logger
+        return sink.min_level <= level and (sink.export_level <= level or recorder_wants(level))
 
     isEnabledFor = is_enabled_for
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from math import isfinite as _isfinite
 from typing import Any, NamedTuple
 
@@ -30,8 +30,11 @@ from fapilog.capture.coerce import (
 from fapilog.otel.logs import SeverityNumber
 
 __all__ = [
+    "ADMISSION",
+    "Admission",
     "OTelBridge",
     "Pending",
+    "Released",
     "SALVAGED_MESSAGE",
     "Sink",
     "StdlibSink",
@@ -55,15 +58,29 @@ class Pending(NamedTuple):
     exception: BaseException | None
 
 
+class Released(Pending):
+    """A capture exported although it is below its logger's exported level: a flight
+    recorder released it, or the request asked for DEBUG (docs/sampling.md). It goes to
+    every exporter, whatever their levels."""
+
+    __slots__ = ()
+
+
 class Sink:
     """The wrapped logger at the end of structlog's chain: it hands the capture to the
-    bridge. One per logger name (interned), carrying that name's minimum level."""
+    bridge. One per logger name (interned), carrying that name's levels: `min_level`, the
+    caller's gate (the lowest level anything wants of the logger: an exporter, a flight
+    recorder), and `export_level`, the lowest level exported as it is logged (records
+    between the two go only to a flight recorder); `limiter`, its rate limit, if any."""
 
-    __slots__ = ("min_level", "name")
+    __slots__ = ("export_level", "export_severity", "limiter", "min_level", "name")
 
     def __init__(self, name: str, min_level: int = 20) -> None:
         self.name = name
         self.min_level = min_level
+        self.export_level = min_level
+        self.export_severity = _levels.severity_for_number(min_level).value if min_level else 0
+        self.limiter: Any = None  # fapilog.capture.noise.Bucket
 
     def _put(self, pending: Pending) -> None:
         _put(pending)
@@ -82,17 +99,42 @@ class StdlibSink(Sink):
 
     __slots__ = ("created_ns", "level")
 
-    def __init__(self, name: str, created_ns: int, level: _levels.Level) -> None:
+    def __init__(
+        self, name: str, created_ns: int, level: _levels.Level, named: Sink | None = None
+    ) -> None:
         super().__init__(name, 0)
         self.created_ns = created_ns
         self.level = level
+        if named is not None:  # the levels and rate limit of the logger's own Sink
+            self.export_level = named.export_level
+            self.export_severity = named.export_severity
+            self.limiter = named.limiter
 
 
-def stdlib_sink(name: str, created: float, levelno: int, levelname: str) -> StdlibSink:
+def stdlib_sink(
+    name: str, created: float, levelno: int, levelname: str, named: Sink | None = None
+) -> StdlibSink:
     level = _levels.BY_METHOD.get(levelname.lower())
     if level is None or level.number != levelno:
         level = _levels.level_for_number(levelno, levelname)
-    return StdlibSink(name, int(created * 1e9), level)
+    return StdlibSink(name, int(created * 1e9), level, named)
+
+
+class Admission:
+    """What decides, at the end of the chain, whether a capture goes on now: set
+    (`admit`) while a flight recorder, a rate limit, folding or trace-following sampling
+    are configured (`fapilog.capture.admission`), and run by the chain's last processor
+    then (`fapilog.pipeline.direct.AdmittingBridge`); None otherwise. `admit(sink,
+    pending)` returns the capture to hand on, or raises structlog's DropEvent (held,
+    limited, folded, sampled out)."""
+
+    __slots__ = ("admit",)
+
+    def __init__(self) -> None:
+        self.admit: Callable[[Any, Pending], Pending] | None = None
+
+
+ADMISSION = Admission()
 
 
 _PLAIN = frozenset({str, bool, type(None)})

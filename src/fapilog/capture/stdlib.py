@@ -31,8 +31,9 @@ from structlog import DropEvent
 from fapilog import _diag
 from fapilog._state import STATE
 from fapilog.capture.coerce import ERROR_KEY, safe_str
-from fapilog.capture.logger import levels_of
-from fapilog.capture.record import salvage, stdlib_sink, unformatted
+from fapilog.capture.logger import gate_levels, sink_for
+from fapilog.capture.record import Sink, salvage, stdlib_sink, unformatted
+from fapilog.capture.recorder import recorder_wants
 from fapilog.integrations.access_lines import ACCESS_FILTER, CLEANED_LOGGERS
 
 if TYPE_CHECKING:
@@ -116,6 +117,11 @@ class FapilogHandler(logging.Handler):
             _local.depth = depth
 
     def _process(self, record: logging.LogRecord) -> None:
+        named = _NAMED.get(record.name)
+        if named is None:
+            named = _named(record.name)
+        if record.levelno < named.export_level and not recorder_wants(record.levelno):
+            return  # let through for flight recorders, and none is taking it
         event: dict[str, Any] = {}
         try:
             message = record.getMessage()
@@ -132,7 +138,7 @@ class FapilogHandler(logging.Handler):
         if record.stack_info:
             event["stack_info"] = record.stack_info
         method = record.levelname.lower()
-        sink = stdlib_sink(record.name, record.created, record.levelno, record.levelname)
+        sink = stdlib_sink(record.name, record.created, record.levelno, record.levelname, named)
         processed: Any = event
         try:
             for processor in self._chain:
@@ -141,6 +147,37 @@ class FapilogHandler(logging.Handler):
             return
         args, kwargs = processed
         sink._put(*args, **kwargs)
+
+
+# the Sinks of stdlib logger names, held (the interned table holds none): a stdlib record
+# reads its logger's levels there; at most `_NAMED_AT_MOST` names
+_NAMED: dict[str, Sink] = {}
+_NAMED_AT_MOST = 1024
+
+
+def _named(name: str) -> Sink:
+    if len(_NAMED) >= _NAMED_AT_MOST:
+        _NAMED.clear()
+    sink = _NAMED[name] = sink_for(name)
+    return sink
+
+
+def apply_levels() -> None:
+    """The loggers' levels changed (`fapilog.set_level`, a flight recorder): stdlib
+    logging's levels follow, if fapilog routes it."""
+    routing: StdlibRouting | None = STATE.stdlib
+    if routing is None or routing.handler is None:
+        return
+    root_level, per_logger = gate_levels()
+    logging.getLogger().setLevel(root_level)
+    for name in routing.leveled - set(per_logger):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for name, value in per_logger.items():
+        logging.getLogger(name).setLevel(value)
+    routing.leveled = set(per_logger)
+
+
+STATE.level_listeners.append(apply_levels)
 
 
 def _salvage(record: logging.LogRecord, exc: Exception) -> None:
@@ -181,6 +218,7 @@ class StdlibRouting:
         # console handlers already named in a warning, each once (the same configuration
         # applied again builds new handler objects): (logger, handler name, type, stream)
         self.warned: set[tuple[str, str, str, str]] = set()
+        self.leveled: set[str] = set()  # loggers given a level of logger_levels
 
 
 def _routing() -> StdlibRouting:
@@ -240,6 +278,7 @@ def install(
             logger.setLevel(logging.NOTSET)
     for name, value in logger_levels.items():
         logging.getLogger(name).setLevel(value)
+    routing.leveled = set(logger_levels)
     logging.captureWarnings(True)
 
 
@@ -282,7 +321,7 @@ def route(settings: LoggingSettings) -> None:
     if not settings.capture_stdlib:
         uninstall()
         return
-    level, per_logger = levels_of(settings.level, settings.logger_levels)
+    level, per_logger = gate_levels()
     install(STATE.chain, level, per_logger)
     install_config_guard()
 
@@ -313,7 +352,7 @@ def reroute(*, when_broken: bool = False) -> None:
         return
     if routing is not None:
         routing.dirty = False
-    level, per_logger = levels_of(settings.level, settings.logger_levels)
+    level, per_logger = gate_levels()
     install(STATE.chain, level, per_logger, keep_console=True)
     _warn_duplicates(_routing())
 

@@ -42,7 +42,16 @@ __all__ = [
 ]
 
 CORE_KEYS = frozenset(
-    {"timestamp", "level", "message", "logger", "trace_id", "span_id", "trace_flags"}
+    {
+        "timestamp",
+        "level",
+        "message",
+        "logger",
+        "trace_id",
+        "span_id",
+        "trace_flags",
+        "trace.sampled",
+    }
 )
 COLLISION_PREFIX = "attr."
 # Resource attributes left out of each line: constant SDK metadata, not useful per line.
@@ -122,6 +131,8 @@ class JsonRenderer:
         if record.trace_id:
             line["trace_id"] = format(record.trace_id, "032x")
             line["span_id"] = format(record.span_id, "016x")
+            flags = record.trace_flags
+            line["trace.sampled"] = bool(flags is not None and flags & 1)
         attributes = record.attributes
         if attributes:
             if reserved.isdisjoint(attributes):

@@ -37,21 +37,26 @@ from structlog.contextvars import bind_contextvars, get_contextvars, reset_conte
 
 from fapilog import _diag, _levels
 from fapilog._state import STATE
-from fapilog.capture.coerce import safe_str
 from fapilog.capture.logger import get_logger
 from fapilog.capture.record import salvage
 from fapilog.integrations import isolation
-from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
+from fapilog.integrations.admin import AdminRoute
+from fapilog.integrations.request_event import (
+    REQUEST_LOGGER,
+    Exchange,
+    call_hook,
+    finish_request,
+)
+from fapilog.integrations.request_fields import EnrichmentPlan
 from fapilog.integrations.request_head import HeadReader, RequestHead, content_length
+from fapilog.integrations.request_outcome import OutcomePlan, Recording
 from fapilog.integrations.server_logs import (
-    LOGGED,
     install_duplicate_filter,
     lifespan_receive,
     lifespan_send,
 )
 from fapilog.integrations.server_span import ServerSpan, ServerSpans
-from fapilog.integrations.tracing import fastapi_saw_exception
-from fapilog.settings import LoggingSettings, RequestSettings
+from fapilog.settings import AdminSettings, LoggingSettings, RequestSettings
 from fapilog.settings.redaction import DEFAULT_MARKER
 from fapilog.settings.request import DEFAULT_STATUS_LEVELS
 
@@ -72,8 +77,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-REQUEST_LOGGER = "fapilog.request"
-"""The logger name of request events (``FAPILOG_LOGGER_LEVELS=fapilog.request=WARNING``)."""
 
 # Inbound request ids: 1-128 characters of a conservative charset (no spaces, quotes,
 # control characters or newlines), so a client cannot forge log lines through it.
@@ -82,7 +85,7 @@ _REQUEST_ID = re.compile(_REQUEST_ID_PATTERN)
 _valid_request_id_bytes = re.compile(_REQUEST_ID_PATTERN.encode("ascii")).fullmatch
 _CONTENT_LENGTH = b"content-length"
 
-_log = get_logger(REQUEST_LOGGER)
+_log = get_logger(REQUEST_LOGGER)  # (the request event's: for a salvaged record)
 _random_bits = random.getrandbits
 
 
@@ -112,17 +115,30 @@ class RequestPlan:
         "_levels",
         "_readers",
         "active",
+        "admin",
+        "admin_settings",
         "enrichment",
         "exact",
         "hook",
         "log",
+        "outcome",
         "prefixes",
         "request_id_header",
         "settings",
     )
 
-    def __init__(self, settings: RequestSettings, marker: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: RequestSettings,
+        marker: str | None = None,
+        admin: AdminSettings | None = None,
+    ) -> None:
         self.settings = settings
+        self.admin_settings = admin
+        # the level route, only with a token (fapilog.integrations.admin)
+        self.admin = AdminRoute.of(admin)
+        # held records, the debug header, sampling (fapilog.integrations.request_outcome)
+        self.outcome = OutcomePlan(settings, admin)
         # (the redaction marker of the current configuration unless given)
         self.enrichment = EnrichmentPlan(settings, marker or _marker(STATE.settings))
         self._readers: dict[frozenset[bytes] | None, HeadReader] = {}
@@ -137,7 +153,7 @@ class RequestPlan:
         self._levels = {key: _levels.number_of(name) for key, name in levels.items()}
         self._level_cache: dict[int, int] = {}
         self.hook = settings.context_hook
-        self.active = bool(self.log or self.request_id_header or self.hook)
+        self.active = bool(self.log or self.request_id_header or self.hook or self.outcome.active)
 
     def reader(self, propagation: frozenset[bytes] | None) -> HeadReader:
         """The head reader for this plan and the propagator's header names."""
@@ -164,41 +180,6 @@ class RequestPlan:
             if len(self._level_cache) < 1024:
                 self._level_cache[status] = level
         return level
-
-
-class _Exchange:
-    """What the middleware saw of one request/response."""
-
-    __slots__ = (
-        "disconnected",
-        "ended",
-        "entry_root",
-        "head",
-        "request_bytes",
-        "response_bytes",
-        "response_headers",
-        "route",
-        "started",
-        "status",
-    )
-
-    def __init__(self, started: float, entry_root: str, head: RequestHead | None) -> None:
-        self.started = started
-        self.entry_root = entry_root  # root_path where this middleware sits (for http.route)
-        self.head = head
-        self.status: int | None = None
-        self.request_bytes = 0
-        self.response_bytes = 0
-        self.response_headers: Iterable[tuple[bytes, bytes]] = ()
-        self.ended: float | None = None
-        self.route: str | bool | None = False  # False: not looked up yet
-        self.disconnected = False  # the client went away before the response was complete
-
-    def route_of(self, scope: Scope) -> str | None:
-        route = self.route
-        if route is False:
-            route = self.route = _route_template(scope, self.entry_root)
-        return route  # type: ignore[return-value]
 
 
 class RequestLoggingMiddleware:
@@ -248,6 +229,10 @@ class RequestLoggingMiddleware:
                 await self.app(scope, receive, send)
             return
         plan = self._plan
+        admin = plan.admin
+        if admin is not None and scope.get("path") == admin.path and _HANDLED not in scope:
+            await admin(scope, receive, send)
+            return
         if (
             (not plan.active and self._spans is None)
             or _HANDLED in scope  # an outer fapilog middleware (of a parent app) has it
@@ -282,7 +267,7 @@ class RequestLoggingMiddleware:
             raise
         finally:
             if server_span is not None:
-                exchange = _Exchange(0.0, scope.get("root_path", ""), None)
+                exchange = Exchange(0.0, scope.get("root_path", ""), None)
                 _end_span(server_span, scope, exchange, failure)
                 try:
                     server_span.detach()
@@ -293,7 +278,7 @@ class RequestLoggingMiddleware:
     async def _handle(self, plan: RequestPlan, scope: Scope, receive: Receive, send: Send) -> None:
         entry = isolation.enter(scope)  # nothing inherited from another request
         head = self._read_head(plan, scope)
-        exchange = _Exchange(time.perf_counter(), scope.get("root_path", ""), head)
+        exchange = Exchange(time.perf_counter(), scope.get("root_path", ""), head)
         server_span: ServerSpan | None = None
         if self._spans is not None:
             try:
@@ -301,6 +286,12 @@ class RequestLoggingMiddleware:
             except Exception as exc:  # never raise into the application
                 _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
         _one_server_span(scope)
+        recording: Recording | None = None
+        if plan.outcome.active:
+            try:
+                recording = plan.outcome.begin(scope)
+            except Exception as exc:  # never raise into the application
+                _diag.report("request-recorder", f"fapilog: no flight recorder: {exc!r}")
         bound: list[Mapping[str, Token[Any]]] = []
         id_header = plan.request_id_header
         echo: tuple[bytes, bytes] | None = None
@@ -310,7 +301,7 @@ class RequestLoggingMiddleware:
             echo = (id_header, inbound if inbound is not None else request_id.encode("latin-1"))
             bound.append(bind_contextvars(request_id=request_id))
         if plan.hook is not None:
-            fields = _call_hook(plan.hook, scope)
+            fields = call_hook(plan.hook, scope)
             if fields:
                 bound.append(bind_contextvars(**fields))
 
@@ -370,8 +361,7 @@ class RequestLoggingMiddleware:
             try:
                 if server_span is not None:
                     _end_span(server_span, scope, exchange, failure)
-                if plan.log:
-                    _log_request(plan, scope, exchange, failure)
+                finish_request(plan, scope, exchange, failure, recording)
             except Exception as exc:  # never raise into the application: a best-effort record
                 salvage(_log._logger, "warning", "request event could not be logged", exc)
             finally:
@@ -407,7 +397,7 @@ def _one_server_span(scope: Scope) -> None:
 
 
 def _end_span(
-    span: ServerSpan, scope: Scope, exchange: _Exchange, failure: BaseException | None
+    span: ServerSpan, scope: Scope, exchange: Exchange, failure: BaseException | None
 ) -> None:
     if span.ended:
         return
@@ -432,78 +422,6 @@ def _inject_response(span: ServerSpan, headers: list[tuple[bytes, bytes]]) -> No
         _diag.report("server-span", f"fapilog could not inject response headers: {exc!r}")
 
 
-# what a server or framework raises into the application when it sends to a client that
-# has gone away: uvicorn's `ClientDisconnected` (an OSError), Starlette's `ClientDisconnect`
-_DISCONNECTS = frozenset({"ClientDisconnected", "ClientDisconnect"})
-
-
-def _cancelled(exchange: _Exchange, failure: BaseException | None) -> bool:
-    """The request was cancelled (the server is stopping, or the client went away), or the
-    client went away before the response was complete: the application saw the
-    `http.disconnect` (and returned, or failed sending), or a send raised the server's
-    disconnect error."""
-    if failure is not None and (
-        not isinstance(failure, Exception) or type(failure).__name__ in _DISCONNECTS
-    ):
-        return True
-    return exchange.disconnected and (failure is None or isinstance(failure, OSError))
-
-
-def _log_request(
-    plan: RequestPlan, scope: Scope, exchange: _Exchange, failure: BaseException | None
-) -> None:
-    status = exchange.status
-    exception: BaseException | None = None
-    if _cancelled(exchange, failure):  # the client went away, or the server is stopping
-        level = 30
-        message = "request cancelled"
-    elif failure is None:
-        level = plan.level_for(status if status is not None else 500)
-        message = "request completed"
-    else:
-        exception = failure
-        level = max(40, plan.level_for(status if status is not None else 500))
-        message = "request failed"
-        if status is None:
-            status = 500  # what Starlette's ServerErrorMiddleware sends
-    if not _log.is_enabled_for(level):
-        return
-    ended = exchange.ended if exchange.ended is not None else time.perf_counter()
-    event: dict[str, Any] = {
-        "http.request.method": scope.get("method", ""),
-        "url.path": scope.get("path", ""),
-    }
-    route = exchange.route_of(scope)
-    if route is not None:
-        event["http.route"] = route
-    if status is not None:
-        event["http.response.status_code"] = status
-    event["duration_ms"] = round((ended - exchange.started) * 1000.0, 3)
-    head = exchange.head
-    content_length = head.content_length if head is not None else None
-    event["http.request.body.size"] = exchange.request_bytes or content_length or 0
-    event["http.response.body.size"] = exchange.response_bytes
-    version = scope.get("http_version")
-    if version:
-        event["network.protocol.version"] = version
-    enrichment = plan.enrichment
-    if head is not None:
-        event.update(request_fields(scope, head, enrichment))
-    event.update(response_fields(exchange.response_headers, enrichment))
-    if plan.hook is not None:
-        # values set during the request (request.state.user by an auth dependency)
-        event.update(_call_hook(plan.hook, scope))
-    if exception is not None:
-        event["exc_info"] = exception
-    _log.log(level, message, **event)
-    if exception is not None:
-        fastapi_saw_exception(scope, exception)
-        try:
-            setattr(exception, LOGGED, True)
-        except Exception:  # pragma: no cover - an exception type with __slots__
-            pass
-
-
 def _marker(settings: LoggingSettings | None) -> str:
     return settings.redaction.marker if settings is not None else DEFAULT_MARKER
 
@@ -511,9 +429,9 @@ def _marker(settings: LoggingSettings | None) -> str:
 def _current_plan() -> RequestPlan:
     """The plan of the current configuration (the defaults before configure_logging())."""
     settings = STATE.settings
-    return RequestPlan(
-        settings.request if settings is not None else RequestSettings(), _marker(settings)
-    )
+    if settings is None:
+        return RequestPlan(RequestSettings(), _marker(settings))
+    return RequestPlan(settings.request, _marker(settings), settings.admin)
 
 
 # the middlewares that follow the configuration (not given fixed settings)
@@ -527,29 +445,18 @@ def _on_configure(settings: LoggingSettings) -> None:
     if not followers:
         return
     current = followers[0]._plan
-    if current.settings == settings.request and current.enrichment.marker == _marker(settings):
+    if (
+        current.settings == settings.request
+        and current.enrichment.marker == _marker(settings)
+        and current.admin_settings == settings.admin
+    ):
         return
-    plan = RequestPlan(settings.request, _marker(settings))
+    plan = RequestPlan(settings.request, _marker(settings), settings.admin)
     for middleware in followers:
         middleware._plan = plan
 
 
 STATE.listeners.append(_on_configure)
-
-
-def _call_hook(hook: Callable[[Mapping[str, Any]], Any], scope: Scope) -> dict[str, Any]:
-    """The hook's fields, keys as strings (they become keyword arguments). Keys the request
-    event has itself (``level``, ``event``, ``message``) are fields like any other: the
-    JSON line shows them as ``attr.<key>``."""
-    try:
-        result = hook(scope)
-        fields = dict(result) if result else {}
-        if any(type(key) is not str for key in fields):
-            fields = {safe_str(key): value for key, value in fields.items()}
-        return fields
-    except Exception as exc:
-        _diag.report("request-context-hook", f"fapilog: request context_hook failed: {exc!r}")
-        return {}
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
@@ -558,20 +465,3 @@ def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
         if name.lower() == _CONTENT_LENGTH:
             return content_length(value) or 0
     return 0
-
-
-def _route_template(scope: Scope, entry_root: str) -> str | None:
-    """The matched route's path template relative to where this middleware sits: Starlette
-    and FastAPI put the route in ``scope["route"]``; a Mount adds its prefix to
-    ``root_path``."""
-    route = scope.get("route")
-    if route is None:
-        return None
-    root = scope.get("root_path", "")
-    prefix = root[len(entry_root) :] if root != entry_root and root.startswith(entry_root) else ""
-    if hasattr(route, "routes"):  # a Mount (or Host) handled the request as a whole
-        return f"{prefix}/{{path}}" if prefix else None
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str):
-        return None
-    return prefix + template

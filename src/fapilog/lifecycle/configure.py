@@ -23,14 +23,12 @@ from structlog.contextvars import merge_contextvars
 
 from fapilog import _diag
 from fapilog._levels import LevelName
-from fapilog._state import STATE, UNCONFIGURED_LEVEL, Pipeline
+from fapilog._state import STATE, Pipeline
 from fapilog.capture import enrichers, redaction, stdlib
 from fapilog.capture.logger import (
     configure_structlog,
     default_chain,
     get_logger,
-    levels_of,
-    set_levels,
 )
 from fapilog.capture.processors import add_trace_context
 from fapilog.exceptions import ConfigurationError
@@ -47,6 +45,7 @@ from fapilog.lifecycle.drain import (
     uninstall_sigterm_handler,
 )
 from fapilog.lifecycle.fork import register_child_drain
+from fapilog.lifecycle.levels import configure_levels, defer_redaction, reset_levels
 from fapilog.otel.bridge import Bridge
 from fapilog.otel.logs import (
     LoggerProvider,
@@ -63,6 +62,7 @@ from fapilog.pipeline.router import ExportProcessor, Router
 from fapilog.pipeline.spool import open_spool
 from fapilog.settings import (
     UNSET,
+    AdminSettings,
     ConsoleSettings,
     Environment,
     FileSettings,
@@ -136,6 +136,9 @@ def configure_logging(
     service_version: str | Unset | None = UNSET,
     exporters: Sequence[str] | Unset = UNSET,
     logger_levels: Mapping[str, LevelName | int] | Unset = UNSET,
+    exporter_levels: Mapping[str, LevelName | int] | Unset = UNSET,
+    rate_limits: Mapping[str, float] | Unset = UNSET,
+    fold_repeats: float | Unset | None = UNSET,
     capture_stdlib: bool | Unset = UNSET,
     capture_exceptions: bool | Unset = UNSET,
     shutdown_timeout: float | Unset = UNSET,
@@ -151,6 +154,7 @@ def configure_logging(
     redaction: RedactionSettings | Mapping[str, Any] | Unset = UNSET,
     system: SystemSettings | Mapping[str, Any] | Unset = UNSET,
     console: ConsoleSettings | Mapping[str, Any] | Unset = UNSET,
+    admin: AdminSettings | Mapping[str, Any] | Unset = UNSET,
     on_alert: Callable[[dict[str, Any]], None] | Unset | None = UNSET,
 ) -> LoggingSettings:
     """Configure fapilog for this process and return the effective settings.
@@ -189,6 +193,9 @@ def configure_logging(
         given = {} if allow_unknown is UNSET else {"allow_unknown": allow_unknown}
         settings = LoggingSettings(**given)
     resolved = settings.with_overrides(overrides)
+    problem = resolved.unknown_exporter_levels()
+    if problem is not None:
+        raise ConfigurationError(problem)
     specs = [exporter_spec(name) for name in resolved.exporters]
     calls = STATE.recording
     if calls is not None:  # record-only mode (`recording`): validated, nothing configured
@@ -234,7 +241,8 @@ def _diff(old: LoggingSettings, new: LoggingSettings) -> dict[str, Any]:
 # the settings are read): changing them keeps the running exporters (and their queues).
 _CHAIN_ONLY_FIELDS = frozenset(
     {"level", "logger_levels", "capture_stdlib", "capture_exceptions", "enrichers",
-     "redaction", "request", "shutdown_timeout", "on_alert", "allow_unknown"}
+     "redaction", "request", "shutdown_timeout", "on_alert", "allow_unknown",
+     "exporter_levels", "rate_limits", "fold_repeats", "admin"}
 )  # fmt: skip
 
 
@@ -322,8 +330,9 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     STATE.pid = os.getpid()
     STATE.autoconfigure = _autoconfigure
     STATE.chain[:] = chain
+    defer_redaction(chain)
     configure_structlog()
-    set_levels(*levels_of(settings.level, settings.logger_levels))
+    configure_levels(settings)
     stdlib.route(settings)
     excepthook.route(settings)
     alerts.install()
@@ -432,7 +441,7 @@ def reset() -> None:
         STATE.shut_down = False
         STATE.exit_started = None
         STATE.pid = os.getpid()
-        set_levels(UNCONFIGURED_LEVEL, {})
+        reset_levels()
         STATE.chain[:] = default_chain()
         structlog.reset_defaults()
         uninstall_sigterm_handler()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fapilog._state import STATE, Pipeline, start_worker
+from fapilog.capture.noise import FOLDING
 from fapilog.lifecycle import wakeup
 from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, shutdown_processors
@@ -78,6 +79,7 @@ def force_flush(timeout: float | None = None) -> bool:
         return True
     budget = _budget(timeout, pipeline.settings.shutdown_timeout, flush=True)
     deadline = time.monotonic() + budget
+    FOLDING.flush()  # the summary lines of runs of repeated records
     ok = bridge.flush(budget)
     for processor in list(pipeline.processors):
         ok = processor.force_flush(max(0.0, deadline - time.monotonic())) and ok
@@ -97,6 +99,7 @@ def shutdown(timeout: float | None = None) -> bool:
         if STATE.draining_thread is not None:  # a signal handler, inside this very drain
             return False
         STATE.draining_thread = threading.get_ident()
+        FOLDING.flush()
         try:
             return _shutdown(pipeline, bridge, timeout)
         finally:

@@ -30,6 +30,7 @@ from fapilog.otel.semconv import exception_attributes
 from fapilog.otel.trace import span_context_of
 from fapilog.pipeline.intake import IntakeQueue
 from fapilog.pipeline.router import ExportProcessor, collect_batch
+from fapilog.pipeline.routes import ROUTES, Routes
 from fapilog.settings import QueueSettings
 
 __all__ = ["Bridge", "Forward", "LOGGER_GENERATION", "event_fields"]
@@ -81,6 +82,22 @@ def _severity(item: Pending | Forward) -> int:
     return item.severity.value
 
 
+def _route(
+    routes: Routes,
+    collected: list[tuple[Sequence[ExportProcessor], ReadableLogRecord]],
+    index: int,
+    pending: Pending,
+) -> None:
+    """Leave the record at `index` only to the exporters whose level takes it
+    (`fapilog.pipeline.routes`); the others count it as filtered."""
+    targets, record = collected[index]
+    chosen, left = routes.choose(targets, pending.logger, pending.severity.value)
+    if left:
+        collected[index] = (chosen, record)
+        for target in left:
+            target.filtered += 1
+
+
 class Bridge:
     """The intake queue and its worker, emitting LogRecords through `provider`.
 
@@ -123,10 +140,12 @@ class Bridge:
     ) -> None:
         loggers = self._loggers
         fast = self._fast
+        routes = ROUTES if ROUTES.active else None
         for pending in batch:
             if isinstance(pending, Forward):
                 collected.append((pending.targets, pending.record))
                 continue
+            count = len(collected)
             try:
                 body, attributes, span_context = _record_fields(pending)
                 record = make_record(
@@ -144,6 +163,8 @@ class Bridge:
                     loggers = self._loggers
                     fast = self._fast
                 emit(logger, record, fast)
+                if routes is not None and len(collected) > count and type(pending) is Pending:
+                    _route(routes, collected, count, pending)
             except Exception as exc:
                 self.errors += 1
                 _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")

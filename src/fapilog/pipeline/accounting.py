@@ -2,7 +2,7 @@
 
 Per exporter the figures add up, with named terms::
 
-    emitted + adopted == exported + dropped + queued + in_flight + spooled
+    emitted + adopted == exported + dropped + queued + in_flight + spooled + filtered
 
 - `emitted`: records offered to the pipeline while the exporter was receiving them;
 - `exported`: records the exporter delivered;
@@ -13,6 +13,14 @@ Per exporter the figures add up, with named terms::
 - `spooled`: on disk in the exporter's spool, waiting to be replayed (docs/delivery.md);
 - `adopted`: records a process that is gone left in the spool, which this one took over
   (0 without a spool). Replayed, they count as `exported` (or `dropped`) here.
+- `filtered`: records below the exporter's own level (``FAPILOG_EXPORTER_LEVELS``): not
+  for it, not lost.
+
+What never reaches the intake has its own terms, outside the exporters' sums:
+``recorder`` (records held by flight recorders: `captured == held + released + discarded +
+overflowed`; released ones are emitted), ``rate_limited`` (by logger), ``folded`` (repeats
+folded into a "repeated" line) and ``sampled_out`` (request events sampled out, records of
+unsampled traces).
 
 The sum holds exactly whenever the pipeline is quiet (after `fapilog.force_flush()`), across
 `shutdown()` and a later `configure_logging()`. At other moments each term is read without
@@ -26,11 +34,13 @@ from __future__ import annotations
 from typing import Any
 
 from fapilog._state import STATE
+from fapilog.capture import noise
+from fapilog.capture.recorder import TOTALS
 
 __all__ = ["IntakeMark", "intake_mark", "stats", "unbalanced"]
 
 _IN = ("emitted", "adopted")
-_OUT = ("exported", "dropped", "queued", "in_flight", "spooled")
+_OUT = ("exported", "dropped", "queued", "in_flight", "spooled", "filtered")
 
 
 class IntakeMark:
@@ -118,6 +128,7 @@ def stats() -> dict[str, Any]:
         "queued": sum(e["queued"] for e in exporters.values()),
         "in_flight": sum(e["in_flight"] for e in exporters.values()),
         "spooled": sum(e["spooled"] for e in exporters.values()),
+        "filtered": sum(e["filtered"] for e in exporters.values()),
         "adopted": sum(e["adopted"] for e in exporters.values()),
         "intake": {
             "accepted": intake.accepted if intake is not None else 0,
@@ -129,6 +140,8 @@ def stats() -> dict[str, Any]:
         "exporters": exporters,
         "enricher_failures": chain.failure_counts() if chain is not None else {},
         "unconfigured_dropped": STATE.dropped_unconfigured,
+        "recorder": TOTALS.figures(),
+        **noise.figures(),
     }
 
 
@@ -139,4 +152,9 @@ def unbalanced(figures: dict[str, Any]) -> dict[str, dict[str, int]]:
     for name, exporter in figures["exporters"].items():
         if sum(exporter[term] for term in _OUT) != sum(exporter[term] for term in _IN):
             wrong[name] = {term: exporter[term] for term in (*_IN, *_OUT)}
+    recorder = figures.get("recorder")
+    if recorder is not None and recorder["captured"] != sum(
+        recorder[term] for term in ("held", "released", "discarded", "overflowed")
+    ):
+        wrong["recorder"] = dict(recorder)
     return wrong

@@ -23,14 +23,23 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fapilog import _diag
-from fapilog.capture.record import OTelBridge, Pending, capture, exception_of
+from fapilog.capture.record import (
+    ADMISSION,
+    OTelBridge,
+    Pending,
+    Released,
+    capture,
+    exception_of,
+)
 from fapilog.otel.logs import ReadableLogRecord
+from fapilog.pipeline.routes import ROUTES
 
 if TYPE_CHECKING:
     from structlog.typing import Processor
 
 
 __all__ = [
+    "AdmittingBridge",
     "CURRENT",
     "Direct",
     "DirectBridge",
@@ -135,15 +144,48 @@ class DirectBridge(OTelBridge):
         pending = capture(logger, method_name, event_dict)
         writers = CURRENT.writers
         if writers:
-            exception = _kept_for(event_dict) if _KEPT.pairs else None
-            if pending.exception is not None:
-                exception = pending.exception
-            for writer in writers:
-                try:
-                    pending = writer.write_capture(pending, exception)
-                except Exception as exc:  # never into the application: written from the queue
-                    _diag.report("direct", f"fapilog: the console could not write: {exc!r}")
+            pending = _write(writers, pending, event_dict)
         return ((pending,), {})
+
+
+class AdmittingBridge(DirectBridge):
+    """`DirectBridge` for a configuration that decides each capture's fate at the end of
+    the chain (`fapilog.capture.record.ADMISSION`: flight recorders, rate limits, folding,
+    trace-following sampling) or has per-exporter levels (a console that writes on the
+    calling thread writes only what reaches its level). The plain `DirectBridge` is in the
+    chain otherwise: a configuration without these pays nothing for them."""
+
+    __slots__ = ()
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> tuple[tuple[Pending], dict[str, Any]]:
+        pending = capture(logger, method_name, event_dict)
+        admit = ADMISSION.admit
+        if admit is not None:
+            pending = admit(logger, pending)
+        writers = CURRENT.writers
+        if writers and ROUTES.active and type(pending) is not Released:
+            name, severity = pending.logger, pending.severity.value
+            writers = tuple(w for w in writers if ROUTES.writes(w, name, severity))
+        if writers:
+            pending = _write(writers, pending, event_dict)
+        return ((pending,), {})
+
+
+def _write(
+    writers: tuple[Direct, ...], pending: Pending, event_dict: MutableMapping[str, Any]
+) -> Pending:
+    """Each synchronous exporter writes the capture now (never raises)."""
+    exception = _kept_for(event_dict) if _KEPT.pairs else None
+    if pending.exception is not None:
+        exception = pending.exception
+    for writer in writers:
+        try:
+            pending = writer.write_capture(pending, exception)
+        except Exception as exc:  # never into the application: written from the queue
+            _diag.report("direct", f"fapilog: the console could not write: {exc!r}")
+    return pending
 
 
 def write_foreign(writers: Sequence[Direct], record: ReadableLogRecord) -> None:

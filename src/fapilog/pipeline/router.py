@@ -39,6 +39,7 @@ from fapilog.pipeline import alerts, metrics
 from fapilog.pipeline.accounting import IntakeMark
 from fapilog.pipeline.direct import Direct, direct_exporters, use_writers, write_foreign
 from fapilog.pipeline.queue import BatchQueue, Outcome
+from fapilog.pipeline.routes import ROUTES
 from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import QueueSettings
@@ -163,6 +164,8 @@ class ExportProcessor:
             else BatchQueue(name, self._export, _record_severity, settings, **options)
         )
         self._shutdown = False
+        # records this exporter did not take: below its level (fapilog.pipeline.routes)
+        self.filtered = 0
         # the intake's figures when this exporter started and stopped receiving records
         # (`fapilog.pipeline.accounting`): what was emitted during its life is its own
         self.intake_start: IntakeMark = IntakeMark()
@@ -300,6 +303,7 @@ class ExportProcessor:
             "in_flight": queue.in_flight,
             "accepted": queue.accepted,
             "capacity": queue.max_size,
+            "filtered": self.filtered,
             "export_failures": self.failures,
             "export_seconds": round(self.export_seconds, 6),
         }
@@ -409,6 +413,7 @@ class Router(LogRecordProcessor):
         """The exporters from now on (a configuration sets them): those that write on the
         calling thread (the console) write each capture there from now on."""
         self._targets = targets
+        ROUTES.name_writers(targets)
         self.direct = direct_exporters(getattr(target, "exporter", None) for target in targets)
         use_writers(self.direct)
 

@@ -317,13 +317,16 @@ class Spool:
         segment.read_at = replay.stop
         return replay
 
-    def complete(self, replay: Replay, delivered: int) -> None:
-        """The batch is settled (delivered, dropped, or written again): acknowledge it."""
+    def complete(self, replay: Replay, delivered: int) -> int:
+        """The batch is settled (delivered, dropped, or written again): acknowledge it.
+        Returns how many of its records had been removed meanwhile with their segment, to
+        make room (and counted as dropped then: the batch's own outcome counts them
+        instead)."""
         with self._lock:
             self.replayed += delivered
             segment = replay.segment
-            if segment.fd < 0:  # removed meanwhile (evicted to make room): nothing to do
-                return
+            if segment.fd < 0:  # removed meanwhile (evicted to make room)
+                return replay.count
             try:
                 segment.acknowledge(replay.stop, replay.count)
             except OSError as exc:
@@ -332,6 +335,7 @@ class Spool:
                 self.settled_own += replay.count
             if segment.done():
                 self._forget(segment, remove=True)
+            return 0
 
     def give_back(self, replay: Replay) -> None:
         """The batch was not delivered and will be tried again: read it again next time."""

@@ -236,7 +236,13 @@ class SpoolingQueue(BatchQueue[Record]):
         records whose segment was removed to make room were counted as dropped
         (``spool_full``) then; the batch's outcome counts them now, so they are taken off
         that count (else one record counts twice)."""
-        gone = self.spool.settle(copy)
+        self._uncount_evicted(self.spool.settle(copy))
+
+    def _uncount_evicted(self, gone: int) -> None:
+        """(Lock held.) `gone` records of a batch just accounted for (a copy of the batch
+        in flight, a replay) had been removed from disk meanwhile to make room, and counted
+        as dropped (``spool_full``) then: the batch's outcome counts them now, so they are
+        taken off that count (else one record counts twice)."""
         if gone:
             left = self.dropped.get("spool_full", 0) - gone
             if left > 0:
@@ -291,7 +297,7 @@ class SpoolingQueue(BatchQueue[Record]):
             self._succeeded()
             self._drop_unsendable(replay)
             self.delivered += size
-            self.spool.complete(replay, size)
+            self._uncount_evicted(self.spool.complete(replay, size))
             return
         reason, lost, retry = split_outcome(failed, size)
         if retry:
@@ -302,7 +308,7 @@ class SpoolingQueue(BatchQueue[Record]):
         self._drop_unsendable(replay)
         self.delivered += size - lost
         self._keep(reason, lost, retry)  # (written before the batch is acknowledged)
-        self.spool.complete(replay, size - lost)
+        self._uncount_evicted(self.spool.complete(replay, size - lost))
 
     def _drop_unsendable(self, replay: Replay) -> None:
         if replay.too_old:

@@ -8,6 +8,7 @@ them all (generated from `settings_reference()`).
 from fapilog._levels import NAMES as LEVELS
 from fapilog.settings._base import UNSET, Unset, parse_list
 from fapilog.settings._errors import ENV_PREFIX, env_var_for
+from fapilog.settings.admin import AdminSettings
 from fapilog.settings.console import ConsoleSettings
 from fapilog.settings.file import FileSettings
 from fapilog.settings.loki import LokiSettings
@@ -16,11 +17,13 @@ from fapilog.settings.otlp import OtlpSettings
 from fapilog.settings.queue import Overflow, QueueSettings
 from fapilog.settings.redaction import RedactionSettings
 from fapilog.settings.reference import reference_markdown, settings_reference
-from fapilog.settings.request import ContextHook, RequestSettings, TracingMode
+from fapilog.settings.request import BufferSettings, ContextHook, RequestSettings, TracingMode
 from fapilog.settings.spool import SpoolSettings
 from fapilog.settings.system import SystemSettings
 
 __all__ = [
+    "AdminSettings",
+    "BufferSettings",
     "ConsoleSettings",
     "ContextHook",
     "ENV_PREFIX",

@@ -29,6 +29,7 @@ __all__ = [
     "parse_list",
     "parse_mapping",
     "parse_names",
+    "parse_pairs",
     "section_model",
     "type_name",
 ]
@@ -105,6 +106,14 @@ def parse_mapping(value: Any) -> Any:
             result[name.strip()] = val.strip()
         return result
     return value
+
+
+def parse_pairs(value: Any) -> Any:
+    """`parse_mapping`, also accepting ``name:value`` pairs (``file:debug,loki:info``)."""
+    if isinstance(value, str) and not value.strip().startswith("{"):
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        value = ",".join(part if "=" in part else part.replace(":", "=", 1) for part in parts)
+    return parse_mapping(value)
 
 
 def parse_names(value: Any) -> Any:

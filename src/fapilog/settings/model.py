@@ -28,7 +28,13 @@ from pydantic_settings import (
 
 from fapilog import _diag, _levels
 from fapilog.exceptions import ConfigurationError
-from fapilog.settings._base import CommaList, NameList, document_fields, parse_mapping
+from fapilog.settings._base import (
+    CommaList,
+    NameList,
+    document_fields,
+    parse_mapping,
+    parse_pairs,
+)
 from fapilog.settings._errors import (
     ENV_PREFIX,
     Problem,
@@ -42,6 +48,7 @@ from fapilog.settings._names import (
     unknown_variables,
 )
 from fapilog.settings._otel_env import OtelEnvSource
+from fapilog.settings.admin import AdminSettings
 from fapilog.settings.console import ConsoleSettings
 from fapilog.settings.file import FileSettings
 from fapilog.settings.loki import LokiSettings
@@ -90,6 +97,22 @@ class LoggingSettings(BaseSettings):
         default_factory=dict,
         description="per-logger minimum levels, e.g. uvicorn.access=WARNING,sqlalchemy=INFO",
     )
+    exporter_levels: Annotated[dict[str, _levels.LevelName], NoDecode] = Field(
+        default_factory=dict,
+        description="per-exporter minimum levels, e.g. file:debug,loki:info (custom "
+        "exporters too); exporters not named use `level`",
+    )
+    rate_limits: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="per-logger rate limits in records per second, e.g. noisy.lib:10 "
+        "(a token bucket; dotted prefixes apply; what is over it is counted in stats())",
+    )
+    fold_repeats: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds: identical consecutive records of a logger within this window "
+        "become one line and one 'repeated N times' line; unset: off",
+    )
     capture_stdlib: bool = Field(
         default=True, description="route stdlib logging (and uvicorn's loggers) into fapilog"
     )
@@ -123,6 +146,7 @@ class LoggingSettings(BaseSettings):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     system: SystemSettings = Field(default_factory=SystemSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     on_alert: Callable[[dict[str, Any]], None] | None = Field(
         default=None,
         exclude=True,
@@ -198,6 +222,38 @@ class LoggingSettings(BaseSettings):
         if isinstance(parsed, dict):
             return {str(k): _levels.normalise(v) for k, v in parsed.items()}
         return parsed
+
+    @field_validator("exporter_levels", mode="before")
+    @classmethod
+    def _exporter_levels(cls, value: Any) -> Any:
+        parsed = parse_pairs(value)
+        if isinstance(parsed, dict):
+            return {str(k).strip().lower(): _levels.normalise(v) for k, v in parsed.items()}
+        return parsed
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: Any) -> Any:
+        return parse_pairs(value)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if not rate > 0 or rate == float("inf"):
+                raise ValueError(f"the rate of {name!r} must be a positive number of records/s")
+        return value
+
+    def unknown_exporter_levels(self) -> str | None:
+        """The error of `exporter_levels` naming an exporter that is not configured."""
+        unknown = sorted(set(self.exporter_levels) - set(self.exporters))
+        if not unknown:
+            return None
+        return (
+            f"FAPILOG_EXPORTER_LEVELS (setting 'exporter_levels') names "
+            f"{', '.join(map(repr, unknown))}, not among the exporters "
+            f"({','.join(self.exporters)}): add it to FAPILOG_EXPORTERS or leave it out"
+        )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> LoggingSettings:
         """A copy with `overrides` (field name -> value) applied and validated, outranking

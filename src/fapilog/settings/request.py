@@ -18,6 +18,7 @@ from fapilog._levels import normalise as normalise_level
 from fapilog.settings._base import CommaList, Section, parse_mapping, parse_names
 
 __all__ = [
+    "BufferSettings",
     "ClientIp",
     "ContextHook",
     "DEFAULT_STATUS_LEVELS",
@@ -106,6 +107,47 @@ class RequestEnrichmentFields(BaseModel):
         return [item.strip() for item in value]
 
 
+class BufferSettings(Section):
+    """`FAPILOG_REQUEST__BUFFER__*`: the per-request flight recorder (docs/sampling.md)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="hold each request's records below the exported level (FAPILOG_LEVEL) "
+        "and at or above `level`; export them, ahead of the request event, only when the "
+        "request fails, logs a warning or is slow",
+    )
+    level: LevelName = Field(default="DEBUG", description="lowest level held")
+    max_records: int = Field(
+        default=1000, ge=1, le=1_000_000, description="records held per request at most"
+    )
+    max_bytes: int = Field(
+        default=262_144, ge=1024, description="bytes held per request at most (estimated)"
+    )
+    total_max_bytes: int = Field(
+        default=33_554_432,
+        ge=1024,
+        description="bytes held across all requests and flight_recorder() blocks at most",
+    )
+    slow_ms: float | None = Field(
+        default=1000.0,
+        gt=0,
+        description="a request slower than this (milliseconds) counts as failed: its "
+        "records are exported and its request event is always kept; unset: no threshold",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return normalise_level(value)
+
+    @field_validator("slow_ms", mode="before")
+    @classmethod
+    def _slow(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
+
+
 class RequestSettings(RequestEnrichmentFields, Section):
     """Request logging (the request event, request ids, spans) plus request enrichment
     (`RequestEnrichmentFields`)."""
@@ -147,6 +189,20 @@ class RequestSettings(RequestEnrichmentFields, Section):
         "allowlisted Referer/Location headers; the request event and the server span never "
         "have one): omit (the path only) or redacted (every value replaced by the "
         "redaction marker, keys kept)",
+    )
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    event_sample_rate: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the request events of successful fast requests (2xx, 3xx "
+        "under buffer.slow_ms) kept; 4xx, 5xx, failed and slow requests' events are always "
+        "kept",
+    )
+    follow_trace_sampling: bool = Field(
+        default=False,
+        description="drop records below WARNING of unsampled traces, as the spans are; a "
+        "request that ends with a warning-or-above request event keeps them all",
     )
     context_hook: ContextHook | None = Field(
         default=None,

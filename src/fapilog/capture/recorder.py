@@ -1,0 +1,392 @@
+"""The flight recorder: a request's (or a job's) records below the exported level, held
+until the outcome is known.
+
+While a `Recorder` is current (a context variable: the request middleware sets one per
+request when ``FAPILOG_REQUEST__BUFFER__ENABLED``; `flight_recorder()` for a job), records
+below their logger's exported level and at or above the recorder's level are held instead
+of dropped. At the end, `release()` hands them on, in their order and with their own
+timestamps and trace context, ahead of the request event; `discard()` forgets them. A
+recorder is bounded in records and bytes, and all recorders together in bytes
+(`TOTALS`); what does not fit is counted as overflow, oldest first.
+
+The counts are kept without a lock (a signal handler may log while a request's records
+are being held); each is changed by one statement. `stats()` shows them under
+``recorder``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import Context, ContextVar, copy_context
+from math import isfinite
+from time import time_ns
+from typing import Any
+
+from opentelemetry.context import get_current as _get_current
+from structlog import DropEvent
+
+from fapilog._levels import (
+    BY_NAME,
+    WARN_SEVERITY,
+    Level,
+    normalise,
+    number_of,
+    severity_for_number,
+)
+from fapilog._state import NO_FLOOR, STATE
+from fapilog.capture.coerce import coerce_attributes
+from fapilog.capture.record import Pending, Released, capture, salvage
+
+__all__ = [
+    "DEFERRED",
+    "Deferred",
+    "LIMITS",
+    "Limits",
+    "RECORDER",
+    "Recorder",
+    "TOTALS",
+    "Totals",
+    "flight_recorder",
+    "hold_call",
+    "recorder_wants",
+]
+
+RECORDER: ContextVar[Recorder | None] = ContextVar("fapilog_recorder", default=None)
+"""The recorder of the request or job being run here, if any."""
+
+
+class Deferred:
+    """How a record bound for a recorder is processed (set by each configuration): the
+    chain's steps that read the call's own state (`before`: the contextvars, the
+    enrichers) run when it is logged; the rest (`after`: redaction, a pure function of the
+    event) only when its recorder releases it. A discarded record (the common case) never
+    pays for redaction or trace formatting (the trace ids come from the record's context
+    when it is emitted). Empty `after` and `active` False: records take the whole chain."""
+
+    __slots__ = ("active", "after", "before", "merge")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.before: list[Any] = []
+        self.after: list[Any] = []
+        # the contextvars merge, when it is the only step before: a held record keeps a
+        # copy of the call's context (O(1)) and is merged from it at release
+        self.merge: Any = None
+
+    def set(self, before: list[Any], after: list[Any], merge: Any = None) -> None:
+        self.before, self.after, self.active = list(before), list(after), True
+        self.merge = merge if self.before == [merge] else None
+
+    def clear(self) -> None:
+        self.before, self.after, self.active, self.merge = [], [], False, None
+
+
+DEFERRED = Deferred()
+
+
+def hold_call(
+    sink: Any, method: str, event_dict: dict[str, Any], recorder: Recorder, level: Level
+) -> None:
+    """Hold a record of `level` logged below its logger's exported level under
+    `recorder`, taking only the `DEFERRED.before` steps now (with the contextvars merge
+    alone: a copy of the call's context, merged at release). The event's values are
+    snapshotted now, as `capture` does, and its size estimated in the same pass. Never
+    raises (a failing step: the record is salvaged)."""
+    try:
+        if DEFERRED.merge is None:
+            for step in DEFERRED.before:
+                event_dict = step(sink, method, event_dict)
+            recorder.hold(capture(sink, method, event_dict), deferred=True)
+            return
+        size = _BASE_SIZE
+        plain = True
+        for value in event_dict.values():
+            kind = type(value)
+            if kind is str:
+                size += _ITEM_SIZE + len(value)
+                continue
+            size += _ITEM_SIZE
+            if kind is bool or value is None:
+                continue
+            if kind is int:
+                if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+                    continue
+            elif kind is float and isfinite(value):
+                continue
+            plain = False
+        if not plain:
+            coerce_attributes(event_dict)
+        pending = tuple.__new__(
+            Pending,
+            (time_ns(), level.severity, level.name, sink.name, event_dict, _get_current(), None),
+        )
+        recorder.hold(pending, copy_context(), size)
+    except DropEvent:
+        return
+    except Exception as exc:
+        salvage(sink, method, "record could not be processed", exc)
+
+
+def _finished(pending: Pending, deferred: bool | Context) -> Pending:
+    """A deferred record, through the steps left (the contextvars of the call's context,
+    redaction) at release."""
+    event: Any = pending.event
+    method = pending.severity_text.lower()
+    merge = DEFERRED.merge
+    if isinstance(deferred, Context) and merge is not None:
+        event = deferred.run(merge, None, method, event)
+        coerce_attributes(event)  # (values bound with the contextvars, as capture does)
+    for step in DEFERRED.after:
+        event = step(None, method, event)
+    if event is not pending.event:
+        pending = pending._replace(event=dict(event))
+    return pending
+
+
+class Limits:
+    """The bounds and level of recorders (the current configuration's buffer settings)."""
+
+    __slots__ = ("level", "max_bytes", "max_records", "total_max_bytes")
+
+    def __init__(
+        self,
+        level: int = 10,
+        max_records: int = 1000,
+        max_bytes: int = 262_144,
+        total_max_bytes: int = 33_554_432,
+    ) -> None:
+        self.level = level
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.total_max_bytes = total_max_bytes
+
+
+LIMITS = Limits()
+
+
+class Totals:
+    """Figures over all recorders of the process."""
+
+    __slots__ = ("captured", "discarded", "held", "held_bytes", "overflowed", "released")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.held = 0  # records held now
+        self.held_bytes = 0  # their estimated size
+        self.captured = 0  # records ever held
+        self.released = 0  # ... exported when their recorder released them
+        self.discarded = 0  # ... forgotten with their recorder (the outcome was good)
+        self.overflowed = 0  # ... pushed out, or never taken, by a bound
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "held": self.held,
+            "held_bytes": self.held_bytes,
+            "captured": self.captured,
+            "released": self.released,
+            "discarded": self.discarded,
+            "overflowed": self.overflowed,
+        }
+
+
+TOTALS = Totals()
+
+
+_BASE_SIZE = 480  # a held record: its tuple, its event dict, its context
+_ITEM_SIZE = 120  # each of its values (plus a string's length)
+
+
+def estimated_size(pending: Pending) -> int:
+    """What holding `pending` costs in memory, roughly (the tuple, the event dict and its
+    values): a bound counted in these units holds as a bound in bytes (tested with
+    tracemalloc)."""
+    size = _BASE_SIZE
+    for value in pending.event.values():
+        size += _ITEM_SIZE
+        if type(value) is str:
+            size += len(value)
+    return size
+
+
+_SEVERITY_OF = {n: severity_for_number(n).value for n in (0, 10, 20, 30, 40, 50)}
+
+
+class Recorder:
+    """The held records of one request or job (see the module docstring).
+
+    `floor`: the lowest stdlib level held (None: the logger's exported level, for a
+    recorder that only follows trace sampling). `boundary`: the severity from which
+    records are exported as logged (None: each logger's exported level; 0: everything at
+    or above `floor`, the debug header; WARN: an unsampled trace, docs/sampling.md)."""
+
+    __slots__ = (
+        "alarm",
+        "boundary",
+        "floor",
+        "floor_severity",
+        "limits",
+        "open",
+        "overflowed",
+        "records",
+        "size",
+    )
+
+    def __init__(
+        self, floor: int | None = None, boundary: int | None = None, limits: Limits | None = None
+    ) -> None:
+        self.limits = limits if limits is not None else LIMITS
+        # (None: nothing below the logger's exported level is held: above every level)
+        self.floor = floor if floor is not None else NO_FLOOR
+        self.floor_severity: int | None = None
+        if floor is not None:
+            known = _SEVERITY_OF.get(floor)
+            self.floor_severity = known if known is not None else severity_for_number(floor).value
+        self.boundary = boundary
+        self.records: deque[tuple[Pending, int, bool | Context]] = deque()
+        self.size = 0
+        self.overflowed = 0
+        self.alarm = False  # a WARNING-or-above record was logged under it
+        self.open = True
+
+    def hold(
+        self, pending: Pending, deferred: bool | Context = False, size: int | None = None
+    ) -> None:
+        """Hold `pending` (`deferred`: it still has the `DEFERRED.after` steps to take;
+        a Context: the contextvars merge too, in that context), of `size` (estimated
+        here unless given)."""
+        if size is None:
+            size = estimated_size(pending)
+        limits = self.limits
+        records = self.records
+        totals = TOTALS
+        totals.captured += 1
+        if (
+            len(records) >= limits.max_records
+            or self.size + size > limits.max_bytes
+            or totals.held_bytes + size > limits.total_max_bytes
+        ) and not self._make_room(size):
+            return
+        records.append((pending, size, deferred))
+        self.size += size
+        totals.held += 1
+        totals.held_bytes += size
+
+    def _make_room(self, size: int) -> bool:
+        """Push the oldest records out until one of `size` fits the bounds; False (and
+        counted) when it cannot fit at all."""
+        limits = self.limits
+        records = self.records
+        while records and (
+            len(records) >= limits.max_records
+            or self.size + size > limits.max_bytes
+            or TOTALS.held_bytes + size > limits.total_max_bytes
+        ):
+            self._forget(records.popleft()[1])
+            self.overflowed += 1
+            TOTALS.overflowed += 1
+        if size > limits.max_bytes or TOTALS.held_bytes + size > limits.total_max_bytes:
+            self.overflowed += 1  # alone it is over a bound: never held
+            TOTALS.overflowed += 1
+            return False
+        return True
+
+    def _forget(self, size: int) -> None:
+        self.size -= size
+        TOTALS.held -= 1
+        TOTALS.held_bytes -= size
+
+    def release(self) -> int:
+        """Hand the held records on, in order (each as a `Released`); returns how many."""
+        self.open = False
+        records = self.records
+        count = 0
+        put = STATE.put
+        while records:
+            pending, size, deferred = records.popleft()
+            self._forget(size)
+            TOTALS.released += 1
+            count += 1
+            if deferred is not False:
+                try:
+                    pending = _finished(pending, deferred)
+                except Exception as exc:  # the record's steps failed: a salvaged one instead
+                    salvage(_Named(pending.logger), "debug", "record could not be processed", exc)
+                    continue
+            put(tuple.__new__(Released, pending))
+        return count
+
+    def discard(self) -> int:
+        """Forget the held records; returns how many."""
+        self.open = False
+        count = len(self.records)
+        if count:
+            self.records.clear()
+            TOTALS.held -= count
+            TOTALS.held_bytes -= self.size
+            TOTALS.discarded += count
+            self.size = 0
+        return count
+
+    def close(self, keep: bool) -> int:
+        """End the recorder: release its records (`keep`: the outcome was bad, or a
+        WARNING-or-above record was logged under it) or discard them. Returns how many."""
+        return self.release() if keep or self.alarm else self.discard()
+
+
+def recorder_wants(levelno: int) -> bool:
+    """Whether the current recorder takes a record of stdlib level `levelno` (a record
+    below its logger's exported level, at the caller's gate)."""
+    recorder = RECORDER.get()
+    return recorder is not None and recorder.open and levelno >= recorder.floor
+
+
+@contextmanager
+def flight_recorder(level: Any = None) -> Iterator[Recorder]:
+    """Hold the block's records below the exported level (DEBUG and up, or `level`) and
+    export them, in order and with their own timestamps, only if the block raises or logs
+    a WARNING-or-above record; otherwise they are discarded (counted in
+    ``fapilog.stats()["recorder"]``). For background jobs and tasks::
+
+        with fapilog.flight_recorder():
+            run_job()
+
+    Works whatever ``FAPILOG_REQUEST__BUFFER__ENABLED`` says; its bounds are the buffer
+    settings'. Nested in a request or another block, the outer recorder's records stay
+    apart: the block has its own. The exception propagates unchanged."""
+    floor = LIMITS.level if level is None else number_of(_level_name(level))
+    recorder = Recorder(floor)
+    STATE.want_capture(floor)
+    token = RECORDER.set(recorder)
+    failed = False
+    try:
+        yield recorder
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        RECORDER.reset(token)
+        recorder.close(failed)
+
+
+def _level_name(level: Any) -> str:
+    name = normalise(level)
+    if isinstance(name, str) and name in BY_NAME:
+        return name
+    raise ValueError(f"flight_recorder(level={level!r}): use debug, info, warning or error")
+
+
+class _Named:
+    """A stand-in logger for a salvaged record of a released recorder."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+# a record at or above this severity sets off its recorder (released at the end)
+ALARM_SEVERITY = WARN_SEVERITY
