@@ -31,8 +31,15 @@ FIGURES = (
     ("log.info process CPU us/event", "logging", "process_cpu_us"),
     ("FastAPI request us (fapilog)", "fastapi", "us_per_request"),
     ("FastAPI request CPU us (fapilog)", "fastapi", "cpu_us_per_request"),
-    ("FastAPI request us (recorder on)", "recorder", "us_per_request"),
-    ("FastAPI request CPU us (recorder on)", "recorder", "cpu_us_per_request"),
+    ("FastAPI request us (bare app)", "bare", "us_per_request"),
+    ("FastAPI request us (recorder, INFO only)", "recorder-info", "us_per_request"),
+    ("FastAPI request us (recorder, 2 DEBUG)", "recorder", "us_per_request"),
+    ("FastAPI request CPU us (recorder, 2 DEBUG)", "recorder", "cpu_us_per_request"),
+)
+# fapilog's overhead per request (the figure minus the bare app's), for the recorder bench
+OVERHEADS = (
+    ("overhead us (recorder, INFO only)", "recorder-info"),
+    ("overhead us (recorder, 2 DEBUG)", "recorder"),
 )
 
 
@@ -69,9 +76,16 @@ def measure(
         argv = [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog", str(requests)]
         results["fastapi"] = _run(src, argv)
     if only == "recorder":
-        # a successful request with the flight recorder on (a base without it: off)
-        argv = [str(BENCH / "fastapi_bench.py"), "inprocess", "fapilog-recorder", str(requests)]
-        results["recorder"] = _run(src, argv)
+        # a successful request with the flight recorder on (a base without it: off): the
+        # app of the default bench, and one whose endpoint also logs two DEBUG lines; and
+        # the bare app, for fapilog's overhead per request
+        for key, variant in (
+            ("bare", "bare"),
+            ("recorder-info", "fapilog-recorder-info"),
+            ("recorder", "fapilog-recorder"),
+        ):
+            argv = [str(BENCH / "fastapi_bench.py"), "inprocess", variant, str(requests)]
+            results[key] = _run(src, argv)
     return results
 
 
@@ -119,6 +133,14 @@ def main() -> None:
         a = statistics.median(sample[bench][key] for sample in samples["A"])
         b = statistics.median(sample[bench][key] for sample in samples["B"])
         print(f"{label:36} {a:10.2f} {b:10.2f} {b / a:7.3f}")
+    if "bare" in samples["A"][0]:
+        for label, bench in OVERHEADS:
+            a, b = (
+                statistics.median(s[bench]["us_per_request"] - s["bare"]["us_per_request"]
+                                  for s in samples[side])
+                for side in ("A", "B")
+            )  # fmt: skip
+            print(f"{label:36} {a:10.2f} {b:10.2f} {b / a:7.3f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ request event, one log line in the endpoint, stdout JSON). `fapilog` uses the de
 tracing mode (fapilog's native server span); `fapilog-instrumentation` the same with
 ``request.tracing="instrumentation"`` (the span from opentelemetry-instrumentation-fastapi);
 `fapilog-recorder` is `fapilog` with the flight recorder on and an endpoint that also logs
-two DEBUG lines (held, then discarded: the request succeeds); `fapilog-spans` is `fapilog`
+two DEBUG lines (held, then discarded: the request succeeds), `fapilog-recorder-info` the
+same app as `fapilog` (one INFO line) with the recorder on; `fapilog-spans` is `fapilog`
 with a (no-op) span processor on the TracerProvider, so the
 native server span is a recorded SDK span (without one, nothing would receive it and it
 carries the trace context only: docs/fastapi.md, "Spans nobody records").
@@ -31,6 +32,7 @@ VARIANTS = (
     "fapilog-instrumentation",
     "fapilog-spans",
     "fapilog-recorder",
+    "fapilog-recorder-info",
 )
 
 

@@ -252,11 +252,14 @@ def idle(seconds: float) -> dict[str, Any]:
 
 
 FASTAPI_VARIANTS = ("bare", "otel", "fapilog", "fapilog-spans", "fapilog-instrumentation")
+# in-process only: the flight recorder on (docs/sampling.md), with the app above, and with an
+# endpoint that also logs two DEBUG lines, held then discarded
+RECORDER_VARIANTS = ("fapilog-recorder-info", "fapilog-recorder")
 
 
 def fastapi_inprocess(requests: int, repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for variant in FASTAPI_VARIANTS:
+    for variant in (*FASTAPI_VARIANTS, *RECORDER_VARIANTS):
         runs = []
         for repeat in range(repeats):
             print(f"[bench] fastapi in-process {variant} #{repeat + 1}", flush=True)
@@ -519,6 +522,8 @@ def markdown(data: dict[str, Any]) -> str:
         "fapilog": "+ fapilog configure_logging(app=app)",
         "fapilog-spans": "+ fapilog, with a span processor (recorded server spans)",
         "fapilog-instrumentation": "+ fapilog, FAPILOG_REQUEST__TRACING=instrumentation",
+        "fapilog-recorder-info": "+ fapilog, flight recorder on (FAPILOG_REQUEST__BUFFER__ENABLED)",
+        "fapilog-recorder": "+ fapilog, flight recorder on, 2 DEBUG lines held and discarded",
     }
     for variant, label in names.items():
         us = f.get(variant, {}).get("us_per_request")

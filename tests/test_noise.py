@@ -78,15 +78,26 @@ def test_500_identical_records_make_one_line_and_one_repeated_line(tmp_path: Pat
 
 
 def test_records_that_differ_are_not_folded(tmp_path: Path) -> None:
+    """Another value, another level, another logger: each ends the run; only identical
+    consecutive records of one logger are folded."""
     path = tmp_path / "app.log"
     configure_logging(exporters=["file"], file={"path": str(path)}, fold_repeats=10)
-    log = get_logger("db")
-    for n in range(5):
+    log, other = get_logger("db"), get_logger("cache")
+    for n in range(3):
         log.info("row", n=n)
-        log.info("row", n=n)
+    log.warning("row", n=2)  # the same fields at another level
+    other.warning("row", n=2)  # another logger
+    log.warning("row", n=2)  # the same as the one before it of this logger: folded
     found = messages(path)
-    assert [line.get("n") for line in found] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4][::1][: len(found)]
-    assert len(found) == 10 or fapilog.stats()["folded"] == 5
+    assert [(line["logger"], line["level"], line.get("n")) for line in found[:5]] == [
+        ("db", "info", 0),
+        ("db", "info", 1),
+        ("db", "info", 2),
+        ("db", "warning", 2),
+        ("cache", "warning", 2),
+    ]
+    assert found[5]["message"].startswith("row (repeated 1 times")
+    assert len(found) == 6 and fapilog.stats()["folded"] == 1
 
 
 def test_a_run_is_summarised_when_its_window_ends_without_a_flush(tmp_path: Path) -> None:

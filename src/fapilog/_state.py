@@ -127,9 +127,9 @@ class ProcessState:
         self.exporter_floor = NO_FLOOR
         # the lowest level a flight recorder or the debug header captures (100: neither)
         self.capture_floor = NO_FLOOR
-        # lowers capture_floor to a level (a flight_recorder() block wants it); set by
-        # fapilog.capture.logger, which owns the loggers' levels
-        self.want_capture: Callable[[int], None] = lambda level: None
+        # lowers capture_floor to a level while a flight_recorder() block runs; returns
+        # what ends that (set by fapilog.lifecycle.levels)
+        self.want_capture: Callable[[int], Callable[[], None]] = lambda level: lambda: None
         # called after the loggers' levels changed (stdlib routing follows them)
         self.level_listeners: list[Callable[[], None]] = []
         self.routers: dict[int, Any] = {}  # id(provider) -> the Router added to it (once)

@@ -20,21 +20,17 @@ from structlog import DropEvent
 
 from fapilog._levels import WARN_SEVERITY
 from fapilog.capture.noise import FOLDING, NOISE, follows_trace
-from fapilog.capture.record import ADMISSION, Pending, Released, Sink
+from fapilog.capture.record import ADMISSION, Pending, Released, Sink, StdlibSink
 from fapilog.capture.recorder import RECORDER
 
 __all__ = ["FOLLOW", "admit", "install"]
 
 
 class _Follow:
-    __slots__ = ("on", "plain")
+    __slots__ = ("on",)
 
     def __init__(self) -> None:
         self.on = False  # FAPILOG_REQUEST__FOLLOW_TRACE_SAMPLING
-        # neither trace-following, nor rate limits, nor folding: a record at or above its
-        # logger's exported level and below WARNING goes on untouched (the common case
-        # under a flight recorder)
-        self.plain = True
 
 
 FOLLOW = _Follow()
@@ -45,7 +41,7 @@ def admit(sink: object, pending: Pending) -> Pending:
     if not isinstance(sink, Sink):
         return pending
     severity = pending.severity.value
-    if FOLLOW.plain and WARN_SEVERITY > severity >= sink.export_severity:
+    if ADMISSION.plain and WARN_SEVERITY > severity >= sink.export_severity:
         return pending
     recorder = RECORDER.get()
     if recorder is not None and recorder.open:
@@ -62,11 +58,14 @@ def admit(sink: object, pending: Pending) -> Pending:
                 raise DropEvent
             if severity < sink.export_severity:  # the debug header: exported everywhere
                 pending = tuple.__new__(Released, pending)
-    elif severity < sink.export_severity:
-        raise DropEvent
-    elif FOLLOW.on and severity < WARN_SEVERITY and not follows_trace(pending):
-        NOISE.sampled_out += 1
-        raise DropEvent
+    else:
+        # (a stdlib record below fapilog's level for its logger: that logger's own stdlib
+        # level let it through, it is exported as without a recorder)
+        if severity < sink.export_severity and not isinstance(sink, StdlibSink):
+            raise DropEvent
+        if FOLLOW.on and severity < WARN_SEVERITY and not follows_trace(pending):
+            NOISE.sampled_out += 1
+            raise DropEvent
     limiter = sink.limiter
     if limiter is not None and not limiter.take(pending):
         raise DropEvent
@@ -79,4 +78,4 @@ def install(needed: bool, plain: bool = True) -> None:
     """Run `admit` on every capture from now on (`needed`), or none; `plain`: no
     trace-following, rate limit or folding is configured."""
     ADMISSION.admit = admit if needed else None
-    FOLLOW.plain = plain
+    ADMISSION.plain = plain

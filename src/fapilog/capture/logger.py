@@ -38,9 +38,9 @@ __all__ = [
     "log",
     "restore_levels",
     "saved_levels",
+    "set_capture_floor",
     "set_levels",
     "sink_for",
-    "want_capture",
 ]
 
 
@@ -136,25 +136,33 @@ def set_levels(
         if capture_floor is not None:
             STATE.capture_floor = capture_floor
         _refresh()
+    _notify()
 
 
 def _refresh() -> None:
     for sink in list(_SINKS.values()):
         _apply_to(sink)
+    # an INFO call may be below its logger's exported level, let through for a recorder,
+    # only while recorders capture INFO: then `info` checks (one more attribute read)
+    BoundLogger.info = BoundLogger.msg = (
+        BoundLogger._info_checked if STATE.capture_floor <= 20 else BoundLogger._info_fast
+    )
+
+
+def _notify() -> None:
+    """Tell the level listeners (stdlib routing), outside the Sinks' lock: they take
+    logging's own lock."""
     for listener in list(STATE.level_listeners):
         listener()
 
 
-def want_capture(level: int) -> None:
-    """Let records from `level` up through the caller's gate from now on (a flight
-    recorder takes them; outside one they are dropped right after the gate)."""
-    if level < STATE.capture_floor:
+def set_capture_floor(level: int) -> None:
+    """From now on, let records from `level` up through the caller's gate for flight
+    recorders (outside one they are dropped right after it); `NO_FLOOR`: none."""
+    if level != STATE.capture_floor:
         with _SINKS_LOCK:
-            STATE.capture_floor = min(STATE.capture_floor, level)
+            STATE.capture_floor = level
             _refresh()
-
-
-STATE.want_capture = want_capture
 
 
 def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[int, dict[str, int]]:
@@ -165,11 +173,12 @@ def levels_of(settings_level: str, logger_levels: Mapping[str, str]) -> tuple[in
 
 
 def gate_levels() -> tuple[int, dict[str, int]]:
-    """The caller's gates now, for stdlib logging's levels: the root's (a logger without an
-    entry) and each logger_levels entry's."""
-    floor = STATE.capture_floor
-    root = min(STATE.default_level, STATE.exporter_floor, floor)
-    return root, {name: min(level, floor) for name, level in STATE.logger_levels.items()}
+    """The levels stdlib logging gets: the root's (the lowest level an exporter takes from
+    a logger without an entry) and each logger_levels entry's. Flight recorders do not
+    lower them (stdlib handlers other than fapilog's would receive what they let through):
+    a stdlib record reaches a recorder when its logger's level lets it through."""
+    root = min(STATE.default_level, STATE.exporter_floor)
+    return root, dict(STATE.logger_levels)
 
 
 def saved_levels() -> tuple[int, dict[str, int], dict[str, int]]:
@@ -298,21 +307,43 @@ class BoundLogger(structlog.BoundLoggerBase):
         return self._emit(method, event, kw)
 
     def debug(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
-        if self._logger.min_level > 10:
+        sink = self._logger
+        if sink.min_level > 10:
             return None
+        if sink.export_level > 10 and not args:  # for a flight recorder only: held now
+            held = RECORDER.get()
+            if held is None or not held.open or held.floor > 10:
+                return None
+            if held.boundary != 0 and DEFERRED.active and "exc_info" not in kw:
+                event_dict = self._context.copy()  # (as `_event_dict`, inlined)
+                if kw:
+                    event_dict.update(kw)
+                    if event is not None and "event" in kw:
+                        event_dict["attr.event"] = kw["event"]
+                if event is not None:
+                    event_dict["event"] = event
+                return hold_call(sink, "debug", event_dict, held, _DEBUG)
         return self._gate("debug", 10, event, args, kw)
 
-    def info(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
-        # (an INFO record below its logger's exported level, let through for a flight
-        # recorder, is held or dropped at the end of the chain: `_gate`'s early check is
-        # left out of this, the most common call)
+    def _info_fast(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
+        """`info` while no recorder captures INFO (see `_refresh`)."""
         if self._logger.min_level > 20:
             return None
         if args:
             return self._gate("info", 20, event, args, kw)
         return self._emit("info", event, kw)
 
-    msg = info
+    def _info_checked(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
+        """`info` while recorders capture INFO: below the logger's exported level, only
+        for the current recorder."""
+        sink = self._logger
+        if sink.min_level > 20:
+            return None
+        if args or sink.export_level > 20:
+            return self._gate("info", 20, event, args, kw)
+        return self._emit("info", event, kw)
+
+    info = msg = _info_fast
 
     def warning(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
         if self._logger.min_level > 30:
@@ -384,6 +415,9 @@ class BoundLogger(structlog.BoundLoggerBase):
     @property
     def name(self) -> str:
         return self._logger.name
+
+
+_DEBUG = _levels.BY_NAME["DEBUG"]
 
 
 def _note(kw: dict[str, Any], error: str) -> None:

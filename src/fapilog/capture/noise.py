@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -129,16 +130,24 @@ class Folding:
     def __init__(self) -> None:
         self.window: float | None = None
         self.folded = 0
+        # writes a summary line with the exporters that write on the calling thread (set
+        # with the configuration: fapilog.pipeline.direct.write_released)
+        self.write: Callable[[Pending], Pending] | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
     def configure(self, window: float | None) -> None:
+        """Fold from now on within `window` seconds (None: not at all). The timer thread
+        starts here, not on a log call (starting a thread takes a lock of the threading
+        module a signal handler must not wait on)."""
         self.flush()
         with self._lock:
             self.window = window
             self._wake.notify_all()  # (the timer thread ends when folding is off)
+            if window is not None and (self._thread is None or not self._thread.is_alive()):
+                self._thread = start_worker("fold", self._expire)
 
     def admit(self, name: str, pending: Pending) -> bool:
         """Whether `pending` goes on (else it is folded into the run before it). A run
@@ -165,7 +174,9 @@ class Folding:
                 return False
             if run is not None:
                 self._end(run)
-            if len(self._runs) >= _MAX_RUNS:
+            if len(self._runs) >= _MAX_RUNS:  # (their folded records get their line first)
+                for earlier in self._runs.values():
+                    self._end(earlier)
                 self._runs.clear()
             self._runs[name] = _Run(pending, ids, now)
         return True
@@ -181,13 +192,14 @@ class Folding:
         event["event"] = f"{message} (repeated {run.count:,} times in {seconds:.1f} s)"
         event["fapilog.repeated"] = run.count
         stamp = first.timestamp + int(seconds * 1e9)
-        STATE.put(
-            tuple.__new__(
-                Pending,
-                (stamp, first.severity, first.severity_text, first.logger, event, first.context,
-                 None),
-            )
-        )  # fmt: skip
+        summary: Pending = tuple.__new__(
+            Pending,
+            (stamp, first.severity, first.severity_text, first.logger, event, first.context, None),
+        )
+        write = self.write
+        if write is not None:
+            summary = write(summary)
+        STATE.put(summary)
         run.count = 0
 
     def flush(self) -> None:
@@ -204,7 +216,7 @@ class Folding:
             self._lock.release()
 
     def _start_timer(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None:  # (a forked child: the parent's thread is not here)
             self._thread = start_worker("fold", self._expire)
         else:
             self._wake.notify()

@@ -128,10 +128,14 @@ class Admission:
     pending)` returns the capture to hand on, or raises structlog's DropEvent (held,
     limited, folded, sampled out)."""
 
-    __slots__ = ("admit",)
+    __slots__ = ("admit", "plain")
 
     def __init__(self) -> None:
         self.admit: Callable[[Any, Pending], Pending] | None = None
+        # neither trace-following, nor rate limits, nor folding: a record at or above its
+        # logger's exported level and below WARNING goes on untouched (the common case
+        # under flight recorders)
+        self.plain = True
 
 
 ADMISSION = Admission()

@@ -16,11 +16,13 @@ are being held); each is changed by one statement. `stats()` shows them under
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import Context, ContextVar, copy_context
 from math import isfinite
+from threading import RLock
 from time import time_ns
 from typing import Any
 
@@ -65,10 +67,13 @@ class Deferred:
     pays for redaction or trace formatting (the trace ids come from the record's context
     when it is emitted). Empty `after` and `active` False: records take the whole chain."""
 
-    __slots__ = ("active", "after", "before", "merge")
+    __slots__ = ("active", "after", "before", "merge", "write")
 
     def __init__(self) -> None:
         self.active = False
+        # writes a released record with the exporters that write on the calling thread
+        # (the console), returning it marked as written (`fapilog.pipeline.direct`)
+        self.write: Callable[[Pending], Pending] | None = None
         self.before: list[Any] = []
         self.after: list[Any] = []
         # the contextvars merge, when it is the only step before: a held record keeps a
@@ -116,13 +121,14 @@ def hold_call(
             elif kind is float and isfinite(value):
                 continue
             plain = False
-        if not plain:
+        if not plain:  # snapshot the values, and size them as they are held
             coerce_attributes(event_dict)
+            size = _event_size(event_dict)
         pending = tuple.__new__(
             Pending,
             (time_ns(), level.severity, level.name, sink.name, event_dict, _get_current(), None),
         )
-        recorder.hold(pending, copy_context(), size)
+        recorder.put(pending, copy_context(), size)
     except DropEvent:
         return
     except Exception as exc:
@@ -198,21 +204,55 @@ TOTALS = Totals()
 
 _BASE_SIZE = 480  # a held record: its tuple, its event dict, its context
 _ITEM_SIZE = 120  # each of its values (plus a string's length)
+_WALK_AT_MOST = 100_000  # values of a nested value walked to size it (past that: counted)
+
+
+def value_size(value: Any, depth: int = 0) -> int:
+    """What `value` costs in memory, roughly, containers walked (bounded: deeper than 8
+    levels or past `_WALK_AT_MOST` items, each item counts as a small one)."""
+    kind = type(value)
+    if kind is str:
+        return 50 + len(value)
+    if kind is bytes or kind is bytearray:
+        return 33 + len(value)
+    if kind is dict:
+        size = 64 + 104 * len(value)
+        if depth < 8 and len(value) <= _WALK_AT_MOST:
+            for key, item in value.items():
+                size += value_size(key, depth + 1) + value_size(item, depth + 1)
+        return size
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        size = 56 + 8 * len(value)
+        if depth < 8 and len(value) <= _WALK_AT_MOST:
+            for item in value:
+                size += value_size(item, depth + 1)
+        else:
+            size += 32 * len(value)
+        return size
+    return 32
 
 
 def estimated_size(pending: Pending) -> int:
     """What holding `pending` costs in memory, roughly (the tuple, the event dict and its
-    values): a bound counted in these units holds as a bound in bytes (tested with
-    tracemalloc)."""
+    values, containers walked): a bound counted in these units holds as a bound in bytes
+    (tested with tracemalloc)."""
+    return _event_size(pending.event)
+
+
+def _event_size(event: dict[str, Any]) -> int:
     size = _BASE_SIZE
-    for value in pending.event.values():
+    for value in event.values():
         size += _ITEM_SIZE
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             size += len(value)
+        elif kind is not int and kind is not float and kind is not bool and value is not None:
+            size += value_size(value)
     return size
 
 
 _SEVERITY_OF = {n: severity_for_number(n).value for n in (0, 10, 20, 30, 40, 50)}
+_LOCK = RLock()
 
 
 class Recorder:
@@ -221,24 +261,26 @@ class Recorder:
     `floor`: the lowest stdlib level held (None: the logger's exported level, for a
     recorder that only follows trace sampling). `boundary`: the severity from which
     records are exported as logged (None: each logger's exported level; 0: everything at
-    or above `floor`, the debug header; WARN: an unsampled trace, docs/sampling.md)."""
+    or above `floor`, the debug header; WARN: an unsampled trace, docs/sampling.md).
+
+    A reentrant lock guards the records (one for all recorders: its sections are a few
+    statements long, and a request creates none): threads the request started share its
+    recorder, and a signal handler that logs may interrupt a `hold` on the same thread."""
 
     __slots__ = (
         "alarm",
         "boundary",
         "floor",
         "floor_severity",
-        "limits",
         "open",
         "overflowed",
         "records",
+        "released",
         "size",
+        "token",
     )
 
-    def __init__(
-        self, floor: int | None = None, boundary: int | None = None, limits: Limits | None = None
-    ) -> None:
-        self.limits = limits if limits is not None else LIMITS
+    def __init__(self, floor: int | None = None, boundary: int | None = None) -> None:
         # (None: nothing below the logger's exported level is held: above every level)
         self.floor = floor if floor is not None else NO_FLOOR
         self.floor_severity: int | None = None
@@ -251,35 +293,48 @@ class Recorder:
         self.overflowed = 0
         self.alarm = False  # a WARNING-or-above record was logged under it
         self.open = True
+        # (a request's recorder: the token that made it current, and whether the request
+        # went badly and its records were exported)
+        self.token: Any = None
+        self.released = False
 
-    def hold(
-        self, pending: Pending, deferred: bool | Context = False, size: int | None = None
-    ) -> None:
+    def hold(self, pending: Pending, deferred: bool | Context = False) -> None:
         """Hold `pending` (`deferred`: it still has the `DEFERRED.after` steps to take;
-        a Context: the contextvars merge too, in that context), of `size` (estimated
-        here unless given)."""
-        if size is None:
-            size = estimated_size(pending)
-        limits = self.limits
-        records = self.records
+        a Context: the contextvars merge too, in that context)."""
+        self.put(pending, deferred, estimated_size(pending))
+
+    def put(self, pending: Pending, deferred: bool | Context, size: int) -> None:
+        """`hold`, of an estimated `size`. A record that arrives once the recorder is
+        closed (a thread the request started, still logging) is counted as discarded."""
+        limits = LIMITS
         totals = TOTALS
-        totals.captured += 1
-        if (
-            len(records) >= limits.max_records
-            or self.size + size > limits.max_bytes
-            or totals.held_bytes + size > limits.total_max_bytes
-        ) and not self._make_room(size):
-            return
-        records.append((pending, size, deferred))
-        self.size += size
-        totals.held += 1
-        totals.held_bytes += size
+        with _LOCK:
+            totals.captured += 1
+            if not self.open:
+                totals.discarded += 1
+                return
+            if (
+                len(self.records) >= limits.max_records
+                or self.size + size > limits.max_bytes
+                or totals.held_bytes + size > limits.total_max_bytes
+            ) and not self._make_room(size):
+                return
+            self.records.append((pending, size, deferred))
+            self.size += size
+            totals.held += 1
+            totals.held_bytes += size
 
     def _make_room(self, size: int) -> bool:
-        """Push the oldest records out until one of `size` fits the bounds; False (and
-        counted) when it cannot fit at all."""
-        limits = self.limits
+        """(Lock held.) Push the oldest records out until one of `size` fits the bounds.
+        A record that cannot fit even so (over the per-request bound alone, or the total
+        bound taken by other recorders) is refused without pushing any out. Counted either
+        way; returns whether it fits now."""
+        limits = LIMITS
         records = self.records
+        if size > limits.max_bytes or TOTALS.held_bytes - self.size + size > limits.total_max_bytes:
+            self.overflowed += 1
+            TOTALS.overflowed += 1
+            return False
         while records and (
             len(records) >= limits.max_records
             or self.size + size > limits.max_bytes
@@ -288,10 +343,6 @@ class Recorder:
             self._forget(records.popleft()[1])
             self.overflowed += 1
             TOTALS.overflowed += 1
-        if size > limits.max_bytes or TOTALS.held_bytes + size > limits.total_max_bytes:
-            self.overflowed += 1  # alone it is over a bound: never held
-            TOTALS.overflowed += 1
-            return False
         return True
 
     def _forget(self, size: int) -> None:
@@ -299,36 +350,49 @@ class Recorder:
         TOTALS.held -= 1
         TOTALS.held_bytes -= size
 
+    def _take_all(self) -> deque[tuple[Pending, int, bool | Context]]:
+        """Close the recorder and take its records (their counts off the totals)."""
+        with _LOCK:
+            self.open = False
+            records, self.records = self.records, deque()
+            TOTALS.held -= len(records)
+            TOTALS.held_bytes -= self.size
+            self.size = 0
+        return records
+
     def release(self) -> int:
-        """Hand the held records on, in order (each as a `Released`); returns how many."""
-        self.open = False
-        records = self.records
-        count = 0
+        """Hand the held records on, in order (each as a `Released`; written at once by a
+        console that writes on the calling thread, so they come before what is logged
+        next); returns how many."""
+        records = self._take_all()
         put = STATE.put
-        while records:
-            pending, size, deferred = records.popleft()
-            self._forget(size)
+        write = DEFERRED.write
+        for held, _, deferred in records:
             TOTALS.released += 1
-            count += 1
+            pending = held
             if deferred is not False:
                 try:
-                    pending = _finished(pending, deferred)
+                    pending = _finished(held, deferred)
                 except Exception as exc:  # the record's steps failed: a salvaged one instead
-                    salvage(_Named(pending.logger), "debug", "record could not be processed", exc)
+                    salvage(_Named(held.logger), "debug", "record could not be processed", exc)
                     continue
-            put(tuple.__new__(Released, pending))
-        return count
+            released: Pending = tuple.__new__(Released, pending)
+            if write is not None:
+                released = write(released)
+            put(released)
+        return len(records)
 
     def discard(self) -> int:
         """Forget the held records; returns how many."""
-        self.open = False
-        count = len(self.records)
-        if count:
-            self.records.clear()
-            TOTALS.held -= count
-            TOTALS.held_bytes -= self.size
-            TOTALS.discarded += count
-            self.size = 0
+        with _LOCK:
+            self.open = False
+            count = len(self.records)
+            if count:
+                self.records = deque()
+                TOTALS.held -= count
+                TOTALS.held_bytes -= self.size
+                TOTALS.discarded += count
+                self.size = 0
         return count
 
     def close(self, keep: bool) -> int:
@@ -354,12 +418,16 @@ def flight_recorder(level: Any = None) -> Iterator[Recorder]:
         with fapilog.flight_recorder():
             run_job()
 
-    Works whatever ``FAPILOG_REQUEST__BUFFER__ENABLED`` says; its bounds are the buffer
-    settings'. Nested in a request or another block, the outer recorder's records stay
-    apart: the block has its own. The exception propagates unchanged."""
+    Works whatever ``FAPILOG_REQUEST__BUFFER__ENABLED`` says (and before
+    `configure_logging()`: fapilog is configured from the environment first); its bounds
+    are the buffer settings'. Nested in a request or another block, the outer recorder's
+    records stay apart: the block has its own. The exception propagates unchanged. The
+    block must begin and end in the same context (one thread, one task)."""
     floor = LIMITS.level if level is None else number_of(_level_name(level))
+    if STATE.pipeline is None and STATE.autoconfigure is not None:
+        STATE.autoconfigure()  # (a configuration resets the levels: it comes first)
     recorder = Recorder(floor)
-    STATE.want_capture(floor)
+    done = STATE.want_capture(floor)
     token = RECORDER.set(recorder)
     failed = False
     try:
@@ -368,8 +436,14 @@ def flight_recorder(level: Any = None) -> Iterator[Recorder]:
         failed = True
         raise
     finally:
-        RECORDER.reset(token)
-        recorder.close(failed)
+        try:
+            recorder.close(failed)
+        finally:
+            try:
+                RECORDER.reset(token)
+            except ValueError:  # ended in another context: that one keeps nothing of it
+                pass
+            done()
 
 
 def _level_name(level: Any) -> str:
@@ -386,6 +460,15 @@ class _Named:
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+def _after_fork_in_child() -> None:
+    global _LOCK
+    _LOCK = RLock()  # (a parent thread may have held it at the fork)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # a record at or above this severity sets off its recorder (released at the end)

@@ -33,7 +33,6 @@ from fapilog._state import STATE
 from fapilog.capture.coerce import ERROR_KEY, safe_str
 from fapilog.capture.logger import gate_levels, sink_for
 from fapilog.capture.record import Sink, salvage, stdlib_sink, unformatted
-from fapilog.capture.recorder import recorder_wants
 from fapilog.integrations.access_lines import ACCESS_FILTER, CLEANED_LOGGERS
 
 if TYPE_CHECKING:
@@ -117,11 +116,11 @@ class FapilogHandler(logging.Handler):
             _local.depth = depth
 
     def _process(self, record: logging.LogRecord) -> None:
+        # (a record below fapilog's level for its logger got here because that logger's
+        # own stdlib level lets it through: it is exported, or held by a flight recorder)
         named = _NAMED.get(record.name)
         if named is None:
             named = _named(record.name)
-        if record.levelno < named.export_level and not recorder_wants(record.levelno):
-            return  # let through for flight recorders, and none is taking it
         event: dict[str, Any] = {}
         try:
             message = record.getMessage()

@@ -39,6 +39,7 @@ from fapilog import _diag, _levels
 from fapilog._state import STATE
 from fapilog.capture.logger import get_logger
 from fapilog.capture.record import salvage
+from fapilog.capture.recorder import Recorder
 from fapilog.integrations import isolation
 from fapilog.integrations.admin import AdminRoute
 from fapilog.integrations.request_event import (
@@ -49,7 +50,7 @@ from fapilog.integrations.request_event import (
 )
 from fapilog.integrations.request_fields import EnrichmentPlan
 from fapilog.integrations.request_head import HeadReader, RequestHead, content_length
-from fapilog.integrations.request_outcome import OutcomePlan, Recording
+from fapilog.integrations.request_outcome import OutcomePlan
 from fapilog.integrations.server_logs import (
     install_duplicate_filter,
     lifespan_receive,
@@ -140,7 +141,11 @@ class RequestPlan:
         # held records, the debug header, sampling (fapilog.integrations.request_outcome)
         self.outcome = OutcomePlan(settings, admin)
         # (the redaction marker of the current configuration unless given)
-        self.enrichment = EnrichmentPlan(settings, marker or _marker(STATE.settings))
+        # (the debug header carries the admin token: always shown as the marker)
+        secret = (admin.debug_header,) if admin is not None else ()
+        self.enrichment = EnrichmentPlan(
+            settings, marker or _marker(STATE.settings), ("X-Fapilog-Debug", *secret)
+        )
         self._readers: dict[frozenset[bytes] | None, HeadReader] = {}
         self.log = settings.enabled
         self.request_id_header: bytes | None = (
@@ -286,7 +291,7 @@ class RequestLoggingMiddleware:
             except Exception as exc:  # never raise into the application
                 _diag.report("server-span", f"fapilog could not start a server span: {exc!r}")
         _one_server_span(scope)
-        recording: Recording | None = None
+        recording: Recorder | None = None
         if plan.outcome.active:
             try:
                 recording = plan.outcome.begin(scope)

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from fapilog import _diag
 from fapilog.capture.coerce import safe_str
 from fapilog.capture.logger import get_logger
-from fapilog.capture.recorder import RECORDER
+from fapilog.capture.recorder import RECORDER, Recorder
 from fapilog.integrations.request_fields import EnrichmentPlan, request_fields, response_fields
 from fapilog.integrations.request_head import RequestHead
-from fapilog.integrations.request_outcome import OutcomePlan, Recording
+from fapilog.integrations.request_outcome import OutcomePlan, event_kept
 from fapilog.integrations.server_logs import LOGGED
 from fapilog.integrations.tracing import fastapi_saw_exception
 
@@ -104,7 +104,7 @@ def finish_request(
     scope: Scope,
     exchange: Exchange,
     failure: BaseException | None,
-    recording: Recording | None,
+    recording: Recorder | None,
 ) -> None:
     """The request is over: its held records are released (ahead of the event) or
     discarded, then its request event is logged, unless sampled out."""
@@ -161,7 +161,7 @@ def finish_request(
         event.update(held)
     if exception is not None:
         event["exc_info"] = exception
-    token = recording.event_kept() if released and recording is not None else None
+    token = event_kept() if released else None
     try:
         _log.log(level, message, **event)
     finally:

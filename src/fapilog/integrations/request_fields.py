@@ -69,7 +69,12 @@ class EnrichmentPlan:
         "shown",
     )
 
-    def __init__(self, settings: RequestSettings, marker: str = DEFAULT_MARKER) -> None:
+    def __init__(
+        self,
+        settings: RequestSettings,
+        marker: str = DEFAULT_MARKER,
+        secret_headers: tuple[str, ...] = (),
+    ) -> None:
         self.settings = settings
         self.marker = marker
         self.client_ip = settings.client_ip
@@ -81,7 +86,7 @@ class EnrichmentPlan:
         self.response_headers = {n.encode("latin-1"): _RESPONSE_PREFIX + n for n in names}
         self.sensitive = frozenset(
             name.lower().encode("latin-1")
-            for name in (*SENSITIVE_HEADERS, *settings.sensitive_headers)
+            for name in (*SENSITIVE_HEADERS, *settings.sensitive_headers, *secret_headers)
         )
         self.shown: dict[str, str] = {}  # peer host -> what client.address shows (no proxies)
         # None: query strings omitted; else the marker replacing their values

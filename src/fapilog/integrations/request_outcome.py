@@ -23,26 +23,16 @@ from fapilog.capture.noise import NOISE
 from fapilog.capture.recorder import RECORDER, Recorder
 from fapilog.settings import AdminSettings, RequestSettings
 
-__all__ = ["OutcomePlan", "Recording"]
+__all__ = ["OutcomePlan", "event_kept"]
 
 _WARNING = 30
 _random = random.random
 
 
-class Recording:
-    """One request's recorder and the context token that made it current."""
-
-    __slots__ = ("recorder", "released", "token")
-
-    def __init__(self, recorder: Recorder, token: Token[Recorder | None]) -> None:
-        self.recorder = recorder
-        self.token = token
-        self.released = False  # the request went badly: its records were exported
-
-    def event_kept(self) -> Token[Recorder | None]:
-        """For the request event of a request whose records were released: make it pass
-        trace-following sampling too (the outcome wins). The token undoes it."""
-        return RECORDER.set(_PASS)
+def event_kept() -> Token[Recorder | None]:
+    """For the request event of a request whose records were released: make it pass
+    trace-following sampling too (the outcome wins). The token undoes it."""
+    return RECORDER.set(_PASS)
 
 
 class OutcomePlan:
@@ -86,7 +76,7 @@ class OutcomePlan:
                 return hmac.compare_digest(bytes(value).strip(), token)
         return False
 
-    def begin(self, scope: MutableMapping[str, Any]) -> Recording | None:
+    def begin(self, scope: MutableMapping[str, Any]) -> Recorder | None:
         """Start the request's recorder, if it gets one (the server span is current)."""
         if self._token is not None and self.debug_requested(scope):
             recorder = Recorder(floor=10, boundary=0)
@@ -96,28 +86,29 @@ class OutcomePlan:
                 recorder = Recorder(self.floor, _levels.WARN_SEVERITY if unsampled else None)
             elif unsampled:
                 recorder = Recorder(None, _levels.WARN_SEVERITY)
-            else:
+            elif RECORDER.get() is None:
                 return None
-        return Recording(recorder, RECORDER.set(recorder))
+            else:  # a recorder of another request (a connection's task) is not this one's:
+                recorder = Recorder(None)  # this one has a closed one, which takes nothing
+                recorder.open = False
+        recorder.token = RECORDER.set(recorder)
+        return recorder
 
-    def end(
-        self, recording: Recording | None, level: int, failed: bool, ms: float
-    ) -> dict[str, Any]:
+    def end(self, recorder: Recorder | None, level: int, failed: bool, ms: float) -> dict[str, Any]:
         """End the request's recorder: release its records when the request failed, its
         event is at WARNING or above, or it was slow; else discard them. Returns the
         request event's fields about it."""
-        if recording is None:
+        if recorder is None:
             return {}
-        recorder = recording.recorder
         try:
-            RECORDER.reset(recording.token)
+            RECORDER.reset(recorder.token)
         except ValueError:  # pragma: no cover - ended in another context: nothing to undo
             pass
         slow_ms = self.slow_ms
         keep = (
             failed or level >= _WARNING or recorder.alarm or (slow_ms is not None and ms > slow_ms)
         )
-        recording.released = keep
+        recorder.released = keep
         count = recorder.close(keep)
         fields: dict[str, Any] = {}
         if count:

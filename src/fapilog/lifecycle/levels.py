@@ -9,8 +9,10 @@ audit record (``fapilog.level.changed``) for each change and each expiry.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from structlog.contextvars import merge_contextvars
@@ -18,13 +20,13 @@ from structlog.contextvars import merge_contextvars
 from fapilog import _levels
 from fapilog._state import NO_FLOOR, STATE, UNCONFIGURED_LEVEL, signals_blocked
 from fapilog.capture import admission
-from fapilog.capture.logger import get_logger, set_levels, want_capture
+from fapilog.capture.logger import get_logger, set_capture_floor, set_levels
 from fapilog.capture.noise import FOLDING, NOISE, reset_counts
 from fapilog.capture.processors import add_trace_context
 from fapilog.capture.record import OTelBridge
 from fapilog.capture.recorder import DEFERRED, LIMITS, TOTALS
 from fapilog.capture.redaction import Redactor
-from fapilog.pipeline.direct import AdmittingBridge, DirectBridge, keep_exception
+from fapilog.pipeline.direct import AdmittingBridge, DirectBridge, keep_exception, write_released
 from fapilog.pipeline.routes import ROUTES
 from fapilog.settings import LoggingSettings
 
@@ -43,25 +45,59 @@ AUDIT_EVENT = "fapilog.level.changed"
 _LOCK = threading.RLock()
 
 
+class _Change:
+    """A run-time change in force: its generation, when it expires (time.time(), None:
+    never), the level of its key before the first of the changes in a row (what an expiry
+    puts back), the timer of its expiry, and who made it."""
+
+    __slots__ = ("before", "expires", "generation", "timer", "who")
+
+    def __init__(
+        self, generation: int, expires: float | None, before: int | None, who: str | None
+    ) -> None:
+        self.generation = generation
+        self.expires = expires
+        self.before = before
+        self.who = who
+        self.timer: threading.Timer | None = None
+
+
 class _Changes:
-    """The run-time changes in force: key (None: the global level; else a logger name) ->
-    (generation, expiry as time.time() or None)."""
+    """The run-time changes in force, by key (None: the global level; else a logger)."""
 
     def __init__(self) -> None:
         self.generation = 0
-        self.active: dict[str | None, tuple[int, float | None]] = {}
-        self.timers: list[threading.Timer] = []
+        self.active: dict[str | None, _Change] = {}
 
     def end_all(self) -> None:
         """A configuration (or a reset) ends the run-time changes and their timers."""
         self.generation += 1
+        for change in self.active.values():
+            if change.timer is not None:
+                change.timer.cancel()
         self.active.clear()
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
 
 
 _CHANGES = _Changes()
+
+
+class _Capture:
+    """What lowers the caller's gate for flight recorders: the configuration (the buffer,
+    the admin token) and the `flight_recorder()` blocks running now (level -> how many);
+    and what the configuration needs at the end of the chain."""
+
+    def __init__(self) -> None:
+        self.configured = NO_FLOOR
+        self.blocks: dict[int, int] = {}
+        self.admit = False
+        self.routed = False
+        self.plain = True
+
+    def floor(self) -> int:
+        return min([self.configured, *self.blocks])
+
+
+_CAPTURE = _Capture()
 
 
 def _needs_admission(settings: LoggingSettings) -> bool:
@@ -72,7 +108,6 @@ def _needs_admission(settings: LoggingSettings) -> bool:
         or settings.rate_limits
         or settings.fold_repeats is not None
         or request.follow_trace_sampling
-        or STATE.capture_floor < NO_FLOOR
     )
 
 
@@ -86,27 +121,30 @@ def configure_levels(settings: LoggingSettings) -> None:
     exporter_levels = {
         name: _levels.number_of(level) for name, level in settings.exporter_levels.items()
     }
-    capture_floor = NO_FLOOR
+    configured = NO_FLOOR
     if buffer.enabled:
-        capture_floor = LIMITS.level
+        configured = LIMITS.level
     if settings.admin.token is not None:
-        capture_floor = min(capture_floor, _levels.number_of("DEBUG"))
+        configured = min(configured, _levels.number_of("DEBUG"))
     NOISE.configure(dict(settings.rate_limits))
     FOLDING.configure(settings.fold_repeats)
     admission.FOLLOW.on = settings.request.follow_trace_sampling
     with _LOCK:
         _CHANGES.end_all()
         ROUTES.configure(exporter_levels)
+        _CAPTURE.configured = configured
+        _CAPTURE.admit = _needs_admission(settings)
+        _CAPTURE.routed = bool(exporter_levels)
+        _CAPTURE.plain = not (
+            settings.request.follow_trace_sampling or settings.rate_limits or settings.fold_repeats
+        )
         set_levels(
             _levels.number_of(settings.level),
             {name: _levels.number_of(level) for name, level in settings.logger_levels.items()},
             exporter_floor=min(exporter_levels.values(), default=NO_FLOOR),
-            capture_floor=capture_floor,
+            capture_floor=_CAPTURE.floor(),
         )
-    plain = not (
-        settings.request.follow_trace_sampling or settings.rate_limits or settings.fold_repeats
-    )
-    _admitting(_needs_admission(settings), bool(exporter_levels), plain)
+        _apply_capture()
 
 
 def defer_redaction(chain: list[Any]) -> None:
@@ -120,6 +158,7 @@ def defer_redaction(chain: list[Any]) -> None:
         if step not in skipped and not isinstance(step, (Redactor, OTelBridge))
     ]
     DEFERRED.set(before, [step for step in chain if isinstance(step, Redactor)], merge_contextvars)
+    DEFERRED.write = FOLDING.write = write_released
 
 
 def reset_levels() -> None:
@@ -127,21 +166,43 @@ def reset_levels() -> None:
     NOISE.configure({})
     FOLDING.configure(None)
     admission.FOLLOW.on = False
-    _admitting(False, False)
     reset_counts()
     TOTALS.reset()
     DEFERRED.clear()
+    FOLDING.write = None
     with _LOCK:
         _CHANGES.end_all()
         ROUTES.configure({})
+        _CAPTURE.__init__()  # type: ignore[misc]
         set_levels(UNCONFIGURED_LEVEL, {}, exporter_floor=NO_FLOOR, capture_floor=NO_FLOOR)
+        _apply_capture()
 
 
-def _want_capture(level: int) -> None:
-    """A flight_recorder() block wants records from `level` up: the gate lets them
-    through from now on, and admission holds them."""
-    want_capture(level)
-    _admitting(True, ROUTES.active, admission.FOLLOW.plain)
+def _apply_capture() -> None:
+    """(_LOCK held.) The gate's floor and the end of the chain as the configuration and
+    the running `flight_recorder()` blocks need them."""
+    set_capture_floor(_CAPTURE.floor())
+    _admitting(_CAPTURE.admit or bool(_CAPTURE.blocks), _CAPTURE.routed, _CAPTURE.plain)
+
+
+def _want_capture(level: int) -> Callable[[], None]:
+    """A flight_recorder() block wants records from `level` up while it runs: the gate
+    lets them through and admission holds them; the function returned ends that (when
+    the last block ends, the gate is back where the configuration put it)."""
+    with _LOCK:
+        _CAPTURE.blocks[level] = _CAPTURE.blocks.get(level, 0) + 1
+        _apply_capture()
+
+    def done() -> None:
+        with _LOCK:
+            left = _CAPTURE.blocks.get(level, 0) - 1
+            if left > 0:
+                _CAPTURE.blocks[level] = left
+            else:
+                _CAPTURE.blocks.pop(level, None)
+            _apply_capture()
+
+    return done
 
 
 def _admitting(admit: bool, routed: bool, plain: bool = True) -> None:
@@ -189,22 +250,34 @@ def set_level(
     if logger is not None and (not isinstance(logger, str) or not logger.strip()):
         raise ValueError(f"logger must be a logger name, got {logger!r}")
     key = logger.strip() if logger is not None else None
+    if STATE.pipeline is None and STATE.autoconfigure is not None:
+        STATE.autoconfigure()  # (a configuration sets the levels: it comes first)
     with _LOCK:
         shown_before = _effective(key)
         before = _apply(key, _levels.number_of(name))
+        earlier = _CHANGES.active.pop(key, None)
+        if earlier is not None:  # a change in a row: an expiry puts back what came before
+            before = earlier.before
+            if earlier.timer is not None:
+                earlier.timer.cancel()
         _CHANGES.generation += 1
-        generation = _CHANGES.generation
-        expires = time.time() + ttl if ttl is not None else None
-        _CHANGES.active[key] = (generation, expires)
+        change = _Change(
+            _CHANGES.generation, time.time() + ttl if ttl is not None else None, before, who
+        )
+        _CHANGES.active[key] = change
+        if ttl is not None:
+            _arm(key, change, ttl)
     _audit(key, shown_before, name, ttl, who, why="set")
-    if ttl is not None:
-        with signals_blocked():
-            timer = threading.Timer(ttl, _expire, (key, before, generation, who))
-            timer.daemon = True
-            timer.name = "fapilog-level-ttl"
-            timer.start()
-        with _LOCK:
-            _CHANGES.timers = [t for t in _CHANGES.timers if t.is_alive()] + [timer]
+
+
+def _arm(key: str | None, change: _Change, seconds: float) -> None:
+    """(_LOCK held.) Start the timer of `change`'s expiry."""
+    with signals_blocked():
+        timer = threading.Timer(max(0.0, seconds), _expire, (key, change.generation))
+        timer.daemon = True
+        timer.name = "fapilog-level-ttl"
+        timer.start()
+    change.timer = timer
 
 
 def _apply(key: str | None, level: int | None) -> int | None:
@@ -226,17 +299,33 @@ def _apply(key: str | None, level: int | None) -> int | None:
     return before
 
 
-def _expire(key: str | None, before: int | None, generation: int, who: str | None) -> None:
+def _expire(key: str | None, generation: int) -> None:
     """A change's ttl is over: put back what it replaced, unless another change (or a
     configuration) came since."""
     with _LOCK:
-        if _CHANGES.active.get(key, (None,))[0] != generation:
+        change = _CHANGES.active.get(key)
+        if change is None or change.generation != generation:
             return
         del _CHANGES.active[key]
         shown_before = _effective(key)
-        _apply(key, before)
+        _apply(key, change.before)
         shown_after = _effective(key)
-    _audit(key, shown_before, shown_after, None, who, why="expired")
+    _audit(key, shown_before, shown_after, None, change.who, why="expired")
+
+
+def _rearm_after_fork() -> None:
+    """A forked child has none of the parent's timer threads: start its own for the
+    changes in force, for the time they have left."""
+    global _LOCK
+    _LOCK = threading.RLock()
+    now = time.time()
+    for key, change in _CHANGES.active.items():
+        if change.expires is not None:
+            _arm(key, change, change.expires - now)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rearm_after_fork)
 
 
 def _effective(key: str | None) -> str:
@@ -270,9 +359,9 @@ def current_levels() -> dict[str, Any]:
         changes = [
             {
                 "logger": key,
-                "expires_in": round(expires - now, 3) if expires is not None else None,
+                "expires_in": round(c.expires - now, 3) if c.expires is not None else None,
             }
-            for key, (_, expires) in _CHANGES.active.items()
+            for key, c in _CHANGES.active.items()
         ]
     return {
         "level": _name_of(STATE.default_level),

@@ -143,7 +143,14 @@ class Bridge:
         routes = ROUTES if ROUTES.active else None
         for pending in batch:
             if isinstance(pending, Forward):
-                collected.append((pending.targets, pending.record))
+                targets = pending.targets
+                if routes is not None:
+                    scope = pending.record.instrumentation_scope
+                    name = scope.name if scope is not None else ""
+                    targets, left = routes.choose(targets, name, pending.severity)
+                    for target in left:
+                        target.filtered += 1
+                collected.append((targets, pending.record))
                 continue
             count = len(collected)
             try:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fapilog import _diag
+from fapilog._levels import WARN_SEVERITY as _WARN
 from fapilog.capture.record import (
     ADMISSION,
     OTelBridge,
@@ -48,6 +49,7 @@ __all__ = [
     "keep_exception",
     "use_writers",
     "write_foreign",
+    "write_released",
 ]
 
 
@@ -162,7 +164,12 @@ class AdmittingBridge(DirectBridge):
     ) -> tuple[tuple[Pending], dict[str, Any]]:
         pending = capture(logger, method_name, event_dict)
         admit = ADMISSION.admit
-        if admit is not None:
+        # (admission's first test, inlined: a record at its logger's exported level and
+        # below WARNING, with nothing but recorders configured, goes on untouched)
+        if admit is not None and not (
+            ADMISSION.plain
+            and _WARN > pending.severity.value >= getattr(logger, "export_severity", _WARN)
+        ):
             pending = admit(logger, pending)
         writers = CURRENT.writers
         if writers and ROUTES.active and type(pending) is not Released:
@@ -186,6 +193,14 @@ def _write(
         except Exception as exc:  # never into the application: written from the queue
             _diag.report("direct", f"fapilog: the console could not write: {exc!r}")
     return pending
+
+
+def write_released(pending: Pending) -> Pending:
+    """A record a flight recorder released (or a folded run's summary): written now by
+    the exporters that write on the calling thread, so that it comes before what is
+    logged next (the request event); returned marked as written."""
+    writers = CURRENT.writers
+    return _write(writers, pending, {}) if writers else pending
 
 
 def write_foreign(writers: Sequence[Direct], record: ReadableLogRecord) -> None:

@@ -429,8 +429,14 @@ class Router(LogRecordProcessor):
         # OpenTelemetry's LoggingHandler) belongs to the request being handled, if any
         _with_request_id(log_record)
         record = readable(log_record)
-        if self.direct:  # the console writes it now, in call order
-            write_foreign(self.direct, record)
+        writers = self.direct
+        if writers and ROUTES.active:  # (only what reaches the console's own level)
+            scope = record.instrumentation_scope
+            number = record.log_record.severity_number
+            name, severity = (scope.name if scope else ""), (number.value if number else 0)
+            writers = tuple(w for w in writers if ROUTES.writes(w, name, severity))
+        if writers:  # the console writes it now, in call order
+            write_foreign(writers, record)
         bridge = STATE.bridge
         if bridge is not None and not STATE.shut_down:
             bridge.forward(targets, record)

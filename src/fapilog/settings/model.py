@@ -110,6 +110,7 @@ class LoggingSettings(BaseSettings):
     fold_repeats: float | None = Field(
         default=None,
         gt=0,
+        le=3600,
         description="seconds: identical consecutive records of a logger within this window "
         "become one line and one 'repeated N times' line; unset: off",
     )
