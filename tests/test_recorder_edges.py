@@ -233,3 +233,88 @@ def test_the_debug_header_is_never_logged_in_clear(tmp_path: Path) -> None:
     fapilog.force_flush()
     text = path.read_text()
     assert token not in text and "http.request.header.x-fapilog-debug" in text
+
+
+def test_a_released_record_is_redacted_as_a_directly_exported_one(tmp_path: Path) -> None:
+    """The same values, held then released, and exported as logged: the same line."""
+    from structlog.contextvars import bind_contextvars, clear_contextvars
+
+    path = file_config(tmp_path)
+    log = get_logger("svc")
+    values: dict[str, Any] = {
+        "password": "hunter2",
+        "headers": {"authorization": "Bearer abc.def", "accept": "x"},
+        "pairs": {"password": "hunter2"}.items(),
+        "url": "https://user:pw@example.com/x",
+        "n": 7,
+        "items": [1, "token=abc123"],
+    }
+    bind_contextvars(session_secret="s3cr3t-value", tenant="acme")
+    try:
+        log.warning("direct", **values)
+
+        def job() -> None:
+            with fapilog.flight_recorder():
+                log.debug("held", **values)
+                raise KeyError("x")
+
+        with pytest.raises(KeyError):
+            job()
+    finally:
+        clear_contextvars()
+    direct, released = lines(path)
+    for line in (direct, released):
+        line.pop("timestamp"), line.pop("level"), line.pop("message")
+    assert released == direct
+    assert "hunter2" not in path.read_text() and "abc.def" not in path.read_text()
+
+
+def test_contextvar_values_count_against_the_byte_bound(tmp_path: Path) -> None:
+    from structlog.contextvars import bind_contextvars, clear_contextvars
+
+    file_config(tmp_path, request={"buffer": {"max_bytes": 262_144}})
+    log = get_logger("job")
+    try:
+        with fapilog.flight_recorder() as recorder:
+            for n in range(50):
+                bind_contextvars(payload="x" * 100_000 + str(n))
+                log.debug("step", n=n)
+            assert recorder.size <= 262_144
+            assert len(recorder.records) == 2  # two of about 100 kB fit
+    finally:
+        clear_contextvars()
+
+
+def test_a_warning_below_its_loggers_level_is_held_not_exported(tmp_path: Path) -> None:
+    path = file_config(tmp_path, logger_levels={"noisy": "ERROR"})
+    log = get_logger("noisy")
+    with fapilog.flight_recorder() as recorder:
+        log.warning("w", exc_info=True)
+        log.warning("w2")
+        assert not recorder.alarm
+    assert lines(path) == []
+
+
+def test_a_ttl_expiry_gives_a_stdlib_logger_its_own_level_back(tmp_path: Path) -> None:
+    file_config(tmp_path)
+    stdlib = logging.getLogger("noisy.lib")
+    stdlib.setLevel(logging.ERROR)
+    try:
+        fapilog.set_level("debug", "noisy.lib", ttl=0.2)
+        assert stdlib.level == logging.DEBUG
+        deadline = time.monotonic() + 10
+        waiting = threading.Event()
+        while stdlib.level == logging.DEBUG and time.monotonic() < deadline:
+            waiting.wait(0.05)
+        assert stdlib.level == logging.ERROR
+    finally:
+        stdlib.setLevel(logging.NOTSET)
+
+
+def test_capture_logs_sees_what_a_recorder_would_hold() -> None:
+    from fapilog.testing import capture_logs
+
+    configure_logging()
+    with capture_logs() as captured, fapilog.flight_recorder():
+        get_logger("svc").debug("seen by the test")
+    assert [entry["message"] for entry in captured] == ["seen by the test"]

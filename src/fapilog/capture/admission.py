@@ -45,12 +45,13 @@ def admit(sink: object, pending: Pending) -> Pending:
         return pending
     recorder = RECORDER.get()
     if recorder is not None and recorder.open:
-        if severity >= WARN_SEVERITY:
-            recorder.alarm = True
+        export = sink.export_severity
+        if severity >= WARN_SEVERITY and (severity >= export or recorder.boundary == 0):
+            recorder.alarm = True  # (not a warning below its logger's level: held as such)
         else:
             boundary = recorder.boundary
-            if boundary is None or (boundary and boundary < sink.export_severity):
-                boundary = sink.export_severity
+            if boundary is None or (boundary and boundary < export):
+                boundary = export
             if severity < boundary:
                 floor = recorder.floor_severity
                 if severity >= (sink.export_severity if floor is None else floor):

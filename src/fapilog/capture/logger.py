@@ -140,13 +140,22 @@ def set_levels(
 
 
 def _refresh() -> None:
+    # an INFO call may be below its logger's exported level, let through for a recorder,
+    # only while recorders capture INFO: then `info` checks (one more attribute read).
+    # Swapped before the gates are lowered, after they are raised; and only when it
+    # changes (each class attribute assignment costs the class a version tag)
+    checked = STATE.capture_floor <= 20
+    if checked:
+        _use_info(BoundLogger._info_checked)
     for sink in list(_SINKS.values()):
         _apply_to(sink)
-    # an INFO call may be below its logger's exported level, let through for a recorder,
-    # only while recorders capture INFO: then `info` checks (one more attribute read)
-    BoundLogger.info = BoundLogger.msg = (
-        BoundLogger._info_checked if STATE.capture_floor <= 20 else BoundLogger._info_fast
-    )
+    if not checked:
+        _use_info(BoundLogger._info_fast)
+
+
+def _use_info(method: Any) -> None:
+    if BoundLogger.__dict__["info"] is not method:
+        BoundLogger.info = BoundLogger.msg = method
 
 
 def _notify() -> None:
@@ -275,6 +284,12 @@ class BoundLogger(structlog.BoundLoggerBase):
             salvage(logger, method_name, "record could not be processed", exc)
             return None
 
+    def _holds_here(self) -> bool:
+        """Whether a record for a flight recorder may take the held path (the contextvars
+        and enrichers now, redaction at release): the logger runs fapilog's configured
+        chain (not its own processors, not inside `capture_logs()`)."""
+        return DEFERRED.active and self._processors is CHAIN and isinstance(CHAIN[-1], OTelBridge)
+
     def _event_dict(self, event: Any, event_kw: dict[str, Any]) -> dict[str, Any]:
         """The event dict `_emit` builds (bound context, keywords, message)."""
         event_dict: dict[str, Any] = self._context.copy()
@@ -301,7 +316,7 @@ class BoundLogger(structlog.BoundLoggerBase):
             except Exception as exc:  # the message and its arguments as they are
                 event = unformatted(event, args)
                 _note(kw, f"message could not be formatted: {type(exc).__name__}")
-        if held is not None and held.boundary != 0 and DEFERRED.active and "exc_info" not in kw:
+        if held is not None and held.boundary != 0 and "exc_info" not in kw and self._holds_here():
             level = _levels.BY_METHOD.get(method, _levels.BY_NAME["INFO"])
             return hold_call(sink, method, self._event_dict(event, kw), held, level)
         return self._emit(method, event, kw)
@@ -314,7 +329,7 @@ class BoundLogger(structlog.BoundLoggerBase):
             held = RECORDER.get()
             if held is None or not held.open or held.floor > 10:
                 return None
-            if held.boundary != 0 and DEFERRED.active and "exc_info" not in kw:
+            if held.boundary != 0 and "exc_info" not in kw and self._holds_here():
                 event_dict = self._context.copy()  # (as `_event_dict`, inlined)
                 if kw:
                     event_dict.update(kw)

@@ -251,6 +251,8 @@ class Folding:
         self._wake = threading.Condition(self._lock)
         self._thread = None
         self._runs = {}
+        if self.window is not None:  # (here, not on a log call: see `configure`)
+            self._thread = start_worker("fold", self._expire)
 
 
 # loggers whose last record is remembered at most (a process logging under ever new names)

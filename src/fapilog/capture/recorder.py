@@ -20,7 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import Context, ContextVar, copy_context
+from contextvars import ContextVar
 from math import isfinite
 from threading import RLock
 from time import time_ns
@@ -38,7 +38,6 @@ from fapilog._levels import (
     severity_for_number,
 )
 from fapilog._state import NO_FLOOR, STATE
-from fapilog.capture.coerce import coerce_attributes
 from fapilog.capture.record import Pending, Released, capture, salvage
 
 __all__ = [
@@ -61,13 +60,14 @@ RECORDER: ContextVar[Recorder | None] = ContextVar("fapilog_recorder", default=N
 
 class Deferred:
     """How a record bound for a recorder is processed (set by each configuration): the
-    chain's steps that read the call's own state (`before`: the contextvars, the
-    enrichers) run when it is logged; the rest (`after`: redaction, a pure function of the
-    event) only when its recorder releases it. A discarded record (the common case) never
-    pays for redaction or trace formatting (the trace ids come from the record's context
-    when it is emitted). Empty `after` and `active` False: records take the whole chain."""
+    chain's steps that read the call's state (`before`: the contextvars, the enrichers)
+    run when it is logged; redaction (`after`, a pure function of the event) only when its
+    recorder releases it, with the steps of the configuration it was held under. A
+    discarded record (the common case) never pays for redaction or trace formatting (the
+    trace ids come from the record's context when it is emitted). `active` False: records
+    take the whole chain."""
 
-    __slots__ = ("active", "after", "before", "merge", "write")
+    __slots__ = ("active", "after", "before", "write")
 
     def __init__(self) -> None:
         self.active = False
@@ -76,16 +76,12 @@ class Deferred:
         self.write: Callable[[Pending], Pending] | None = None
         self.before: list[Any] = []
         self.after: list[Any] = []
-        # the contextvars merge, when it is the only step before: a held record keeps a
-        # copy of the call's context (O(1)) and is merged from it at release
-        self.merge: Any = None
 
-    def set(self, before: list[Any], after: list[Any], merge: Any = None) -> None:
+    def set(self, before: list[Any], after: list[Any]) -> None:
         self.before, self.after, self.active = list(before), list(after), True
-        self.merge = merge if self.before == [merge] else None
 
     def clear(self) -> None:
-        self.before, self.after, self.active, self.merge = [], [], False, None
+        self.before, self.after, self.active = [], [], False
 
 
 DEFERRED = Deferred()
@@ -95,18 +91,16 @@ def hold_call(
     sink: Any, method: str, event_dict: dict[str, Any], recorder: Recorder, level: Level
 ) -> None:
     """Hold a record of `level` logged below its logger's exported level under
-    `recorder`, taking only the `DEFERRED.before` steps now (with the contextvars merge
-    alone: a copy of the call's context, merged at release). The event's values are
-    snapshotted now, as `capture` does, and its size estimated in the same pass. Never
-    raises (a failing step: the record is salvaged)."""
+    `recorder`: the `DEFERRED.before` steps now, redaction at release. The values are
+    snapshotted now, as `capture` does, and sized in the same pass; a record with a value
+    that is not plain (a container, an object) is redacted now, before its values are
+    converted, as the chain does. Never raises (a failing step: the record is salvaged)."""
     try:
-        if DEFERRED.merge is None:
-            for step in DEFERRED.before:
-                event_dict = step(sink, method, event_dict)
-            recorder.hold(capture(sink, method, event_dict), deferred=True)
-            return
+        after = DEFERRED.after
+        for step in DEFERRED.before:
+            event_dict = step(sink, method, event_dict)
         size = _BASE_SIZE
-        plain = True
+        plain = "exc_info" not in event_dict
         for value in event_dict.values():
             kind = type(value)
             if kind is str:
@@ -121,30 +115,28 @@ def hold_call(
             elif kind is float and isfinite(value):
                 continue
             plain = False
-        if not plain:  # snapshot the values, and size them as they are held
-            coerce_attributes(event_dict)
-            size = _event_size(event_dict)
+        if not plain:
+            for step in after:
+                event_dict = step(sink, method, event_dict)
+            pending = capture(sink, method, event_dict)  # (converts the values)
+            recorder.put(pending, None, estimated_size(pending))
+            return
         pending = tuple.__new__(
             Pending,
             (time_ns(), level.severity, level.name, sink.name, event_dict, _get_current(), None),
         )
-        recorder.put(pending, copy_context(), size)
+        recorder.put(pending, after, size)
     except DropEvent:
         return
     except Exception as exc:
         salvage(sink, method, "record could not be processed", exc)
 
 
-def _finished(pending: Pending, deferred: bool | Context) -> Pending:
-    """A deferred record, through the steps left (the contextvars of the call's context,
-    redaction) at release."""
+def _finished(pending: Pending, after: list[Any]) -> Pending:
+    """A held record through the steps it was held without (redaction) at release."""
     event: Any = pending.event
     method = pending.severity_text.lower()
-    merge = DEFERRED.merge
-    if isinstance(deferred, Context) and merge is not None:
-        event = deferred.run(merge, None, method, event)
-        coerce_attributes(event)  # (values bound with the contextvars, as capture does)
-    for step in DEFERRED.after:
+    for step in after:
         event = step(None, method, event)
     if event is not pending.event:
         pending = pending._replace(event=dict(event))
@@ -204,32 +196,38 @@ TOTALS = Totals()
 
 _BASE_SIZE = 480  # a held record: its tuple, its event dict, its context
 _ITEM_SIZE = 120  # each of its values (plus a string's length)
-_WALK_AT_MOST = 100_000  # values of a nested value walked to size it (past that: counted)
+_WALK_AT_MOST = 100_000  # values of a nested value walked to size it
 
 
-def value_size(value: Any, depth: int = 0) -> int:
-    """What `value` costs in memory, roughly, containers walked (bounded: deeper than 8
-    levels or past `_WALK_AT_MOST` items, each item counts as a small one)."""
-    kind = type(value)
-    if kind is str:
-        return 50 + len(value)
-    if kind is bytes or kind is bytearray:
-        return 33 + len(value)
-    if kind is dict:
-        size = 64 + 104 * len(value)
-        if depth < 8 and len(value) <= _WALK_AT_MOST:
-            for key, item in value.items():
-                size += value_size(key, depth + 1) + value_size(item, depth + 1)
-        return size
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
-        size = 56 + 8 * len(value)
-        if depth < 8 and len(value) <= _WALK_AT_MOST:
-            for item in value:
-                size += value_size(item, depth + 1)
+def value_size(value: Any) -> int:
+    """What `value` costs in memory, roughly, containers walked (at most `_WALK_AT_MOST`
+    values: a value larger than that counts as over every bound)."""
+    size = 0
+    walked = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        walked += 1
+        if walked > _WALK_AT_MOST:
+            return _OVER_EVERY_BOUND
+        kind = type(item)
+        if kind is str:
+            size += 50 + len(item)
+        elif kind is bytes or kind is bytearray:
+            size += 33 + len(item)
+        elif kind is dict:
+            size += 64 + 104 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+            size += 56 + 8 * len(item)
+            stack.extend(item)
         else:
-            size += 32 * len(value)
-        return size
-    return 32
+            size += 32
+    return size
+
+
+_OVER_EVERY_BOUND = 1 << 62
 
 
 def estimated_size(pending: Pending) -> int:
@@ -288,7 +286,8 @@ class Recorder:
             known = _SEVERITY_OF.get(floor)
             self.floor_severity = known if known is not None else severity_for_number(floor).value
         self.boundary = boundary
-        self.records: deque[tuple[Pending, int, bool | Context]] = deque()
+        # (record, its size, the steps it still has to take at release, if any)
+        self.records: deque[tuple[Pending, int, list[Any] | None]] = deque()
         self.size = 0
         self.overflowed = 0
         self.alarm = False  # a WARNING-or-above record was logged under it
@@ -298,12 +297,11 @@ class Recorder:
         self.token: Any = None
         self.released = False
 
-    def hold(self, pending: Pending, deferred: bool | Context = False) -> None:
-        """Hold `pending` (`deferred`: it still has the `DEFERRED.after` steps to take;
-        a Context: the contextvars merge too, in that context)."""
-        self.put(pending, deferred, estimated_size(pending))
+    def hold(self, pending: Pending) -> None:
+        """Hold `pending`, a record that took the whole chain."""
+        self.put(pending, None, estimated_size(pending))
 
-    def put(self, pending: Pending, deferred: bool | Context, size: int) -> None:
+    def put(self, pending: Pending, after: list[Any] | None, size: int) -> None:
         """`hold`, of an estimated `size`. A record that arrives once the recorder is
         closed (a thread the request started, still logging) is counted as discarded."""
         limits = LIMITS
@@ -319,7 +317,7 @@ class Recorder:
                 or totals.held_bytes + size > limits.total_max_bytes
             ) and not self._make_room(size):
                 return
-            self.records.append((pending, size, deferred))
+            self.records.append((pending, size, after))
             self.size += size
             totals.held += 1
             totals.held_bytes += size
@@ -350,13 +348,14 @@ class Recorder:
         TOTALS.held -= 1
         TOTALS.held_bytes -= size
 
-    def _take_all(self) -> deque[tuple[Pending, int, bool | Context]]:
-        """Close the recorder and take its records (their counts off the totals)."""
+    def _take_all(self) -> deque[tuple[Pending, int, list[Any] | None]]:
+        """Close the recorder and take its records, counted as released."""
         with _LOCK:
             self.open = False
             records, self.records = self.records, deque()
             TOTALS.held -= len(records)
             TOTALS.held_bytes -= self.size
+            TOTALS.released += len(records)
             self.size = 0
         return records
 
@@ -367,12 +366,11 @@ class Recorder:
         records = self._take_all()
         put = STATE.put
         write = DEFERRED.write
-        for held, _, deferred in records:
-            TOTALS.released += 1
+        for held, _, after in records:
             pending = held
-            if deferred is not False:
+            if after:
                 try:
-                    pending = _finished(held, deferred)
+                    pending = _finished(held, after)
                 except Exception as exc:  # the record's steps failed: a salvaged one instead
                     salvage(_Named(held.logger), "debug", "record could not be processed", exc)
                     continue

@@ -169,10 +169,19 @@ def apply_levels() -> None:
         return
     root_level, per_logger = gate_levels()
     logging.getLogger().setLevel(root_level)
+    _set_logger_levels(routing, per_logger)
+
+
+def _set_logger_levels(routing: StdlibRouting, per_logger: dict[str, int]) -> None:
+    """Give the named stdlib loggers their levels; a logger fapilog no longer names gets
+    back the level it had before fapilog first set one (its own, often NOTSET)."""
     for name in routing.leveled - set(per_logger):
-        logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(name).setLevel(routing.own_levels.pop(name, logging.NOTSET))
     for name, value in per_logger.items():
-        logging.getLogger(name).setLevel(value)
+        logger = logging.getLogger(name)
+        if name not in routing.leveled and name not in routing.own_levels:
+            routing.own_levels[name] = logger.level
+        logger.setLevel(value)
     routing.leveled = set(per_logger)
 
 
@@ -218,6 +227,7 @@ class StdlibRouting:
         # applied again builds new handler objects): (logger, handler name, type, stream)
         self.warned: set[tuple[str, str, str, str]] = set()
         self.leveled: set[str] = set()  # loggers given a level of logger_levels
+        self.own_levels: dict[str, int] = {}  # ... and the level each had before
 
 
 def _routing() -> StdlibRouting:
@@ -275,9 +285,7 @@ def install(
             logger.addFilter(ACCESS_FILTER)  # the servers' request lines: no query strings
         if name not in logger_levels:
             logger.setLevel(logging.NOTSET)
-    for name, value in logger_levels.items():
-        logging.getLogger(name).setLevel(value)
-    routing.leveled = set(logger_levels)
+    _set_logger_levels(routing, logger_levels)
     logging.captureWarnings(True)
 
 

@@ -151,13 +151,15 @@ def defer_redaction(chain: list[Any]) -> None:
     """What a record bound for a flight recorder takes of `chain` when it is logged (the
     contextvars, the enrichers), and what only when it is released (redaction); see
     `fapilog.capture.recorder.Deferred`."""
-    skipped = (add_trace_context, keep_exception)
     before = [
         step
         for step in chain
-        if step not in skipped and not isinstance(step, (Redactor, OTelBridge))
+        if step is not keep_exception and not isinstance(step, (Redactor, OTelBridge))
     ]
-    DEFERRED.set(before, [step for step in chain if isinstance(step, Redactor)], merge_contextvars)
+    if all(step in (merge_contextvars, add_trace_context) for step in before):
+        # no enricher that could read them: the trace ids come from the record's context
+        before = [step for step in before if step is not add_trace_context]
+    DEFERRED.set(before, [step for step in chain if isinstance(step, Redactor)])
     DEFERRED.write = FOLDING.write = write_released
 
 
@@ -181,8 +183,14 @@ def reset_levels() -> None:
 def _apply_capture() -> None:
     """(_LOCK held.) The gate's floor and the end of the chain as the configuration and
     the running `flight_recorder()` blocks need them."""
-    set_capture_floor(_CAPTURE.floor())
-    _admitting(_CAPTURE.admit or bool(_CAPTURE.blocks), _CAPTURE.routed, _CAPTURE.plain)
+    floor = _CAPTURE.floor()
+    admit = _CAPTURE.admit or bool(_CAPTURE.blocks)
+    if floor < STATE.capture_floor:  # lowering: what holds the records first
+        _admitting(admit, _CAPTURE.routed, _CAPTURE.plain)
+        set_capture_floor(floor)
+    else:  # raising: the gates first
+        set_capture_floor(floor)
+        _admitting(admit, _CAPTURE.routed, _CAPTURE.plain)
 
 
 def _want_capture(level: int) -> Callable[[], None]:

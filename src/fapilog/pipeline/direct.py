@@ -200,6 +200,9 @@ def write_released(pending: Pending) -> Pending:
     the exporters that write on the calling thread, so that it comes before what is
     logged next (the request event); returned marked as written."""
     writers = CURRENT.writers
+    if writers and ROUTES.active and type(pending) is not Released:  # (a summary line)
+        name, severity = pending.logger, pending.severity.value
+        writers = tuple(w for w in writers if ROUTES.writes(w, name, severity))
     return _write(writers, pending, {}) if writers else pending
 
 

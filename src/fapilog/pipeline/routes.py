@@ -20,7 +20,8 @@ from fapilog._state import STATE
 
 __all__ = ["ROUTES", "Routes"]
 
-# (logger name, severity, targets) decisions remembered at most
+_Key = tuple[str, int, tuple[Any, ...]]  # (logger name, severity, targets)
+# decisions remembered at most
 _CACHE_AT_MOST = 8192
 
 
@@ -32,7 +33,9 @@ class Routes:
     def __init__(self) -> None:
         self.levels: dict[str, int] = {}  # exporter name -> stdlib level
         self.active = False
-        self._cache: dict[tuple[str, int, int], tuple[Sequence[Any], tuple[Any, ...]]] = {}
+        self._cache: dict[
+            tuple[str, int, tuple[Any, ...]], tuple[Sequence[Any], tuple[Any, ...]]
+        ] = {}
         self._writer_names: dict[int, str] = {}  # id(console exporter) -> its name
 
     def configure(self, levels: dict[str, int]) -> None:
@@ -59,7 +62,7 @@ class Routes:
         self, targets: Sequence[Any], logger: str, severity: int
     ) -> tuple[Sequence[Any], tuple[Any, ...]]:
         """(the targets that take a record, those that do not)."""
-        key = (logger, severity, id(targets))
+        key = (logger, severity, tuple(targets))
         known = self._cache.get(key)
         if known is None:
             chosen = tuple(t for t in targets if severity >= self.severity_for(t.name, logger))
