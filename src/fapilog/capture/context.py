@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import structlog.contextvars
 from structlog.contextvars import STRUCTLOG_KEY_PREFIX, bind_contextvars
 
-__all__ = ["ContextBinding", "bind_context", "contextualize", "unbind_context"]
+__all__ = ["ContextBinding", "bind_context", "contextualize", "merge_bound", "unbind_context"]
 
 _Tokens = Mapping[str, contextvars.Token[Any]]
 
@@ -117,3 +118,26 @@ def _restore(tokens: _Tokens) -> None:
             # held before directly, in the current context
             old = token.old_value
             var.set(Ellipsis if old is contextvars.Token.MISSING else old)
+
+
+# structlog's own variables, by name (``structlog_<key>``): a private table of structlog's
+# contextvars module, read only by `merge_bound` (which falls back to structlog's merge
+# without it)
+_STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
+_PREFIX_LENGTH = len(STRUCTLOG_KEY_PREFIX)
+
+
+def merge_bound(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog's `merge_contextvars`, reading only structlog's own variables instead of
+    every variable of the context (a request's context has many): the values bound now,
+    keys of the call winning. For a record held by a flight recorder."""
+    table = _STRUCTLOG_VARS
+    if table is None:
+        return structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
+    for name, variable in tuple(table.items()):
+        value = variable.get()
+        if value is not Ellipsis:
+            event_dict.setdefault(name[_PREFIX_LENGTH:], value)
+    return event_dict

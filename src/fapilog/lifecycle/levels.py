@@ -20,6 +20,7 @@ from structlog.contextvars import merge_contextvars
 from fapilog import _levels
 from fapilog._state import NO_FLOOR, STATE, UNCONFIGURED_LEVEL, signals_blocked
 from fapilog.capture import admission
+from fapilog.capture.context import merge_bound
 from fapilog.capture.logger import get_logger, set_capture_floor, set_levels
 from fapilog.capture.noise import FOLDING, NOISE, reset_counts
 from fapilog.capture.processors import add_trace_context
@@ -159,6 +160,8 @@ def defer_redaction(chain: list[Any]) -> None:
     if all(step in (merge_contextvars, add_trace_context) for step in before):
         # no enricher that could read them: the trace ids come from the record's context
         before = [step for step in before if step is not add_trace_context]
+    # (the same merge, reading structlog's own variables only)
+    before = [merge_bound if step is merge_contextvars else step for step in before]
     DEFERRED.set(before, [step for step in chain if isinstance(step, Redactor)])
     DEFERRED.write = FOLDING.write = write_released
 
