@@ -330,14 +330,7 @@ class BoundLogger(structlog.BoundLoggerBase):
             if held is None or not held.open or held.floor > 10:
                 return None
             if held.boundary != 0 and "exc_info" not in kw and self._holds_here():
-                event_dict = self._context.copy()  # (as `_event_dict`, inlined)
-                if kw:
-                    event_dict.update(kw)
-                    if event is not None and "event" in kw:
-                        event_dict["attr.event"] = kw["event"]
-                if event is not None:
-                    event_dict["event"] = event
-                return hold_call(sink, "debug", event_dict, held, _DEBUG)
+                return hold_call(sink, "debug", self._event_dict(event, kw), held, _DEBUG)
         return self._gate("debug", 10, event, args, kw)
 
     def _info_fast(self, event: Any = None, /, *args: Any, **kw: Any) -> Any:
