@@ -32,6 +32,7 @@ def response_fields(
 ) -> dict[str, Any]:
     return enrichment.response_fields(headers, RequestPlan(settings).enrichment)
 
+
 M = "[REDACTED]"
 
 

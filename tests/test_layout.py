@@ -35,9 +35,7 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(
-    module: str, path: Path, *, type_checking: bool = True
-) -> list[tuple[str, bool, int]]:
+def _imports(module: str, path: Path, *, type_checking: bool = True) -> list[tuple[str, bool, int]]:
     """(imported fapilog module, inside a function, line) for every import statement,
     imports inside functions and (unless told not) `TYPE_CHECKING` blocks included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -154,9 +152,7 @@ def test_the_process_state_module_imports_nothing_of_fapilog_at_run_time() -> No
 
 def test_lower_layers_never_import_the_composition_root() -> None:
     importers = {
-        module
-        for module, targets in _graph().items()
-        if "fapilog.lifecycle.configure" in targets
+        module for module, targets in _graph().items() if "fapilog.lifecycle.configure" in targets
     }
     # the public API, the testing helpers and the entry points that call it from outside
     assert importers <= {
@@ -380,9 +376,7 @@ def test_the_architecture_page_maps_every_module() -> None:
 def test_the_architecture_page_names_only_files_that_exist() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     where = text[text.index("## Where to add") :]
-    assert all(
-        kind in where for kind in ("**An exporter**", "**An enricher**", "**A setting**")
-    )
+    assert all(kind in where for kind in ("**An exporter**", "**An enricher**", "**A setting**"))
     assert "**An integration**" in where
     assert "## A record's way, file by file" in text
     paths = set(re.findall(r"`(src/fapilog/[\w/]+\.py)`", text))

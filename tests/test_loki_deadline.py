@@ -72,7 +72,7 @@ def test_a_server_dripping_its_answer_is_cut_at_timeout_retried_and_counted(
     assert 1.4 <= durations["max"] < 2.5  # cut at the timeout, each time
     assert figures["dropped_entries"] == {"ingester_error": 1}
     assert (counted["exported"], counted["dropped"], counted["queued"]) == (0, 1, 0)
-    assert counted["dropped_by_reason"] == {"export_failed": 1}
+    assert counted["dropped_by_reason"] == {"ingester_error": 1}
     assert elapsed < 8
 
 

@@ -1,9 +1,11 @@
-"""Loki labels are always valid UTF-8: a lone surrogate (what decoding with
-``surrogateescape`` leaves of an undecodable byte: an environment variable, a file name, a
-header) in a stream label, a static label, the service name or a logger name is sent as its
-escape, visible text (``\\udcff``, as fapilog's JSON lines write it), in both encodings, and
-every record of its batch is stored by the strict receiver. The receiver itself refuses a
-JSON push with a lone surrogate escape as Loki does (the whole request)."""
+"""Loki labels are always what Loki stores alike from both encodings: a lone surrogate (what
+decoding with ``surrogateescape`` leaves of an undecodable byte: an environment variable, a
+file name, a header), U+FFFD, a quote, a backslash or a control character in a stream label,
+a static label, the service name or a logger name becomes ``_``, and every record of its
+batch is stored by the strict receiver, with the same label value from a JSON and from a
+protobuf push. The receiver itself refuses a JSON push with a lone surrogate escape as Loki
+does (the whole request), U+FFFD in a label (the stream), and stores quotes, backslashes and
+control characters of a JSON push's label values escaped, as Loki does."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from peers.loki_receiver import LokiReceiver, go_unquote, parse_labels_string
 
 FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 5, "batch_wait": 0.05}
 BAD = "eu\udcff"  # b"eu\xff".decode("utf-8", "surrogateescape")
-SHOWN = "eu\\udcff"  # what Loki stores: the escape as text, six characters for one
+SHOWN = "eu\\udcff"  # a line's or metadata's text: the escape as text, six characters for one
+LABEL = "eu_"  # a label's
 RECORDS = 60
 
 
@@ -62,11 +65,11 @@ def test_every_record_of_a_batch_with_a_lone_surrogate_label_is_stored(
     assert sorted(stored) == list(range(RECORDS))  # not one record lost
     assert {push.status for push in loki.pushes} == {204}
     labels = [dict(key) for key in loki.streams()]
-    assert {stream["region"] for stream in labels} == {"eu", SHOWN}
-    assert {stream["logger"] for stream in labels} == {"orders", "orders\\udcfc"}
-    assert {stream["site"] for stream in labels} == {"x\\udcfdy"}
-    assert {stream["k8s_namespace_name"] for stream in labels} == {"shop\\udcfe"}
-    assert len(loki.entries(region=SHOWN)) == RECORDS // 4
+    assert {stream["region"] for stream in labels} == {"eu", LABEL}
+    assert {stream["logger"] for stream in labels} == {"orders", "orders_"}
+    assert {stream["site"] for stream in labels} == {"x_y"}
+    assert {stream["k8s_namespace_name"] for stream in labels} == {"shop_"}
+    assert len(loki.entries(region=LABEL)) == RECORDS // 4
     figures = loki_exporter().stats()
     assert figures["sent_entries"] == RECORDS
     assert figures["dropped_entries"] == {}
@@ -110,11 +113,11 @@ def test_both_encodings_send_the_same_labels(loki: LokiReceiver) -> None:
             assert sink.export(batch).name == "SUCCESS"
         finally:
             sink.shutdown()
-    site = ("site", "a\\ud800b")
+    site = ("site", "a_b")
     assert set(loki.streams()) == {
-        (("level", "info"), ("region", SHOWN), site),
+        (("level", "info"), ("region", LABEL), site),
         (("level", "info"), ("region", "eu"), site),
-        (("level", "notice\\udcff"), ("region", "eu"), site),
+        (("level", "notice_"), ("region", "eu"), site),
     }
     for entries in loki.streams().values():  # each stream got its entry from each encoding
         assert sorted(json.loads(entry.line)["encoding"] for entry in entries) == [
@@ -124,10 +127,11 @@ def test_both_encodings_send_the_same_labels(loki: LokiReceiver) -> None:
 
 
 def test_label_text_is_utf8_and_reads_alike_in_both_encodings() -> None:
-    assert label_value(BAD) == SHOWN == utf8_text(BAD)
+    assert label_value(BAD) == LABEL and utf8_text(BAD) == SHOWN
     assert label_value("ok é") == "ok é" == utf8_text("ok é")
     assert label_value("é" * 2000).encode() == ("é" * 1024).encode()  # cut at 2048 bytes
-    assert len(label_value("\udcff" * 400).encode()) == 2048  # escapes count as text
+    assert label_value("\udcff" * 400) == "_" * 400
+    assert label_value('a"b\\c\nd\te\ufffdf\x7fg\u2028h') == "a_b_c_d_e_f_g_h"
     # the protobuf labels string carries the same text Go unquotes (a raw surrogate too)
     assert go_unquote(go_quote(BAD), 0)[0] == SHOWN
     assert go_unquote(go_quote(SHOWN), 0)[0] == SHOWN
@@ -154,7 +158,7 @@ def test_text_that_slipped_through_is_made_utf8_when_encoded(loki: LokiReceiver)
     for encoding in ("json", "protobuf"):
         sink = LokiExporter(LokiSettings(url=loki.url, encoding=encoding, **FAST))
         try:
-            body = sink._encode(streams)  # the exporter's own encoding step
+            body = sink._requests.encode(streams)  # the exporter's own encoding step
         finally:
             sink.shutdown()
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -187,3 +191,48 @@ def test_the_receiver_refuses_a_lone_surrogate_escape_as_loki_does(loki: LokiRec
     answer = httpx.post(loki.push_url, content=paired, headers={"Content-Type": "application/json"})
     assert answer.status_code == 204
     assert loki.entries(mood="😀")[0].line == "😀"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["eu\ufffd", "eu" + chr(0xDCFF), 'say "hi"', "two\nlines", "tab\there", "back\\slash"],
+    ids=["replacement", "surrogate", "quote", "newline", "tab", "backslash"],
+)
+def test_a_label_value_loki_would_refuse_or_escape_is_stored_alike_from_both_encodings(
+    loki: LokiReceiver, value: str
+) -> None:
+    """U+FFFD (Loki refuses the stream), a lone surrogate, a quote, a newline, a tab, a
+    backslash (Loki's JSON path stores them escaped, its protobuf path as they are): both
+    pushes are accepted, in one stream with one stored value."""
+    for encoding in ("json", "protobuf"):
+        sink = LokiExporter(
+            LokiSettings(url=loki.url, encoding=encoding, labels=["region=region"], **FAST)
+        )
+        try:
+            assert sink.export([record("INFO", region=value, encoding=encoding)]).name == "SUCCESS"
+        finally:
+            sink.shutdown()
+    assert {push.status for push in loki.pushes} == {204}
+    ((key, entries),) = loki.streams().items()
+    assert dict(key)["region"] == label_value(value)
+    assert sorted(json.loads(entry.line)["encoding"] for entry in entries) == ["json", "protobuf"]
+
+
+def test_the_receiver_stores_label_values_as_loki_does() -> None:
+    """Loki's JSON path stores quotes, backslashes and control characters escaped, its
+    protobuf path as they are; U+FFFD fails the stream (partial acceptance)."""
+    stamp = str(time.time_ns())
+    with LokiReceiver() as receiver:
+        body = json.dumps(
+            {
+                "streams": [
+                    {"stream": {"v": 'a"b\\c\nd'}, "values": [[stamp, "x"]]},
+                    {"stream": {"v": "bad\ufffd"}, "values": [[stamp, "y"]]},
+                ]
+            }
+        )
+        answer = httpx.post(
+            receiver.push_url, content=body, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 400 and "invalid UTF-8 rune" in answer.text
+        assert [dict(key)["v"] for key in receiver.streams()] == ['a\\"b\\\\c\\nd']

@@ -212,6 +212,7 @@ def test_stalled_reader_counts_written_chunks_as_exported(
     assert figures["exported"] + figures["dropped"] == 2000, figures
     assert figures["in_flight"] == 0 and figures["queued"] == 0, figures
 
+
 def test_closed_stdout_never_raises(subprocess_env: dict[str, str]) -> None:
     code = textwrap.dedent(
         """

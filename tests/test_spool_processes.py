@@ -250,7 +250,6 @@ def loki() -> Iterator[LokiReceiver]:
         yield receiver
 
 
-
 FORKING = """
 import os, sys, fapilog
 fapilog.configure_logging()

@@ -10,10 +10,22 @@ request, as Loki's JSON parser, jsonparser, refuses it); label names
 a stream left without labels rejected; at most 15 label names per stream; length limits for
 label names/values and lines; timestamps not older than 7 days nor newer than now + 10 min;
 out-of-order entries accepted unless more than 1 h behind the stream's newest; exact
-duplicates of a stream's last entry silently dropped; the per-tenant ingestion rate limit
-(4 MiB/s, burst 6 MiB) and active stream limit answered with 429; partial acceptance (valid
-entries stored, one 400 listing the rejected ones); 413 above 100 MiB; 422 for zero streams
-(Loki 3.4+); 401 without ``X-Scope-OrgID`` when multi-tenant.
+duplicates of an entry a stream holds silently dropped (Loki's head block: a resent entry is
+stored once); the per-tenant ingestion rate limit (4 MiB/s, burst 6 MiB) answered with 429
+for the whole request.
+
+At its limits it answers as Loki 2.9's distributor and ingester do: validation is per entry,
+the valid entries are stored, and one 400 lists the rejected ones grouped by message
+(``"<n> errors like: <message>"`` joined by ``"; "``; a single failure without the count);
+structured metadata while it is not allowed (``structured_metadata=False``) rejects each
+entry carrying it, with Loki's "disallowed" message; streams are created one by one, and
+those over the active stream limit (``max_streams``) are refused while the request's other
+streams are stored, then the push answers 429 "Maximum active stream limit exceeded"; U+FFFD
+in a label value fails its stream ("invalid UTF-8 rune"); on the JSON path, quotes,
+backslashes and characters that are not printable in label values are stored escaped (Go's
+``strconv.Quote``), on the protobuf path as they are. Also: 413 above 100 MiB; 422 for zero
+streams (Loki 3.4+); 401 without ``X-Scope-OrgID`` when multi-tenant, and for the tenant ids
+``.`` and ``..``.
 
 Tests can make it fail (`fail`: any status for a time or a number of requests, with an
 optional Retry-After), answer slowly (`slow`), go down and come back on the same port
@@ -54,7 +66,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Entry", "LokiReceiver", "Push"]
+__all__ = ["Entry", "LokiReceiver", "Push", "grouped", "json_label_value", "json_names"]
 
 PUSH_PATH = "/loki/api/v1/push"
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -74,6 +86,15 @@ RATE_BYTES = 4 * 1024 * 1024
 BURST_BYTES = 6 * 1024 * 1024
 MAX_STREAMS = 5000
 SINGLE_TENANT = "fake"  # what Loki calls the tenant when auth is disabled
+STREAM_LIMIT = (
+    "Maximum active stream limit exceeded, reduce the number of active streams (reduce labels "
+    "or reduce label values), or contact your Loki administrator to see if the limit can be "
+    "increased, user: '{tenant}'"
+)
+DISALLOWED_METADATA = (
+    "stream '{labels}' includes structured metadata, but this feature is disallowed. Please "
+    "see `limits_config.structured_metadata` or contact your Loki administrator to enable it."
+)
 
 
 @cache
@@ -182,6 +203,9 @@ class _Stream:
         self.labels = labels
         self.entries: list[Entry] = []
         self.newest = 0
+        # (timestamp, line, metadata) of what is stored: Loki's head block ignores an exact
+        # duplicate (a resent entry), in or out of order
+        self.seen: set[tuple[int, str, tuple[tuple[str, str], ...]]] = set()
 
 
 class LokiReceiver:
@@ -386,10 +410,12 @@ class LokiReceiver:
                 if self.zero_streams_status != 204:
                     raise BadRequest("no streams in the push request", self.zero_streams_status)
                 return self._done(push, 204, "", {})
-            accepted, rejected = self._store(tenant_id, streams, problems)
+            accepted, rejected, limited = self._store(tenant_id, streams, problems)
             push.accepted, push.rejected = accepted, len(rejected)
+            if limited:
+                return self._done(push, 429, STREAM_LIMIT.format(tenant=tenant_id) + "\n", {})
             if rejected:
-                return self._done(push, 400, "\n".join(rejected[:20]) + "\n", {})
+                return self._done(push, 400, grouped(rejected) + "\n", {})
             return self._done(push, 204, "", {})
         except _Injected as exc:
             return self._done(push, exc.status, exc.text + "\n", exc.headers)
@@ -420,6 +446,8 @@ class LokiReceiver:
             return SINGLE_TENANT
         if not tenant:
             raise BadRequest("no org id", 401)
+        if tenant in (".", ".."):
+            raise BadRequest("tenant ID is '.' or '..'", 401)
         if not TENANT.match(tenant):
             raise BadRequest(f"tenant ID {tenant!r} contains unsupported characters", 400)
         return tenant
@@ -487,6 +515,7 @@ class LokiReceiver:
                     )
                 if not isinstance(value, str):
                     raise BadRequest(f"loghttp.PushRequest: label {name} value is not a string")
+            labels = {name: json_label_value(value) for name, value in labels.items()}
             values = stream.get("values")
             if not isinstance(values, list):
                 raise BadRequest('loghttp.PushRequest: "values" must be an array')
@@ -517,11 +546,6 @@ class LokiReceiver:
                     )
                 seconds = stamp.seconds if adapter.HasField("timestamp") else GO_ZERO_SECONDS
                 metadata = {pair.name: pair.value for pair in adapter.structuredMetadata}
-                if metadata and not self.structured_metadata:
-                    raise BadRequest(
-                        "loghttp.PushRequest: structured metadata is not allowed (Loki < 2.9 "
-                        "or allow_structured_metadata: false)"
-                    )
                 entries.append(Entry(seconds * 10**9 + stamp.nanos, adapter.line, metadata))
             result.append((labels, entries))
         return result, problems
@@ -539,11 +563,6 @@ class LokiReceiver:
             raise BadRequest("loghttp.PushRequest: the log line must be a string")
         metadata: dict[str, str] = {}
         if len(value) == 3:
-            if not self.structured_metadata:
-                raise BadRequest(
-                    "loghttp.PushRequest: structured metadata is not allowed (Loki < 2.9 "
-                    "or allow_structured_metadata: false)"
-                )
             raw = value[2]
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise BadRequest(
@@ -557,9 +576,12 @@ class LokiReceiver:
         tenant: str,
         streams: list[tuple[dict[str, str], list[Entry]]],
         problems: list[str] | None = None,
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[int, list[str], bool]:
         """Per-stream and per-entry validation (partial acceptance), rate limits, storage;
-        `problems`: streams already rejected (protobuf labels that did not parse)."""
+        `problems`: streams already rejected (protobuf labels that did not parse). Returns
+        the entries stored, the rejections, and whether a stream was refused by the active
+        stream limit (the other streams are stored: Loki's ingester creates streams one by
+        one)."""
         rejected: list[str] = list(problems or ())
         valid: list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[Entry]]] = []
         for labels, entries in streams:
@@ -573,6 +595,8 @@ class LokiReceiver:
                 problem = "label name too long"
             elif any(len(value.encode()) > MAX_LABEL_VALUE_LENGTH for value in kept.values()):
                 problem = "label value too long"
+            elif any("\ufffd" in value for value in kept.values()):
+                problem = f"error parsing labels '{kept}' with error: invalid UTF-8 rune"
             if problem:
                 rejected.append(problem)
                 continue
@@ -586,15 +610,6 @@ class LokiReceiver:
         accepted = 0
         with self._cond:
             stored = self._tenants.setdefault(tenant, {})
-            new_streams = {key for key, _, _ in valid if key not in stored}
-            if len(stored) + len(new_streams) > self.max_streams:
-                raise _Injected(
-                    429,
-                    f"Maximum active stream limit exceeded, reduce the number of active "
-                    f"streams (reduce labels or reduce label values), or contact your Loki "
-                    f"administrator to see if the limit can be increased, user: '{tenant}'",
-                    {},
-                )
             bucket = self._buckets.setdefault(tenant, _Bucket(self.rate_bytes, self.burst_bytes))
             if not bucket.take(size):
                 raise _Injected(
@@ -606,27 +621,42 @@ class LokiReceiver:
                     "limit can be increased",
                     {},
                 )
+            limited = False
+            passed: list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[Entry]]] = []
             for key, labels, entries in valid:
-                for entry in entries:
+                good: list[Entry] = []
+                for entry in entries:  # the distributor's validation, entry by entry
                     error = _entry_error(labels, entry, now)
-                    stream = stored.get(key)
-                    if error is None and stream is not None:
-                        if entry.timestamp < stream.newest - OUT_OF_ORDER_WINDOW:
-                            error = (
-                                f"entry for stream '{labels}' has timestamp too old: "
-                                "entry too far behind"
-                            )
-                        elif stream.entries and stream.entries[-1] == entry:
-                            continue  # an exact duplicate: silently dropped
+                    if error is None and entry.metadata and not self.structured_metadata:
+                        error = DISALLOWED_METADATA.format(labels=labels)
                     if error is not None:
                         rejected.append(error)
+                    else:
+                        good.append(entry)
+                if good:
+                    passed.append((key, labels, good))
+            for key, labels, entries in passed:  # the ingester, stream by stream
+                stream = stored.get(key)
+                if stream is None:
+                    if len(stored) >= self.max_streams:
+                        limited = True
                         continue
-                    if stream is None:
-                        stream = stored[key] = _Stream(labels)
+                    stream = stored[key] = _Stream(labels)
+                for entry in entries:
+                    if entry.timestamp < stream.newest - OUT_OF_ORDER_WINDOW:
+                        rejected.append(
+                            f"entry for stream '{labels}' has timestamp too old: "
+                            "entry too far behind"
+                        )
+                        continue
+                    identity = (entry.timestamp, entry.line, tuple(sorted(entry.metadata.items())))
+                    if identity in stream.seen:
+                        continue  # an exact duplicate: silently dropped
+                    stream.seen.add(identity)
                     stream.entries.append(entry)
                     stream.newest = max(stream.newest, entry.timestamp)
                     accepted += 1
-        return accepted, rejected
+        return accepted, rejected, limited
 
     # -- the query API -------------------------------------------------------------------
 
@@ -805,6 +835,68 @@ def _json_shape(streams: list[tuple[dict[str, str], list[Entry]]]) -> dict[str, 
     }
 
 
+def grouped(errors: list[str]) -> str:
+    """A 400 body as Loki's distributor writes it: one failure as it is; else each distinct
+    message once, ``"<n> errors like: <message>"``, joined by ``"; "``."""
+    if len(errors) == 1:
+        return errors[0]
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[error] = counts.get(error, 0) + 1
+    return "; ".join(f"{count} errors like: {message}" for message, count in counts.items())
+
+
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\t": "\\t",
+    "\r": "\\r",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\v": "\\v",
+}
+
+
+def json_label_value(value: str) -> str:
+    """A label value of a JSON push as Loki stores it: quotes, backslashes and characters
+    that are not printable escaped as Go's ``strconv.Quote`` writes them (a protobuf push's
+    labels string is unquoted instead, so its values are stored as they are)."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    out = []
+    for char in value:
+        escaped = _GO_ESCAPES.get(char)
+        if escaped is not None:
+            out.append(escaped)
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def json_names(line: str) -> set[str]:
+    """The label names LogQL's ``| json`` extracts from a line: nested objects flattened
+    with ``_``, names sanitised (every character but ``[a-zA-Z0-9_]`` becomes ``_``)."""
+    names: set[str] = set()
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}_{key}" if prefix else str(key), item)
+        else:
+            names.add(re.sub(r"[^a-zA-Z0-9_]", "_", prefix))
+
+    walk("", json.loads(line))
+    return names
+
+
 def _metadata_size(metadata: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
 
@@ -913,6 +1005,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http sets it: else the headers and the body of an answer,
+    # written apart, meet the client's delayed ACK (40 ms a request)
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

@@ -7,6 +7,7 @@ line as a dict). docs/exporters.md is the guide.
 """
 
 from fapilog.exporters.contract import (
+    UNKNOWN_OUTCOME,
     Abortable,
     Destination,
     DetailedStats,
@@ -44,6 +45,7 @@ __all__ = [
     "Progress",
     "ReadableLogRecord",
     "Retryable",
+    "UNKNOWN_OUTCOME",
     "create_exporter",
     "exporter_options",
     "exporter_spec",

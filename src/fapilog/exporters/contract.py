@@ -9,7 +9,12 @@ class is needed):
 - `PartialLoss`: ``last_export_dropped`` says how many records of the last *failed* export
   were lost (the rest were delivered), so `fapilog.stats()` counts exactly those as dropped
   instead of the whole batch; an optional ``last_export_reason`` (a short snake_case word,
-  default ``export_failed``) names the reason they are counted under;
+  default ``export_failed``) names the reason they are counted under, or an optional
+  ``last_export_reasons`` (reason -> records, summing to ``last_export_dropped``; those
+  refused for good first, then those in ``last_export_retry``) one reason per record. The
+  reason `UNKNOWN_OUTCOME` is for records whose fate the exporter cannot know (sent, but the
+  answer does not say whether they were stored): they are counted under the
+  ``unknown_outcome`` term, not as dropped;
 - `DetailedStats`: ``stats()`` returns the exporter's own figures (requests, retries,
   rotations ...), shown under ``fapilog.stats()["exporters"][name]["details"]``;
 - `Abortable`: ``abort()`` makes a busy `export()` give up now (stop retrying, stop
@@ -54,7 +59,10 @@ __all__ = [
     "Progress",
     "ReadableLogRecord",
     "Retryable",
+    "UNKNOWN_OUTCOME",
 ]
+
+UNKNOWN_OUTCOME = "unknown_outcome"
 
 
 @runtime_checkable

@@ -27,8 +27,6 @@ checks made at configuration time are in `fapilog.exporters.loki_config`.
 from __future__ import annotations
 
 import base64
-import email.utils
-import gzip
 import logging
 import random
 import threading
@@ -38,17 +36,19 @@ from contextlib import nullcontext
 from typing import Any
 
 import httpx
-import orjson
 from pydantic import SecretStr
 
 from fapilog import _diag
 from fapilog.exporters._deadline import DeadlineTransport, environment_proxy
-from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.exporters.contract import (
+    UNKNOWN_OUTCOME,
+    LogRecordExporter,
+    LogRecordExportResult,
+    ReadableLogRecord,
+)
 from fapilog.exporters.loki_config import (
     LABEL_SOURCES,
     PUSH_PATH,
-    label_value,
-    parse_labels,
     push_url,
     sanitize_label_name,
     validate,
@@ -59,11 +59,18 @@ from fapilog.exporters.loki_protobuf import (
     encode_push_request,
     go_quote,
     labels_string,
-    push_request_class,
-    snappy_compressor,
-    utf8_streams,
 )
-from fapilog.exporters.render import JsonRenderer, level_name
+from fapilog.exporters.loki_request import Chunk, RequestEncoder
+from fapilog.exporters.loki_response import (
+    DISALLOWED_METADATA,
+    MAX_ERROR_BODY,
+    Undelivered,
+    is_stream_limit,
+    is_unknown_tenant,
+    rejections,
+    retry_after,
+)
+from fapilog.exporters.loki_streams import LokiLines
 from fapilog.exporters.spec import ExporterSpec
 from fapilog.settings import LoggingSettings, LokiSettings
 from fapilog.settings._errors import mask_url, scrub
@@ -81,10 +88,7 @@ __all__ = [
 ]
 
 RETRY_AFTER_CAP = 300.0  # longest Retry-After honoured (promtail's max backoff)
-_RESOURCE_FALLBACK = (("service_name", "unknown_service"),)
 _LABELS_CACHE_SIZE = 1024
-_RETRY = "retry"  # a push failed; a later attempt may deliver it
-_REFUSED = "refused"  # Loki refused it for good
 
 _local = threading.local()
 
@@ -114,21 +118,6 @@ def _install_filter() -> None:
             logger.addFilter(_FILTER)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
 class LokiExporter(LogRecordExporter):
     """Pushes batches to Loki (see the module docstring). `transport` is the httpx seam
     (tests, custom proxies; httpx's per-operation timeouts then apply instead of the
@@ -144,12 +133,15 @@ class LokiExporter(LogRecordExporter):
         self._settings = settings
         self._url = push_url(settings.url)
         self._shown_url = mask_url(self._url)  # (the factory refuses credentials in it)
-        self._labels = parse_labels(settings.labels, settings.static_labels)
-        self._static = tuple(sorted((k, label_value(v)) for k, v in settings.static_labels.items()))
-        self._renderer = JsonRenderer()
+        self._lines = LokiLines(settings)
+        # structured metadata is sent while on: `auto` turns it off for good when Loki
+        # refuses it (the fields then go in the line)
+        self._metadata_on = settings.structured_metadata is not False
+        self._owners: dict[int, ReadableLogRecord] = {}  # during export(): entry id -> record
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.last_export_dropped: int | None = None  # see export()
+        self.last_export_reasons: dict[str, int] | None = None
         self.last_export_retry: list[ReadableLogRecord] | None = None
         self.spooled = False  # set by fapilog when a disk spool keeps what is given up
         self.spooled_entries = 0
@@ -169,20 +161,8 @@ class LokiExporter(LogRecordExporter):
             secrets = [pair, encoded, password]
         # what diagnostics are scrubbed of (a proxy may echo the header in an error body)
         self._secrets = tuple(SecretStr(secret) for secret in secrets if secret)
-        self._protobuf = settings.encoding == "protobuf"
-        # protobuf: always snappy, never Content-Encoding (Loki would accept gzip on top,
-        # but compressing snappy output again only costs CPU)
-        self._snappy = snappy_compressor() if self._protobuf else None
-        if self._protobuf:
-            push_request_class()  # built once, here rather than on the first push
-        self._gzip = settings.gzip and not self._protobuf
-        self._label_strings: dict[StreamKey, str] = {}
-        self._headers = {
-            "Content-Type": "application/x-protobuf" if self._protobuf else "application/json",
-            "User-Agent": "fapilog-loki/0.1",
-        }
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
+        self._requests = RequestEncoder(settings)
+        self._headers = {**self._requests.headers, "User-Agent": "fapilog-loki/0.1"}
         if settings.tenant_id:
             self._headers["X-Scope-OrgID"] = settings.tenant_id
         # `timeout` bounds a whole push (connect, send, the whole response), not each read:
@@ -195,13 +175,13 @@ class LokiExporter(LogRecordExporter):
         self._client = httpx.Client(
             transport=transport, timeout=httpx.Timeout(settings.timeout), follow_redirects=False
         )
-        self._resource_labels: tuple[int, dict[str, str]] | None = None
         self._stats_lock = threading.RLock()  # reentrant: see the file exporter's guard
         self.sent_entries = 0
         self.sent_bytes = 0
         self.sent_requests = 0
         self.encoded_bytes = 0
         self.retries = 0
+        self.unknown_entries = 0
         self.dropped_entries: dict[str, int] = {}
         self.dropped_bytes: dict[str, int] = {}
         self.requests: dict[str, int] = {}
@@ -218,7 +198,7 @@ class LokiExporter(LogRecordExporter):
         Loki's HTTP status (None: no answer) and the error's text (scrubbed of the
         credentials)."""
         entry = (time.time_ns(), line, None, len(line))
-        body = self._encode({tuple(sorted(labels.items())): [entry]})
+        body = self._requests.encode({tuple(sorted(labels.items())): [entry]})
         headers = dict(self._headers)
         if self._auth is not None:
             headers["Authorization"] = self._auth.get_secret_value()
@@ -233,33 +213,34 @@ class LokiExporter(LogRecordExporter):
     # -- the exporter contract -----------------------------------------------------------
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        # how many records of this batch were not delivered (read by fapilog's
+        # how many records of this batch were not delivered, and why (read by fapilog's
         # ExportProcessor, so that one rejected request of several, or one line too long,
         # does not count the whole batch as dropped); None: not known, all of them
         self.last_export_dropped = len(batch)
+        self.last_export_reasons = None
         # the records of failed pushes a later attempt may deliver (fapilog's spool keeps
-        # them): not those Loki refused for good (a 4xx other than 429)
+        # them): not those Loki refused for good
         self.last_export_retry = list(batch)
         if self._stop.is_set():
             return LogRecordExportResult.FAILURE
-        retry: list[ReadableLogRecord] = []
+        result = Undelivered()
         try:
-            owners: dict[int, ReadableLogRecord] = {}
-            streams, lost = self._streams(batch, owners)
-            for chunk in self._chunks(streams):
-                outcome = self._push(chunk)
-                if outcome is not None:
-                    lost += sum(len(entries) for entries in chunk.values())
-                    if outcome == _RETRY:
-                        retry.extend(
-                            owners[id(entry)] for entries in chunk.values() for entry in entries
-                        )
+            self._owners = {}
+            streams = self._streams(batch, result)
+            for chunk in self._requests.chunks(streams):
+                self._push(chunk, result)
+            retry = [self._owners[id(entry)] for entry in result.retry]
         except Exception as exc:  # never raise into the worker: report and count
             _diag.report("loki-export", f"fapilog loki exporter failed: {self._scrub(repr(exc))}")
             self.last_export_dropped = None
             self.last_export_retry = None
             return LogRecordExportResult.FAILURE
+        finally:
+            self._owners = {}
+        reasons = result.reasons()
+        lost = sum(reasons.values())
         self.last_export_dropped = lost
+        self.last_export_reasons = reasons
         self.last_export_retry = retry
         return LogRecordExportResult.SUCCESS if not lost else LogRecordExportResult.FAILURE
 
@@ -286,7 +267,8 @@ class LokiExporter(LogRecordExporter):
 
     def stats(self) -> dict[str, Any]:
         """promtail-like figures: sent entries/bytes, dropped entries/bytes by reason,
-        retries, requests and request duration (count, sum, max seconds) by status."""
+        entries of unknown outcome, retries, requests and request duration (count, sum, max
+        seconds) by status, label values folded by label, whether metadata is sent."""
         with self._stats_lock:
             return {
                 "sent_entries": self.sent_entries,
@@ -295,8 +277,11 @@ class LokiExporter(LogRecordExporter):
                 "encoded_bytes": self.encoded_bytes,
                 "retries": self.retries,
                 "spooled_entries": self.spooled_entries,
+                "unknown_outcome": self.unknown_entries,
                 "dropped_entries": dict(self.dropped_entries),
                 "dropped_bytes": dict(self.dropped_bytes),
+                "label_values_folded": dict(self._lines.guard.folded),
+                "structured_metadata": self._metadata_on,
                 "requests": dict(self.requests),
                 "request_duration_seconds": {
                     status: {"count": int(v[0]), "sum": round(v[1], 6), "max": round(v[2], 6)}
@@ -306,38 +291,22 @@ class LokiExporter(LogRecordExporter):
 
     # -- building requests ---------------------------------------------------------------
 
-    def _streams(
-        self, batch: Sequence[ReadableLogRecord], owners: dict[int, ReadableLogRecord]
-    ) -> tuple[dict[StreamKey, list[Entry]], int]:
-        """The batch's entries by stream, and how many records were left out (too long);
-        `owners` gets each entry's record, by the entry's id()."""
-        render = self._renderer.render
+    def _streams(self, batch: Sequence[ReadableLogRecord], result: Undelivered) -> Chunk:
+        """The batch's entries by stream; lines too long are counted in `result`."""
         max_line = self._settings.max_line_bytes
-        metadata_on = self._settings.structured_metadata
-        streams: dict[StreamKey, list[Entry]] = {}
+        streams: Chunk = {}
         skipped = 0
+        now = time.monotonic()
         for readable in batch:
-            record = readable.log_record
-            line = render(readable)  # never raises: one bad record never costs its batch
-            if max_line and len(line) > max_line:
-                skipped += 1
-                self._drop("line_too_long", 1, len(line))
-                continue
-            metadata: dict[str, str] | None = None
-            size = len(line)
-            if metadata_on and record.trace_id:
-                metadata = {
-                    "trace_id": format(record.trace_id, "032x"),
-                    "span_id": format(record.span_id or 0, "016x"),
-                }
-                size += 64
-            timestamp = record.timestamp or record.observed_timestamp or time.time_ns()
             try:
-                key = self._stream_key(readable)
+                key = self._lines.key(readable, now)
             except Exception:  # labels that cannot be read: the line goes to another stream
-                key = self._fallback_key()
-            entry = (timestamp, line.decode("utf-8", "backslashreplace"), metadata, size)
-            owners[id(entry)] = readable
+                key = self._lines.fallback_key()
+            entry = self._entry(readable, key, self._metadata_on)
+            if max_line and len(entry[1]) > max_line:
+                skipped += 1
+                self._refuse("line_too_long", 1, len(entry[1]), result)
+                continue
             streams.setdefault(key, []).append(entry)
         if skipped:
             _diag.report(
@@ -345,159 +314,139 @@ class LokiExporter(LogRecordExporter):
                 f"fapilog loki exporter dropped {skipped} lines longer than "
                 f"{max_line} bytes (FAPILOG_LOKI__MAX_LINE_BYTES)",
             )
-        return streams, skipped
+        return streams
 
-    def _fallback_key(self) -> StreamKey:
-        """The stream of a record whose own labels cannot be read: the static labels."""
-        return self._static or _RESOURCE_FALLBACK
-
-    def _stream_key(self, readable: ReadableLogRecord) -> StreamKey:
-        resource = readable.resource
-        cached = self._resource_labels
-        if cached is None or cached[0] != id(resource):
-            attributes = resource.attributes if resource is not None else {}
-            values = {
-                label.name: label_value(attributes.get(label.source))
-                for label in self._labels
-                if label.source in attributes
-            }
-            cached = self._resource_labels = (id(resource), values)
-        labels: dict[str, str] = dict(self._static)
+    def _entry(self, readable: ReadableLogRecord, key: StreamKey, metadata_on: bool) -> Entry:
+        """One record's entry (its line and metadata never raise: one bad record never
+        costs its batch); its record is kept in `_owners`, by the entry's id()."""
         record = readable.log_record
-        for label in self._labels:
-            if label.name in cached[1]:
-                value = cached[1][label.name]
-            elif label.source == "level":
-                value = label_value(level_name(record))
-            elif label.source == "logger":
-                scope = readable.instrumentation_scope
-                value = label_value(scope.name) if scope is not None else ""
-            else:
-                attributes = record.attributes or {}
-                try:
-                    value = label_value(attributes.get(label.source))
-                except Exception:  # a value with no text (a foreign record's): no label
-                    value = ""
-            if value:
-                labels[label.name] = value
-        if not labels:  # Loki rejects a stream without labels
-            return _RESOURCE_FALLBACK
-        return tuple(sorted(labels.items()))
-
-    def _chunks(self, streams: dict[StreamKey, list[Entry]]) -> list[dict[StreamKey, list[Entry]]]:
-        """Cut the streams into requests of at most batch_bytes (an entry larger than that
-        goes alone); entries sorted by time within each stream."""
-        limit = self._settings.batch_bytes
-        chunks: list[dict[StreamKey, list[Entry]]] = []
-        current: dict[StreamKey, list[Entry]] = {}
-        used = 0
-        for key, entries in streams.items():
-            entries.sort(key=lambda entry: entry[0])
-            for entry in entries:
-                if used and used + entry[3] > limit:
-                    chunks.append(current)
-                    current, used = {}, 0
-                current.setdefault(key, []).append(entry)
-                used += entry[3]
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _encode(self, chunk: dict[StreamKey, list[Entry]]) -> bytes:
-        """The request body, compressed: JSON (gzip if configured) or protobuf + snappy.
-        Text that is not valid UTF-8 (labels are made so where they are read) is made so
-        here rather than cost the request."""
-        try:
-            return self._encode_valid(chunk)
-        except (UnicodeEncodeError, TypeError, ValueError):
-            return self._encode_valid(utf8_streams(chunk))
-
-    def _encode_valid(self, chunk: dict[StreamKey, list[Entry]]) -> bytes:
-        if self._snappy is not None:
-            streams = [(self._labels_string(key), entries) for key, entries in chunk.items()]
-            return bytes(self._snappy(encode_push_request(streams)))
-        body = self._encode_json(chunk)
-        return gzip.compress(body, compresslevel=6) if self._gzip else body
-
-    def _labels_string(self, key: StreamKey) -> str:
-        cache = self._label_strings
-        text = cache.get(key)
-        if text is None:
-            if len(cache) >= _LABELS_CACHE_SIZE:
-                cache.clear()
-            text = cache[key] = labels_string(key)
-        return text
-
-    @staticmethod
-    def _encode_json(chunk: dict[StreamKey, list[Entry]]) -> bytes:
-        streams = []
-        for key, entries in chunk.items():
-            values: list[list[Any]] = []
-            for timestamp, line, metadata, _ in entries:
-                if metadata is None:
-                    values.append([str(timestamp), line])
-                else:
-                    values.append([str(timestamp), line, metadata])
-            streams.append({"stream": dict(key), "values": values})
-        return orjson.dumps({"streams": streams})
+        line, metadata, size = self._lines.entry(readable, key, metadata_on)
+        timestamp = record.timestamp or record.observed_timestamp or time.time_ns()
+        entry = (timestamp, line.decode("utf-8", "backslashreplace"), metadata, size)
+        self._owners[id(entry)] = readable
+        return entry
 
     # -- sending -------------------------------------------------------------------------
 
-    def _push(self, chunk: dict[StreamKey, list[Entry]]) -> str | None:
-        """Send one request, retrying transient failures. None: delivered; `_RETRY`: not
-        delivered, a later attempt may (the retries ran out, or shutdown); `_REFUSED`: Loki
-        refused it for good (a 4xx other than 429)."""
+    def _push(self, chunk: Chunk, result: Undelivered) -> None:
+        """Send one request and account for each of its entries in `result` (see
+        `fapilog.exporters.loki_response` for what Loki's answers say)."""
         entries = sum(len(values) for values in chunk.values())
-        line_bytes = sum(entry[3] for values in chunk.values() for entry in values)
-        body = self._encode(chunk)
+        size = sum(entry[3] for values in chunk.values() for entry in values)
+        status, detail, gave_up = self._deliver(chunk, entries, size)
+        if status is not None and 200 <= status < 300:
+            return
+        shown = detail[:300]
+        if gave_up is not None:  # a later attempt may deliver it
+            reason = "shutdown" if gave_up == "shutdown" else self._reason(status)
+            result.retry.extend(entry for values in chunk.values() for entry in values)
+            result.count(reason, entries, retry=True)
+            if self._give_up(reason, entries, size):
+                _diag.report(
+                    "loki-spooled",
+                    f"fapilog loki exporter: {entries} entries not delivered ({gave_up}: "
+                    f"{shown}); kept in the disk spool, sent again later",
+                    level="warning",
+                    url=self._shown_url,
+                    status=status,
+                )
+            else:
+                self._report_drop(reason, entries, f"{gave_up}: {shown}", status)
+            return
+        if is_stream_limit(status, detail):
+            if len(chunk) > 1:  # one stream per request: each one's outcome is then exact
+                for key, values in chunk.items():
+                    self._push({key: values}, result)
+                return
+            self._refuse("stream_limited", entries, size, result)
+            self._report_drop("stream_limited", entries, f"HTTP 429: {shown}", status)
+            return
+        if status == 400:
+            rejected = rejections(detail)
+            if rejected is not None and sum(rejected.values()) <= entries:
+                self._partial(
+                    chunk, entries=entries, size=size, rejected=rejected, result=result, shown=shown
+                )
+                return
+            self._unknown(entries, size, result, f"HTTP 400: {shown}")
+            return
+        reason = "ingester_error"
+        if is_unknown_tenant(status, detail):
+            shown += "; set FAPILOG_LOKI__TENANT_ID (sent as X-Scope-OrgID) for a multi-tenant Loki"
+        self._refuse(reason, entries, size, result)
+        self._report_drop(reason, entries, f"HTTP {status}: {shown}", status)
+
+    def _partial(
+        self,
+        chunk: Chunk,
+        *,
+        entries: int,
+        size: int,
+        rejected: dict[str, int],
+        result: Undelivered,
+        shown: str,
+    ) -> None:
+        """A 400 naming how many entries it rejected: the others were stored."""
+        with_metadata = [entry for values in chunk.values() for entry in values if entry[2]]
+        disallowed = rejected.pop(DISALLOWED_METADATA, 0)
+        if disallowed and disallowed != len(with_metadata):
+            self._unknown(entries, size, result, f"HTTP 400: {shown}")  # which: not known
+            return
+        resend = disallowed and self._settings.structured_metadata == "auto"
+        if disallowed and not resend:
+            rejected[DISALLOWED_METADATA] = disallowed
+        refused = sum(rejected.values())
+        for reason, count in rejected.items():
+            self._refuse(reason, count, size * count // entries, result)
+            self._report_drop(reason, count, f"HTTP 400: {shown}", 400)
+        stored = entries - refused - (disallowed if resend else 0)
+        self._sent(stored, size * stored // entries)
+        if resend:
+            self._metadata_on = False
+            _diag.report(
+                "loki-metadata-off",
+                "fapilog loki exporter: this Loki does not allow structured metadata; its "
+                "fields now go in the line (FAPILOG_LOKI__STRUCTURED_METADATA=auto)",
+                level="warning",
+                url=self._shown_url,
+            )
+            again: Chunk = {}
+            for key, values in chunk.items():
+                for entry in values:
+                    if entry[2]:
+                        readable = self._owners[id(entry)]
+                        again.setdefault(key, []).append(self._entry(readable, key, False))
+            for part in self._requests.chunks(again):
+                self._push(part, result)
+
+    def _deliver(self, chunk: Chunk, entries: int, size: int) -> tuple[int | None, str, str | None]:
+        """Send one request, retrying transient failures (connection errors, 5xx, 429s but
+        the stream limit's): Loki's last status (None: no answer), its error text, and why
+        it was given up while a later attempt may deliver it (None: it was not)."""
+        body = self._requests.encode(chunk)
         headers = dict(self._headers)
         if self._auth is not None:
             headers["Authorization"] = self._auth.get_secret_value()
         attempt = 0
         while True:
             if self._stop.is_set():
-                self._give_up("shutdown", entries, line_bytes)
-                return _RETRY
+                return None, "fapilog is shutting down", "shutdown"
             status, retry_after, detail = self._post(body, headers)
             if status is not None and 200 <= status < 300:
-                with self._stats_lock:
-                    self.sent_entries += entries
-                    self.sent_bytes += line_bytes
-                    self.sent_requests += 1
-                    self.encoded_bytes += len(body)
-                return None
+                self._sent(entries, size, len(body))
+                return status, "", None
             retryable = status is None or status == 429 or status >= 500
-            what = f"HTTP {status}: {detail}" if status is not None else detail
-            if not retryable or attempt >= self._settings.max_retries:
-                reason = self._reason(status, detail)
-                tail = "" if not retryable else f" after {attempt} retries"
-                if retryable and self._give_up(reason, entries, line_bytes):
-                    _diag.report(
-                        "loki-spooled",
-                        f"fapilog loki exporter: {entries} entries not delivered{tail} "
-                        f"({what}); kept in the disk spool, sent again later",
-                        level="warning",
-                        url=self._shown_url,
-                        status=status,
-                    )
-                    return _RETRY
-                if not retryable:  # (a retryable request was dropped by _give_up)
-                    self._drop(reason, entries, line_bytes)
-                _diag.report(
-                    f"loki-drop:{reason}",
-                    f"fapilog loki exporter dropped {entries} entries{tail} ({what}); "
-                    "see the exporter's stats()",
-                    level="error",
-                    url=self._shown_url,
-                    status=status,
-                )
-                return _RETRY if retryable else _REFUSED
+            if not retryable or is_stream_limit(status, detail):
+                return status, detail, None
+            if attempt >= self._settings.max_retries:
+                return status, detail, f"after {attempt} retries"
             delay = self._backoff(attempt)
             if retry_after is not None:  # the server knows best, within reason
                 delay = min(retry_after, RETRY_AFTER_CAP)
             attempt += 1
             with self._stats_lock:
                 self.retries += 1
+            what = f"HTTP {status}: {detail[:300]}" if status is not None else detail
             _diag.report(
                 "loki-retry",
                 f"fapilog loki exporter: push failed ({what}); retrying in {delay:.2f} s",
@@ -505,8 +454,7 @@ class LokiExporter(LogRecordExporter):
                 status=status,
             )
             if self._stop.wait(delay):
-                self._give_up("shutdown", entries, line_bytes)
-                return _RETRY
+                return None, "fapilog is shutting down", "shutdown"
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, float | None, str]:
         started = time.perf_counter()
@@ -526,10 +474,10 @@ class LokiExporter(LogRecordExporter):
         detail = ""
         if status >= 300:
             try:
-                detail = self._scrub(response.text.strip()[:300])
+                detail = self._scrub(response.text.strip()[:MAX_ERROR_BODY])
             except Exception:
                 detail = ""
-        return status, _retry_after(response.headers.get("Retry-After")), detail
+        return status, retry_after(response.headers.get("Retry-After")), detail
 
     def _backoff(self, attempt: int) -> float:
         """promtail's: min_backoff doubled per retry, capped at max_backoff, jittered
@@ -539,10 +487,8 @@ class LokiExporter(LogRecordExporter):
         return min(self._rng.uniform(delay, 2 * delay), settings.max_backoff)
 
     @staticmethod
-    def _reason(status: int | None, detail: str) -> str:
-        if status == 429:
-            return "stream_limited" if "stream" in detail.lower() else "rate_limited"
-        return "ingester_error"
+    def _reason(status: int | None) -> str:
+        return "rate_limited" if status == 429 else "ingester_error"
 
     def _timed(self, status: str, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -568,6 +514,41 @@ class LokiExporter(LogRecordExporter):
         with self._stats_lock:
             self.dropped_entries[reason] = self.dropped_entries.get(reason, 0) + entries
             self.dropped_bytes[reason] = self.dropped_bytes.get(reason, 0) + size
+
+    def _refuse(self, reason: str, entries: int, size: int, result: Undelivered) -> None:
+        """Entries Loki refused for good (never spooled: a replay meets the same refusal)."""
+        self._drop(reason, entries, size)
+        result.count(reason, entries)
+
+    def _unknown(self, entries: int, size: int, result: Undelivered, what: str) -> None:
+        """Entries of a request whose answer does not say which were stored."""
+        with self._stats_lock:
+            self.unknown_entries += entries
+        result.count(UNKNOWN_OUTCOME, entries)
+        _diag.report(
+            "loki-unknown-outcome",
+            f"fapilog loki exporter: the answer to a push of {entries} entries does not say "
+            f"which were stored ({what}); counted as unknown_outcome",
+            level="error",
+            url=self._shown_url,
+        )
+
+    def _sent(self, entries: int, size: int, body: int = 0) -> None:
+        with self._stats_lock:
+            self.sent_entries += entries
+            self.sent_bytes += size
+            if body:
+                self.sent_requests += 1
+                self.encoded_bytes += body
+
+    def _report_drop(self, reason: str, entries: int, what: str, status: int | None) -> None:
+        _diag.report(
+            f"loki-drop:{reason}",
+            f"fapilog loki exporter dropped {entries} entries ({what}); see the exporter's stats()",
+            level="error",
+            url=self._shown_url,
+            status=status,
+        )
 
     def _scrub(self, text: str) -> str:
         return scrub(text, [secret.get_secret_value() for secret in self._secrets])

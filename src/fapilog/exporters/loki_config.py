@@ -51,6 +51,8 @@ _HIGH_CARDINALITY = frozenset(
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _TENANT = re.compile(r"^[A-Za-z0-9!\-_.*'()]{1,150}$")
+_UNSAFE_TENANTS = frozenset({".", ".."})  # Loki refuses them (they name directories)
+_LABEL_REPLACED = frozenset('"\\\ufffd')
 _URL_FORM = "http(s)://host[:port], e.g. http://loki:3100"
 
 
@@ -118,18 +120,23 @@ def parse_labels(specs: Sequence[str], static: dict[str, str]) -> list[Label]:
 
 
 def label_value(value: Any) -> str:
-    """A label value's text: valid UTF-8 (a lone surrogate becomes its escape as visible
-    text, ``\\udcff``, as `fapilog.exporters.loki_protobuf.utf8_text` writes it), cut at
-    Loki's 2048 bytes."""
+    """A label value's text as Loki stores it alike from a JSON or a protobuf push: every
+    character that is not printable (control and format characters, separators other than
+    the space, a lone surrogate), U+FFFD, ``"`` and ``\\`` becomes ``_`` (Loki's label
+    parser refuses U+FFFD; its JSON path stores quotes, backslashes and control characters
+    escaped, its protobuf path as they are); cut at Loki's 2048 bytes."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
+    if not text.isprintable() or '"' in text or "\\" in text or "\ufffd" in text:
+        text = "".join(
+            "_" if char in _LABEL_REPLACED or not char.isprintable() else char for char in text
+        )
     if text.isascii():
         return text[:MAX_LABEL_VALUE_BYTES]
-    raw = text.encode("utf-8", "backslashreplace")
-    return raw[:MAX_LABEL_VALUE_BYTES].decode("utf-8", "ignore")
+    return text.encode("utf-8")[:MAX_LABEL_VALUE_BYTES].decode("utf-8", "ignore")
 
 
 def validate(settings: LokiSettings) -> None:
@@ -162,6 +169,13 @@ def validate(settings: LokiSettings) -> None:
     if url.scheme not in ("http", "https") or not url.host:  # pragma: no cover - url_problem
         raise setting_error("loki.url", f"expected {_URL_FORM}", value=raw, mask="url")
     tenant = settings.tenant_id
+    if tenant in _UNSAFE_TENANTS:
+        raise setting_error(
+            "loki.tenant_id",
+            "'.' and '..' are not valid tenant ids (Loki refuses them)",
+            value=tenant,
+            secret=True,
+        )
     if tenant is not None and not _TENANT.match(tenant):
         # the tenant is sent as a header like the credentials: shown masked, with what is
         # wrong with it (its length, the characters not allowed)

@@ -154,6 +154,29 @@ class JsonRenderer:
     def render(self, readable: ReadableLogRecord) -> bytes:
         return self._render(readable, False)
 
+    def split(self, readable: ReadableLogRecord) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The line's own keys and the resource attributes, apart (for an exporter that
+        places some of them elsewhere; render the line with `dumps`); None for a record that
+        cannot be rendered so (`render` gives its last-resort line)."""
+        try:
+            parts = self._resource_parts(readable.resource)
+            return self._line(readable, parts.reserved), parts.attrs
+        except Exception:
+            return None
+
+    def resource_attributes(self, resource: Any) -> dict[str, Any]:
+        """The resource attributes a line shows (read-only)."""
+        return self._resource_parts(resource).attrs
+
+    @staticmethod
+    def dumps(line: dict[str, Any], readable: ReadableLogRecord) -> bytes:
+        """A line assembled from `split`'s parts, rendered as `render` renders (never
+        raises)."""
+        try:
+            return _one_line(orjson.dumps(line, default=_json_default))
+        except Exception:
+            return _degraded(line, readable)
+
     def render_line(self, readable: ReadableLogRecord) -> bytes:
         """`render(readable) + b"\n"`, without the extra copy."""
         return self._render(readable, True)

@@ -3,6 +3,7 @@
 Per exporter the figures add up, with named terms::
 
     emitted + adopted == exported + dropped + queued + in_flight + spooled + filtered
+                         + unknown_outcome
 
 - `emitted`: records offered to the pipeline while the exporter was receiving them;
 - `exported`: records the exporter delivered;
@@ -15,6 +16,8 @@ Per exporter the figures add up, with named terms::
   (0 without a spool). Replayed, they count as `exported` (or `dropped`) here.
 - `filtered`: records below the exporter's own level (``FAPILOG_EXPORTER_LEVELS``): not
   for it, not lost.
+- `unknown_outcome`: records sent whose fate the destination's answer does not tell
+  (a Loki 400 that does not say which entries it rejected): maybe stored, maybe not.
 
 What never reaches the intake has its own terms, outside the exporters' sums:
 ``recorder`` (records held by flight recorders: `captured == held + released + discarded +
@@ -40,7 +43,7 @@ from fapilog.capture.recorder import TOTALS
 __all__ = ["IntakeMark", "intake_mark", "stats", "unbalanced"]
 
 _IN = ("emitted", "adopted")
-_OUT = ("exported", "dropped", "queued", "in_flight", "spooled", "filtered")
+_OUT = ("exported", "dropped", "queued", "in_flight", "spooled", "filtered", "unknown_outcome")
 
 
 class IntakeMark:
@@ -78,7 +81,7 @@ def _exporter_figures(processor: Any, now: IntakeMark, current: bool) -> dict[st
         if shed:
             reasons[f"intake_{reason}"] = reasons.get(f"intake_{reason}", 0) + shed
     figures["emitted"] = end.offered - start.offered
-    figures["dropped"] = sum(reasons.values())
+    figures["dropped"] = sum(reasons.values())  # (unknown_outcome is not among them)
     bridge = STATE.bridge
     if current and bridge is not None:
         figures["queued"] += bridge.intake.depth
@@ -129,6 +132,7 @@ def stats() -> dict[str, Any]:
         "in_flight": sum(e["in_flight"] for e in exporters.values()),
         "spooled": sum(e["spooled"] for e in exporters.values()),
         "filtered": sum(e["filtered"] for e in exporters.values()),
+        "unknown_outcome": sum(e["unknown_outcome"] for e in exporters.values()),
         "adopted": sum(e["adopted"] for e in exporters.values()),
         "intake": {
             "accepted": intake.accepted if intake is not None else 0,

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, Union
 
 from fapilog import _diag
@@ -36,13 +36,16 @@ from fapilog._state import hand_over_gil, start_worker, under_lock_at_exit, work
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
-__all__ = ["BatchQueue", "Outcome", "split_outcome"]
+__all__ = ["BatchQueue", "Outcome", "Reason", "shares", "split_outcome"]
 
 T = TypeVar("T")
 
+# why records were lost: one reason for all, or records by reason (in order: those refused
+# for good first, then those a later attempt may deliver)
+Reason = Union[str, Mapping[str, int]]  # noqa: UP007 (a runtime alias)
 # what a consumer returns: None (delivered), a reason (the batch lost), (reason, lost), or
 # (reason, lost, retry): `retry`, the lost records a later attempt may deliver (spooled)
-Outcome = Union[None, str, tuple[str, int], tuple[str, int, list[T]]]  # noqa: UP007 (generic)
+Outcome = Union[None, str, tuple[Reason, int], tuple[Reason, int, list[T]]]  # noqa: UP007 (generic)
 
 # how many times a crowded queue's producer hands over the GIL before going on
 _YIELDS = 3
@@ -316,8 +319,12 @@ class BatchQueue(Generic[T]):
         self._count_drop(reason)
         return True
 
-    def _count_drop(self, reason: str, count: int = 1) -> None:
+    def _count_drop(self, reason: Reason, count: int = 1) -> None:
         """Count dropped records (lock held) and tell the monitor (cheap, never calls out)."""
+        if not isinstance(reason, str):
+            for name, share in shares(reason, count):
+                self._count_drop(name, share)
+            return
         total = self.dropped.get(reason, 0) + count
         self.dropped[reason] = total
         alerts.note_drop(self.name, reason, count, total)
@@ -544,7 +551,22 @@ class BatchQueue(Generic[T]):
         self._sync = False
 
 
-def split_outcome(failed: Outcome[T], size: int) -> tuple[str, int, list[T]]:
+def shares(reasons: Mapping[str, int], count: int) -> list[tuple[str, int]]:
+    """`count` records given their reasons, in the order of `reasons` (at most as many as
+    each lists; any left over: ``export_failed``)."""
+    result: list[tuple[str, int]] = []
+    left = count
+    for name, listed in reasons.items():
+        share = min(max(listed, 0), left)
+        if share:
+            result.append((name, share))
+            left -= share
+    if left:
+        result.append(("export_failed", left))
+    return result
+
+
+def split_outcome(failed: Outcome[T], size: int) -> tuple[Reason, int, list[T]]:
     """(reason, records lost, records to retry) of a batch of `size` that was not wholly
     delivered: a reason alone loses the whole batch; `lost` is bounded by the batch and the
     records to retry by `lost`."""

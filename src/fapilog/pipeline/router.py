@@ -20,6 +20,7 @@ from structlog.contextvars import get_contextvars
 from fapilog import _diag
 from fapilog._state import STATE, start_worker, worker_thread
 from fapilog.exporters.contract import (
+    UNKNOWN_OUTCOME,
     Abortable,
     DetailedStats,
     PartialLoss,
@@ -38,7 +39,7 @@ from fapilog.otel.logs import (
 from fapilog.pipeline import alerts, metrics
 from fapilog.pipeline.accounting import IntakeMark
 from fapilog.pipeline.direct import Direct, direct_exporters, use_writers, write_foreign
-from fapilog.pipeline.queue import BatchQueue, Outcome
+from fapilog.pipeline.queue import BatchQueue, Outcome, Reason
 from fapilog.pipeline.routes import ROUTES
 from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
@@ -212,7 +213,7 @@ class ExportProcessor:
         error: str | None = None
         lost: Any = None
         retry: Any = None
-        reason = "export_failed"
+        reason: Reason = "export_failed"
         try:
             result = self.exporter.export(batch)
             if self._retryable:
@@ -224,6 +225,9 @@ class ExportProcessor:
                 given = getattr(self.exporter, "last_export_reason", None)
                 if isinstance(given, str) and given:
                     reason = given
+                by_reason = getattr(self.exporter, "last_export_reasons", None)
+                if isinstance(by_reason, dict) and by_reason:
+                    reason = dict(by_reason)
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
             error = repr(exc)
@@ -261,7 +265,7 @@ class ExportProcessor:
         if type(lost) is not int or not 0 <= lost < len(batch):
             lost = len(batch)
         if self.spool is None:
-            return (reason, lost) if lost < len(batch) else reason
+            return (reason, lost)
         if not isinstance(retry, list):  # not told: all of a batch lost whole may be retried
             retry = list(batch) if lost == len(batch) and not raised else []
         return (reason, lost, retry)
@@ -307,6 +311,10 @@ class ExportProcessor:
             "export_failures": self.failures,
             "export_seconds": round(self.export_seconds, 6),
         }
+        # records whose fate the exporter cannot know: a term of their own, not dropped
+        unknown = figures["dropped_by_reason"].pop(UNKNOWN_OUTCOME, 0)
+        figures["dropped"] -= unknown
+        figures["unknown_outcome"] = unknown
         spool = self.spool
         if spool is not None and spool.torn:  # cut off by a crash, found when adopted
             figures["dropped_by_reason"]["spool_torn"] = spool.torn

@@ -41,7 +41,7 @@ from fapilog import _diag
 from fapilog._state import start_worker
 from fapilog.otel.logs import ReadableLogRecord
 from fapilog.pipeline import alerts
-from fapilog.pipeline.queue import BatchQueue, Outcome, split_outcome
+from fapilog.pipeline.queue import BatchQueue, Outcome, Reason, split_outcome
 from fapilog.pipeline.spool import Mark, Replay, Spool
 
 __all__ = ["ENGAGE_AFTER", "RETRY_MAX", "RETRY_MIN", "SpoolingQueue"]
@@ -250,7 +250,7 @@ class SpoolingQueue(BatchQueue[Record]):
             else:
                 self.dropped.pop("spool_full", None)
 
-    def _keep(self, reason: str, lost: int, retry: list[Record]) -> None:
+    def _keep(self, reason: Reason, lost: int, retry: list[Record]) -> None:
         """(Lock held.) `lost` records were not delivered: `retry` of them go to disk, the
         rest (and what does not fit) are dropped."""
         written = 0

@@ -9,17 +9,20 @@ with its userinfo masked, the user name, tenant, password and token not at all (
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, SecretStr
 
 from fapilog.settings._base import CommaList, Section, StrMap
 from fapilog.settings._errors import SECRET, URL
 
-__all__ = ["DEFAULT_LABELS", "Encoding", "LokiSettings"]
+__all__ = ["DEFAULT_LABELS", "Encoding", "LokiSettings", "StructuredMetadata"]
 
-DEFAULT_LABELS = ("service_name", "environment", "level")
+# Loki 3's conventions (its OTLP ingestion): the service and its environment index the
+# streams; the level stays in the line (Loki derives `detected_level` from it)
+DEFAULT_LABELS = ("service_name", "service_namespace", "environment")
 Encoding = Literal["json", "protobuf"]
+StructuredMetadata = Union[Literal["auto"], bool]  # noqa: UP007 (pydantic's order: "auto" first)
 
 
 class LokiSettings(Section):
@@ -45,9 +48,24 @@ class LokiSettings(Section):
     static_labels: StrMap = Field(
         default_factory=dict, description="constant labels added to every stream, e.g. team=pay"
     )
-    structured_metadata: bool = Field(
-        default=True,
-        description="send trace_id/span_id as structured metadata (false for Loki < 2.9)",
+    structured_metadata: StructuredMetadata = Field(
+        default="auto",
+        description="send trace_id, span_id and the resource attributes that are not labels "
+        "as structured metadata: auto (until a Loki refuses it, then in the line), true, false",
+    )
+    label_values_max: int = Field(
+        default=100,
+        ge=0,
+        description="distinct values a label taken from a record attribute may take within "
+        "label_values_window, __other__ included; the excess becomes __other__ (0: no limit)",
+    )
+    label_values_window: float = Field(
+        default=600.0, gt=0, description="seconds a label value is remembered for label_values_max"
+    )
+    resource_in_line: bool = Field(
+        default=False,
+        description="repeat in every line the resource attributes that are labels or "
+        "structured metadata",
     )
     batch_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest push request, in line bytes"

@@ -1,0 +1,311 @@
+"""Loki at its limits, against the strict receiver (which behaves as Loki's distributor and
+ingester do, read from their source): partial acceptance counted entry by entry, the active
+stream limit (split per stream, refused streams dropped as ``stream_limited``, never
+retried), the cardinality guard, structured metadata that a Loki refuses, a lean line
+without ``| json`` clashes, and tenant ids. In every test `stats()` matches what the
+receiver stored, exactly."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+import fapilog
+from conftest import loki_exporter as exporter
+from fapilog.exceptions import ConfigurationError
+from fapilog.exporters import ReadableLogRecord
+from fapilog.exporters.loki import LokiExporter
+from fapilog.exporters.loki_config import sanitize_label_name
+from fapilog.exporters.loki_response import rejections
+from fapilog.otel.logs import SeverityNumber, make_record
+from fapilog.pipeline.accounting import unbalanced
+from fapilog.settings import LokiSettings
+from peers.loki_receiver import LokiReceiver, grouped, json_names
+
+FAST = {"min_backoff": 0.02, "max_backoff": 0.2, "max_retries": 20}
+QUEUE = {"max_size": 50_000, "max_delay": 30}
+
+
+def configure(receiver: LokiReceiver, **loki: Any) -> None:
+    queue = loki.pop("queue", QUEUE)
+    fapilog.configure_logging(
+        exporters=["loki"],
+        service_name="api",
+        loki={"url": receiver.url, **FAST, **loki},
+        queue=queue,
+        spool={"enabled": False},
+    )
+
+
+def exact(receiver: LokiReceiver) -> dict[str, Any]:
+    """The pipeline's figures for Loki, checked against what the receiver stored."""
+    figures = fapilog.stats()
+    assert unbalanced(figures) == {}
+    loki = figures["exporters"]["loki"]
+    assert loki["exported"] == receiver.count() == exporter().stats()["sent_entries"]
+    return loki
+
+
+def in_span(func: Any) -> None:
+    context = SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(1),
+    )
+    with trace.use_span(NonRecordingSpan(context)):
+        func()
+
+
+# -- partial acceptance -------------------------------------------------------------------
+
+
+def test_196_good_lines_and_4_too_long_in_one_push(loki: LokiReceiver) -> None:
+    """Loki stores the 196 and rejects the 4 (one 400 listing them): 196 exported, 4
+    dropped as too long, nothing resent."""
+    configure(loki, max_line_bytes=0, batch_bytes=8 << 20, queue={**QUEUE, "batch_size": 1000})
+    log = fapilog.get_logger("partial")
+    for seq in range(200):
+        log.info("e", seq=seq, blob="x" * (300_000 if seq % 50 == 49 else 10))
+    assert fapilog.force_flush(20)
+    assert [push.status for push in loki.pushes] == [400]  # one push, never resent
+    assert rejections(loki.pushes[0].message) == {"line_too_long": 4}  # (grouped by message)
+    assert len(loki.entries()) == 196
+    figures = exact(loki)
+    assert (figures["exported"], figures["dropped"]) == (196, 4)
+    assert figures["dropped_by_reason"] == {"line_too_long": 4}
+    assert exporter().stats()["dropped_entries"] == {"line_too_long": 4}
+
+
+def test_old_timestamps_rejected_in_part_are_counted_exactly(loki: LokiReceiver) -> None:
+    """85 entries stored, 15 too old: the 400 says how many; the rest counts as sent."""
+    now = time.time_ns()
+    old = now - 8 * 86400 * 10**9
+    batch = [record(old + seq if seq % 20 < 3 else now + seq, seq) for seq in range(100)]
+    sink = LokiExporter(LokiSettings(url=loki.url, **FAST))
+    try:
+        assert sink.export(batch).name == "FAILURE"
+    finally:
+        sink.shutdown()
+    assert [push.status for push in loki.pushes] == [400]
+    assert loki.count() == 85
+    assert sink.stats()["sent_entries"] == 85
+    assert sink.stats()["dropped_entries"] == {"greater_than_max_sample_age": 15}
+    assert sink.last_export_dropped == 15
+    assert sink.last_export_reasons == {"greater_than_max_sample_age": 15}
+
+
+def record(timestamp: int, seq: int) -> ReadableLogRecord:
+    return ReadableLogRecord(
+        log_record=make_record(
+            timestamp=timestamp,
+            context=None,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=f"e{seq}",
+            attributes={"seq": seq},
+        ),
+        resource=Resource.create({"service.name": "api"}),
+        instrumentation_scope=InstrumentationScope("direct"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("max entry size '262144' bytes exceeded for stream '{a=\"1\"}'", {"line_too_long": 1}),
+        (
+            "3 errors like: entry for stream '{a=\"1\"}' has timestamp too old: x; "
+            "2 errors like: stream '{a=\"1\"}' includes structured metadata, but this feature "
+            "is disallowed. Please see `limits_config`; 1 errors like: entry too far behind",
+            {
+                "greater_than_max_sample_age": 3,
+                "disallowed_structured_metadata": 2,
+                "out_of_order": 1,
+            },
+        ),
+        ("bad request", None),  # a proxy's: which entries, not said
+        ("error at least one label pair is required per stream", None),  # a whole stream
+        ("2 errors like: couldn't parse labels; 1 errors like: max entry size", None),
+        ("", None),
+    ],
+)
+def test_a_400_body_is_read_as_loki_writes_it(body: str, expected: Any) -> None:
+    assert rejections(body) == expected
+
+
+def test_the_receiver_groups_failures_as_loki_does() -> None:
+    assert grouped(["a"]) == "a"
+    assert grouped(["a", "a", "b"]) == "2 errors like: a; 1 errors like: b"
+    assert rejections(grouped(["entry too far behind"] * 5)) == {"out_of_order": 5}
+
+
+# -- the stream limit ---------------------------------------------------------------------
+
+VALUES = 10_000
+LIMIT = 100
+
+
+def _many_values(receiver: LokiReceiver, **loki: Any) -> float:
+    configure(receiver, labels=["service_name", "user=user"], **loki)
+    log = fapilog.get_logger("cardinality")
+    started = time.monotonic()
+    for seq in range(VALUES):
+        log.info("e", seq=seq, user=f"u{seq}")
+    return started
+
+
+def test_the_stream_limit_splits_per_stream_and_drops_the_refused_ones() -> None:
+    """Guard off: the first push stores the streams within the limit and answers 429; the
+    batch is then sent one stream per request, so each refused stream is known and dropped
+    as stream_limited (never retried: waiting does not lift the limit)."""
+    with LokiReceiver(max_streams=LIMIT) as receiver:
+        started = _many_values(receiver, label_values_max=0)
+        batch_wait = 1.0
+        # the records of the streams Loki took arrive at once, not after retries
+        assert receiver.wait_for_entries(LIMIT, 2 * batch_wait + 1)
+        assert time.monotonic() - started <= 2 * batch_wait + 1
+        assert fapilog.force_flush(120)
+        assert len(receiver.streams()) == LIMIT
+        figures = exact(receiver)
+        assert figures["exported"] == LIMIT
+        assert figures["dropped_by_reason"] == {"stream_limited": VALUES - LIMIT}
+        details = exporter().stats()
+        assert details["retries"] == 0
+        assert details["dropped_entries"] == {"stream_limited": VALUES - LIMIT}
+        assert {push.status for push in receiver.pushes} <= {204, 429}
+
+
+def test_the_cardinality_guard_keeps_within_the_stream_limit() -> None:
+    """Guard on (the default): at most 100 values, __other__ among them, reach Loki; the
+    excess is counted as folded and nothing is refused."""
+    with LokiReceiver(max_streams=LIMIT) as receiver:
+        _many_values(receiver)
+        assert fapilog.force_flush(60)
+        users = {dict(key)["user"] for key in receiver.streams()}
+        assert len(users) <= LIMIT and "__other__" in users
+        assert {push.status for push in receiver.pushes} == {204}
+        figures = exact(receiver)
+        assert figures["exported"] == VALUES and figures["dropped"] == 0
+        folded = exporter().stats()["label_values_folded"]
+        assert folded == {"user": VALUES - (len(users) - 1)}
+        others = receiver.entries(user="__other__")
+        assert len(others) == folded["user"]
+        # the value the label could not keep stays in the line (renamed: no | json clash)
+        assert json.loads(others[0].line)["attr.user"].startswith("u")
+
+
+def test_the_guard_forgets_values_not_seen_within_its_window() -> None:
+    from fapilog.exporters.loki_streams import OTHER, LabelGuard
+
+    guard = LabelGuard(3, 10.0)
+    assert [guard.admit("u", v, 0.0) for v in ("a", "b", "c")] == ["a", "b", OTHER]
+    assert guard.admit("u", "a", 5.0) == "a"  # seen: kept, and remembered as of now
+    assert guard.admit("u", "d", 12.0) == "d"  # "b" (last seen at 0) has aged out
+    assert guard.admit("u", "b", 12.0) == OTHER
+    assert guard.folded == {"u": 2}
+    assert LabelGuard(0, 1.0).admit("u", "anything", 0.0) == "anything"
+
+
+# -- structured metadata ------------------------------------------------------------------
+
+
+def test_metadata_a_loki_refuses_goes_in_the_line_with_one_warning(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with LokiReceiver(structured_metadata=False) as old:
+        configure(old)  # auto, the default
+        log = fapilog.get_logger("meta")
+        for seq in range(50):
+            in_span(lambda seq=seq: log.info("traced", seq=seq))
+        assert fapilog.force_flush(20)
+        for seq in range(50, 60):
+            log.info("later", seq=seq)
+        assert fapilog.force_flush(20)
+        entries = old.entries()
+        assert sorted(json.loads(e.line)["seq"] for e in entries) == list(range(60))
+        assert all(entry.metadata == {} for entry in entries)
+        traced = [json.loads(e.line) for e in entries if json.loads(e.line)["seq"] < 50]
+        assert all(line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" for line in traced)
+        figures = exact(old)
+        assert (figures["exported"], figures["dropped"]) == (60, 0)
+        assert exporter().stats()["structured_metadata"] is False
+        assert [p.status for p in old.pushes][-1] == 204 and len(old.pushes) == 3
+    err = capfd.readouterr().err
+    assert err.count("does not allow structured metadata") == 1
+
+
+def test_metadata_true_counts_a_refusal_as_a_drop() -> None:
+    with LokiReceiver(structured_metadata=False) as old:
+        configure(old, structured_metadata=True)
+        in_span(lambda: fapilog.get_logger("m").info("traced"))
+        assert fapilog.force_flush(20)
+        assert old.count() == 0
+        figures = exact(old)
+        assert figures["dropped_by_reason"] == {"disallowed_structured_metadata": 1}
+
+
+# -- the line -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", ["auto", False])
+def test_a_line_repeats_no_label_or_metadata_and_json_extracts_no_clash(
+    loki: LokiReceiver, monkeypatch: pytest.MonkeyPatch, metadata: Any
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=pay")
+    configure(loki, structured_metadata=metadata)
+    log = fapilog.get_logger("lean")
+    in_span(lambda: log.info("traced", order=1, level_hint="x"))
+    log.warning("plain", environment="from-the-record")  # same name as a label
+    assert fapilog.force_flush(10)
+    resource_keys = {"service.name", "deployment.environment.name", "team", "host.name"}
+    for key, entries in loki.streams().items():
+        labels = dict(key)
+        assert labels["environment"] == "production"  # (fapilog's default)
+        for entry in entries:
+            line = json.loads(entry.line)
+            taken = set(labels) | set(entry.metadata)
+            assert not json_names(entry.line) & taken  # no *_extracted from | json
+            shown = {k for k in resource_keys if k in line}
+            assert not {sanitize_label_name(k) for k in shown} & taken
+            if metadata == "auto":
+                assert not shown  # labels or structured metadata: not repeated
+                assert entry.metadata.get("team") == "pay"
+            if line["message"] == "plain":
+                assert line["attr.environment"] == "from-the-record"  # kept, renamed
+    exact(loki)
+
+
+def test_resource_in_line_keeps_the_resource_attributes(loki: LokiReceiver) -> None:
+    configure(loki, resource_in_line=True)
+    fapilog.get_logger("full").info("e")
+    assert fapilog.force_flush(10)
+    (entry,) = loki.entries()
+    assert json.loads(entry.line)["service.name"] == "api"
+
+
+# -- tenants ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tenant", [".", ".."])
+def test_dot_tenants_fail_at_configure(loki: LokiReceiver, tenant: str) -> None:
+    with pytest.raises(ConfigurationError, match="FAPILOG_LOKI__TENANT_ID"):
+        configure(loki, tenant_id=tenant)
+
+
+def test_a_401_without_tenant_names_the_setting(capfd: pytest.CaptureFixture[str]) -> None:
+    with LokiReceiver(auth_enabled=True) as receiver:
+        configure(receiver)
+        fapilog.get_logger("t").info("e")
+        assert fapilog.force_flush(10)
+        assert receiver.count() == 0
+        exact(receiver)
+    err = capfd.readouterr().err
+    assert "HTTP 401: no org id" in err and "FAPILOG_LOKI__TENANT_ID" in err
