@@ -23,7 +23,7 @@ from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters.loki import LokiExporter
 from fapilog.exporters.loki_config import sanitize_label_name
-from fapilog.exporters.loki_response import rejections
+from fapilog.exporters.loki_response import ingester_ignored, rejections
 from fapilog.otel.logs import SeverityNumber, make_record
 from fapilog.pipeline.accounting import unbalanced
 from fapilog.settings import LokiSettings
@@ -99,10 +99,10 @@ def test_old_timestamps_rejected_in_part_are_counted_exactly(loki: LokiReceiver)
     assert sink.stats()["sent_entries"] == 85
     assert sink.stats()["dropped_entries"] == {"greater_than_max_sample_age": 15}
     assert sink.last_export_dropped == 15
-    assert sink.last_export_reasons == {"greater_than_max_sample_age": 15}
+    assert sink.last_export_reasons == [("greater_than_max_sample_age", 15)]
 
 
-def record(timestamp: int, seq: int) -> ReadableLogRecord:
+def record(timestamp: int, seq: int, **attributes: Any) -> ReadableLogRecord:
     return ReadableLogRecord(
         log_record=make_record(
             timestamp=timestamp,
@@ -110,7 +110,7 @@ def record(timestamp: int, seq: int) -> ReadableLogRecord:
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
             body=f"e{seq}",
-            attributes={"seq": seq},
+            attributes={"seq": seq, **attributes},
         ),
         resource=Resource.create({"service.name": "api"}),
         instrumentation_scope=InstrumentationScope("direct"),
@@ -120,16 +120,27 @@ def record(timestamp: int, seq: int) -> ReadableLogRecord:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("max entry size '262144' bytes exceeded for stream '{a=\"1\"}'", {"line_too_long": 1}),
+        (
+            "max entry size '262144' bytes exceeded for stream '{a=\"1\"}' while adding an "
+            "entry with length '300000' bytes",
+            {"line_too_long": 1},
+        ),
         (
             "3 errors like: entry for stream '{a=\"1\"}' has timestamp too old: x; "
             "2 errors like: stream '{a=\"1\"}' includes structured metadata, but this feature "
-            "is disallowed. Please see `limits_config`; 1 errors like: entry too far behind",
+            "is disallowed. Please see `limits_config`; 1 errors like: entry for stream "
+            "'{a=\"1\"}' has timestamp too new: y",
             {
                 "greater_than_max_sample_age": 3,
                 "disallowed_structured_metadata": 2,
-                "out_of_order": 1,
+                "too_far_in_future": 1,
             },
+        ),
+        # a label value quoting another message does not pass for it
+        (
+            "stream '{user=\"timestamp too old\"}' includes structured metadata, but this "
+            "feature is disallowed.",
+            {"disallowed_structured_metadata": 1},
         ),
         ("bad request", None),  # a proxy's: which entries, not said
         ("error at least one label pair is required per stream", None),  # a whole stream
@@ -141,10 +152,43 @@ def test_a_400_body_is_read_as_loki_writes_it(body: str, expected: Any) -> None:
     assert rejections(body) == expected
 
 
+def test_the_ingesters_answer_says_how_many_of_one_streams_entries_it_ignored() -> None:
+    body = (
+        "entry with timestamp 2026-01-01 ignored, reason: 'entry too far behind, oldest "
+        "acceptable timestamp is: 2026-01-02',\n"
+        "user 'fake', total ignored: 3 out of 10 for stream: {a=\"1\"}"
+    )
+    assert ingester_ignored(body) == (3, 10)
+    assert rejections(body) is None  # (not the distributor's)
+    assert ingester_ignored("total ignored: 3 out of 10 for stream: {a}") is None  # no reason
+
+
+def test_entries_too_far_behind_are_counted_from_the_ingesters_answer(loki: LokiReceiver) -> None:
+    """The ingester ignores entries over 1 h behind their stream's newest, and says how many
+    of the stream's: one stream per request makes that exact. With the out-of-order stream
+    ahead of another in a request, the answer is split per stream first."""
+    now = time.time_ns()
+    hours = 3600 * 10**9
+    sink = LokiExporter(LokiSettings(url=loki.url, labels=["service_name", "s=s"], **FAST))
+    try:
+        assert sink.export([record(now, 0, s="a"), record(now, 1, s="b")]).name == "SUCCESS"
+        late = [record(now - 2 * hours + i, 10 + i, s="a") for i in range(3)]
+        fresh = [record(now + i, 20 + i, s="a") for i in range(4)]
+        assert sink.export([*late, *fresh, record(now - 2 * hours, 30, s="b")]).name == "FAILURE"
+    finally:
+        sink.shutdown()
+    figures = sink.stats()
+    assert figures["dropped_entries"] == {"out_of_order": 4}
+    assert figures["sent_entries"] == loki.count() == 2 + 4
+    assert sink.last_export_dropped == 4
+    assert sink.last_export_reasons == [("out_of_order", 4)]
+
+
 def test_the_receiver_groups_failures_as_loki_does() -> None:
     assert grouped(["a"]) == "a"
     assert grouped(["a", "a", "b"]) == "2 errors like: a; 1 errors like: b"
-    assert rejections(grouped(["entry too far behind"] * 5)) == {"out_of_order": 5}
+    too_old = "entry for stream '{a=\"1\"}' has timestamp too old: 1"
+    assert rejections(grouped([too_old] * 5)) == {"greater_than_max_sample_age": 5}
 
 
 # -- the stream limit ---------------------------------------------------------------------
@@ -164,22 +208,34 @@ def _many_values(receiver: LokiReceiver, **loki: Any) -> float:
 
 def test_the_stream_limit_splits_per_stream_and_drops_the_refused_ones() -> None:
     """Guard off: the first push stores the streams within the limit and answers 429; the
-    batch is then sent one stream per request, so each refused stream is known and dropped
-    as stream_limited (never retried: waiting does not lift the limit)."""
+    batch is then sent one stream per request, and so are the next ones, so each refused
+    stream is known and dropped as stream_limited (never retried: waiting does not lift the
+    limit). A stream Loki already has keeps arriving, even when it is the last of a request
+    (Loki answers for the last stream only)."""
     with LokiReceiver(max_streams=LIMIT) as receiver:
-        started = _many_values(receiver, label_values_max=0)
+        configure(receiver, labels=["service_name", "user=user"], label_values_max=0)
+        log = fapilog.get_logger("cardinality")
+        log.info("first", seq=-1)  # the stream without a user: Loki has it
+        assert fapilog.force_flush(10)
+        started = time.monotonic()
+        for seq in range(VALUES):
+            log.info("e", seq=seq, user=f"u{seq}")
+            if seq % 500 == 499:
+                log.info("steady", seq=seq)  # the existing stream, last of its batch
         batch_wait = 1.0
         # the records of the streams Loki took arrive at once, not after retries
         assert receiver.wait_for_entries(LIMIT, 2 * batch_wait + 1)
         assert time.monotonic() - started <= 2 * batch_wait + 1
         assert fapilog.force_flush(120)
-        assert len(receiver.streams()) == LIMIT
+        streams = receiver.streams()
+        assert len(streams) == LIMIT  # the stream without a user, and 99 users
+        assert len(streams[(("service_name", "api"),)]) == 1 + VALUES // 500
         figures = exact(receiver)
-        assert figures["exported"] == LIMIT
-        assert figures["dropped_by_reason"] == {"stream_limited": VALUES - LIMIT}
+        assert figures["exported"] == 1 + VALUES // 500 + (LIMIT - 1)
+        assert figures["dropped_by_reason"] == {"stream_limited": VALUES - (LIMIT - 1)}
         details = exporter().stats()
         assert details["retries"] == 0
-        assert details["dropped_entries"] == {"stream_limited": VALUES - LIMIT}
+        assert details["dropped_entries"] == {"stream_limited": VALUES - (LIMIT - 1)}
         assert {push.status for push in receiver.pushes} <= {204, 429}
 
 
@@ -240,6 +296,25 @@ def test_metadata_a_loki_refuses_goes_in_the_line_with_one_warning(
         assert [p.status for p in old.pushes][-1] == 204 and len(old.pushes) == 3
     err = capfd.readouterr().err
     assert err.count("does not allow structured metadata") == 1
+
+
+def test_auto_resends_what_a_loki_before_2_9_refuses_whole(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Loki 2.8 refuses a JSON request carrying structured metadata as a whole (a 400 that
+    lists no entries): `auto` sends it again without, and stops sending metadata."""
+    with LokiReceiver(structured_metadata="unsupported") as old:
+        configure(old)
+        log = fapilog.get_logger("meta")
+        for seq in range(20):
+            in_span(lambda seq=seq: log.info("traced", seq=seq))
+        assert fapilog.force_flush(20)
+        log.info("later", seq=20)
+        assert fapilog.force_flush(20)
+        assert sorted(json.loads(e.line)["seq"] for e in old.entries()) == list(range(21))
+        figures = exact(old)
+        assert (figures["exported"], figures["dropped"], figures["unknown_outcome"]) == (21, 0, 0)
+    assert capfd.readouterr().err.count("does not allow structured metadata") == 1
 
 
 def test_metadata_true_counts_a_refusal_as_a_drop() -> None:
@@ -309,3 +384,21 @@ def test_a_401_without_tenant_names_the_setting(capfd: pytest.CaptureFixture[str
         exact(receiver)
     err = capfd.readouterr().err
     assert "HTTP 401: no org id" in err and "FAPILOG_LOKI__TENANT_ID" in err
+
+
+def test_reasons_refused_and_retried_stay_apart_for_the_spool() -> None:
+    """A reason may be both refused for good (a 403) and to retry (a 503 after the
+    retries): the pairs keep them apart, refused first, so the spool counts as dropped
+    exactly those refused (and the unknown ones under their own term)."""
+    from fapilog.exporters.contract import shares
+    from fapilog.exporters.loki_response import Undelivered
+
+    result = Undelivered()
+    result.count("ingester_error", 5)
+    result.count("unknown_outcome", 3)
+    result.count("ingester_error", 10, retry=True)
+    pairs = result.reasons()
+    assert pairs == [("ingester_error", 5), ("unknown_outcome", 3), ("ingester_error", 10)]
+    assert shares(pairs, 8) == [("ingester_error", 5), ("unknown_outcome", 3)]  # (spooled: 10)
+    assert shares(pairs, 18) == pairs
+    assert shares(pairs, 20)[-1] == ("export_failed", 2)

@@ -217,7 +217,7 @@ class LokiReceiver:
         auth_enabled: bool = False,
         basic: tuple[str, str] | None = None,
         bearer: str | None = None,
-        structured_metadata: bool = True,
+        structured_metadata: bool | str = True,  # False: Loki 2.9's default; "unsupported": 2.8
         rate_bytes: float = RATE_BYTES,
         burst_bytes: float = BURST_BYTES,
         max_streams: int = MAX_STREAMS,
@@ -412,8 +412,8 @@ class LokiReceiver:
                 return self._done(push, 204, "", {})
             accepted, rejected, limited = self._store(tenant_id, streams, problems)
             push.accepted, push.rejected = accepted, len(rejected)
-            if limited:
-                return self._done(push, 429, STREAM_LIMIT.format(tenant=tenant_id) + "\n", {})
+            if limited is not None:  # Loki's distributor answers the ingester's error first
+                return self._done(push, limited[0], limited[1] + "\n", {})
             if rejected:
                 return self._done(push, 400, grouped(rejected) + "\n", {})
             return self._done(push, 204, "", {})
@@ -546,6 +546,8 @@ class LokiReceiver:
                     )
                 seconds = stamp.seconds if adapter.HasField("timestamp") else GO_ZERO_SECONDS
                 metadata = {pair.name: pair.value for pair in adapter.structuredMetadata}
+                if self.structured_metadata == "unsupported":  # Loki 2.8: an unknown field
+                    metadata = {}
                 entries.append(Entry(seconds * 10**9 + stamp.nanos, adapter.line, metadata))
             result.append((labels, entries))
         return result, problems
@@ -563,6 +565,11 @@ class LokiReceiver:
             raise BadRequest("loghttp.PushRequest: the log line must be a string")
         metadata: dict[str, str] = {}
         if len(value) == 3:
+            if self.structured_metadata == "unsupported":  # Loki 2.8: the whole request
+                raise BadRequest(
+                    "loghttp.PushRequest.Streams: []*loghttp.Stream: Values: decode entry: "
+                    "expected 2 values, got 3"
+                )
             raw = value[2]
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 raise BadRequest(
@@ -576,12 +583,13 @@ class LokiReceiver:
         tenant: str,
         streams: list[tuple[dict[str, str], list[Entry]]],
         problems: list[str] | None = None,
-    ) -> tuple[int, list[str], bool]:
+    ) -> tuple[int, list[str], tuple[int, str] | None]:
         """Per-stream and per-entry validation (partial acceptance), rate limits, storage;
         `problems`: streams already rejected (protobuf labels that did not parse). Returns
-        the entries stored, the rejections, and whether a stream was refused by the active
-        stream limit (the other streams are stored: Loki's ingester creates streams one by
-        one)."""
+        the entries stored, the distributor's rejections, and the ingester's answer for the
+        last stream of the request (None: it was stored; a stream over the active stream
+        limit is refused while the others are stored, Loki's ingester creating streams one
+        by one)."""
         rejected: list[str] = list(problems or ())
         valid: list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[Entry]]] = []
         for labels, entries in streams:
@@ -621,7 +629,7 @@ class LokiReceiver:
                     "limit can be increased",
                     {},
                 )
-            limited = False
+            limited: tuple[int, str] | None = None
             passed: list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[Entry]]] = []
             for key, labels, entries in valid:
                 good: list[Entry] = []
@@ -635,19 +643,19 @@ class LokiReceiver:
                         good.append(entry)
                 if good:
                     passed.append((key, labels, good))
-            for key, labels, entries in passed:  # the ingester, stream by stream
+            # the ingester, stream by stream; each stream's outcome overwrites the last one's
+            # (Loki's instance.Push), so the answer describes the last stream only
+            for key, labels, entries in passed:
                 stream = stored.get(key)
                 if stream is None:
                     if len(stored) >= self.max_streams:
-                        limited = True
+                        limited = (429, STREAM_LIMIT.format(tenant=tenant))
                         continue
                     stream = stored[key] = _Stream(labels)
+                ignored: list[Entry] = []
                 for entry in entries:
                     if entry.timestamp < stream.newest - OUT_OF_ORDER_WINDOW:
-                        rejected.append(
-                            f"entry for stream '{labels}' has timestamp too old: "
-                            "entry too far behind"
-                        )
+                        ignored.append(entry)
                         continue
                     identity = (entry.timestamp, entry.line, tuple(sorted(entry.metadata.items())))
                     if identity in stream.seen:
@@ -656,6 +664,7 @@ class LokiReceiver:
                     stream.entries.append(entry)
                     stream.newest = max(stream.newest, entry.timestamp)
                     accepted += 1
+                limited = _ignored(ignored, len(entries), labels, tenant) if ignored else None
         return accepted, rejected, limited
 
     # -- the query API -------------------------------------------------------------------
@@ -833,6 +842,20 @@ def _json_shape(streams: list[tuple[dict[str, str], list[Entry]]]) -> dict[str, 
             for labels, entries in streams
         ]
     }
+
+
+def _ignored(
+    ignored: list[Entry], total: int, labels: dict[str, str], tenant: str
+) -> tuple[int, str]:
+    """The ingester's answer for a stream some of whose entries were too far behind."""
+    lines = [
+        f"entry with timestamp {entry.timestamp} ignored, reason: 'entry too far behind, "
+        f"oldest acceptable timestamp is: ...',\n"
+        for entry in ignored
+    ]
+    stream = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    tail = f"user '{tenant}', total ignored: {len(ignored)} out of {total} for stream: {stream}"
+    return 400, "".join(lines) + tail
 
 
 def grouped(errors: list[str]) -> str:

@@ -10,8 +10,9 @@ class is needed):
   were lost (the rest were delivered), so `fapilog.stats()` counts exactly those as dropped
   instead of the whole batch; an optional ``last_export_reason`` (a short snake_case word,
   default ``export_failed``) names the reason they are counted under, or an optional
-  ``last_export_reasons`` (reason -> records, summing to ``last_export_dropped``; those
-  refused for good first, then those in ``last_export_retry``) one reason per record. The
+  ``last_export_reasons`` (``(reason, records)`` pairs, or a dict, summing to
+  ``last_export_dropped``; those refused for good first, then those in
+  ``last_export_retry``: a reason may come in both) one reason per record. The
   reason `UNKNOWN_OUTCOME` is for records whose fate the exporter cannot know (sent, but the
   answer does not say whether they were stored): they are counted under the
   ``unknown_outcome`` term, not as dropped;
@@ -60,6 +61,7 @@ __all__ = [
     "ReadableLogRecord",
     "Retryable",
     "UNKNOWN_OUTCOME",
+    "shares",
 ]
 
 UNKNOWN_OUTCOME = "unknown_outcome"
@@ -109,3 +111,18 @@ class Destination(Protocol):
     """An exporter that names its destination (endpoint, tenant; no credential)."""
 
     spool_destination: str
+
+
+def shares(reasons: Sequence[tuple[str, int]], count: int) -> list[tuple[str, int]]:
+    """`count` records given their reasons, in the order of `reasons` (at most as many as
+    each lists; any left over: ``export_failed``)."""
+    result: list[tuple[str, int]] = []
+    left = count
+    for name, listed in reasons:
+        share = min(max(listed, 0), left)
+        if share:
+            result.append((name, share))
+            left -= share
+    if left:
+        result.append(("export_failed", left))
+    return result

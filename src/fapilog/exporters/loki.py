@@ -45,6 +45,7 @@ from fapilog.exporters.contract import (
     LogRecordExporter,
     LogRecordExportResult,
     ReadableLogRecord,
+    shares,
 )
 from fapilog.exporters.loki_config import (
     LABEL_SOURCES,
@@ -53,6 +54,7 @@ from fapilog.exporters.loki_config import (
     sanitize_label_name,
     validate,
 )
+from fapilog.exporters.loki_figures import LokiFigures
 from fapilog.exporters.loki_protobuf import (
     Entry,
     StreamKey,
@@ -65,6 +67,7 @@ from fapilog.exporters.loki_response import (
     DISALLOWED_METADATA,
     MAX_ERROR_BODY,
     Undelivered,
+    ingester_ignored,
     is_stream_limit,
     is_unknown_tenant,
     rejections,
@@ -88,6 +91,7 @@ __all__ = [
 ]
 
 RETRY_AFTER_CAP = 300.0  # longest Retry-After honoured (promtail's max backoff)
+SPLIT_FOR = 600.0  # seconds requests carry one stream each after a stream was refused
 _LABELS_CACHE_SIZE = 1024
 
 _local = threading.local()
@@ -138,13 +142,17 @@ class LokiExporter(LogRecordExporter):
         # refuses it (the fields then go in the line)
         self._metadata_on = settings.structured_metadata is not False
         self._owners: dict[int, ReadableLogRecord] = {}  # during export(): entry id -> record
+        # Loki answers a request for its last stream only: after an answer showing that a
+        # stream was refused (the stream limit, entries out of order), requests carry one
+        # stream each until then (time.monotonic()), so that every outcome is exact
+        self._split_until = 0.0
+        self._metadata_seen = False  # a request with structured metadata was accepted
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.last_export_dropped: int | None = None  # see export()
-        self.last_export_reasons: dict[str, int] | None = None
+        self.last_export_reasons: list[tuple[str, int]] | None = None
         self.last_export_retry: list[ReadableLogRecord] | None = None
         self.spooled = False  # set by fapilog when a disk spool keeps what is given up
-        self.spooled_entries = 0
         # what fapilog's spool directory for this exporter is keyed by (no credential)
         self.spool_destination = f"{self._url} tenant={settings.tenant_id or ''}"
         self._auth: SecretStr | None = None
@@ -175,17 +183,7 @@ class LokiExporter(LogRecordExporter):
         self._client = httpx.Client(
             transport=transport, timeout=httpx.Timeout(settings.timeout), follow_redirects=False
         )
-        self._stats_lock = threading.RLock()  # reentrant: see the file exporter's guard
-        self.sent_entries = 0
-        self.sent_bytes = 0
-        self.sent_requests = 0
-        self.encoded_bytes = 0
-        self.retries = 0
-        self.unknown_entries = 0
-        self.dropped_entries: dict[str, int] = {}
-        self.dropped_bytes: dict[str, int] = {}
-        self.requests: dict[str, int] = {}
-        self.request_seconds: dict[str, list[float]] = {}  # status -> [count, sum, max]
+        self.figures = LokiFigures()
         _install_filter()
 
     @property
@@ -224,21 +222,29 @@ class LokiExporter(LogRecordExporter):
         if self._stop.is_set():
             return LogRecordExportResult.FAILURE
         result = Undelivered()
+        sent_before = self.figures.sent_entries
         try:
             self._owners = {}
             streams = self._streams(batch, result)
-            for chunk in self._requests.chunks(streams):
+            one_stream = time.monotonic() < self._split_until
+            for chunk in self._requests.chunks(streams, one_stream=one_stream):
                 self._push(chunk, result)
             retry = [self._owners[id(entry)] for entry in result.retry]
         except Exception as exc:  # never raise into the worker: report and count
             _diag.report("loki-export", f"fapilog loki exporter failed: {self._scrub(repr(exc))}")
-            self.last_export_dropped = None
-            self.last_export_retry = None
+            sent = self.figures.sent_entries - sent_before
+            # what was sent counts as exported, the rest as failed; nothing is spooled (a
+            # batch that fails so would fail again on every replay)
+            undelivered = result.reasons()
+            left = len(batch) - sent - sum(count for _, count in undelivered)
+            self.last_export_dropped = len(batch) - sent
+            self.last_export_reasons = [*undelivered, ("export_failed", max(left, 0))]
+            self.last_export_retry = []
             return LogRecordExportResult.FAILURE
         finally:
             self._owners = {}
         reasons = result.reasons()
-        lost = sum(reasons.values())
+        lost = sum(count for _, count in reasons)
         self.last_export_dropped = lost
         self.last_export_reasons = reasons
         self.last_export_retry = retry
@@ -266,28 +272,12 @@ class LokiExporter(LogRecordExporter):
             _local.quiet = False
 
     def stats(self) -> dict[str, Any]:
-        """promtail-like figures: sent entries/bytes, dropped entries/bytes by reason,
-        entries of unknown outcome, retries, requests and request duration (count, sum, max
-        seconds) by status, label values folded by label, whether metadata is sent."""
-        with self._stats_lock:
-            return {
-                "sent_entries": self.sent_entries,
-                "sent_bytes": self.sent_bytes,
-                "sent_requests": self.sent_requests,
-                "encoded_bytes": self.encoded_bytes,
-                "retries": self.retries,
-                "spooled_entries": self.spooled_entries,
-                "unknown_outcome": self.unknown_entries,
-                "dropped_entries": dict(self.dropped_entries),
-                "dropped_bytes": dict(self.dropped_bytes),
-                "label_values_folded": dict(self._lines.guard.folded),
-                "structured_metadata": self._metadata_on,
-                "requests": dict(self.requests),
-                "request_duration_seconds": {
-                    status: {"count": int(v[0]), "sum": round(v[1], 6), "max": round(v[2], 6)}
-                    for status, v in self.request_seconds.items()
-                },
-            }
+        """promtail-like figures (`fapilog.exporters.loki_figures`), label values folded by
+        label, and whether structured metadata is being sent."""
+        return self.figures.snapshot(
+            label_values_folded=dict(self._lines.guard.folded),
+            structured_metadata=self._metadata_on,
+        )
 
     # -- building requests ---------------------------------------------------------------
 
@@ -302,10 +292,10 @@ class LokiExporter(LogRecordExporter):
                 key = self._lines.key(readable, now)
             except Exception:  # labels that cannot be read: the line goes to another stream
                 key = self._lines.fallback_key()
-            entry = self._entry(readable, key, self._metadata_on)
-            if max_line and len(entry[1]) > max_line:
+            entry, line_bytes = self._entry(readable, key, self._metadata_on)
+            if max_line and line_bytes > max_line:
                 skipped += 1
-                self._refuse("line_too_long", 1, len(entry[1]), result)
+                self._refuse("line_too_long", 1, line_bytes, result)
                 continue
             streams.setdefault(key, []).append(entry)
         if skipped:
@@ -316,15 +306,39 @@ class LokiExporter(LogRecordExporter):
             )
         return streams
 
-    def _entry(self, readable: ReadableLogRecord, key: StreamKey, metadata_on: bool) -> Entry:
-        """One record's entry (its line and metadata never raise: one bad record never
-        costs its batch); its record is kept in `_owners`, by the entry's id()."""
+    def _entry(
+        self, readable: ReadableLogRecord, key: StreamKey, metadata_on: bool
+    ) -> tuple[Entry, int]:
+        """One record's entry and its line's bytes (its line and metadata never raise: one
+        bad record never costs its batch); its record is kept in `_owners`, by the entry's
+        id()."""
         record = readable.log_record
         line, metadata, size = self._lines.entry(readable, key, metadata_on)
         timestamp = record.timestamp or record.observed_timestamp or time.time_ns()
         entry = (timestamp, line.decode("utf-8", "backslashreplace"), metadata, size)
         self._owners[id(entry)] = readable
-        return entry
+        return entry, len(line)
+
+    def _without_metadata(self, chunk: Chunk, which: str) -> Chunk:
+        """The entries of `chunk` (`which`: all, or those with metadata), rendered again
+        with their metadata in the line."""
+        again: Chunk = {}
+        for key, values in chunk.items():
+            for entry in values:
+                if which == "all" or entry[2]:
+                    readable = self._owners[id(entry)]
+                    again.setdefault(key, []).append(self._entry(readable, key, False)[0])
+        return again
+
+    def _metadata_off(self) -> None:
+        self._metadata_on = False
+        _diag.report(
+            "loki-metadata-off",
+            "fapilog loki exporter: this Loki does not allow structured metadata; its "
+            "fields now go in the line (FAPILOG_LOKI__STRUCTURED_METADATA=auto)",
+            level="warning",
+            url=self._shown_url,
+        )
 
     # -- sending -------------------------------------------------------------------------
 
@@ -335,40 +349,41 @@ class LokiExporter(LogRecordExporter):
         size = sum(entry[3] for values in chunk.values() for entry in values)
         status, detail, gave_up = self._deliver(chunk, entries, size)
         if status is not None and 200 <= status < 300:
+            if not self._metadata_seen and self._metadata_on:
+                self._metadata_seen = any(e[2] for values in chunk.values() for e in values)
             return
         shown = detail[:300]
         if gave_up is not None:  # a later attempt may deliver it
-            reason = "shutdown" if gave_up == "shutdown" else self._reason(status)
-            result.retry.extend(entry for values in chunk.values() for entry in values)
-            result.count(reason, entries, retry=True)
-            if self._give_up(reason, entries, size):
-                _diag.report(
-                    "loki-spooled",
-                    f"fapilog loki exporter: {entries} entries not delivered ({gave_up}: "
-                    f"{shown}); kept in the disk spool, sent again later",
-                    level="warning",
-                    url=self._shown_url,
-                    status=status,
-                )
-            else:
-                self._report_drop(reason, entries, f"{gave_up}: {shown}", status)
+            self._retry_later(chunk, entries, size, status, f"{gave_up}: {shown}", result)
             return
-        if is_stream_limit(status, detail):
+        if is_stream_limit(status, detail) or (status == 400 and ingester_ignored(detail)):
             if len(chunk) > 1:  # one stream per request: each one's outcome is then exact
+                self._split_until = time.monotonic() + SPLIT_FOR
                 for key, values in chunk.items():
                     self._push({key: values}, result)
                 return
-            self._refuse("stream_limited", entries, size, result)
-            self._report_drop("stream_limited", entries, f"HTTP 429: {shown}", status)
+            ignored = ingester_ignored(detail) if status == 400 else None
+            if ignored is None:
+                self._refuse("stream_limited", entries, size, result)
+                self._report_drop("stream_limited", entries, f"HTTP 429: {shown}", status)
+            elif ignored[0] <= ignored[1] == entries:
+                self._split_until = time.monotonic() + SPLIT_FOR
+                self._refuse("out_of_order", ignored[0], size * ignored[0] // entries, result)
+                self._report_drop("out_of_order", ignored[0], f"HTTP 400: {shown}", status)
+                self.figures.sent(entries - ignored[0], size * (entries - ignored[0]) // entries)
+            else:
+                self._unknown(entries, result, f"HTTP 400: {shown}")
             return
         if status == 400:
             rejected = rejections(detail)
             if rejected is not None and sum(rejected.values()) <= entries:
-                self._partial(
-                    chunk, entries=entries, size=size, rejected=rejected, result=result, shown=shown
-                )
-                return
-            self._unknown(entries, size, result, f"HTTP 400: {shown}")
+                self._partial(chunk, entries, size, rejected, result, shown)
+            elif self._whole_metadata_refusal(chunk, rejected, detail):
+                self._metadata_off()  # (Loki 2.8 refuses such a request as a whole)
+                for part in self._requests.chunks(self._without_metadata(chunk, "all")):
+                    self._push(part, result)
+            else:
+                self._unknown(entries, result, f"HTTP 400: {shown}")
             return
         reason = "ingester_error"
         if is_unknown_tenant(status, detail):
@@ -376,48 +391,82 @@ class LokiExporter(LogRecordExporter):
         self._refuse(reason, entries, size, result)
         self._report_drop(reason, entries, f"HTTP {status}: {shown}", status)
 
-    def _partial(
+    def _whole_metadata_refusal(
+        self, chunk: Chunk, rejected: dict[str, int] | None, detail: str
+    ) -> bool:
+        """Loki's decoder refused a request with structured metadata as a whole (a 400
+        naming its ``PushRequest``, listing no entries) while `auto` has never seen this
+        Loki accept metadata: as a Loki before 2.9 answers."""
+        return (
+            rejected is None
+            and "pushrequest" in detail.lower()
+            and self._metadata_on
+            and not self._metadata_seen
+            and self._settings.structured_metadata == "auto"
+            and any(entry[2] for values in chunk.values() for entry in values)
+        )
+
+    def _partial(  # noqa: PLR0917 (one caller, all positional)
         self,
         chunk: Chunk,
-        *,
         entries: int,
         size: int,
         rejected: dict[str, int],
         result: Undelivered,
         shown: str,
     ) -> None:
-        """A 400 naming how many entries it rejected: the others were stored."""
-        with_metadata = [entry for values in chunk.values() for entry in values if entry[2]]
-        disallowed = rejected.pop(DISALLOWED_METADATA, 0)
-        if disallowed and disallowed != len(with_metadata):
-            self._unknown(entries, size, result, f"HTTP 400: {shown}")  # which: not known
-            return
-        resend = disallowed and self._settings.structured_metadata == "auto"
-        if disallowed and not resend:
-            rejected[DISALLOWED_METADATA] = disallowed
-        refused = sum(rejected.values())
-        for reason, count in rejected.items():
+        """A 400 listing the entries it rejected: the others were stored. Loki rejects
+        every entry with metadata while metadata is disallowed (for that reason, or one it
+        checks first); with `auto` those are sent again with their metadata in the line,
+        and only the other entries' rejections are counted here."""
+        with_metadata = sum(1 for values in chunk.values() for entry in values if entry[2])
+        disallowed = rejected.get(DISALLOWED_METADATA, 0)
+        resend = bool(disallowed) and self._settings.structured_metadata == "auto"
+        counted = list(rejected.items())
+        if resend:
+            del rejected[DISALLOWED_METADATA]
+            # the metadata entries rejected for another reason are counted on the resend
+            others = sum(rejected.values()) - (with_metadata - disallowed)
+            if others < 0:
+                self._unknown(entries, result, f"HTTP 400: {shown}")
+                self._metadata_off()
+                return
+            counted = shares(list(rejected.items()), others)
+        refused = sum(count for _, count in counted)
+        for reason, count in counted:
             self._refuse(reason, count, size * count // entries, result)
             self._report_drop(reason, count, f"HTTP 400: {shown}", 400)
-        stored = entries - refused - (disallowed if resend else 0)
-        self._sent(stored, size * stored // entries)
+        stored = entries - refused - (with_metadata if resend else 0)
+        self.figures.sent(stored, size * stored // entries)
         if resend:
-            self._metadata_on = False
+            self._metadata_off()
+            for part in self._requests.chunks(self._without_metadata(chunk, "metadata")):
+                self._push(part, result)
+
+    def _retry_later(  # noqa: PLR0917
+        self,
+        chunk: Chunk,
+        entries: int,
+        size: int,
+        status: int | None,
+        what: str,
+        result: Undelivered,
+    ) -> None:
+        """A request given up while a later attempt may deliver it: spooled or dropped."""
+        reason = "shutdown" if what.startswith("shutdown") else self._reason(status)
+        result.retry.extend(entry for values in chunk.values() for entry in values)
+        result.count(reason, entries, retry=True)
+        if self._give_up(reason, entries, size):
             _diag.report(
-                "loki-metadata-off",
-                "fapilog loki exporter: this Loki does not allow structured metadata; its "
-                "fields now go in the line (FAPILOG_LOKI__STRUCTURED_METADATA=auto)",
+                "loki-spooled",
+                f"fapilog loki exporter: {entries} entries not delivered ({what}); kept in "
+                "the disk spool, sent again later",
                 level="warning",
                 url=self._shown_url,
+                status=status,
             )
-            again: Chunk = {}
-            for key, values in chunk.items():
-                for entry in values:
-                    if entry[2]:
-                        readable = self._owners[id(entry)]
-                        again.setdefault(key, []).append(self._entry(readable, key, False))
-            for part in self._requests.chunks(again):
-                self._push(part, result)
+        else:
+            self._report_drop(reason, entries, what, status)
 
     def _deliver(self, chunk: Chunk, entries: int, size: int) -> tuple[int | None, str, str | None]:
         """Send one request, retrying transient failures (connection errors, 5xx, 429s but
@@ -433,7 +482,7 @@ class LokiExporter(LogRecordExporter):
                 return None, "fapilog is shutting down", "shutdown"
             status, retry_after, detail = self._post(body, headers)
             if status is not None and 200 <= status < 300:
-                self._sent(entries, size, len(body))
+                self.figures.sent(entries, size, len(body))
                 return status, "", None
             retryable = status is None or status == 429 or status >= 500
             if not retryable or is_stream_limit(status, detail):
@@ -444,8 +493,7 @@ class LokiExporter(LogRecordExporter):
             if retry_after is not None:  # the server knows best, within reason
                 delay = min(retry_after, RETRY_AFTER_CAP)
             attempt += 1
-            with self._stats_lock:
-                self.retries += 1
+            self.figures.retried()
             what = f"HTTP {status}: {detail[:300]}" if status is not None else detail
             _diag.report(
                 "loki-retry",
@@ -465,12 +513,12 @@ class LokiExporter(LogRecordExporter):
             with bounded:
                 response = self._client.post(self._url, content=body, headers=headers)
         except Exception as exc:  # connection refused, timeout, closed at shutdown
-            self._timed("error", started)
+            self.figures.timed("error", started)
             return None, None, self._scrub(f"{type(exc).__name__}: {exc}")
         finally:
             _local.quiet = False
         status = response.status_code
-        self._timed(str(status), started)
+        self.figures.timed(str(status), started)
         detail = ""
         if status >= 300:
             try:
@@ -490,40 +538,24 @@ class LokiExporter(LogRecordExporter):
     def _reason(status: int | None) -> str:
         return "rate_limited" if status == 429 else "ingester_error"
 
-    def _timed(self, status: str, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        with self._stats_lock:
-            self.requests[status] = self.requests.get(status, 0) + 1
-            figures = self.request_seconds.setdefault(status, [0.0, 0.0, 0.0])
-            figures[0] += 1
-            figures[1] += elapsed
-            figures[2] = max(figures[2], elapsed)
-
     def _give_up(self, reason: str, entries: int, size: int) -> bool:
         """A request a later attempt may deliver is given up: with fapilog's disk spool
         behind this exporter its entries are spooled (counted as such, returns True), else
         dropped."""
         if not self.spooled:
-            self._drop(reason, entries, size)
+            self.figures.dropped(reason, entries, size)
             return False
-        with self._stats_lock:
-            self.spooled_entries += entries
+        self.figures.spooled(entries)
         return True
-
-    def _drop(self, reason: str, entries: int, size: int) -> None:
-        with self._stats_lock:
-            self.dropped_entries[reason] = self.dropped_entries.get(reason, 0) + entries
-            self.dropped_bytes[reason] = self.dropped_bytes.get(reason, 0) + size
 
     def _refuse(self, reason: str, entries: int, size: int, result: Undelivered) -> None:
         """Entries Loki refused for good (never spooled: a replay meets the same refusal)."""
-        self._drop(reason, entries, size)
+        self.figures.dropped(reason, entries, size)
         result.count(reason, entries)
 
-    def _unknown(self, entries: int, size: int, result: Undelivered, what: str) -> None:
+    def _unknown(self, entries: int, result: Undelivered, what: str) -> None:
         """Entries of a request whose answer does not say which were stored."""
-        with self._stats_lock:
-            self.unknown_entries += entries
+        self.figures.unknown(entries)
         result.count(UNKNOWN_OUTCOME, entries)
         _diag.report(
             "loki-unknown-outcome",
@@ -532,14 +564,6 @@ class LokiExporter(LogRecordExporter):
             level="error",
             url=self._shown_url,
         )
-
-    def _sent(self, entries: int, size: int, body: int = 0) -> None:
-        with self._stats_lock:
-            self.sent_entries += entries
-            self.sent_bytes += size
-            if body:
-                self.sent_requests += 1
-                self.encoded_bytes += body
 
     def _report_drop(self, reason: str, entries: int, what: str, status: int | None) -> None:
         _diag.report(

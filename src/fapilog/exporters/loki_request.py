@@ -45,14 +45,18 @@ class RequestEncoder:
         if self._gzip:
             self.headers["Content-Encoding"] = "gzip"
 
-    def chunks(self, streams: Chunk) -> list[Chunk]:
+    def chunks(self, streams: Chunk, *, one_stream: bool = False) -> list[Chunk]:
         """Cut the streams into requests of at most batch_bytes (an entry larger than that
-        goes alone); entries sorted by time within each stream."""
+        goes alone), of one stream each with `one_stream`; entries sorted by time within
+        each stream."""
         limit = self._limit
         chunks: list[Chunk] = []
         current: Chunk = {}
         used = 0
         for key, entries in streams.items():
+            if one_stream and current:
+                chunks.append(current)
+                current, used = {}, 0
             entries.sort(key=lambda entry: entry[0])
             for entry in entries:
                 if used and used + entry[3] > limit:

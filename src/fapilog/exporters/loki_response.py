@@ -1,16 +1,23 @@
 """What a Loki push's error answer says about the entries of the request.
 
-Loki validates a push entry by entry: it stores the valid entries and answers one 400 for
-the rest (partial acceptance), its body grouping the failures by message, each group
-``"<n> errors like: <message>"``, groups joined by ``"; "`` (a single failure has no count).
-A stream over the tenant's active stream limit fails while the request's other streams are
-stored, and the push answers 429 "Maximum active stream limit exceeded": that 429 does not go
-away by waiting, unlike the rate-limit 429s, which refuse the whole request.
+Loki answers a push in two stages (read from Loki 2.9's distributor and ingester):
 
-`rejections` reads a 400 body into the count of rejected entries by reason, named as Loki's
-own validation metrics name them. It answers None when the body does not say how many
-entries were rejected (a message about a whole stream, which counts once for all its entries;
-a proxy's page; a body cut short): then the outcome of the request's entries is not known.
+- **The distributor validates entry by entry.** It stores the valid entries and answers one
+  400 for the rest (partial acceptance), its body grouping the failures by message, each
+  group ``"<n> errors like: <message>"``, groups joined by ``"; "`` (a single failure has no
+  count). `rejections` reads it into the count of rejected entries by reason, named as
+  Loki's own validation metrics name them.
+- **The ingester stores stream by stream, and answers for the last stream only.** A stream
+  over the tenant's active stream limit is refused while the request's other streams are
+  stored (429 "Maximum active stream limit exceeded", which does not go away by waiting,
+  unlike the rate-limit 429s); entries too far behind their stream's newest are ignored
+  (a 400 ending ``"total ignored: <n> out of <m> for stream: {...}"``, `ingester_ignored`).
+  Each stream's outcome overwrites the previous one's, so only a request of one stream has
+  an exact answer: the exporter then sends one stream per request (`fapilog.exporters.loki`).
+
+An answer that does not say how many entries it rejected (a message about a whole stream,
+which counts once for all its entries; a proxy's page; a body cut short) gives None: the
+outcome of the request's entries is then not known.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ __all__ = [
     "DISALLOWED_METADATA",
     "MAX_ERROR_BODY",
     "Undelivered",
+    "ingester_ignored",
     "is_stream_limit",
     "is_unknown_tenant",
     "rejections",
@@ -33,31 +41,36 @@ __all__ = [
 
 MAX_ERROR_BODY = 1024 * 1024  # the longest error body read (Loki's lists every failure)
 DISALLOWED_METADATA = "disallowed_structured_metadata"
-# entry-level validation messages (Loki 2.9-3.x, pkg/validation) -> the reason counted
-_ENTRY_REASONS = (
-    ("max entry size", "line_too_long"),
-    ("timestamp too old", "greater_than_max_sample_age"),
-    ("timestamp too new", "too_far_in_future"),
-    ("entry too far behind", "out_of_order"),
-    ("entry out of order", "out_of_order"),
-    ("structured metadata, but this feature is disallowed", DISALLOWED_METADATA),
-    ("structured metadata too large", "structured_metadata_too_large"),
-    ("structured metadata too many", "structured_metadata_too_many"),
-    ("too many structured metadata", "structured_metadata_too_many"),
+# the distributor's per-entry messages (Loki 2.9-3.x, pkg/validation), matched from their
+# start: a label value quoted inside one cannot pass for another
+_STREAM = r"(?:for )?stream '.*'"
+_ENTRY_REASONS = tuple(
+    (re.compile(pattern, re.IGNORECASE | re.DOTALL), reason)
+    for pattern, reason in (
+        (rf"max entry size '\d+' bytes exceeded {_STREAM} while adding an entry", "line_too_long"),
+        (rf"entry {_STREAM} has timestamp too old", "greater_than_max_sample_age"),
+        (rf"entry {_STREAM} has timestamp too new", "too_far_in_future"),
+        (
+            rf"{_STREAM} includes structured metadata, but this feature is disallowed",
+            DISALLOWED_METADATA,
+        ),
+        (rf"{_STREAM} has structured metadata too large", "structured_metadata_too_large"),
+        (rf"{_STREAM} has too many structured metadata", "structured_metadata_too_many"),
+    )
 )
 _GROUP = re.compile(r"(?:^|; )(\d+) errors like: ")
+_IGNORED = re.compile(r"total ignored: (\d+) out of (\d+) for stream: \{[^\n]*\}\s*\Z")
 
 
 def _reason(message: str) -> str | None:
-    lowered = message.lower()
-    for fragment, reason in _ENTRY_REASONS:
-        if fragment in lowered:
+    for pattern, reason in _ENTRY_REASONS:
+        if pattern.match(message):
             return reason
     return None
 
 
 def rejections(body: str) -> dict[str, int] | None:
-    """The entries a 400 answer rejected, by reason; None when it does not say."""
+    """The entries a distributor's 400 rejected, by reason; None when it does not say."""
     text = body.strip()
     if not text or len(text) >= MAX_ERROR_BODY:
         return None
@@ -78,6 +91,14 @@ def rejections(body: str) -> dict[str, int] | None:
             return None
         counted[reason] = counted.get(reason, 0) + count
     return counted
+
+
+def ingester_ignored(body: str) -> tuple[int, int] | None:
+    """(ignored, of) from an ingester's answer for one stream: entries out of order."""
+    match = _IGNORED.search(body.strip())
+    if match is None or ("too far behind" not in body and "out of order" not in body):
+        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 def is_stream_limit(status: int | None, body: str) -> bool:
@@ -106,11 +127,10 @@ class Undelivered:
         target = self.retried if retry else self.refused
         target[reason] = target.get(reason, 0) + entries
 
-    def reasons(self) -> dict[str, int]:
-        merged = dict(self.refused)
-        for reason, entries in self.retried.items():
-            merged[reason] = merged.get(reason, 0) + entries
-        return merged
+    def reasons(self) -> list[tuple[str, int]]:
+        """(reason, entries) pairs: those refused for good first (a reason may come again
+        among those to retry)."""
+        return [*self.refused.items(), *self.retried.items()]
 
 
 def retry_after(value: str | None) -> float | None:

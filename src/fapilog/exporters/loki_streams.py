@@ -84,10 +84,10 @@ class _Resource:
     """One resource's attributes, placed: labels' sources left out of the line, the others
     as metadata (when on) or in the line."""
 
-    __slots__ = ("in_line", "key", "metadata", "metadata_bytes", "values")
+    __slots__ = ("in_line", "metadata", "metadata_bytes", "resource", "values")
 
-    def __init__(self, key: int, values: dict[str, str]) -> None:
-        self.key = key
+    def __init__(self, resource: Any, values: dict[str, str]) -> None:
+        self.resource = resource  # (held: compared by identity)
         self.values = values  # label name -> value, for the labels taken from the resource
         self.in_line: dict[str, Any] = {}
         self.metadata: dict[str, str] = {}
@@ -164,11 +164,15 @@ class LokiLines:
             if trace_id is not None:
                 metadata = metadata or {}
                 metadata["trace_id"] = trace_id
-                metadata["span_id"] = span_id or "0" * 16
                 size += _TRACE_METADATA_BYTES
-        self._unclash(line, dict(key), metadata)
-        if placed.in_line:  # (the renderer renamed attributes clashing with them)
+                if span_id is not None:
+                    metadata["span_id"] = span_id
+        if self._settings.resource_in_line:  # (as asked: they may clash under | json)
+            self._unclash(line, dict(key), metadata)
+            line.update(placed.in_line)  # (the renderer renamed attributes clashing with them)
+        else:
             line.update(placed.in_line)
+            self._unclash(line, dict(key), metadata)
         rendered = self._renderer.dumps(line, readable)
         return rendered, metadata, size + len(rendered)
 
@@ -193,12 +197,16 @@ class LokiLines:
             if held is None and metadata is not None:
                 held = metadata.get(name)
             # (a label's value is cleaned: a text that lost characters so is kept in the line)
-            if held != (value if isinstance(value, str) else label_value(value)):
+            try:
+                same = held == (value if isinstance(value, str) else label_value(value))
+            except Exception:  # a value with no text (a foreign record's)
+                same = False
+            if not same:
                 line[_COLLISION + key] = value
 
     def _resource(self, resource: Any, metadata_on: bool) -> _Resource:
         placed = self._resources.get(metadata_on)
-        if placed is not None and placed.key == id(resource):
+        if placed is not None and placed.resource is resource:
             return placed
         attributes = dict(resource.attributes) if resource is not None else {}
         values = {
@@ -206,13 +214,18 @@ class LokiLines:
             for label in self._labels
             if label.source in attributes
         }
-        placed = _Resource(id(resource), values)
+        placed = _Resource(resource, values)
         sources = {label.source for label in self._labels}
         for name, value in self._renderer.resource_attributes(resource).items():
             is_label = name in sources
             if self._settings.resource_in_line:
                 placed.in_line[name] = value
-            elif metadata_on and not is_label and len(placed.metadata) < _MAX_RESOURCE_METADATA:
+            elif (
+                metadata_on
+                and not is_label
+                and len(placed.metadata) < _MAX_RESOURCE_METADATA
+                and sanitize_label_name(name) not in placed.metadata  # (else: in the line)
+            ):
                 text = _metadata_text(value)
                 meta_name = sanitize_label_name(name)
                 placed.metadata[meta_name] = text

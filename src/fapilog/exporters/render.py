@@ -104,14 +104,14 @@ class JsonRenderer:
 
     def _resource_parts(self, resource: Any) -> _ResourceParts:
         cache = self._resource_cache
-        if cache is not None and cache.key == id(resource):
+        if cache is not None and cache.resource is resource:
             return cache
         attrs = {
             str(k): v
             for k, v in (resource.attributes if resource is not None else {}).items()
             if not str(k).startswith(_RESOURCE_SKIP_PREFIXES)
         }
-        cache = self._resource_cache = _ResourceParts(id(resource), attrs)
+        cache = self._resource_cache = _ResourceParts(resource, attrs)
         return cache
 
     def _resource(self, resource: Any) -> tuple[dict[str, Any], frozenset[str]]:
@@ -282,10 +282,10 @@ class _ResourceParts:
     serialized tail of the JSON object (``,"service.name":...}``), None when there are no
     resource attributes or orjson cannot serialize them on its own."""
 
-    __slots__ = ("attrs", "key", "reserved", "tail", "tail_newline")
+    __slots__ = ("attrs", "reserved", "resource", "tail", "tail_newline")
 
-    def __init__(self, key: int, attrs: dict[str, Any]) -> None:
-        self.key = key
+    def __init__(self, resource: Any, attrs: dict[str, Any]) -> None:
+        self.resource = resource  # (held: compared by identity, never by a reused id())
         self.attrs = attrs
         self.reserved = CORE_KEYS | frozenset(attrs)
         self.tail: bytes | None = None

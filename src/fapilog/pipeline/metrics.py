@@ -141,11 +141,20 @@ def _exported(options: CallbackOptions) -> list[Observation]:
 
 
 def _dropped(options: CallbackOptions) -> list[Observation]:
+    """Dropped records by exporter and reason; records of unknown outcome (maybe lost)
+    under the reason ``unknown_outcome``."""
     exporters = _figures()["exporters"]
     return _observations(
         (count, {"exporter": name, "reason": reason})
         for name, figures in exporters.items()
-        for reason, count in figures["dropped_by_reason"].items()
+        for reason, count in [
+            *figures["dropped_by_reason"].items(),
+            *(
+                [("unknown_outcome", figures["unknown_outcome"])]
+                if figures["unknown_outcome"]
+                else []
+            ),
+        ]
     )
 
 

@@ -27,22 +27,23 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, Union
 
 from fapilog import _diag
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog._state import hand_over_gil, start_worker, under_lock_at_exit, worker_thread
+from fapilog.exporters.contract import shares
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
-__all__ = ["BatchQueue", "Outcome", "Reason", "shares", "split_outcome"]
+__all__ = ["BatchQueue", "Outcome", "Reason", "split_outcome"]
 
 T = TypeVar("T")
 
-# why records were lost: one reason for all, or records by reason (in order: those refused
-# for good first, then those a later attempt may deliver)
-Reason = Union[str, Mapping[str, int]]  # noqa: UP007 (a runtime alias)
+# why records were lost: one reason for all, or (reason, records) pairs (in order: those
+# refused for good first, then those a later attempt may deliver; a reason may come twice)
+Reason = Union[str, Sequence[tuple[str, int]]]  # noqa: UP007 (a runtime alias)
 # what a consumer returns: None (delivered), a reason (the batch lost), (reason, lost), or
 # (reason, lost, retry): `retry`, the lost records a later attempt may deliver (spooled)
 Outcome = Union[None, str, tuple[Reason, int], tuple[Reason, int, list[T]]]  # noqa: UP007 (generic)
@@ -549,21 +550,6 @@ class BatchQueue(Generic[T]):
         self._init_state()
         self._init_counters()
         self._sync = False
-
-
-def shares(reasons: Mapping[str, int], count: int) -> list[tuple[str, int]]:
-    """`count` records given their reasons, in the order of `reasons` (at most as many as
-    each lists; any left over: ``export_failed``)."""
-    result: list[tuple[str, int]] = []
-    left = count
-    for name, listed in reasons.items():
-        share = min(max(listed, 0), left)
-        if share:
-            result.append((name, share))
-            left -= share
-    if left:
-        result.append(("export_failed", left))
-    return result
 
 
 def split_outcome(failed: Outcome[T], size: int) -> tuple[Reason, int, list[T]]:

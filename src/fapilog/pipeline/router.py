@@ -226,8 +226,10 @@ class ExportProcessor:
                 if isinstance(given, str) and given:
                     reason = given
                 by_reason = getattr(self.exporter, "last_export_reasons", None)
-                if isinstance(by_reason, dict) and by_reason:
-                    reason = dict(by_reason)
+                if isinstance(by_reason, dict):
+                    by_reason = list(by_reason.items())
+                if isinstance(by_reason, (list, tuple)) and by_reason:
+                    reason = [(str(name), int(count)) for name, count in by_reason]
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
             error = repr(exc)
