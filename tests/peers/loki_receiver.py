@@ -9,7 +9,7 @@ request, as Loki's JSON parser, jsonparser, refuses it); label names
 ``[a-zA-Z_][a-zA-Z0-9_]*`` (a bad name fails the whole request); empty label values dropped and
 a stream left without labels rejected; at most 15 label names per stream; length limits for
 label names/values and lines; timestamps not older than 7 days nor newer than now + 10 min;
-out-of-order entries accepted unless more than 1 h behind the stream's newest; exact
+out-of-order entries accepted unless more than 1 h behind the stream's newest (see below); exact
 duplicates of an entry a stream holds silently dropped (Loki's head block: a resent entry is
 stored once); the per-tenant ingestion rate limit (4 MiB/s, burst 6 MiB) answered with 429
 for the whole request.
@@ -17,10 +17,15 @@ for the whole request.
 At its limits it answers as Loki 2.9's distributor and ingester do: validation is per entry,
 the valid entries are stored, and one 400 lists the rejected ones grouped by message
 (``"<n> errors like: <message>"`` joined by ``"; "``; a single failure without the count);
-structured metadata while it is not allowed (``structured_metadata=False``) rejects each
-entry carrying it, with Loki's "disallowed" message; streams are created one by one, and
-those over the active stream limit (``max_streams``) are refused while the request's other
-streams are stored, then the push answers 429 "Maximum active stream limit exceeded"; U+FFFD
+structured metadata while it is not allowed (``structured_metadata=False``, Loki 2.9's
+default) rejects each entry carrying it, with Loki's "disallowed" message (Loki 2.8,
+``structured_metadata="unsupported"``, refuses a JSON request carrying it as a whole and
+ignores it in a protobuf one); the ingester stores stream by stream and
+answers for the last stream only (each stream's outcome overwrites the previous one's): a
+stream over the active stream limit (``max_streams``) is refused while the request's other
+streams are stored (429 "Maximum active stream limit exceeded" when it came last), and
+entries over 1 h behind their stream's newest are ignored (a 400 ending "total ignored: N
+out of M for stream: {...}" when that stream came last); U+FFFD
 in a label value fails its stream ("invalid UTF-8 rune"); on the JSON path, quotes,
 backslashes and characters that are not printable in label values are stored escaped (Go's
 ``strconv.Quote``), on the protobuf path as they are. Also: 413 above 100 MiB; 422 for zero
@@ -203,9 +208,9 @@ class _Stream:
         self.labels = labels
         self.entries: list[Entry] = []
         self.newest = 0
-        # (timestamp, line, metadata) of what is stored: Loki's head block ignores an exact
+        # (timestamp, line) of what is stored: Loki's head block ignores an exact
         # duplicate (a resent entry), in or out of order
-        self.seen: set[tuple[int, str, tuple[tuple[str, str], ...]]] = set()
+        self.seen: set[tuple[int, str]] = set()
 
 
 class LokiReceiver:
@@ -634,9 +639,7 @@ class LokiReceiver:
             for key, labels, entries in valid:
                 good: list[Entry] = []
                 for entry in entries:  # the distributor's validation, entry by entry
-                    error = _entry_error(labels, entry, now)
-                    if error is None and entry.metadata and not self.structured_metadata:
-                        error = DISALLOWED_METADATA.format(labels=labels)
+                    error = _entry_error(labels, entry, now, bool(self.structured_metadata))
                     if error is not None:
                         rejected.append(error)
                     else:
@@ -657,7 +660,7 @@ class LokiReceiver:
                     if entry.timestamp < stream.newest - OUT_OF_ORDER_WINDOW:
                         ignored.append(entry)
                         continue
-                    identity = (entry.timestamp, entry.line, tuple(sorted(entry.metadata.items())))
+                    identity = (entry.timestamp, entry.line)  # (Loki compares these two)
                     if identity in stream.seen:
                         continue  # an exact duplicate: silently dropped
                     stream.seen.add(identity)
@@ -924,20 +927,32 @@ def _metadata_size(metadata: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
 
 
-def _entry_error(labels: dict[str, str], entry: Entry, now: int) -> str | None:
-    if len(entry.line.encode()) > MAX_LINE_SIZE:
-        return (
-            f"max entry size '{MAX_LINE_SIZE}' bytes exceeded for stream '{labels}' while "
-            f"adding an entry with length '{len(entry.line.encode())}' bytes"
-        )
-    if len(entry.metadata) > MAX_METADATA_ENTRIES:
-        return f"stream '{labels}' has structured metadata too many entries"
-    if _metadata_size(entry.metadata) > MAX_METADATA_SIZE:
-        return f"stream '{labels}' has structured metadata too large"
+def _entry_error(
+    labels: dict[str, str], entry: Entry, now: int, metadata_allowed: bool
+) -> str | None:
+    """The distributor's checks of one entry, in Loki's order (validateEntry): too old, too
+    new, line size, structured metadata disallowed, too large, too many."""
     if entry.timestamp < now - REJECT_OLD:
         return f"entry for stream '{labels}' has timestamp too old: {entry.timestamp}"
     if entry.timestamp > now + CREATION_GRACE:
         return f"entry for stream '{labels}' has timestamp too new: {entry.timestamp}"
+    if len(entry.line.encode()) > MAX_LINE_SIZE:
+        return (
+            f"Max entry size '{MAX_LINE_SIZE}' bytes exceeded for stream '{labels}' while "
+            f"adding an entry with length '{len(entry.line.encode())}' bytes"
+        )
+    if entry.metadata and not metadata_allowed:
+        return DISALLOWED_METADATA.format(labels=labels)
+    if _metadata_size(entry.metadata) > MAX_METADATA_SIZE:
+        return (
+            f"stream '{labels}' has structured metadata too large: "
+            f"'{_metadata_size(entry.metadata)}' bytes, limit: '{MAX_METADATA_SIZE}' bytes"
+        )
+    if len(entry.metadata) > MAX_METADATA_ENTRIES:
+        return (
+            f"stream '{labels}' has too many structured metadata labels: "
+            f"'{len(entry.metadata)}', limit: '{MAX_METADATA_ENTRIES}'"
+        )
     return None
 
 

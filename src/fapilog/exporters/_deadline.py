@@ -20,10 +20,14 @@ default context (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured) and the environmen
 (`environment_proxy`: ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY``, read as
 httpx reads them). TLS runs on memory buffers over the plain stream, so TLS through an
 HTTPS proxy is bounded the same way. Name resolution (the system resolver) is not bounded.
+
+`quiet_requests()` keeps httpx and httpcore from logging fapilog's own requests on the
+calling thread (once `install_quiet_filter()` has put the filter on their loggers).
 """
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -39,7 +43,13 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["DeadlineBackend", "DeadlineTransport", "environment_proxy"]
+__all__ = [
+    "DeadlineBackend",
+    "DeadlineTransport",
+    "environment_proxy",
+    "install_quiet_filter",
+    "quiet_requests",
+]
 
 _READ_SIZE = 64 * 1024
 
@@ -443,3 +453,45 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _Quiet(threading.local):
+    on = False
+
+
+_QUIET = _Quiet()
+
+
+class _OwnRequestFilter(logging.Filter):
+    """Keeps httpx from logging each of fapilog's own requests ("HTTP Request: POST ..."):
+    on a fapilog worker those lines would be noise on stderr, or feed the pipeline itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _QUIET.on
+
+
+_FILTER = _OwnRequestFilter()
+
+
+def install_quiet_filter() -> None:
+    """On httpx's and httpcore's loggers (a logger's filters do not apply to its children,
+    so every module logger: ``httpcore.connection``, ``httpcore.http11``, ...)."""
+    names = {"httpx", "httpcore"} | {
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith(("httpx.", "httpcore."))
+    }
+    for name in names:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+@contextmanager
+def quiet_requests() -> Iterator[None]:
+    """On this thread, httpx and httpcore log nothing while the block runs."""
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = False

@@ -27,7 +27,6 @@ checks made at configuration time are in `fapilog.exporters.loki_config`.
 from __future__ import annotations
 
 import base64
-import logging
 import random
 import threading
 import time
@@ -39,7 +38,12 @@ import httpx
 from pydantic import SecretStr
 
 from fapilog import _diag
-from fapilog.exporters._deadline import DeadlineTransport, environment_proxy
+from fapilog.exporters._deadline import (
+    DeadlineTransport,
+    environment_proxy,
+    install_quiet_filter,
+    quiet_requests,
+)
 from fapilog.exporters.contract import (
     UNKNOWN_OUTCOME,
     LogRecordExporter,
@@ -92,34 +96,8 @@ __all__ = [
 
 RETRY_AFTER_CAP = 300.0  # longest Retry-After honoured (promtail's max backoff)
 SPLIT_FOR = 600.0  # seconds requests carry one stream each after a stream was refused
+OUT_OF_ORDER_WINDOW = 3600 * 10**9  # Loki ignores an entry this far behind its stream's newest
 _LABELS_CACHE_SIZE = 1024
-
-_local = threading.local()
-
-
-class _OwnRequestFilter(logging.Filter):
-    """Keeps httpx from logging each of our pushes ("HTTP Request: POST ..."): on a
-    fapilog worker those lines would be noise on stderr, or feed the pipeline itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_local, "quiet", False)
-
-
-_FILTER = _OwnRequestFilter()
-
-
-def _install_filter() -> None:
-    """On httpx's and httpcore's loggers (a logger's filters do not apply to its children,
-    so every module logger: ``httpcore.connection``, ``httpcore.http11``, ...)."""
-    names = {"httpx", "httpcore"} | {
-        name
-        for name in list(logging.root.manager.loggerDict)
-        if name.startswith(("httpx.", "httpcore."))
-    }
-    for name in names:
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
 
 
 class LokiExporter(LogRecordExporter):
@@ -184,7 +162,7 @@ class LokiExporter(LogRecordExporter):
             transport=transport, timeout=httpx.Timeout(settings.timeout), follow_redirects=False
         )
         self.figures = LokiFigures()
-        _install_filter()
+        install_quiet_filter()
 
     @property
     def push_target(self) -> str:
@@ -233,13 +211,13 @@ class LokiExporter(LogRecordExporter):
         except Exception as exc:  # never raise into the worker: report and count
             _diag.report("loki-export", f"fapilog loki exporter failed: {self._scrub(repr(exc))}")
             sent = self.figures.sent_entries - sent_before
-            # what was sent counts as exported, the rest as failed; nothing is spooled (a
-            # batch that fails so would fail again on every replay)
-            undelivered = result.reasons()
-            left = len(batch) - sent - sum(count for _, count in undelivered)
+            # what was sent counts as exported, what was given up as it was, the rest as
+            # failed, never spooled (a batch that fails so would fail on every replay)
+            refused, retried = list(result.refused.items()), list(result.retried.items())
+            left = len(batch) - sent - sum(result.refused.values()) - len(result.retry)
             self.last_export_dropped = len(batch) - sent
-            self.last_export_reasons = [*undelivered, ("export_failed", max(left, 0))]
-            self.last_export_retry = []
+            self.last_export_reasons = [*refused, ("export_failed", max(left, 0)), *retried]
+            self.last_export_retry = [self._owners[id(entry)] for entry in result.retry]
             return LogRecordExportResult.FAILURE
         finally:
             self._owners = {}
@@ -263,13 +241,11 @@ class LokiExporter(LogRecordExporter):
     def shutdown(self) -> None:
         """Abort any retry wait, then release the connection pool."""
         self._stop.set()
-        _local.quiet = True
-        try:
-            self._client.close()
-        except Exception:
-            pass
-        finally:
-            _local.quiet = False
+        with quiet_requests():
+            try:
+                self._client.close()
+            except Exception:
+                pass
 
     def stats(self) -> dict[str, Any]:
         """promtail-like figures (`fapilog.exporters.loki_figures`), label values folded by
@@ -319,15 +295,17 @@ class LokiExporter(LogRecordExporter):
         self._owners[id(entry)] = readable
         return entry, len(line)
 
-    def _without_metadata(self, chunk: Chunk, which: str) -> Chunk:
-        """The entries of `chunk` (`which`: all, or those with metadata), rendered again
-        with their metadata in the line."""
+    def _without_metadata(self, chunk: Chunk, *, others: bool) -> Chunk:
+        """The entries of `chunk` that carry metadata, rendered again with their metadata in
+        the line (`others`: with the other entries as they are, in their order)."""
         again: Chunk = {}
         for key, values in chunk.items():
             for entry in values:
-                if which == "all" or entry[2]:
+                if entry[2]:
                     readable = self._owners[id(entry)]
                     again.setdefault(key, []).append(self._entry(readable, key, False)[0])
+                elif others:
+                    again.setdefault(key, []).append(entry)
         return again
 
     def _metadata_off(self) -> None:
@@ -345,6 +323,12 @@ class LokiExporter(LogRecordExporter):
     def _push(self, chunk: Chunk, result: Undelivered) -> None:
         """Send one request and account for each of its entries in `result` (see
         `fapilog.exporters.loki_response` for what Loki's answers say)."""
+        if len(chunk) > 1 and time.monotonic() < self._split_until:
+            for key, values in chunk.items():  # (built before one stream per request began)
+                self._push({key: values}, result)
+            return
+        if not self._metadata_on and any(e[2] for values in chunk.values() for e in values):
+            chunk = self._without_metadata(chunk, others=True)  # (built before it went off)
         entries = sum(len(values) for values in chunk.values())
         size = sum(entry[3] for values in chunk.values() for entry in values)
         status, detail, gave_up = self._deliver(chunk, entries, size)
@@ -359,8 +343,7 @@ class LokiExporter(LogRecordExporter):
         if is_stream_limit(status, detail) or (status == 400 and ingester_ignored(detail)):
             if len(chunk) > 1:  # one stream per request: each one's outcome is then exact
                 self._split_until = time.monotonic() + SPLIT_FOR
-                for key, values in chunk.items():
-                    self._push({key: values}, result)
+                self._resend_per_stream(chunk, result, shown)
                 return
             ignored = ingester_ignored(detail) if status == 400 else None
             if ignored is None:
@@ -380,8 +363,7 @@ class LokiExporter(LogRecordExporter):
                 self._partial(chunk, entries, size, rejected, result, shown)
             elif self._whole_metadata_refusal(chunk, rejected, detail):
                 self._metadata_off()  # (Loki 2.8 refuses such a request as a whole)
-                for part in self._requests.chunks(self._without_metadata(chunk, "all")):
-                    self._push(part, result)
+                self._push(chunk, result)  # (sent again without: see above)
             else:
                 self._unknown(entries, result, f"HTTP 400: {shown}")
             return
@@ -390,6 +372,16 @@ class LokiExporter(LogRecordExporter):
             shown += "; set FAPILOG_LOKI__TENANT_ID (sent as X-Scope-OrgID) for a multi-tenant Loki"
         self._refuse(reason, entries, size, result)
         self._report_drop(reason, entries, f"HTTP {status}: {shown}", status)
+
+    def _resend_per_stream(self, chunk: Chunk, result: Undelivered, shown: str) -> None:
+        """A request answered for its last stream only, sent again one stream per request.
+        Loki ignores a resent entry it holds, unless it checks it as too far behind first:
+        a stream spanning more than an hour is therefore not resent, its outcome unknown."""
+        for key, values in chunk.items():
+            if values[-1][0] - values[0][0] > OUT_OF_ORDER_WINDOW:
+                self._unknown(len(values), result, f"HTTP 429/400 for several streams: {shown}")
+            else:
+                self._push({key: values}, result)
 
     def _whole_metadata_refusal(
         self, chunk: Chunk, rejected: dict[str, int] | None, detail: str
@@ -400,7 +392,6 @@ class LokiExporter(LogRecordExporter):
         return (
             rejected is None
             and "pushrequest" in detail.lower()
-            and self._metadata_on
             and not self._metadata_seen
             and self._settings.structured_metadata == "auto"
             and any(entry[2] for values in chunk.values() for entry in values)
@@ -440,7 +431,7 @@ class LokiExporter(LogRecordExporter):
         self.figures.sent(stored, size * stored // entries)
         if resend:
             self._metadata_off()
-            for part in self._requests.chunks(self._without_metadata(chunk, "metadata")):
+            for part in self._requests.chunks(self._without_metadata(chunk, others=False)):
                 self._push(part, result)
 
     def _retry_later(  # noqa: PLR0917
@@ -508,15 +499,12 @@ class LokiExporter(LogRecordExporter):
         started = time.perf_counter()
         deadline = self._deadline
         bounded = deadline.deadline(self._settings.timeout) if deadline else nullcontext()
-        _local.quiet = True
         try:
-            with bounded:
+            with quiet_requests(), bounded:
                 response = self._client.post(self._url, content=body, headers=headers)
         except Exception as exc:  # connection refused, timeout, closed at shutdown
             self.figures.timed("error", started)
             return None, None, self._scrub(f"{type(exc).__name__}: {exc}")
-        finally:
-            _local.quiet = False
         status = response.status_code
         self.figures.timed(str(status), started)
         detail = ""

@@ -123,8 +123,9 @@ def label_value(value: Any) -> str:
     """A label value's text as Loki stores it alike from a JSON or a protobuf push: every
     character that is not printable (control and format characters, separators other than
     the space, a lone surrogate), U+FFFD, ``"`` and ``\\`` becomes ``_`` (Loki's label
-    parser refuses U+FFFD; its JSON path stores quotes, backslashes and control characters
-    escaped, its protobuf path as they are); cut at Loki's 2048 bytes."""
+    parser refuses U+FFFD; Loki 2.9 was seen to store quotes, backslashes and control
+    characters of a JSON push's label values escaped, of a protobuf push's as they are);
+    cut at Loki's 2048 bytes."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
