@@ -204,6 +204,7 @@ def test_a_label_value_loki_would_refuse_or_escape_is_stored_alike_from_both_enc
     """U+FFFD (Loki refuses the stream), a lone surrogate, a quote, a newline, a tab, a
     backslash (Loki's JSON path stores them escaped, its protobuf path as they are): both
     pushes are accepted, in one stream with one stored value."""
+    sent = 0
     for encoding in ("json", "protobuf"):
         sink = LokiExporter(
             LokiSettings(url=loki.url, encoding=encoding, labels=["region=region"], **FAST)
@@ -212,7 +213,9 @@ def test_a_label_value_loki_would_refuse_or_escape_is_stored_alike_from_both_enc
             assert sink.export([record("INFO", region=value, encoding=encoding)]).name == "SUCCESS"
         finally:
             sink.shutdown()
+        sent += sink.stats()["sent_entries"]
     assert {push.status for push in loki.pushes} == {204}
+    assert sent == loki.count() == 2  # the figures match what Loki stored
     ((key, entries),) = loki.streams().items()
     assert dict(key)["region"] == label_value(value)
     assert sorted(json.loads(entry.line)["encoding"] for entry in entries) == ["json", "protobuf"]
