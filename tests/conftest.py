@@ -13,6 +13,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util._once import Once
 
 import fapilog.testing
@@ -309,6 +310,23 @@ def loki_exporter() -> Any:
     (processor,) = [p for p in STATE.pipeline.processors if p.name == "loki"]
     assert isinstance(processor.exporter, LokiExporter)
     return processor.exporter
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def in_span(func: Any) -> str:
+    """Run `func` inside a sampled span of trace `TRACE_ID` (span 00f067aa0ba902b7);
+    returns the trace id as the JSON line writes it."""
+    context = SpanContext(
+        trace_id=int(TRACE_ID, 16),
+        span_id=0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(1),
+    )
+    with trace.use_span(NonRecordingSpan(context)):
+        func()
+    return TRACE_ID
 
 
 # ------------------------------------------------------ FastAPI tracing (test_fastapi_*.py)

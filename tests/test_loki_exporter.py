@@ -12,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import fapilog
 import fapilog.testing
+from conftest import in_span
 from conftest import loki_exporter as exporter
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord, exporter_spec
@@ -122,21 +121,9 @@ def test_sanitize_label_name_and_push_url() -> None:
     assert push_url(full) == full
 
 
-def _in_span(func: Any) -> str:
-    context = SpanContext(
-        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        span_id=0x00F067AA0BA902B7,
-        is_remote=False,
-        trace_flags=TraceFlags(1),
-    )
-    with trace.use_span(NonRecordingSpan(context)):
-        func()
-    return "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
 def test_trace_and_span_ids_go_to_structured_metadata(loki: LokiReceiver) -> None:
     configure(loki)
-    trace_id = _in_span(lambda: fapilog.get_logger("t").info("traced"))
+    trace_id = in_span(lambda: fapilog.get_logger("t").info("traced"))
     fapilog.get_logger("t").info("untraced")
     assert fapilog.force_flush(10)
     traced, untraced = loki.entries()
@@ -150,7 +137,7 @@ def test_trace_and_span_ids_go_to_structured_metadata(loki: LokiReceiver) -> Non
 def test_structured_metadata_can_be_switched_off_for_old_loki() -> None:
     with LokiReceiver(structured_metadata=False) as old:
         configure(old, structured_metadata=False)
-        _in_span(lambda: fapilog.get_logger("t").info("traced"))
+        in_span(lambda: fapilog.get_logger("t").info("traced"))
         assert fapilog.force_flush(10)
         (entry,) = old.entries()
         assert json.loads(entry.line)["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"

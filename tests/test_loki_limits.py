@@ -18,6 +18,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import fapilog
+from conftest import in_span
 from conftest import loki_exporter as exporter
 from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord
@@ -51,17 +52,6 @@ def exact(receiver: LokiReceiver) -> dict[str, Any]:
     loki = figures["exporters"]["loki"]
     assert loki["exported"] == receiver.count() == exporter().stats()["sent_entries"]
     return loki
-
-
-def in_span(func: Any) -> None:
-    context = SpanContext(
-        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        span_id=0x00F067AA0BA902B7,
-        is_remote=False,
-        trace_flags=TraceFlags(1),
-    )
-    with trace.use_span(NonRecordingSpan(context)):
-        func()
 
 
 # -- partial acceptance -------------------------------------------------------------------
@@ -102,17 +92,25 @@ def test_old_timestamps_rejected_in_part_are_counted_exactly(loki: LokiReceiver)
     assert sink.last_export_reasons == [("greater_than_max_sample_age", 15)]
 
 
-def record(timestamp: int, seq: int, **attributes: Any) -> ReadableLogRecord:
+def record(
+    timestamp: int,
+    seq: int,
+    *,
+    context: Any = None,
+    resource: Resource | None = None,
+    **attributes: Any,
+) -> ReadableLogRecord:
+    """A record as another library's LoggerProvider could hand one over."""
     return ReadableLogRecord(
         log_record=make_record(
             timestamp=timestamp,
-            context=None,
+            context=context,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
             body=f"e{seq}",
             attributes={"seq": seq, **attributes},
         ),
-        resource=Resource.create({"service.name": "api"}),
+        resource=resource or Resource.create({"service.name": "api"}),
         instrumentation_scope=InstrumentationScope("direct"),
     )
 
@@ -417,18 +415,7 @@ def test_a_value_with_no_text_never_costs_its_batch(loki: LokiReceiver) -> None:
     resource's `team`): compared for a clash, it is kept apart, and the batch is sent."""
     sink = LokiExporter(LokiSettings(url=loki.url, **FAST))
     resource = Resource.create({"service.name": "api", "team": "pay"})
-    odd = ReadableLogRecord(
-        log_record=make_record(
-            timestamp=time.time_ns(),
-            context=None,
-            severity_number=SeverityNumber.INFO,
-            severity_text="INFO",
-            body="odd",
-            attributes={"team": _NoText()},
-        ),
-        resource=resource,
-        instrumentation_scope=InstrumentationScope("direct"),
-    )
+    odd = record(time.time_ns(), 0, resource=resource, team=_NoText())
     try:
         assert sink.export([odd, record(time.time_ns(), 1)]).name == "SUCCESS"
     finally:
@@ -524,21 +511,8 @@ def test_auto_turns_metadata_off_for_every_request_of_the_export() -> None:
                 )
             )
         )
-        batch = [
-            ReadableLogRecord(
-                log_record=make_record(
-                    timestamp=time.time_ns() + seq,
-                    context=traced,
-                    severity_number=SeverityNumber.INFO,
-                    severity_text="INFO",
-                    body="traced",
-                    attributes={"seq": seq, "pad": "x" * 300},
-                ),
-                resource=Resource.create({"service.name": "api"}),
-                instrumentation_scope=InstrumentationScope("direct"),
-            )
-            for seq in range(9)
-        ]
+        now = time.time_ns()
+        batch = [record(now + seq, seq, context=traced, pad="x" * 300) for seq in range(9)]
         try:
             assert sink.export(batch).name == "SUCCESS"
         finally:

@@ -218,16 +218,16 @@ class LokiLines:
         sources = {label.source for label in self._labels}
         for name, value in self._renderer.resource_attributes(resource).items():
             is_label = name in sources
+            meta_name = sanitize_label_name(name)
             if self._settings.resource_in_line:
                 placed.in_line[name] = value
             elif (
                 metadata_on
                 and not is_label
                 and len(placed.metadata) < _MAX_RESOURCE_METADATA
-                and sanitize_label_name(name) not in placed.metadata  # (else: in the line)
+                and meta_name not in placed.metadata  # (else: in the line)
             ):
                 text = _metadata_text(value)
-                meta_name = sanitize_label_name(name)
                 placed.metadata[meta_name] = text
                 placed.metadata_bytes += len(meta_name) + len(text.encode("utf-8", "replace"))
             elif not is_label:
