@@ -140,7 +140,9 @@ def test_initialize_selects_fapilog_and_configures_one_pipeline(
     logs = global_sdk_provider()
     # one Resource for traces and logs
     assert dict(provider.resource.attributes) == dict(logs.resource.attributes)
-    assert provider.resource.attributes["telemetry.auto.version"]
+    assert provider.resource.attributes["telemetry.distro.name"] == "fapilog"
+    assert provider.resource.attributes["telemetry.distro.version"] == fapilog.__version__
+    assert "telemetry.auto.version" not in provider.resource.attributes  # (deprecated)
     assert provider.resource.attributes["service.name"] == "svc"
     root = logging.getLogger()
     assert [type(h).__name__ for h in root.handlers] == ["FapilogHandler"]

@@ -39,7 +39,7 @@ def test_record_fields_inside_a_span(memory_exporter: MemoryExporter) -> None:
     assert rec.trace_flags == expected.trace_flags
     assert rec.timestamp and rec.timestamp > 1_700_000_000 * 10**9
     assert rec.severity_number == SeverityNumber.WARN
-    assert rec.severity_text == "WARNING"
+    assert rec.severity_text == "WARN"
     assert rec.body == "payment retried"
     # the ids travel as record fields, not as duplicate attributes
     assert _attrs(record) == {"order_id": 7, "attempt": 2}
@@ -81,9 +81,9 @@ def test_trace_context_is_read_on_the_calling_thread(memory_exporter: MemoryExpo
     [
         ("debug", SeverityNumber.DEBUG, "DEBUG"),
         ("info", SeverityNumber.INFO, "INFO"),
-        ("warning", SeverityNumber.WARN, "WARNING"),
+        ("warning", SeverityNumber.WARN, "WARN"),
         ("error", SeverityNumber.ERROR, "ERROR"),
-        ("critical", SeverityNumber.FATAL, "CRITICAL"),
+        ("critical", SeverityNumber.FATAL, "FATAL"),
     ],
 )
 def test_severity_mapping(
@@ -109,7 +109,7 @@ def test_exception_attributes(memory_exporter: MemoryExporter) -> None:
     attrs = _attrs(first)
     assert first.log_record.severity_number == SeverityNumber.ERROR
     assert attrs["exception.type"] == "KeyError"
-    assert attrs["exception.message"] == "'missing'"
+    assert attrs["exception.message"] == "missing"  # (the argument, as OpenTelemetry's handler gives it)
     assert "Traceback (most recent call last)" in attrs["exception.stacktrace"]
     assert 'raise KeyError("missing")' in attrs["exception.stacktrace"]
     assert attrs["key"] == "missing"

@@ -184,7 +184,7 @@ def test_logs_and_spans_reach_the_collector_correlated(
     assert warning.resource["service.name"] == "shop"
     assert warning.resource["service.version"] == "1.2.3"
     assert warning.resource["deployment.environment.name"] == "staging"
-    assert (warning.severity_number, warning.severity_text) == (13, "WARNING")
+    assert (warning.severity_number, warning.severity_text) == (13, "WARN")
     assert (error.severity_number, error.severity_text) == (17, "ERROR")
     assert (warning.body, warning.scope, error.scope) == ("payment declined", "app", "shop.db")
     assert warning.attributes == {

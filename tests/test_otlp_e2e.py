@@ -75,7 +75,7 @@ def test_collector_receives_correlated_logs_and_spans(
         for key in RESOURCE_KEYS:
             assert entry.resource[key] == span.resource[key]
         assert [entry.resource[key] for key in RESOURCE_KEYS] == ["shop", "2.4.1", "staging"]
-        assert (entry.severity_number, entry.severity_text) == (SEVERITY_WARN, "WARNING")
+        assert (entry.severity_number, entry.severity_text) == (SEVERITY_WARN, "WARN")
         assert entry.scope == "shop.orders"
         assert entry.attributes == {
             "order_id": entry.attributes["order_id"],

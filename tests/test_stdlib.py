@@ -40,7 +40,7 @@ def test_stdlib_records_become_structured(memory_exporter: MemoryExporter) -> No
     ]
     first = records[0]
     assert first.instrumentation_scope.name == "lib"
-    assert first.log_record.severity_text == "WARNING"
+    assert first.log_record.severity_text == "WARN"
     assert _attrs(first) == {"mount": "/data", "n": 2}
 
 

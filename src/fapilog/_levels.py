@@ -21,6 +21,7 @@ __all__ = [
     "Level",
     "LevelName",
     "NAMES",
+    "OTEL_TEXT",
     "WARN_SEVERITY",
     "level_for_number",
     "method_for_number",
@@ -69,6 +70,7 @@ WARN_SEVERITY = SeverityNumber.WARN.value  # 13: shed after everything below it
 ERROR_SEVERITY = SeverityNumber.ERROR.value  # 17: shed last
 _BY_NUMBER = {level.number: level for level in LEVELS}
 # severity ranges (1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL) -> the JSON text of their base
+_JSON_TEXT = {"warn": "warning", "fatal": "critical"}
 _TEXT_BY_SEVERITY = ((21, "critical"), (17, "error"), (13, "warning"), (9, "info"), (5, "debug"))
 
 
@@ -92,9 +94,13 @@ def number_of(name: str) -> int:
 def severity_for_number(number: int) -> SeverityNumber:
     """The OpenTelemetry severity of any stdlib level number, as the OpenTelemetry logs data
     model maps them: each stdlib level's base severity plus up to 3 for the numbers just
-    above it (21 -> INFO2, 25 -> INFO4), UNSPECIFIED below DEBUG, FATAL4 above 53."""
+    above it (21 -> INFO2, 25 -> INFO4), FATAL4 above 53. Below DEBUG, the TRACE range
+    (1-4) the same way, from a customary TRACE = 5 (1-5 -> TRACE, 6 -> TRACE2, 8 and 9 ->
+    TRACE4); UNSPECIFIED for 0 (NOTSET) and below."""
     if number < 10:
-        return SeverityNumber.UNSPECIFIED
+        if number < 1:
+            return SeverityNumber.UNSPECIFIED
+        return SeverityNumber(max(1, min(number - 4, 4)))
     if number > 53:
         return SeverityNumber.FATAL4
     base = _BY_NUMBER[min(number // 10 * 10, 50)]
@@ -119,12 +125,19 @@ def method_for_number(number: int) -> str:
     return "info" if number < 30 else "warning" if number < 40 else "error"
 
 
+# A record's severity text for OpenTelemetry: the logs data model's short names, as the
+# SDK's logging handler writes them ("WARN", "FATAL"), one text per level whatever path the
+# record took; other names (DEBUG, INFO, ERROR, custom levels) are the same
+OTEL_TEXT: dict[str, str] = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
 def text_of(severity_text: str | None, severity_number: SeverityNumber | None) -> str:
     """What a JSON line's ``level`` shows for a record: its severity text in lower case
-    (``WARN`` read as ``warning``), else the text of its severity range."""
+    (``WARN`` read as ``warning``, ``FATAL`` as ``critical``), else the text of its severity
+    range."""
     if severity_text:
         lowered = severity_text.lower()
-        return "warning" if lowered == "warn" else lowered
+        return _JSON_TEXT.get(lowered, lowered)
     if severity_number is None:
         return "info"
     value = severity_number.value

@@ -194,7 +194,16 @@ class Folding:
         stamp = first.timestamp + int(seconds * 1e9)
         summary: Pending = tuple.__new__(
             Pending,
-            (stamp, first.severity, first.severity_text, first.logger, event, first.context, None),
+            (
+                stamp,
+                first.severity,
+                first.severity_text,
+                first.logger,
+                event,
+                first.context,
+                None,
+                0,
+            ),
         )
         write = self.write
         if write is not None:

@@ -56,6 +56,10 @@ class Pending(NamedTuple):
     event: dict[str, Any]
     context: otel_context.Context
     exception: BaseException | None
+    # when a handler observed a record made earlier elsewhere (a stdlib LogRecord: its
+    # `created` is `timestamp`), ns since the epoch; 0: the bridge's emit time is the
+    # observed time (fapilog's own loggers: no second clock read on the caller's thread)
+    observed: int
 
 
 class Released(Pending):
@@ -97,13 +101,14 @@ _put = STATE.put
 class StdlibSink(Sink):
     """Sink for one stdlib LogRecord: carries the record's own time and level."""
 
-    __slots__ = ("created_ns", "level")
+    __slots__ = ("created_ns", "level", "observed_ns")
 
     def __init__(
         self, name: str, created_ns: int, level: _levels.Level, named: Sink | None = None
     ) -> None:
         super().__init__(name, 0)
         self.created_ns = created_ns
+        self.observed_ns = time.time_ns()  # when fapilog's handler saw the record
         self.level = level
         if named is not None:  # the levels and rate limit of the logger's own Sink
             self.export_level = named.export_level
@@ -193,16 +198,19 @@ def capture(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
             continue
         coerce_attributes(event)
         break
+    observed = 0
     if isinstance(logger, StdlibSink):
         level = logger.level
         timestamp = logger.created_ns
+        observed = logger.observed_ns
     else:
         level = _BY_METHOD.get(method_name, _INFO)
         timestamp = time.time_ns()
     name = logger.name if isinstance(logger, Sink) else getattr(logger, "name", "structlog")
     # (tuple.__new__ directly: cheaper than the generated NamedTuple __new__)
     return _new_tuple(
-        Pending, (timestamp, level.severity, level.name, name, event, _get_current(), exc)
+        Pending,
+        (timestamp, level.severity, level.name, name, event, _get_current(), exc, observed),
     )
 
 

@@ -123,7 +123,7 @@ def hold_call(
             return
         pending = tuple.__new__(
             Pending,
-            (time_ns(), level.severity, level.name, sink.name, event_dict, _get_current(), None),
+            (time_ns(), level.severity, level.name, sink.name, event_dict, _get_current(), None, 0),
         )
         recorder.put(pending, after, size)
     except DropEvent:

@@ -23,7 +23,7 @@ import logging.config
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from structlog import DropEvent
@@ -51,11 +51,18 @@ __all__ = [
 ]
 
 # LogRecord attributes that are not user `extra` fields.
-# color_message: uvicorn's ANSI-coloured copy of the message, meant for its own formatter
+# color_message: uvicorn's ANSI-coloured copy of the message, meant for its own formatter;
+# otel*: what OpenTelemetry's logging instrumentation adds to every record under
+# OTEL_PYTHON_LOG_CORRELATION=true (for text formats), the record's own trace fields and
+# resource again
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
     | {"message", "asctime", "taskName", "color_message"}
+    | {"otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName"}
 )
+# A message that is not text, logged without %-arguments (``logging.info({"id": 7})``), is
+# the record's body as it is, as the SDK's handler keeps it: a map stays a map
+_BODY_KINDS = (Mapping, list, tuple, bytes, bool, int, float, type(None))
 # Loggers that ship their own handlers writing plain text: they propagate to fapilog instead.
 TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn", "gunicorn.error",
               "gunicorn.access", "hypercorn.error", "hypercorn.access", "_granian",
@@ -122,11 +129,13 @@ class FapilogHandler(logging.Handler):
         if named is None:
             named = _named(record.name)
         event: dict[str, Any] = {}
-        try:
-            message = record.getMessage()
-        except Exception as exc:  # bad %-format args, a str() that raises: the parts as they are
-            message = unformatted(record.msg, record.args)
-            event[ERROR_KEY] = f"message could not be formatted: {type(exc).__name__}"
+        message: Any = record.msg
+        if record.args or type(message) is str or not isinstance(message, _BODY_KINDS):
+            try:
+                message = record.getMessage()
+            except Exception as exc:  # bad %-format args, a str() that raises: the parts
+                message = unformatted(record.msg, record.args)
+                event[ERROR_KEY] = f"message could not be formatted: {type(exc).__name__}"
         event["event"] = message
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):

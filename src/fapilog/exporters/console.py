@@ -252,7 +252,7 @@ class ConsoleExporter(LogRecordExporter):
             return pending
         outcome = self._write(data)
         context = otel_context.set_value(self._key, outcome, pending.context)
-        return _new_tuple(type(pending), (*pending[:5], context, pending[6]))  # (Released stays)
+        return _new_tuple(type(pending), (*pending[:5], context, *pending[6:]))  # (Released stays)
 
     def write_foreign(self, record: ReadableLogRecord) -> None:
         """Write a record other code emitted on this thread now, and mark it."""

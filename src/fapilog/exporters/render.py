@@ -143,6 +143,12 @@ class JsonRenderer:
                         line[COLLISION_PREFIX + key] = value
                     else:
                         line[key] = value
+            if type(attributes) is not dict:  # held to the attribute limits
+                dropped = getattr(attributes, "dropped", 0)
+                if dropped:
+                    line["fapilog.dropped_attributes"] = dropped
+        if record.event_name is not None:
+            line["event.name"] = record.event_name
         return line
 
     def as_dict(self, readable: ReadableLogRecord) -> dict[str, Any]:

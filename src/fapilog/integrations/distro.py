@@ -35,7 +35,6 @@ from typing import Any, ClassVar
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from fapilog import _diag
@@ -112,7 +111,7 @@ class FapilogConfigurator(sdk_configuration.BaseConfigurator):  # type: ignore[m
         if not _enabled():
             sdk_configuration.run_stock_configurator(**kwargs)
             return
-        configure_sdk(auto_instrumentation_version=kwargs.get("auto_instrumentation_version"))
+        configure_sdk()
 
 
 # -- OTEL_LOGS_EXPORTER -> FAPILOG_EXPORTERS ------------------------------------------------
@@ -189,7 +188,7 @@ def _settings() -> LoggingSettings:
 _lock = threading.Lock()
 
 
-def configure_sdk(auto_instrumentation_version: str | None = None) -> LoggingSettings:
+def configure_sdk() -> LoggingSettings:
     """What `FapilogConfigurator` does: providers for traces, metrics and logs that share one
     Resource, then fapilog's pipeline. Returns the settings used."""
     with _lock:
@@ -198,11 +197,8 @@ def configure_sdk(auto_instrumentation_version: str | None = None) -> LoggingSet
             if names:
                 os.environ["FAPILOG_EXPORTERS"] = ",".join(names)
         settings = _settings()
+        # (with telemetry.distro.*, which replaces the deprecated telemetry.auto.version)
         resource = build_resource(settings)
-        if auto_instrumentation_version:
-            resource = resource.merge(
-                Resource({"telemetry.auto.version": auto_instrumentation_version})
-            )
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             provider = TracerProvider(
                 resource=resource,

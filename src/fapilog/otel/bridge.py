@@ -10,11 +10,13 @@ out to the exporters.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from time import time_ns
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
 from fapilog import _diag
+from fapilog._levels import OTEL_TEXT
 from fapilog.capture.coerce import coerce_value
 from fapilog.capture.record import Pending
 from fapilog.otel.logs import (
@@ -56,13 +58,19 @@ class Forward(NamedTuple):
 def event_fields(pending: Pending) -> tuple[Any, dict[str, Any]]:
     """The body and attributes of a captured event: the message comes out of `event`, the
     trace ids move to the record's own fields, the exception becomes the OpenTelemetry
-    semantic-convention attributes."""
-    body, attributes, _ = _record_fields(pending)
+    semantic-convention attributes (an ``event.name`` stays among them here)."""
+    body, attributes, _, event_name = _record_fields(pending)
+    if event_name is not None:
+        attributes["event.name"] = event_name
     return body, attributes
 
 
-def _record_fields(pending: Pending) -> tuple[Any, dict[str, Any], trace.SpanContext]:
-    """`event_fields`, plus the span context of the event's OTel context (read once)."""
+def _record_fields(
+    pending: Pending,
+) -> tuple[Any, dict[str, Any], trace.SpanContext, str | None]:
+    """`event_fields`, plus the span context of the event's OTel context (read once) and
+    the record's ``event_name``: a text ``event.name`` moves out of the attributes into
+    the record's own field, as the logs data model has it."""
     attributes = pending.event
     body = attributes.pop("event", None)
     if body is not None and type(body) is not str:
@@ -71,9 +79,13 @@ def _record_fields(pending: Pending) -> tuple[Any, dict[str, Any], trace.SpanCon
     if span_context.is_valid:
         attributes.pop("trace_id", None)
         attributes.pop("span_id", None)
+    event_name = attributes.pop("event.name", None)
+    if event_name is not None and type(event_name) is not str:
+        attributes["event.name"] = event_name  # (not a name: an ordinary attribute)
+        event_name = None
     if pending.exception is not None:
         attributes.update(exception_attributes(pending.exception))
-    return body, attributes, span_context
+    return body, attributes, span_context, event_name
 
 
 def _severity(item: Pending | Forward) -> int:
@@ -154,15 +166,19 @@ class Bridge:
                 continue
             count = len(collected)
             try:
-                body, attributes, span_context = _record_fields(pending)
+                body, attributes, span_context, event_name = _record_fields(pending)
+                text = pending.severity_text
                 record = make_record(
                     timestamp=pending.timestamp,
                     context=pending.context,
                     severity_number=pending.severity,
-                    severity_text=pending.severity_text,
+                    severity_text=OTEL_TEXT.get(text, text),
                     body=body,
                     attributes=attributes,
                     span_context=span_context,
+                    # the time the record was observed: a handler's (stdlib), else now
+                    observed_timestamp=pending.observed or time_ns(),
+                    event_name=event_name,
                 )
                 logger = loggers.get(pending.logger)
                 if logger is None:

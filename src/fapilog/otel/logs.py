@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import _logs as logs_api
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import (
     Logger,
@@ -51,6 +52,7 @@ __all__ = [
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "add_attribute",
+    "bound_attributes",
     "emit",
     "fast_emit_supported",
     "global_sdk_provider",
@@ -280,27 +282,31 @@ def make_record(
     body: Any,
     attributes: dict[str, Any],
     span_context: trace.SpanContext | None = None,
+    observed_timestamp: int | None = None,
+    event_name: str | None = None,
 ) -> LogRecord:
     """An API LogRecord for a captured event. `context` is the caller's (captured on its
-    thread); `span_context`, when the caller already has it, is `span_context_of(context)`.
+    thread); `span_context`, when the caller already has it, is `span_context_of(context)`;
+    `observed_timestamp` defaults to `timestamp`.
 
     `LogRecord.__init__` reads the worker's current context when `context` is empty and the
     span from the context again; with `_FAST_RECORD` the same fields are set directly."""
     if not _FAST_RECORD:
         return LogRecord(
             timestamp=timestamp,
-            observed_timestamp=timestamp,
+            observed_timestamp=observed_timestamp or timestamp,
             context=context or _EMPTY_CONTEXT,
             severity_text=severity_text,
             severity_number=severity_number,
             body=body,
             attributes=attributes,
+            event_name=event_name,
         )
     if span_context is None:
         span_context = span_context_of(context)
     record = _new_record(LogRecord)
     record.timestamp = timestamp
-    record.observed_timestamp = timestamp
+    record.observed_timestamp = observed_timestamp or timestamp
     record.context = context or _EMPTY_CONTEXT
     record.trace_id = span_context.trace_id
     record.span_id = span_context.span_id
@@ -309,7 +315,7 @@ def make_record(
     record.severity_number = severity_number
     record.body = body
     record.attributes = attributes
-    record.event_name = None
+    record.event_name = event_name
     record.exception = None
     return record
 
@@ -358,19 +364,45 @@ def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
     `Logger.emit` wraps the record in a ReadWriteLogRecord whose construction re-validates
     every attribute (BoundedAttributes), the largest cost in the worker. fapilog's bridge
     has already coerced every value to a valid AnyValue, so with `fast` the same
-    ReadWriteLogRecord is built without that second pass and handed to the same processors.
+    ReadWriteLogRecord is built without that second pass and handed to the same processors;
+    the provider's attribute limits still apply (`bound_attributes`).
     """
     if not fast:
         logger.emit(record)
         return
     if not logger._is_enabled():
         return
+    limits = logger._log_record_limits
+    attributes = record.attributes
+    if attributes and (
+        limits.max_log_record_attribute_length is not None
+        or (
+            limits.max_log_record_attributes is not None
+            and len(attributes) > limits.max_log_record_attributes
+        )
+    ):
+        bound_attributes(record, limits)
     writable = ReadWriteLogRecord.__new__(ReadWriteLogRecord)
     writable.log_record = record
     writable.resource = logger._resource
     writable.instrumentation_scope = logger._instrumentation_scope
     writable.limits = logger._log_record_limits
     logger._multi_log_record_processor.on_emit(writable)
+
+
+def bound_attributes(record: LogRecord, limits: LogRecordLimits) -> None:
+    """Hold `record`'s attributes to `limits` as the SDK's `Logger.emit` does: at most
+    ``max_log_record_attributes`` of them (the SDK's `BoundedAttributes` keeps the last ones
+    set, so the exception's, set last, stay), string values (also inside lists) cut at
+    ``max_log_record_attribute_length`` characters, and the number left out counted (the
+    record's ``dropped_attributes``, OTLP's ``dropped_attributes_count``)."""
+    record.attributes = BoundedAttributes(
+        maxlen=limits.max_log_record_attributes,
+        attributes=record.attributes,
+        immutable=False,
+        max_value_len=limits.max_log_record_attribute_length,
+        extended_attributes=True,
+    )
 
 
 def add_attribute(record: ReadWriteLogRecord, key: str, value: str) -> None:

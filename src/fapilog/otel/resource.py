@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from fapilog._version import __version__
 from fapilog.settings import LoggingSettings
 from fapilog.settings._errors import setting_error
 
@@ -40,8 +41,11 @@ def resource_fields(settings: LoggingSettings) -> tuple[Any, ...]:
 
 def build_resource(settings: LoggingSettings) -> Resource:
     """OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME, then fapilog's settings (which win),
-    then host and process facts."""
+    then host and process facts, and fapilog as the OpenTelemetry distribution
+    (``telemetry.distro.name`` and ``telemetry.distro.version``)."""
     attributes: dict[str, Any] = {
+        "telemetry.distro.name": "fapilog",
+        "telemetry.distro.version": __version__,
         "deployment.environment.name": settings.env,
         "host.name": socket.gethostname(),
         "process.pid": os.getpid(),

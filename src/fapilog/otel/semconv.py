@@ -8,7 +8,7 @@ import traceback
 
 from fapilog.settings.otlp import Protocol
 
-__all__ = ["OTLP_EXPORTER_NAMES", "error_type", "exception_attributes"]
+__all__ = ["OTLP_EXPORTER_NAMES", "error_type", "exception_attributes", "exception_message"]
 
 # OTEL_TRACES_EXPORTER / OTEL_LOGS_EXPORTER names meaning OTLP, with the protocol they imply
 OTLP_EXPORTER_NAMES: dict[str, Protocol | None] = {
@@ -28,17 +28,32 @@ def error_type(exc: BaseException) -> str:
     return f"{module}.{kind.__qualname__}"
 
 
+def exception_message(exc: BaseException) -> str | None:
+    """``exception.message``: as OpenTelemetry's logging handler writes it, the text of the
+    exception's first argument (``KeyError('k')`` -> ``k``, without the quotes its `str()`
+    adds), or its `str()` when it has several (``OSError(2, "No such file")`` -> ``[Errno 2]
+    No such file``); None for an exception raised without arguments. Never raises."""
+    try:
+        args = exc.args
+        if not args:
+            text = str(exc)  # (a class may still say something of its own)
+            return text or None
+        return str(args[0]) if len(args) == 1 else str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
 def exception_attributes(exc: BaseException) -> dict[str, str]:
-    """``exception.type``, ``exception.message`` and ``exception.stacktrace`` of `exc`
-    (never raises, whatever the exception's `__str__` does)."""
+    """``exception.type``, ``exception.message`` (when there is one, `exception_message`)
+    and ``exception.stacktrace`` of `exc` (never raises, whatever the exception's
+    `__str__` does)."""
     kind = type(exc)
     name = error_type(exc)
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {kind.__qualname__}>"
+    message = exception_message(exc)
     try:
         stack = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
     except Exception:
         stack = f"{name}: {message}"
+    if message is None:
+        return {"exception.type": name, "exception.stacktrace": stack}
     return {"exception.type": name, "exception.message": message, "exception.stacktrace": stack}
