@@ -70,6 +70,7 @@ WARN_SEVERITY = SeverityNumber.WARN.value  # 13: shed after everything below it
 ERROR_SEVERITY = SeverityNumber.ERROR.value  # 17: shed last
 _BY_NUMBER = {level.number: level for level in LEVELS}
 # severity ranges (1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL) -> the JSON text of their base
+_RANGE_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 _JSON_TEXT = {"warn": "warning", "fatal": "critical"}
 _TEXT_BY_SEVERITY = ((21, "critical"), (17, "error"), (13, "warning"), (9, "info"), (5, "debug"))
 
@@ -113,8 +114,11 @@ def level_for_number(number: int, name: str | None = None) -> Level:
     level = _BY_NUMBER.get(number)
     if level is not None and (name is None or name == level.name):
         return level
-    shown = name if name is not None else f"LEVEL {number}"
-    return Level(shown, number, severity_for_number(number), shown.lower())
+    severity = severity_for_number(number)
+    if name is None or name == f"Level {number}":  # (stdlib's name for a level it lacks)
+        # the short name of its severity range (TRACE for 5), as OpenTelemetry shows it
+        name = _RANGE_NAMES[(severity.value - 1) // 4] if severity.value else f"LEVEL {number}"
+    return Level(name, number, severity, name.lower())
 
 
 def method_for_number(number: int) -> str:

@@ -76,6 +76,14 @@ class LogEntry:
     span_id: str
     transport: str  # "grpc" or "http"
     headers: dict[str, str] = field(default_factory=dict)
+    # the rest of the record's fields, as the logs data model names them
+    timestamp: int = 0  # time_unix_nano
+    observed_timestamp: int = 0  # observed_time_unix_nano
+    flags: int = 0  # the W3C trace flags (bit 0: sampled)
+    event_name: str = ""
+    dropped_attributes_count: int = 0
+    body_kind: str = ""  # the AnyValue's kind: "string_value", "kvlist_value", ...
+    scope_version: str = ""
 
 
 @dataclass
@@ -179,6 +187,13 @@ class OtlpReceiver:
                             span_id=record.span_id.hex(),
                             transport=transport,
                             headers=headers,
+                            timestamp=record.time_unix_nano,
+                            observed_timestamp=record.observed_time_unix_nano,
+                            flags=record.flags,
+                            event_name=record.event_name,
+                            dropped_attributes_count=record.dropped_attributes_count,
+                            body_kind=record.body.WhichOneof("value") or "",
+                            scope_version=scope_logs.scope.version,
                         )
                     )
         rejected = min(self.rejected_logs, len(entries))
