@@ -155,9 +155,10 @@ def factory(settings: LoggingSettings) -> LogRecordExporter:
 
 
 def exported_by(provider: LoggerProvider, settings: LoggingSettings) -> str | None:
-    """The endpoint of an SDK OTLP log exporter on `provider`'s processors (the user's
-    ``BatchLogRecordProcessor(OTLPLogExporter(...))``) that already sends logs where the
-    `otlp` exporter would, with the same protocol; None when there is none. Endpoints are
+    """The `otlp` exporter's endpoint when an SDK OTLP log exporter on `provider`'s
+    processors (the user's ``BatchLogRecordProcessor(OTLPLogExporter(...))``) already sends
+    logs there, with the same protocol; None when none does. (fapilog's endpoint carries no
+    credentials, the other's might: this one is the one named.) Endpoints are
     compared normalised: scheme, host (case aside), port (the scheme's default when left
     out) and, over HTTP, the path (``/v1/logs`` included); host names are not resolved."""
     protocol = resolve_protocol(settings, "logs")
@@ -168,7 +169,7 @@ def exported_by(provider: LoggerProvider, settings: LoggingSettings) -> str | No
     key = _endpoint_key(protocol, own)
     for their_protocol, endpoint in otlp_log_endpoints(provider):
         if key is not None and _endpoint_key(their_protocol, endpoint) == key:
-            return endpoint
+            return own
     return None
 
 
