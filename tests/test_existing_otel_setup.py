@@ -300,3 +300,49 @@ def test_the_sdk_provider_inside_a_few_wrappers_is_found() -> None:
     assert sdk_provider_of(Forwarding(sdk)) is None
     assert sdk_provider_of(NoOpLoggerProvider()) is None
     assert sdk_provider_of(Wrapping(None)) is None
+
+
+def test_the_logging_instrumentations_handler_is_taken_off_and_put_back() -> None:
+    """The handler `opentelemetry-instrumentation-logging` adds, on its own LoggerProvider:
+    off the root logger while fapilog captures stdlib logging (its provider gets nothing,
+    one warning however often fapilog is configured), back when capture stops."""
+    import logging
+
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+
+    from fapilog import _diag, configure_logging
+    from fapilog.capture.stdlib import is_otel_logging_handler
+
+    memory = InMemoryLogRecordExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    handler = LoggingHandler(logger_provider=provider)
+    assert is_otel_logging_handler(handler)
+    assert not is_otel_logging_handler(logging.StreamHandler())
+    reports: list[str] = []
+
+    def listen(key: str, message: str, fields: dict[str, Any]) -> None:
+        reports.append(key)
+
+    root = logging.getLogger()
+    root.addHandler(handler)
+    _diag.add_listener(listen)
+    try:
+        configure_logging(exporters=["stdout"])
+        configure_logging(exporters=["stdout"], level="DEBUG")
+        assert handler not in root.handlers
+        logging.getLogger("app").warning("captured by fapilog only")
+        assert memory.get_finished_logs() == ()
+        kind = "opentelemetry.instrumentation.logging.handler.LoggingHandler"
+        assert reports.count(f"stdlib-otel-handler:{kind}") == 1, reports
+        configure_logging(exporters=["stdout"], capture_stdlib=False)
+        assert handler in root.handlers
+        logging.getLogger("app").warning("through the handler again")
+        assert [r.log_record.body for r in memory.get_finished_logs()] == [
+            "through the handler again"
+        ]
+    finally:
+        _diag.remove_listener(listen)
+        root.removeHandler(handler)
+        provider.shutdown()

@@ -274,7 +274,8 @@ def otlp_log_endpoints(provider: LoggerProvider) -> list[tuple[str, str]]:
     """(``grpc`` or ``http/protobuf``, the endpoint as the exporter keeps it) for each SDK
     OTLP log exporter that `provider`'s log record processors export to, found through the
     parts listed above (the gRPC exporter keeps ``host:port``, the HTTP one the URL it posts
-    to). Only exporter modules already imported are looked for: none, none exists."""
+    to). Only the exporter modules already imported are looked for: an exporter of a
+    module never imported cannot exist."""
     kinds: list[tuple[type, str]] = []
     for module_name, protocol in _OTLP_LOG_EXPORTER_MODULES:
         kind = getattr(sys.modules.get(module_name), "OTLPLogExporter", None)
