@@ -346,3 +346,50 @@ def test_the_logging_instrumentations_handler_is_taken_off_and_put_back() -> Non
         _diag.remove_listener(listen)
         root.removeHandler(handler)
         provider.shutdown()
+
+
+_FOREIGN_CONFIGURATOR_CHILD = """
+import json, logging, os, sys
+from opentelemetry.instrumentation.auto_instrumentation import _initialize
+_initialize(swallow_exceptions=False)
+from opentelemetry._logs import get_logger_provider
+import fapilog
+from fapilog.distro import post_instrument
+
+RECORDS = int(sys.argv[1])
+os.environ["FAPILOG_AUTO_INSTRUMENT"] = "true"
+post_instrument()  # as after another configurator: fapilog attaches to its provider
+for number in range(RECORDS):
+    logging.getLogger("app").warning("configured record %d", number)
+assert fapilog.force_flush(10)
+assert get_logger_provider().force_flush(10000)
+print(json.dumps({"exporters": sorted(fapilog.stats()["exporters"])}))
+"""
+
+
+@pytest.mark.slow
+def test_otlp_in_the_sdk_configurator_and_in_fapilog_is_exported_once(
+    subprocess_env: dict[str, str],
+) -> None:
+    """The SDK's own configurator ran with ``OTEL_LOGS_EXPORTER=otlp`` (its batch processor
+    on the provider it installed), and fapilog's exporters name `otlp` too, both from the
+    same ``OTEL_EXPORTER_OTLP_*`` variables: the collector gets each record once."""
+    with OtlpReceiver() as receiver:
+        env = {
+            **subprocess_env,
+            "FAPILOG_AUTO_INSTRUMENT": "false",  # the stock configuration runs first
+            "FAPILOG_EXPORTERS": "stdout,otlp",
+            "OTEL_LOGS_EXPORTER": "otlp",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+        }
+        code, out, err = _run(_FOREIGN_CONFIGURATOR_CHILD, env)
+        assert code == 0, err
+        received = sorted(
+            str(entry.body) for entry in receiver.logs if str(entry.body).startswith("configured")
+        )
+    assert received == sorted(f"configured record {number}" for number in range(RECORDS))
+    assert _lines(out)[-1] == {"exporters": ["stdout"]}
+    assert err.count(SAME_ENDPOINT_WARNING) == 1, err
