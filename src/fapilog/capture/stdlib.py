@@ -13,6 +13,12 @@ on the root logger after each one (the handlers the call configured stay; one th
 the same lines a second time is named once on stderr). Either at once, when the call went
 through the `logging` modules' attributes, or before the next record is made, however the
 function was imported (the configuration closes fapilog's handler: `FapilogHandler.close`).
+
+OpenTelemetry's own `LoggingHandler` on the root logger (the SDK's, the logging
+instrumentation's) would send every stdlib record to OpenTelemetry a second time: while
+fapilog captures stdlib logging it takes such a handler off the root logger, when it
+starts capturing and after each of those configuration calls, naming it once on stderr,
+and puts the one it took last back when it stops capturing (`uninstall`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ __all__ = [
     "install",
     "install_config_guard",
     "installed_handler",
+    "is_otel_logging_handler",
+    "remove_otel_handlers",
     "reroute",
     "route",
     "uninstall",
@@ -236,6 +244,10 @@ class StdlibRouting:
         # applied again builds new handler objects): (logger, handler name, type, stream)
         self.warned: set[tuple[str, str, str, str]] = set()
         self.leveled: set[str] = set()  # loggers given a level of logger_levels
+        # OpenTelemetry LoggingHandlers taken off the root logger last (put back by
+        # `uninstall`), and the handler types already named in a warning, each once
+        self.otel_removed: list[logging.Handler] = []
+        self.otel_warned: set[str] = set()
         self.own_levels: dict[str, int] = {}  # ... and the level each had before
 
 
@@ -277,6 +289,7 @@ def install(
         if not keep_console or isinstance(existing, FapilogHandler):
             root.removeHandler(existing)
             routing.removed.append((root, existing))
+    remove_otel_handlers()
     if handler not in root.handlers:
         root.addHandler(handler)
     root.setLevel(level)
@@ -312,7 +325,7 @@ def uninstall() -> None:
     if routing.handler is not None:
         root.removeHandler(routing.handler)
         routing.handler = None
-    for logger, handler in routing.removed:
+    for logger, handler in [*routing.removed, *((root, h) for h in routing.otel_removed)]:
         if handler not in logger.handlers:
             logger.addHandler(handler)
     for name, (propagate, level) in routing.saved.items():
@@ -371,6 +384,49 @@ def reroute(*, when_broken: bool = False) -> None:
     level, per_logger = gate_levels()
     install(STATE.chain, level, per_logger, keep_console=True)
     _warn_duplicates(_routing())
+
+
+# -- OpenTelemetry's own handlers on the root logger ------------------------------------------
+
+
+def is_otel_logging_handler(handler: logging.Handler) -> bool:
+    """Whether `handler` is (or subclasses) an OpenTelemetry `LoggingHandler`: the SDK's
+    (``opentelemetry.sdk._logs``) or the logging instrumentation's, each of which sends
+    every record it handles to an OpenTelemetry LoggerProvider."""
+    return any(
+        kind.__name__ == "LoggingHandler" and kind.__module__.startswith("opentelemetry.")
+        for kind in type(handler).__mro__
+    )
+
+
+def remove_otel_handlers() -> list[logging.Handler]:
+    """Take OpenTelemetry's `LoggingHandler`s off the root logger and return them. While
+    fapilog routes stdlib logging they are kept to be put back by `uninstall`, and each
+    handler type is named in a warning on stderr once."""
+    root = logging.getLogger()
+    removed = [h for h in list(root.handlers) if is_otel_logging_handler(h)]
+    for handler in removed:
+        root.removeHandler(handler)
+    routing: StdlibRouting | None = STATE.stdlib
+    if routing is None or not removed:
+        return removed
+    routing.otel_removed = removed  # the latest configuration's: the ones to put back
+    for handler in removed:
+        kind = f"{type(handler).__module__}.{type(handler).__qualname__}"
+        if kind in routing.otel_warned:
+            continue
+        routing.otel_warned.add(kind)
+        name = handler.get_name()
+        label = f"{name!r} ({kind})" if name else kind
+        _diag.report(
+            f"stdlib-otel-handler:{kind}",
+            f"fapilog: removed the OpenTelemetry logging handler {label} from the root "
+            "logger: fapilog already sends every stdlib record to OpenTelemetry, so each "
+            "would be exported twice; it is put back if fapilog stops capturing stdlib "
+            "logging (FAPILOG_CAPTURE_STDLIB=false)",
+            handler=label,
+        )
+    return removed
 
 
 # -- console handlers beside fapilog's --------------------------------------------------------

@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from fapilog import _diag
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from fapilog.exporters.spec import ExporterSpec
-from fapilog.otel.otlp import ExportGuard, created_log_exporter, header_secrets, log_destination
+from fapilog.otel.logs import LoggerProvider, otlp_log_endpoints
+from fapilog.otel.otlp import (
+    ExportGuard,
+    created_log_exporter,
+    header_secrets,
+    http_log_endpoint,
+    log_destination,
+    resolve_protocol,
+)
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.settings import LoggingSettings
 from fapilog.settings._errors import scrub
@@ -28,6 +37,7 @@ from fapilog.settings._errors import scrub
 __all__ = [
     "OtlpLogExporter",
     "SPEC",
+    "exported_by",
 ]
 
 
@@ -142,6 +152,40 @@ def factory(settings: LoggingSettings) -> LogRecordExporter:
     return OtlpLogExporter(
         inner, delivery, log_destination(settings), header_secrets(settings, "logs")
     )
+
+
+def exported_by(provider: LoggerProvider, settings: LoggingSettings) -> str | None:
+    """The `otlp` exporter's endpoint when an SDK OTLP log exporter on `provider`'s
+    processors (the user's ``BatchLogRecordProcessor(OTLPLogExporter(...))``) already sends
+    logs there, with the same protocol; None when none does. (fapilog's endpoint carries no
+    credentials, the other's might: this one is the one named.) Endpoints are
+    compared normalised: scheme, host (case aside), port (the scheme's default when left
+    out) and, over HTTP, the path (``/v1/logs`` included); host names are not resolved."""
+    protocol = resolve_protocol(settings, "logs")
+    if protocol == "grpc":
+        own = log_destination(settings).partition(" ")[2]
+    else:
+        own = http_log_endpoint(settings)
+    key = _endpoint_key(protocol, own)
+    for their_protocol, endpoint in otlp_log_endpoints(provider):
+        if key is not None and _endpoint_key(their_protocol, endpoint) == key:
+            return own
+    return None
+
+
+def _endpoint_key(protocol: str, endpoint: str) -> tuple[Any, ...] | None:
+    text = endpoint.strip()
+    try:
+        if protocol == "grpc":
+            # the SDK's gRPC exporter keeps host:port only (the scheme decides TLS)
+            parsed = urlsplit(text if "://" in text else f"//{text}")
+            return (protocol, (parsed.hostname or text).lower(), parsed.port)
+        parsed = urlsplit(text)
+        scheme = parsed.scheme.lower()
+        port = parsed.port or {"http": 80, "https": 443}.get(scheme)
+        return (protocol, scheme, (parsed.hostname or "").lower(), port, parsed.path.rstrip("/"))
+    except ValueError:  # an invalid port: compared with nothing
+        return None
 
 
 # OTLP encoding is the costliest export: let batches fill a little longer than stdout's

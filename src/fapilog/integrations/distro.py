@@ -280,20 +280,12 @@ def post_instrument() -> None:
         )
 
 
-def _is_otel_logging_handler(handler: logging.Handler) -> bool:
-    kind = type(handler)
-    return kind.__name__ == "LoggingHandler" and kind.__module__.startswith("opentelemetry.")
-
-
 def remove_otel_logging_handlers() -> list[logging.Handler]:
     """Take OpenTelemetry's own `LoggingHandler`s (the SDK's, the logging
     instrumentation's) off the root logger: fapilog's handler already sends every stdlib
-    record to the same LoggerProvider. Returns the handlers removed."""
-    root = logging.getLogger()
-    removed = [h for h in list(root.handlers) if _is_otel_logging_handler(h)]
-    for handler in removed:
-        root.removeHandler(handler)
-    return removed
+    record to the same LoggerProvider. Returns the handlers removed
+    (`fapilog.capture.stdlib.remove_otel_handlers`)."""
+    return stdlib.remove_otel_handlers()
 
 
 def _remove_otel_handlers_again() -> None:

@@ -32,6 +32,7 @@ from fapilog.capture.logger import (
 )
 from fapilog.capture.processors import add_trace_context
 from fapilog.exceptions import ConfigurationError
+from fapilog.exporters import otlp
 from fapilog.exporters.contract import Destination
 from fapilog.exporters.registry import create_exporter, exporter_spec
 from fapilog.exporters.stdout import console_selected
@@ -295,7 +296,8 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     ):
         processors = previous.processors  # the running exporters keep their queues
     else:
-        processors = created = [_processor(spec, settings, resource) for spec in specs]
+        built = _not_sent_twice(specs, settings, previous)
+        processors = created = [_processor(spec, settings, resource) for spec in built]
         retiring = running.processors if running is not None else []
     provider, owns_provider = _provider(previous, settings, resource)
     router = STATE.routers.get(id(provider))
@@ -352,6 +354,35 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
         STATE.retired.extend(retiring)
         drain_in_background(retiring, settings.shutdown_timeout)
     return _diff(old, settings) if old is not None else {}
+
+
+def _not_sent_twice(
+    specs: list[ExporterSpec], settings: LoggingSettings, previous: Pipeline | None
+) -> list[ExporterSpec]:
+    """`specs` without the `otlp` exporter when the provider fapilog emits through already
+    exports OTLP logs to the same endpoint (the user's own processor): each record would
+    reach the collector twice. Named once on stderr."""
+    if otlp.SPEC not in specs:
+        return specs
+    provider = previous.provider if previous is not None else global_sdk_provider()
+    endpoint = otlp.exported_by(provider, settings) if provider is not None else None
+    if endpoint is None:
+        return specs
+    if endpoint not in _SAME_ENDPOINT_NAMED:
+        _SAME_ENDPOINT_NAMED.add(endpoint)
+        _diag.report(
+            f"otlp-same-endpoint:{endpoint}",
+            f"fapilog: the LoggerProvider fapilog attached to already exports logs over OTLP "
+            f"to {endpoint}, where the 'otlp' exporter would send them: fapilog does not "
+            "create its 'otlp' exporter, so that each record reaches the collector once "
+            "(through that processor, outside fapilog's queues and fapilog.stats())",
+            endpoint=endpoint,
+        )
+    return [spec for spec in specs if spec is not otlp.SPEC]
+
+
+# the endpoints named by `_not_sent_twice`, each once (until `reset`)
+_SAME_ENDPOINT_NAMED: set[str] = set()
 
 
 def _processor(spec: ExporterSpec, settings: LoggingSettings, resource: Any) -> ExportProcessor:
@@ -446,4 +477,5 @@ def reset() -> None:
         structlog.reset_defaults()
         uninstall_sigterm_handler()
         _diag.reset()
+        _SAME_ENDPOINT_NAMED.clear()
         logging.getLogger().setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -60,11 +61,13 @@ __all__ = [
     "http_send_once",
     "make_record",
     "new_provider",
+    "otlp_log_endpoints",
     "otlp_log_exporter_class",
     "readable",
     "replace_grpc_logs_stub",
     "replace_resource",
     "sdk_logger",
+    "sdk_provider_of",
     "set_global_provider",
     "uncached_logger",
     "update_resource",
@@ -220,9 +223,88 @@ def grpc_channel(
 
 def global_sdk_provider() -> LoggerProvider | None:
     """The globally installed SDK LoggerProvider, if someone (the user,
-    `opentelemetry-instrument`) installed one."""
-    provider = logs_api.get_logger_provider()
-    return provider if isinstance(provider, LoggerProvider) else None
+    `opentelemetry-instrument`, Logfire) installed one, itself or inside a wrapper
+    (`sdk_provider_of`)."""
+    return sdk_provider_of(logs_api.get_logger_provider())
+
+
+# Where a LoggerProvider that wraps another keeps it (Logfire's ProxyLoggerProvider:
+# ``provider``), followed at most _MAX_WRAPPERS deep.
+_WRAPPED_PROVIDER_ATTRIBUTES = ("provider", "_provider", "_delegate", "_wrapped", "__wrapped__")
+_MAX_WRAPPERS = 4
+
+
+def sdk_provider_of(provider: object) -> LoggerProvider | None:
+    """The SDK LoggerProvider `provider` is, or wraps: a LoggerProvider of the logs API
+    (or an object with `get_logger`) that keeps another under one of the attributes above,
+    read as stored (a wrapper's own ``__getattr__`` forwarding is not followed). None when
+    there is no SDK provider within a few wrappers (the API's no-op or proxy provider)."""
+    current = provider
+    for _ in range(_MAX_WRAPPERS + 1):
+        if isinstance(current, LoggerProvider):
+            return current
+        if not callable(getattr(type(current), "get_logger", None)):
+            return None
+        inner: object = None
+        for name in _WRAPPED_PROVIDER_ATTRIBUTES:
+            try:
+                inner = object.__getattribute__(current, name)
+            except Exception:
+                continue
+            if inner is not None and inner is not current:
+                break
+            inner = None
+        if inner is None:
+            return None
+        current = inner
+    return None
+
+
+# Where a log record processor keeps what it hands records on to: the SDK's multi
+# processors (``_log_record_processors``), a wrapping processor (Logfire's ``processor``),
+# the batch processor's shared BatchProcessor (``_batch_processor``), the exporter
+# (``_exporter``); followed at most _MAX_PROCESSOR_DEPTH deep.
+_PROCESSOR_PARTS = ("_log_record_processors", "processor", "_batch_processor", "_exporter")
+_MAX_PROCESSOR_DEPTH = 6
+_OTLP_LOG_EXPORTER_MODULES = (
+    ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "grpc"),
+    ("opentelemetry.exporter.otlp.proto.http._log_exporter", "http/protobuf"),
+)
+
+
+def otlp_log_endpoints(provider: LoggerProvider) -> list[tuple[str, str]]:
+    """(``grpc`` or ``http/protobuf``, the endpoint as the exporter keeps it) for each SDK
+    OTLP log exporter that `provider`'s log record processors export to, found through the
+    parts listed above (the gRPC exporter keeps ``host:port``, the HTTP one the URL it posts
+    to). Only the exporter modules already imported are looked for: an exporter of a
+    module never imported cannot exist."""
+    kinds: list[tuple[type, str]] = []
+    for module_name, protocol in _OTLP_LOG_EXPORTER_MODULES:
+        kind = getattr(sys.modules.get(module_name), "OTLPLogExporter", None)
+        if isinstance(kind, type):
+            kinds.append((kind, protocol))
+    found: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[object, int]] = [(getattr(provider, "_multi_log_record_processor", None), 0)]
+    while kinds and stack:
+        node, depth = stack.pop()
+        if node is None or id(node) in seen or depth > _MAX_PROCESSOR_DEPTH:
+            continue
+        seen.add(id(node))
+        sends = next((name for kind, name in kinds if isinstance(node, kind)), None)
+        if sends is not None:
+            endpoint = getattr(node, "_endpoint", None)
+            if isinstance(endpoint, str):
+                found.append((sends, endpoint))
+            continue
+        for name in _PROCESSOR_PARTS:
+            try:
+                part = object.__getattribute__(node, name)
+            except Exception:
+                continue
+            parts = part if isinstance(part, tuple | list) else (part,)
+            stack.extend((item, depth + 1) for item in reversed(parts))
+    return found
 
 
 def set_global_provider(provider: LoggerProvider) -> None:
