@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# logfire (installed for tests/test_logfire.py) registers a pydantic plugin that every
+# interpreter importing pydantic would load; the suite's many child processes skip it
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "logfire-plugin")
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
