@@ -42,7 +42,7 @@ from fapilog.exceptions import ConfigurationError
 from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
-from fapilog.otel.trace import batch_flush, batch_shutdown
+from fapilog.otel.trace import batch_flush, batch_shutdown, own_span_processor
 from fapilog.settings._errors import scrub, setting_error
 from fapilog.settings._otel_env import check_otlp_environment, otlp_variable, sdk_disabled
 from fapilog.settings.otlp import PROTOCOLS, Protocol
@@ -526,6 +526,7 @@ _PROCESSORS: weakref.WeakSet[BoundedBatchSpanProcessor] = weakref.WeakSet()
 
 def _track_processor(processor: BoundedBatchSpanProcessor) -> None:
     _PROCESSORS.add(processor)
+    own_span_processor(processor)
     # fapilog's shutdown() flushes them within its deadline (see flush_span_processors)
     if flush_span_processors not in STATE.shutdown_hooks:
         STATE.shutdown_hooks.append(flush_span_processors)
