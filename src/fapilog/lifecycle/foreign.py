@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from fapilog import _diag
-from fapilog._state import STATE, start_worker
+from fapilog._state import STATE, start_worker, worker_thread
 from fapilog.otel.logs import LoggerProvider, other_log_processors
 from fapilog.otel.trace import other_span_processors
 
@@ -42,7 +42,7 @@ class OthersFlush:
     def wait(self, until: float) -> bool:
         """Whether every flush finished by `until`; those that did not are abandoned,
         counted and named on stderr."""
-        abandoned = []
+        abandoned = []  # (a flush that found no thread to run in is not waited for)
         for name, thread in self.jobs:
             if thread is not None:
                 thread.join(max(0.0, until - time.monotonic()))
@@ -99,7 +99,10 @@ def _named(processor: object) -> str:
 
 
 def _quietly(name: str, flush: Callable[[int], Any], millis: int) -> None:
-    try:
-        flush(millis)
-    except Exception as exc:  # another library's processor: its failure is only reported
-        _diag.report(f"flush-other:{name}", f"fapilog: flushing {name} raised {exc!r}")
+    # as a fapilog worker: what the processor's exporter logs meanwhile (the SDK's retry
+    # warnings) goes to stderr, not into a pipeline that is shutting down
+    with worker_thread():
+        try:
+            flush(millis)
+        except Exception as exc:  # another library's processor: its failure is only reported
+            _diag.report(f"flush-other:{name}", f"fapilog: flushing {name} raised {exc!r}")
