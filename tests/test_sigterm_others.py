@@ -4,7 +4,7 @@ deadline: real processes, a real OTLP receiver, a collector that accepts and nev
 - a script whose LoggerProvider also carries the application's own SDK batch processor
   (exporting over OTLP): on SIGTERM that processor's records reach the collector; with a
   hung collector the process still exits within ``shutdown_timeout`` + 1 s and names the
-  processor it abandoned;
+  processor it abandoned; a plain exit flushes that processor too;
 - the stock configurator (``FAPILOG_AUTO_INSTRUMENT=false opentelemetry-instrument uvicorn``),
   whose SDK batch processors sit next to fapilog's Router: uvicorn's last lines and the
   request spans reach the collector.
@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import run_python
 from peers.instrumented_app import APP_WITH_CONFIGURE, InstrumentedApp
 from peers.otlp_receiver import OtlpReceiver
 
@@ -98,6 +99,25 @@ def test_sigterm_flushes_the_applications_own_log_processor(
     assert elapsed < DEADLINE + 1, f"exit took {elapsed:.2f}s"
     assert out.count('"message":"line"') == LINES
     assert "abandoned" not in err
+
+
+@pytest.mark.slow
+def test_a_plain_exit_flushes_the_applications_own_log_processor(
+    timed_env: dict[str, str],
+) -> None:
+    """No signal: the script returns. fapilog's own provider has no atexit hook of its own
+    (fapilog drains it), so the application's processor on it is flushed by fapilog's."""
+    with OtlpReceiver() as receiver:
+        endpoint = receiver.http_endpoint + "/v1/logs"
+        prelude = f"DEADLINE = {DEADLINE}\nLINES = {LINES}\nENDPOINT = {endpoint!r}\n"
+        code, out, err = run_python(
+            prelude + SCRIPT.replace("signal.pause()", "pass"),
+            {**timed_env, "OTEL_BLRP_SCHEDULE_DELAY": "60000"},
+        )
+        assert code == 0, err
+        bodies = [entry.body for entry in receiver.logs]
+    assert sorted(bodies) == ["line"] * LINES, err
+    assert out.count('"message":"line"') == LINES
 
 
 @pytest.mark.slow
