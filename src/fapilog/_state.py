@@ -119,6 +119,9 @@ class ProcessState:
         # (returns the bridge, or None)
         self.autoconfigure: Callable[[], Any] | None = None
         self.dropped_unconfigured = 0  # records logged after shutdown, before reconfiguring
+        # other processors on the providers in use still flushing at the exit deadline,
+        # abandoned (lifecycle.foreign)
+        self.abandoned_processors = 0
         # the processor chain every logger runs: one list, changed in place
         self.chain: list[Processor] = []
         self.default_level = UNCONFIGURED_LEVEL  # stdlib number

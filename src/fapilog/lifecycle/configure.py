@@ -78,6 +78,7 @@ from fapilog.settings import (
     Unset,
     from_environment,
 )
+from fapilog.settings._otel_env import sdk_disabled
 
 if TYPE_CHECKING:
     from structlog.typing import Processor
@@ -296,7 +297,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     ):
         processors = previous.processors  # the running exporters keep their queues
     else:
-        built = _not_sent_twice(specs, settings, previous)
+        built = _not_sent_twice(_without_otlp_when_disabled(specs), settings, previous)
         processors = created = [_processor(spec, settings, resource) for spec in built]
         retiring = running.processors if running is not None else []
     provider, owns_provider = _provider(previous, settings, resource)
@@ -309,7 +310,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
         STATE.bridge.flush(settings.shutdown_timeout)
     # -- swap
     if STATE.bridge is None or STATE.shut_down:
-        STATE.bridge = Bridge(provider, settings.queue, earlier=STATE.bridge)
+        STATE.bridge = Bridge(provider, settings.queue, earlier=STATE.bridge, router=router)
     redactor = next((p for p in chain if isinstance(p, redaction.Redactor)), None)
     STATE.bridge.show_names_as(redactor.redact_text if redactor is not None else None)
     mark = intake_mark()
@@ -383,6 +384,22 @@ def _not_sent_twice(
 
 # the endpoints named by `_not_sent_twice`, each once (until `reset`)
 _SAME_ENDPOINT_NAMED: set[str] = set()
+
+
+def _without_otlp_when_disabled(specs: list[ExporterSpec]) -> list[ExporterSpec]:
+    """`specs` without the `otlp` exporter under ``OTEL_SDK_DISABLED=true`` (the
+    OpenTelemetry switch that turns export off: no OTLP logs, and no OTLP spans either, see
+    `fapilog.otel.otlp.trace_protocols`), said once on stderr. The local exporters (stdout,
+    console, file) and Loki keep working; `fapilog.stats()` has no `otlp` exporter then."""
+    kept = [spec for spec in specs if spec.name != "otlp"]
+    if len(kept) == len(specs) or not sdk_disabled():
+        return specs
+    _diag.report(
+        "otlp-sdk-disabled",
+        "fapilog: OTEL_SDK_DISABLED=true: the 'otlp' exporter is not started (no OTLP export "
+        "of logs or spans); the other exporters work as configured",
+    )
+    return kept
 
 
 def _processor(spec: ExporterSpec, settings: LoggingSettings, resource: Any) -> ExportProcessor:

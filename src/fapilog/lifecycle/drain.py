@@ -3,7 +3,9 @@ that must drain (interpreter exit, SIGTERM).
 
 SIGTERM's default action kills the process without running `atexit`, so nothing queued
 would be delivered: where SIGTERM still has its default action, fapilog handles it (drain,
-bounded by ``shutdown_timeout``, then die by SIGTERM as before). A server that installs its
+bounded by ``shutdown_timeout``, then die by SIGTERM as before). Exiting, the other
+processors on the providers fapilog uses are flushed within the same deadline
+(`fapilog.lifecycle.foreign`). A server that installs its
 own handler (uvicorn, gunicorn) restores this one when it finishes and re-raises the signal,
 which then drains here. A handler the application set is never replaced.
 """
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fapilog._state import STATE, Pipeline, start_worker
 from fapilog.capture.noise import FOLDING
 from fapilog.lifecycle import wakeup
+from fapilog.lifecycle.foreign import flush_others
 from fapilog.pipeline.accounting import intake_mark
 from fapilog.pipeline.router import ExportProcessor, shutdown_processors
 
@@ -117,6 +120,12 @@ def _shutdown(pipeline: Pipeline, bridge: Bridge, timeout: float | None) -> bool
     # exporters that work get at least the last part of the exit deadline
     late = max(deadline, now + _last_part(shutdown_timeout)) if STATE.exit_started else None
     ok = bridge.shutdown(max(0.0, (late or deadline) - now))
+    # exiting: the provider's other processors get fapilog's last records too; flushed
+    # alongside fapilog's exporters, abandoned at the same deadline (lifecycle.foreign)
+    others = None
+    if STATE.exit_started is not None:
+        until = late or deadline
+        others = flush_others(pipeline.provider, pipeline.router, until - time.monotonic())
     mark = intake_mark()  # nothing logged from now on reaches these exporters
     for processor in pipeline.processors:
         if processor.intake_end is None:
@@ -134,6 +143,8 @@ def _shutdown(pipeline: Pipeline, bridge: Bridge, timeout: float | None) -> bool
             ok = hook(max(0.0, deadline - time.monotonic())) and ok
         except Exception:  # never fail a shutdown
             ok = False
+    if others is not None:
+        ok = others.wait(late or deadline) and ok
     STATE.shut_down = True
     return ok
 

@@ -22,6 +22,7 @@ from fapilog.capture.record import Pending
 from fapilog.otel.logs import (
     Logger,
     LoggerProvider,
+    LogRecordProcessor,
     ReadableLogRecord,
     emit,
     fast_emit_supported,
@@ -117,9 +118,16 @@ class Bridge:
     carry over, so `fapilog.stats()` adds up over the process's life."""
 
     def __init__(
-        self, provider: LoggerProvider, settings: QueueSettings, earlier: Bridge | None = None
+        self,
+        provider: LoggerProvider,
+        settings: QueueSettings,
+        earlier: Bridge | None = None,
+        router: LogRecordProcessor | None = None,
     ) -> None:
         self.provider = provider
+        # fapilog's processor on `provider`: under OTEL_SDK_DISABLED the only one records
+        # reach (`uncached_logger`), as the SDK keeps the others from receiving any
+        self.router = router
         # SDK Loggers by name: the current generation and the one before (see
         # LOGGER_GENERATION); and whether `emit` may take its shortcut with them
         self._loggers: dict[str, Logger] = {}
@@ -206,7 +214,8 @@ class Bridge:
         logger = self._older.pop(name, None)
         if logger is None:
             shown = self._shown
-            logger = uncached_logger(self.provider, name if shown is None else shown(name))
+            shown_name = name if shown is None else shown(name)
+            logger = uncached_logger(self.provider, shown_name, only_when_disabled=self.router)
             self._fast = fast_emit_supported(logger)
         loggers = self._loggers
         if len(loggers) >= LOGGER_GENERATION:

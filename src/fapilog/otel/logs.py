@@ -22,12 +22,14 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import (
+    ConcurrentMultiLogRecordProcessor,
     Logger,
     LoggerProvider,
     LogRecordLimits,
     LogRecordProcessor,
     ReadableLogRecord,
     ReadWriteLogRecord,
+    SynchronousMultiLogRecordProcessor,
 )
 from opentelemetry.sdk._logs.export import (
     InMemoryLogRecordExporter,
@@ -37,6 +39,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from fapilog import _diag
 from fapilog.otel.trace import span_context_of
 
 __all__ = [
@@ -62,7 +65,9 @@ __all__ = [
     "make_record",
     "new_provider",
     "otlp_log_endpoints",
+    "other_log_processors",
     "otlp_log_exporter_class",
+    "provider_disabled",
     "readable",
     "replace_grpc_logs_stub",
     "replace_resource",
@@ -320,7 +325,9 @@ def sdk_logger(provider: LoggerProvider, name: str) -> Logger:
     return provider._get_logger_cached(name)
 
 
-def uncached_logger(provider: LoggerProvider, name: str) -> Logger:
+def uncached_logger(
+    provider: LoggerProvider, name: str, *, only_when_disabled: LogRecordProcessor | None = None
+) -> Logger:
     """An SDK Logger for `name` that `provider` does not keep.
 
     `LoggerProvider.get_logger` keeps every Logger it hands out in a cache by name that
@@ -328,7 +335,19 @@ def uncached_logger(provider: LoggerProvider, name: str) -> Logger:
     caller keeps a bounded number of these instead (the bridge). Each one is still a
     complete SDK Logger, registered (weakly, as `get_logger` does) among the provider's
     active loggers, so a Resource update or a logger configurator reaches it while it is
-    in use. Falls back to `sdk_logger` where the SDK's internals differ."""
+    in use. Falls back to `sdk_logger` where the SDK's internals differ.
+
+    When `provider` is disabled (``OTEL_SDK_DISABLED=true``: the SDK hands out no-op
+    loggers), the Logger hands its records to `only_when_disabled` (fapilog's Router, for
+    its local exporters) and to none of the provider's other processors: an SDK batch
+    processor exporting over OTLP, the user's, receives nothing, as the SDK would have it."""
+    logger = _uncached_logger(provider, name)
+    if only_when_disabled is not None and provider_disabled(provider):
+        _route_only_to(logger, only_when_disabled)
+    return logger
+
+
+def _uncached_logger(provider: LoggerProvider, name: str) -> Logger:
     if _UNCACHED_LOGGERS:
         active = getattr(provider, "_active_loggers", None)
         lock = getattr(provider, "_active_loggers_lock", None)
@@ -339,6 +358,61 @@ def uncached_logger(provider: LoggerProvider, name: str) -> Logger:
                     active.add(logger)
                 return logger
     return sdk_logger(provider, name)
+
+
+def provider_disabled(provider: LoggerProvider) -> bool:
+    """Whether `provider` was built under ``OTEL_SDK_DISABLED=true`` (it hands out no-op
+    loggers); where the SDK keeps no such flag, the variable as the SDK reads it."""
+    disabled = getattr(provider, "_disabled", None)
+    if isinstance(disabled, bool):
+        return disabled
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _route_only_to(logger: Logger, processor: LogRecordProcessor) -> None:
+    """Have `logger` emit to `processor` alone (the attribute its `emit` hands records to,
+    and `emit`'s shortcut too). Where the SDK's Logger has no such attribute, it keeps
+    emitting to the provider's processors, and that is said once on stderr."""
+    if "_multi_log_record_processor" in vars(logger):
+        logger._multi_log_record_processor = processor  # type: ignore[assignment]
+        return
+    _diag.report(  # pragma: no cover - an SDK change
+        "otel-sdk-disabled-route",
+        "fapilog: OTEL_SDK_DISABLED=true, but this OpenTelemetry SDK's Logger cannot be "
+        "limited to fapilog's exporters: the provider's other log processors receive "
+        "fapilog's records",
+    )
+
+
+def other_log_processors(
+    provider: LoggerProvider, mine: LogRecordProcessor | None
+) -> list[LogRecordProcessor] | None:
+    """The log record processors on `provider` other than `mine` (fapilog's Router): an
+    SDK batch processor (``opentelemetry-instrument``'s stock configuration), a user's.
+    None when the provider does not hold them as checked (`_MULTI_PROCESSORS`): the caller
+    then flushes the whole provider (`LoggerProvider.force_flush`)."""
+    if not _MULTI_PROCESSORS:
+        return None  # pragma: no cover - an SDK change
+    multi = getattr(provider, "_multi_log_record_processor", None)
+    processors = getattr(multi, "_log_record_processors", None)
+    if not isinstance(processors, tuple):
+        return None
+    return [processor for processor in processors if processor is not mine]
+
+
+def _multi_processors_check() -> bool:
+    """Whether the SDK's multi log record processors keep the processors added to them in a
+    tuple ``_log_record_processors`` (checked once, on empty instances)."""
+    try:
+        return all(
+            isinstance(getattr(kind(), "_log_record_processors", None), tuple)
+            for kind in (SynchronousMultiLogRecordProcessor, ConcurrentMultiLogRecordProcessor)
+        )
+    except Exception:  # pragma: no cover - an SDK change
+        return False
+
+
+_MULTI_PROCESSORS = _multi_processors_check()
 
 
 def _uncached_loggers_check() -> bool:

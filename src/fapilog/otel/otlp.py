@@ -42,9 +42,9 @@ from fapilog.exceptions import ConfigurationError
 from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
-from fapilog.otel.trace import batch_flush, batch_shutdown
+from fapilog.otel.trace import batch_flush, batch_shutdown, own_span_processor
 from fapilog.settings._errors import scrub, setting_error
-from fapilog.settings._otel_env import check_otlp_environment, otlp_variable
+from fapilog.settings._otel_env import check_otlp_environment, otlp_variable, sdk_disabled
 from fapilog.settings.otlp import PROTOCOLS, Protocol
 
 if TYPE_CHECKING:
@@ -526,6 +526,7 @@ _PROCESSORS: weakref.WeakSet[BoundedBatchSpanProcessor] = weakref.WeakSet()
 
 def _track_processor(processor: BoundedBatchSpanProcessor) -> None:
     _PROCESSORS.add(processor)
+    own_span_processor(processor)
     # fapilog's shutdown() flushes them within its deadline (see flush_span_processors)
     if flush_span_processors not in STATE.shutdown_hooks:
         STATE.shutdown_hooks.append(flush_span_processors)
@@ -550,12 +551,12 @@ def flush_span_processors(timeout: float) -> bool:
 def trace_protocols(settings: LoggingSettings) -> list[Protocol]:
     """The OTLP protocols spans are exported with (usually none or one).
 
-    `FAPILOG_OTLP__TRACES=false`: none. Otherwise the OTLP names in `OTEL_TRACES_EXPORTER`
-    (``otlp`` resolved like the logs' protocol, ``otlp_proto_grpc``, ``otlp_proto_http``);
-    when that variable is unset, OTLP spans go with OTLP logs (``otlp`` in `exporters`), or
-    always with `FAPILOG_OTLP__TRACES=true`.
+    `FAPILOG_OTLP__TRACES=false` or ``OTEL_SDK_DISABLED=true``: none. Otherwise the OTLP
+    names in `OTEL_TRACES_EXPORTER` (``otlp`` resolved like the logs' protocol,
+    ``otlp_proto_grpc``, ``otlp_proto_http``); when that variable is unset, OTLP spans go
+    with OTLP logs (``otlp`` in `exporters`), or always with `FAPILOG_OTLP__TRACES=true`.
     """
-    if settings.otlp.traces is False:
+    if settings.otlp.traces is False or sdk_disabled():
         return []
     raw = _env("OTEL_TRACES_EXPORTER")
     names = [n.strip().lower() for n in raw.split(",") if n.strip()] if raw else []

@@ -11,6 +11,7 @@ conservative answer) when the check fails.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from opentelemetry import trace
@@ -28,6 +29,8 @@ __all__ = [
     "composite_parts",
     "exclusions_set",
     "instrumented_by_opentelemetry",
+    "other_span_processors",
+    "own_span_processor",
     "span_context_of",
     "tracer_unobserved",
 ]
@@ -78,9 +81,12 @@ def span_context_of(context: Context | None) -> trace.SpanContext:
 
 def _tracer_check() -> bool:
     try:
-        tracer: Any = TracerProvider().get_tracer("fapilog-check")
-        return type(tracer.span_processor._span_processors) is tuple and isinstance(
-            tracer._is_enabled(), bool
+        provider: Any = TracerProvider(shutdown_on_exit=False)
+        tracer: Any = provider.get_tracer("fapilog-check")
+        return (
+            type(tracer.span_processor._span_processors) is tuple
+            and isinstance(tracer._is_enabled(), bool)
+            and tracer.span_processor is provider._active_span_processor
         )
     except Exception:  # pragma: no cover - an SDK change
         return False
@@ -101,6 +107,29 @@ def tracer_unobserved(tracer: Any) -> bool:
     except AttributeError:
         return False
     return type(processors) is tuple and not processors and enabled is True
+
+
+def own_span_processor(processor: Any) -> None:
+    """Mark `processor` as fapilog's own (`fapilog.otel.otlp`'s bounded batch processors:
+    fapilog's drain flushes them itself): `other_span_processors` leaves it out."""
+    _OWN_SPAN_PROCESSORS.add(processor)
+
+
+_OWN_SPAN_PROCESSORS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def other_span_processors(provider: Any) -> list[Any] | None:
+    """The span processors added to an SDK TracerProvider that are not fapilog's own (an
+    SDK batch processor of ``opentelemetry-instrument``'s stock configuration, a user's).
+    None when the provider does not hold them as checked: the caller then flushes the
+    whole provider (`TracerProvider.force_flush`)."""
+    if not _TRACER_INTERNALS:  # pragma: no cover - an SDK change
+        return None
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    if type(processors) is not tuple:
+        return None
+    return [processor for processor in processors if processor not in _OWN_SPAN_PROCESSORS]
 
 
 # -- propagators ----------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def stats() -> dict[str, Any]:
         "exporters": exporters,
         "enricher_failures": chain.failure_counts() if chain is not None else {},
         "unconfigured_dropped": STATE.dropped_unconfigured,
+        "abandoned_processors": STATE.abandoned_processors,
         "recorder": TOTALS.figures(),
         **noise.figures(),
     }

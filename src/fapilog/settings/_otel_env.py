@@ -26,7 +26,13 @@ from fapilog.settings._errors import has_userinfo, setting_error
 from fapilog.settings._url import url_problem
 from fapilog.settings.otlp import CREDENTIALS_IN_URL, ENDPOINT_FORM
 
-__all__ = ["OTEL_BLRP", "OtelEnvSource", "check_otlp_environment", "otlp_variable"]
+__all__ = [
+    "OTEL_BLRP",
+    "OtelEnvSource",
+    "check_otlp_environment",
+    "otlp_variable",
+    "sdk_disabled",
+]
 
 # queue field -> (variable, scale to fapilog's unit, whole number)
 OTEL_BLRP: dict[str, tuple[str, float, bool]] = {
@@ -127,3 +133,10 @@ class OtelEnvSource(PydanticBaseSettingsSource):
             if value is not None:
                 queue[field] = int(value) if whole else value
         return {"queue": queue} if queue else {}
+
+
+def sdk_disabled() -> bool:
+    """Whether ``OTEL_SDK_DISABLED`` turns the OpenTelemetry SDK off, read as the SDK reads
+    it (``true``, in any case): then nothing is exported over OTLP, neither logs nor spans;
+    fapilog's local exporters keep working."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
