@@ -25,7 +25,7 @@ import pytest
 import fapilog
 from conftest import runs
 from fapilog import configure_logging, get_logger
-from fapilog.otel import logs as otel_logs
+from fapilog.otel import log_exporters
 from fapilog.otel.otlp_logs import GRPC_MESSAGE_LIMIT
 from peers.otlp_receiver import OtlpReceiver
 
@@ -196,7 +196,7 @@ def test_without_the_checked_seam_grpc_export_works_as_before(
 ) -> None:
     """An SDK whose gRPC exporter is not built as checked: no stub replaced, no figures,
     the records exported as the SDK exports them."""
-    monkeypatch.setattr(otel_logs, "_GRPC_STUB_SEAM", False)
+    monkeypatch.setattr(log_exporters, "_GRPC_STUB_SEAM", False)
     configure(default_receiver, "grpc")
     get_logger("shop").info("plain")
     assert fapilog.force_flush(10)

@@ -35,7 +35,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from fapilog._version import __version__
 from fapilog.exporters.loki import LokiExporter
 from fapilog.exporters.loki_config import validate
-from fapilog.otel.logs import grpc_channel, http_send_once
+from fapilog.otel.log_exporters import grpc_channel, http_send_once
 from fapilog.otel.otlp import (
     created_log_exporter,
     header_secrets,

@@ -1,5 +1,6 @@
 """The one adapter around the OpenTelemetry logs API and SDK (`opentelemetry._logs`,
-`opentelemetry.sdk._logs`, the OTLP exporters' `_log_exporter` modules).
+`opentelemetry.sdk._logs`; the OTLP exporters' `_log_exporter` modules have theirs,
+`fapilog.otel.log_exporters`).
 
 That API is still unstable (it changed in 1.35, 1.39, 1.42 and 1.44), so every import of it
 and every access to its private attributes lives here, and the rest of fapilog uses these
@@ -13,7 +14,6 @@ import dataclasses
 import inspect
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import _logs as logs_api
@@ -52,7 +52,6 @@ __all__ = [
     "LoggerProvider",
     "ReadWriteLogRecord",
     "ReadableLogRecord",
-    "SentOnce",
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "add_attribute",
@@ -60,16 +59,12 @@ __all__ = [
     "emit",
     "fast_emit_supported",
     "global_sdk_provider",
-    "grpc_channel",
-    "http_send_once",
     "make_record",
     "new_provider",
-    "otlp_log_endpoints",
     "other_log_processors",
-    "otlp_log_exporter_class",
+    "otlp_log_endpoints",
     "provider_disabled",
     "readable",
-    "replace_grpc_logs_stub",
     "replace_resource",
     "sdk_logger",
     "sdk_provider_of",
@@ -111,119 +106,6 @@ def replace_resource(provider: LoggerProvider, resource: Resource) -> None:
     loggers += list(getattr(provider, "_active_loggers", ()))
     for logger in loggers:
         logger._set_resource(resource)
-
-
-def otlp_log_exporter_class(protocol: str) -> type[LogRecordExporter]:
-    """The OTLP exporter package's log exporter for ``grpc`` or ``http/protobuf``. Its logs
-    exporters live in modules as unstable as the logs SDK (``_log_exporter``); imported
-    only when the `otlp` exporter is configured (grpc is a heavy import)."""
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        _check_grpc_stub_seam()
-        grpc_class: type[LogRecordExporter] = OTLPLogExporter
-        return grpc_class
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    http_class: type[LogRecordExporter] = HttpLogExporter
-    return http_class
-
-
-# The gRPC exporter's stub seam, checked once when the gRPC exporter module is imported
-# (grpc is imported only when the `otlp` exporter uses it): None until then.
-_GRPC_STUB_SEAM: bool | None = None
-_GRPC_STUB_ATTRIBUTES = ("_stub", "_channel", "_client")
-
-
-def _check_grpc_stub_seam() -> bool:
-    """Whether the SDK's OTLP gRPC exporters still build their client as
-    ``self._client = self._stub(self._channel)`` and export through ``self._client.Export``
-    (read from the compiled code of `OTLPExporterMixin`), so that `replace_grpc_logs_stub`
-    sees every request and its answer."""
-    global _GRPC_STUB_SEAM
-    if _GRPC_STUB_SEAM is None:
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
-
-            build = OTLPExporterMixin._initialize_channel_and_stub.__code__.co_names
-            export = OTLPExporterMixin._export.__code__.co_names
-            _GRPC_STUB_SEAM = set(_GRPC_STUB_ATTRIBUTES) <= set(build) and {
-                "_client",
-                "Export",
-            } <= set(export)
-        except Exception:  # pragma: no cover - an exporter change
-            _GRPC_STUB_SEAM = False
-    return _GRPC_STUB_SEAM
-
-
-def replace_grpc_logs_stub(exporter: LogRecordExporter, stub: Callable[[Any], Any]) -> bool:
-    """Make the SDK's OTLP gRPC log exporter send through ``stub(channel)`` instead of its
-    generated ``LogsServiceStub``, now and whenever it reconnects (it rebuilds its client
-    from ``_stub`` on a new channel): `stub`'s ``Export(request, metadata=, timeout=)`` then
-    sees each request and returns the collector's ExportLogsServiceResponse, which the SDK
-    discards. Returns False, changing nothing, when the installed exporter is not built
-    as checked (`_check_grpc_stub_seam`): it then exports as it always does."""
-    if not _check_grpc_stub_seam():
-        return False
-    if not all(hasattr(exporter, name) for name in _GRPC_STUB_ATTRIBUTES):
-        return False
-    sdk_exporter: Any = exporter
-    sdk_exporter._stub = stub
-    sdk_exporter._client = stub(sdk_exporter._channel)
-    return True
-
-
-@dataclasses.dataclass(frozen=True)
-class SentOnce:
-    """What one POST by the SDK's OTLP/HTTP log exporter got: the HTTP status and its text
-    (None: no answer), the body, or the error that prevented an answer."""
-
-    endpoint: str
-    status: int | None
-    reason: str | None
-    body: bytes
-    error: BaseException | None
-
-
-def http_send_once(exporter: LogRecordExporter, request: bytes, timeout: float) -> SentOnce | None:
-    """POST a serialized ExportLogsServiceRequest once through the SDK's OTLP/HTTP log
-    exporter as it sends (its endpoint, headers, compression, TLS and requests Session),
-    without its retries (``fapilog check``). None when the installed exporter is not built
-    as this expects (``_client._compress``/``_submit``)."""
-    client = getattr(exporter, "_client", None)
-    compress, submit = getattr(client, "_compress", None), getattr(client, "_submit", None)
-    if not (callable(compress) and callable(submit)):
-        return None
-    result = submit(compress(request), timeout)
-    status = getattr(result, "status_code", None)
-    body = b""
-    if status is not None:
-        try:
-            body = bytes(result.content())
-        except Exception:
-            body = b""
-    return SentOnce(
-        str(getattr(client, "_endpoint", "")),
-        status,
-        getattr(result, "reason", None),
-        body,
-        getattr(result, "error", None),
-    )
-
-
-def grpc_channel(
-    exporter: LogRecordExporter,
-) -> tuple[Any, tuple[tuple[str, str], ...], str] | None:
-    """The SDK's OTLP gRPC log exporter's channel (with its TLS credentials and
-    compression), the metadata it sends (headers) and its target (``fapilog check`` sends
-    one request on them); None when the exporter is not built as this expects."""
-    channel = getattr(exporter, "_channel", None)
-    headers = getattr(exporter, "_headers", None)
-    if channel is None or not isinstance(headers, tuple):
-        return None
-    return channel, headers, str(getattr(exporter, "_endpoint", ""))
 
 
 def global_sdk_provider() -> LoggerProvider | None:

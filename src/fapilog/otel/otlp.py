@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from fapilog import _diag
 from fapilog._state import STATE, signals_blocked, start_worker
 from fapilog.exceptions import ConfigurationError
-from fapilog.otel.logs import otlp_log_exporter_class, replace_grpc_logs_stub
+from fapilog.otel.log_exporters import otlp_log_exporter_class, replace_grpc_logs_stub
 from fapilog.otel.otlp_logs import Delivery
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
 from fapilog.otel.trace import batch_flush, batch_shutdown, own_span_processor

@@ -113,7 +113,7 @@ class Delivery:
 
     def grpc_stub(self, channel: Any) -> LogsStub:
         """Used in place of the generated ``LogsServiceStub`` (see
-        `fapilog.otel.logs.replace_grpc_logs_stub`)."""
+        `fapilog.otel.log_exporters.replace_grpc_logs_stub`)."""
         return LogsStub(self, channel)
 
     def stats(self) -> dict[str, int]:
