@@ -114,11 +114,8 @@ def level_for_number(number: int, name: str | None = None) -> Level:
     level = _BY_NUMBER.get(number)
     if level is not None and (name is None or name == level.name):
         return level
-    severity = severity_for_number(number)
-    if name is None or name == f"Level {number}":  # (stdlib's name for a level it lacks)
-        # the short name of its severity range (TRACE for 5), as OpenTelemetry shows it
-        name = _RANGE_NAMES[(severity.value - 1) // 4] if severity.value else f"LEVEL {number}"
-    return Level(name, number, severity, name.lower())
+    shown = name if name is not None else f"LEVEL {number}"
+    return Level(shown, number, severity_for_number(number), shown.lower())
 
 
 def method_for_number(number: int) -> str:
@@ -129,10 +126,28 @@ def method_for_number(number: int) -> str:
     return "info" if number < 30 else "warning" if number < 40 else "error"
 
 
-# A record's severity text for OpenTelemetry: the logs data model's short names, as the
-# SDK's logging handler writes them ("WARN", "FATAL"), one text per level whatever path the
-# record took; other names (DEBUG, INFO, ERROR, custom levels) are the same
-OTEL_TEXT: dict[str, str] = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+class _OtelText(dict[str, str]):
+    """A level's name -> the record's severity text for OpenTelemetry (``OTEL_TEXT[name]``):
+    the logs data model's short names, as the SDK's logging handler writes them ("WARN",
+    "FATAL"), one text per level whatever path the record took. A level stdlib has no name
+    for ("Level 5") gets the short name of its severity range ("TRACE"); a named custom
+    level ("NOTICE") keeps its name. Learnt once per name (a few)."""
+
+    def __missing__(self, name: str) -> str:
+        text = name
+        prefix, _, digits = name.partition(" ")
+        if prefix in ("Level", "LEVEL") and digits.isdigit():
+            severity = severity_for_number(int(digits)).value
+            if severity:
+                text = _RANGE_NAMES[(severity - 1) // 4]
+        if len(self) < 256:
+            self[name] = text
+        return text
+
+
+OTEL_TEXT = _OtelText(
+    {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
+)
 
 
 def text_of(severity_text: str | None, severity_number: SeverityNumber | None) -> str:

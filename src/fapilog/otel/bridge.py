@@ -175,12 +175,11 @@ class Bridge:
             count = len(collected)
             try:
                 body, attributes, span_context, event_name = _record_fields(pending)
-                text = pending.severity_text
                 record = make_record(
                     timestamp=pending.timestamp,
                     context=pending.context,
                     severity_number=pending.severity,
-                    severity_text=OTEL_TEXT.get(text, text),
+                    severity_text=OTEL_TEXT[pending.severity_text],
                     body=body,
                     attributes=attributes,
                     span_context=span_context,
