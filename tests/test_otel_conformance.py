@@ -39,7 +39,7 @@ from peers.otlp_receiver import LogEntry, OtlpReceiver
 
 # The short name of each severity range (the data model's "displaying severity")
 _SHORT = {1: "TRACE", 5: "DEBUG", 9: "INFO", 13: "WARN", 17: "ERROR", 21: "FATAL"}
-_JSON_LEVEL = {"DEBUG": "debug", "INFO": "info", "WARN": "warning",
+_JSON_LEVEL = {"TRACE": "trace", "DEBUG": "debug", "INFO": "info", "WARN": "warning",
                "ERROR": "error", "FATAL": "critical"}  # fmt: skip
 # Fields the logging instrumentation adds to every stdlib record for text formats
 _CORRELATION = {"otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName"}
@@ -89,7 +89,10 @@ def _emit_all(path: str) -> None:
     except KeyError:
         emit("exception", "conf-exc", path=path)
     if path == "stdlib":
+        logging.addLevelName(5, "TRACE")  # (as uvicorn and many applications name it)
         logging.getLogger("conf.stdlib").log(5, "conf-trace", extra={"path": path})
+        # a level stdlib has no name for ("Level 7")
+        logging.getLogger("conf.stdlib").log(7, "conf-unnamed", extra={"path": path})
 
 
 def _check_record(entry: LogEntry, since: int, until: int) -> None:
@@ -99,7 +102,8 @@ def _check_record(entry: LogEntry, since: int, until: int) -> None:
     assert entry.timestamp < entry.observed_timestamp <= until, entry
     # Severity: in a range, with that range's one text
     assert 1 <= entry.severity_number <= 24, entry
-    assert entry.severity_text == _short_name(entry.severity_number), entry
+    if not entry.severity_text.startswith("Level "):  # (stdlib's name for an unnamed level)
+        assert entry.severity_text == _short_name(entry.severity_number), entry
     # trace context: the active span's, in the record's own fields only
     assert (entry.trace_id, entry.span_id) == (TRACE_ID, "00f067aa0ba902b7"), entry
     assert entry.flags & 0xFF == 1, entry  # sampled
@@ -136,7 +140,7 @@ def test_each_record_conforms_field_by_field(
     in_span(lambda: _emit_all(path))
     assert fapilog.force_flush(10)
     until = time.time_ns()
-    expected = 6 if path == "stdlib" else 5
+    expected = 7 if path == "stdlib" else 5
     got = receiver.wait_for_logs(
         lambda logs: sum(e.attributes.get("path") == path for e in logs) >= expected
     )
@@ -172,6 +176,8 @@ def test_each_record_conforms_field_by_field(
     if path == "stdlib":
         traced = by_body["conf-trace"]
         assert (traced.severity_number, traced.severity_text) == (1, "TRACE")
+        unnamed = by_body["conf-unnamed"]
+        assert (unnamed.severity_number, unnamed.severity_text) == (3, "Level 7")
 
     # the JSON line of the same records: the same facts, its own level names
     lines = [json.loads(line) for line in file.read_text().splitlines()]
@@ -179,8 +185,8 @@ def test_each_record_conforms_field_by_field(
     assert len(lines) == expected
     for line in lines:
         entry = by_body[str(line["message"])] if isinstance(line["message"], str) else mapped
-        if entry.body == "conf-trace":  # (stdlib has no name for 5: the line keeps its own)
-            assert line["level"] == "level 5"
+        if entry.body == "conf-unnamed":  # (no name: the line keeps stdlib's own)
+            assert line["level"] == "level 7"
         else:
             assert line["level"] == _JSON_LEVEL[entry.severity_text]
         assert line["trace_id"] == TRACE_ID

@@ -70,7 +70,6 @@ WARN_SEVERITY = SeverityNumber.WARN.value  # 13: shed after everything below it
 ERROR_SEVERITY = SeverityNumber.ERROR.value  # 17: shed last
 _BY_NUMBER = {level.number: level for level in LEVELS}
 # severity ranges (1-4 TRACE, 5-8 DEBUG, ... 21-24 FATAL) -> the JSON text of their base
-_RANGE_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 _JSON_TEXT = {"warn": "warning", "fatal": "critical"}
 _TEXT_BY_SEVERITY = ((21, "critical"), (17, "error"), (13, "warning"), (9, "info"), (5, "debug"))
 
@@ -126,28 +125,11 @@ def method_for_number(number: int) -> str:
     return "info" if number < 30 else "warning" if number < 40 else "error"
 
 
-class _OtelText(dict[str, str]):
-    """A level's name -> the record's severity text for OpenTelemetry (``OTEL_TEXT[name]``):
-    the logs data model's short names, as the SDK's logging handler writes them ("WARN",
-    "FATAL"), one text per level whatever path the record took. A level stdlib has no name
-    for ("Level 5") gets the short name of its severity range ("TRACE"); a named custom
-    level ("NOTICE") keeps its name. Learnt once per name (a few)."""
-
-    def __missing__(self, name: str) -> str:
-        text = name
-        prefix, _, digits = name.partition(" ")
-        if prefix in ("Level", "LEVEL") and digits.isdigit():
-            severity = severity_for_number(int(digits)).value
-            if severity:
-                text = _RANGE_NAMES[(severity - 1) // 4]
-        if len(self) < 256:
-            self[name] = text
-        return text
-
-
-OTEL_TEXT = _OtelText(
-    {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
-)
+# A record's severity text for OpenTelemetry: the logs data model's short names, as the
+# SDK's logging handler writes them ("WARN", "FATAL"), one text per level whatever path the
+# record took; every other level's name is its text, as the SDK's handler has it (a custom
+# level's, "NOTICE", and stdlib's for a level it has no name for, "Level 7")
+OTEL_TEXT: dict[str, str] = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 
 
 def text_of(severity_text: str | None, severity_number: SeverityNumber | None) -> str:

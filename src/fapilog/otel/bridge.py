@@ -38,6 +38,8 @@ from fapilog.settings import QueueSettings
 
 __all__ = ["Bridge", "Forward", "LOGGER_GENERATION", "event_fields"]
 
+_otel_text = OTEL_TEXT.get
+
 # The SDK Loggers the bridge keeps, by logger name: at most two generations of this many
 # names. A name used during the current generation stays; one unused for a whole
 # generation is forgotten, and its Logger is built again if the name comes back. The
@@ -179,7 +181,7 @@ class Bridge:
                     timestamp=pending.timestamp,
                     context=pending.context,
                     severity_number=pending.severity,
-                    severity_text=OTEL_TEXT[pending.severity_text],
+                    severity_text=_otel_text(pending.severity_text, pending.severity_text),
                     body=body,
                     attributes=attributes,
                     span_context=span_context,
