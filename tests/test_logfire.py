@@ -84,3 +84,65 @@ def test_fapilog_structlog_and_stdlib_records_reach_logfires_processors(
     printed = [json.loads(line) for line in out.splitlines()[:-1] if line.startswith("{")]
     assert {line["service.name"] for line in printed} == {"svc-lf"}
     assert len(printed) == 3
+
+
+_CHILD_APP = """
+import json
+import logfire
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import fapilog
+from fapilog._state import STATE
+
+logs, spans = InMemoryLogRecordExporter(), InMemorySpanExporter()
+logfire.configure(
+    service_name="svc-lf", send_to_logfire=False, console=False, inspect_arguments=False,
+    additional_span_processors=[SimpleSpanProcessor(spans)],
+    advanced=logfire.AdvancedOptions(log_record_processors=[SimpleLogRecordProcessor(logs)]),
+)
+app = FastAPI()
+
+@app.get("/orders/{order_id}")
+def order(order_id: int) -> dict:
+    fapilog.get_logger("app.orders").info("order looked up", order_id=order_id)
+    return {"id": order_id}
+
+fapilog.configure_logging(app=app, exporters=["stdout"])
+assert STATE.tracer_provider is None  # (no TracerProvider of fapilog's: Logfire's is used)
+with TestClient(app) as client:
+    assert client.get("/orders/7").status_code == 200
+assert fapilog.force_flush(10)
+print(json.dumps({
+    "logs": [
+        {"body": r.log_record.body, "service": r.resource.attributes.get("service.name"),
+         "trace_id": r.log_record.trace_id}
+        for r in logs.get_finished_logs()
+    ],
+    "spans": [
+        {"name": s.name, "kind": s.kind.name, "service": s.resource.attributes.get("service.name"),
+         "trace_id": s.context.trace_id}
+        for s in spans.get_finished_spans()
+    ],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_request_spans_and_logs_reach_logfire_with_one_service_name(
+    subprocess_env: dict[str, str],
+) -> None:
+    """configure_logging(app=app) under Logfire: the server span of each request is made by
+    Logfire's TracerProvider (inside its wrapper), so it reaches Logfire's span processors
+    with the service name of the request's log records."""
+    code, out, err = run_python(textwrap.dedent(_CHILD_APP), subprocess_env)
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    servers = [s for s in result["spans"] if s["kind"] == "SERVER"]
+    assert len(servers) == 1, result["spans"]
+    (looked_up,) = [r for r in result["logs"] if r["body"] == "order looked up"]
+    assert looked_up["trace_id"] == servers[0]["trace_id"]
+    assert {s["service"] for s in result["spans"]} == {"svc-lf"}
+    assert {r["service"] for r in result["logs"]} == {"svc-lf"}

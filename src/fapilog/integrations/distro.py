@@ -54,6 +54,7 @@ from fapilog.otel.logs import global_sdk_provider, new_provider, set_global_prov
 from fapilog.otel.otlp import bounded_span_processor, resolve_timeout, span_processors
 from fapilog.otel.resource import build_resource
 from fapilog.otel.semconv import OTLP_EXPORTER_NAMES
+from fapilog.otel.trace import sdk_tracer_provider_of
 from fapilog.settings import LoggingSettings, from_environment
 
 __all__ = [
@@ -199,7 +200,7 @@ def configure_sdk() -> LoggingSettings:
         settings = _settings()
         # (with telemetry.distro.*, which replaces the deprecated telemetry.auto.version)
         resource = build_resource(settings)
-        if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        if sdk_tracer_provider_of(trace.get_tracer_provider()) is None:
             provider = TracerProvider(
                 resource=resource,
                 sampler=sdk_configuration.sampler_from_env(),

@@ -26,7 +26,7 @@ from fapilog._state import STATE
 from fapilog.integrations.access_lines import clean_target, query_marker, redact_query
 from fapilog.otel.otlp import span_processors
 from fapilog.otel.resource import build_resource
-from fapilog.otel.trace import instrumented_by_opentelemetry
+from fapilog.otel.trace import instrumented_by_opentelemetry, sdk_tracer_provider_of
 from fapilog.settings import LoggingSettings
 
 __all__ = [
@@ -45,16 +45,17 @@ __all__ = [
 def ensure_tracer_provider(settings: LoggingSettings) -> TracerProvider:
     """The SDK TracerProvider server spans go to.
 
-    An SDK provider installed globally (by the application or `opentelemetry-instrument`)
-    is used as it is. Otherwise fapilog creates one with the same Resource as its log
-    records, adds the OTLP span processors (`fapilog.otel.otlp.span_processors`) and
-    installs it globally (`STATE.tracer_provider`). Idempotent: later calls return the same
-    provider and add nothing.
+    An SDK provider installed globally (by the application, `opentelemetry-instrument`, or
+    Logfire inside its wrapper) is used as it is. Otherwise fapilog creates one with the
+    same Resource as its log records, adds the OTLP span processors
+    (`fapilog.otel.otlp.span_processors`) and installs it globally (`STATE.tracer_provider`).
+    Idempotent: later calls return the same provider and add nothing.
     """
     with STATE.lock:
         current = trace.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            return current
+        installed = sdk_tracer_provider_of(current)  # (also inside Logfire's wrapper)
+        if installed is not None:
+            return installed
         if STATE.tracer_provider is not None:
             owned: TracerProvider = STATE.tracer_provider
             return owned

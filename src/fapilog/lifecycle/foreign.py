@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from fapilog import _diag
 from fapilog._state import STATE, start_worker, worker_thread
 from fapilog.otel.logs import LoggerProvider, other_log_processors
-from fapilog.otel.trace import other_span_processors
+from fapilog.otel.trace import other_span_processors, sdk_tracer_provider_of
 
 __all__ = ["OthersFlush", "flush_others"]
 
@@ -87,9 +87,9 @@ def flush_others(provider: LoggerProvider, mine: Any, timeout: float) -> OthersF
 
 def _tracer_provider() -> TracerProvider | None:
     """The SDK TracerProvider in use: the global one, else the one fapilog created."""
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
+    installed = sdk_tracer_provider_of(trace.get_tracer_provider())
+    if installed is not None:
+        return installed
     own: TracerProvider | None = STATE.tracer_provider
     return own
 

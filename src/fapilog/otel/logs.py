@@ -41,6 +41,7 @@ from opentelemetry.sdk.resources import Resource
 
 from fapilog import _diag
 from fapilog.otel.trace import span_context_of
+from fapilog.otel.wrapped import inner_provider
 
 __all__ = [
     "InMemoryLogRecordExporter",
@@ -115,36 +116,11 @@ def global_sdk_provider() -> LoggerProvider | None:
     return sdk_provider_of(logs_api.get_logger_provider())
 
 
-# Where a LoggerProvider that wraps another keeps it (Logfire's ProxyLoggerProvider:
-# ``provider``), followed at most _MAX_WRAPPERS deep.
-_WRAPPED_PROVIDER_ATTRIBUTES = ("provider", "_provider", "_delegate", "_wrapped", "__wrapped__")
-_MAX_WRAPPERS = 4
-
-
 def sdk_provider_of(provider: object) -> LoggerProvider | None:
-    """The SDK LoggerProvider `provider` is, or wraps: a LoggerProvider of the logs API
-    (or an object with `get_logger`) that keeps another under one of the attributes above,
-    read as stored (a wrapper's own ``__getattr__`` forwarding is not followed). None when
-    there is no SDK provider within a few wrappers (the API's no-op or proxy provider)."""
-    current = provider
-    for _ in range(_MAX_WRAPPERS + 1):
-        if isinstance(current, LoggerProvider):
-            return current
-        if not callable(getattr(type(current), "get_logger", None)):
-            return None
-        inner: object = None
-        for name in _WRAPPED_PROVIDER_ATTRIBUTES:
-            try:
-                inner = object.__getattribute__(current, name)
-            except Exception:
-                continue
-            if inner is not None and inner is not current:
-                break
-            inner = None
-        if inner is None:
-            return None
-        current = inner
-    return None
+    """The SDK LoggerProvider `provider` is, or wraps within a few wrappers (Logfire's
+    ProxyLoggerProvider keeps it as ``provider``; `fapilog.otel.wrapped`); None for the API's
+    no-op or proxy provider."""
+    return inner_provider(provider, LoggerProvider, "get_logger")
 
 
 # Where a log record processor keeps what it hands records on to: the SDK's multi

@@ -21,6 +21,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.util.http import ExcludeList
 
+from fapilog.otel.wrapped import inner_provider
+
 __all__ = [
     "INVALID_SPAN_CONTEXT",
     "SPAN_KEY",
@@ -31,11 +33,18 @@ __all__ = [
     "instrumented_by_opentelemetry",
     "other_span_processors",
     "own_span_processor",
+    "sdk_tracer_provider_of",
     "span_context_of",
     "tracer_unobserved",
 ]
 
 INVALID_SPAN_CONTEXT = trace.INVALID_SPAN_CONTEXT
+
+
+def sdk_tracer_provider_of(provider: object) -> TracerProvider | None:
+    """The SDK TracerProvider `provider` is, or wraps within a few wrappers (Logfire's
+    ProxyTracerProvider; `fapilog.otel.wrapped`); None for the API's proxy or no-op one."""
+    return inner_provider(provider, TracerProvider, "get_tracer")
 
 
 # -- the span of a Context ------------------------------------------------------------------
