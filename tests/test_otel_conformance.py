@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -309,6 +310,7 @@ assert fapilog.shutdown(10)
 
 _CORRELATION_SCRIPT = """
 import logging
+import sys
 import fapilog
 from opentelemetry import trace
 from opentelemetry.instrumentation.logging import LoggingInstrumentor
@@ -342,3 +344,40 @@ def test_log_correlation_fields_are_not_repeated_as_attributes(
     [line] = [json.loads(text) for text in out.splitlines() if "correlated" in text]
     assert not _CORRELATION & set(line), line
     assert line["trace_id"] == entry.trace_id
+
+
+class _Declined(Exception):
+    def __str__(self) -> str:
+        return "declined by the bank"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("k"), OSError(2, "No such file"), ValueError(), _Declined(), ValueError("a", "b")],
+    ids=["keyerror", "oserror", "no-arguments", "own-str", "two-arguments"],
+)
+def test_exception_fields_as_opentelemetrys_handler_writes_them(error: Exception) -> None:
+    """``exception.message`` as the SDK's LoggingHandler writes it for the same exception
+    (present or absent alike); ``exception.type`` is the semantic conventions' qualified
+    name, which for a builtin or a class of the main script is the bare name the handler
+    writes."""
+    import warnings
+
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    from fapilog.otel.semconv import exception_attributes
+
+    try:
+        raise error
+    except Exception:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        theirs = LoggingHandler._get_attributes(record)
+    ours = exception_attributes(error)
+    assert ours.get("exception.message") == theirs.get("exception.message")
+    assert ("exception.message" in ours) == ("exception.message" in theirs)
+    expected_type = theirs["exception.type"]
+    if type(error).__module__ not in ("builtins", "__main__"):
+        expected_type = f"{type(error).__module__}.{type(error).__qualname__}"
+    assert ours["exception.type"] == expected_type

@@ -285,7 +285,10 @@ def remove_otel_logging_handlers() -> list[logging.Handler]:
     """Take OpenTelemetry's own `LoggingHandler`s (the SDK's, the logging
     instrumentation's) off the root logger: fapilog's handler already sends every stdlib
     record to the same LoggerProvider. Returns the handlers removed
-    (`fapilog.capture.stdlib.remove_otel_handlers`)."""
+    (`fapilog.capture.stdlib.remove_otel_handlers`), while fapilog captures stdlib logging:
+    otherwise they are the route of stdlib records to OpenTelemetry, and stay."""
+    if stdlib.installed_handler() is None:
+        return []
     return stdlib.remove_otel_handlers()
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fapilog import _diag
 from fapilog._state import STATE, Pipeline, start_worker
 from fapilog.capture.noise import FOLDING
 from fapilog.lifecycle import wakeup
@@ -125,7 +126,10 @@ def _shutdown(pipeline: Pipeline, bridge: Bridge, timeout: float | None) -> bool
     others = None
     if STATE.exit_started is not None:
         until = late or deadline
-        others = flush_others(pipeline.provider, pipeline.router, until - time.monotonic())
+        try:
+            others = flush_others(pipeline.provider, pipeline.router, until - time.monotonic())
+        except Exception as exc:  # (never in the way of fapilog's own drain, nor raised)
+            _diag.report("exit-others", f"fapilog could not flush the other processors: {exc!r}")
     mark = intake_mark()  # nothing logged from now on reaches these exporters
     for processor in pipeline.processors:
         if processor.intake_end is None:

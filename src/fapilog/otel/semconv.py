@@ -29,16 +29,14 @@ def error_type(exc: BaseException) -> str:
 
 
 def exception_message(exc: BaseException) -> str | None:
-    """``exception.message``: as OpenTelemetry's logging handler writes it, the text of the
-    exception's first argument (``KeyError('k')`` -> ``k``, without the quotes its `str()`
-    adds), or its `str()` when it has several (``OSError(2, "No such file")`` -> ``[Errno 2]
-    No such file``); None for an exception raised without arguments. Never raises."""
+    """``exception.message`` exactly as OpenTelemetry's logging handler writes it: the text
+    of the exception's first argument (``KeyError('k')`` -> ``k``, without the quotes its
+    `str()` adds; ``OSError(2, "No such file")`` -> ``2``, the rest being in the stack
+    trace); None (no ``exception.message``) for an exception raised without arguments.
+    Never raises."""
     try:
         args = exc.args
-        if not args:
-            text = str(exc)  # (a class may still say something of its own)
-            return text or None
-        return str(args[0]) if len(args) == 1 else str(exc)
+        return str(args[0]) if args else None
     except Exception:
         return f"<unprintable {type(exc).__qualname__}>"
 
