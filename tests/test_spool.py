@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -410,6 +412,28 @@ def test_a_record_survives_the_round_trip_through_disk(fields: dict[str, Any]) -
     assert dict(restored.resource.attributes) == dict(original.resource.attributes)
     assert restored.instrumentation_scope == original.instrumentation_scope
     assert json_line(restored) == json_line(original)
+
+
+def test_the_dropped_attributes_count_survives_the_disk() -> None:
+    """A record the attribute limits cut keeps its count through the spool (OTLP's
+    dropped_attributes_count, the JSON line's fapilog.dropped_attributes); a frame written
+    without the count (an older segment) reads as none dropped."""
+    original = _record(attributes={"e": 5, "f": "0123456789"})
+    counted = BoundedAttributes(attributes=original.log_record.attributes, immutable=False)
+    counted.dropped = 4
+    original.log_record.attributes = counted
+    out: list[bytes] = []
+    encode(original, Tables(), out)
+    tables = Tables()
+    for frame in out[:-1]:
+        tables.learn(frame[:1], frame[1:])
+    restored = decode(out[-1][1:], tables)
+    assert restored.dropped_attributes == 4
+    assert dict(restored.log_record.attributes or {}) == {"e": 5, "f": "0123456789"}
+    assert json_line(restored) == json_line(original)
+    assert json_line(restored)["fapilog.dropped_attributes"] == 4
+    older = orjson.dumps(orjson.loads(out[-1][1:])[:-1])
+    assert decode(older, tables).dropped_attributes == 0
 
 
 def test_two_spools_of_one_process_never_share_a_segment(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -37,6 +38,7 @@ RECORD = b"L"
 _BYTES_TAG = "__fapilog_bytes__"
 _BYTES_MARK = _BYTES_TAG.encode()
 _EMPTY_CONTEXT = Context()
+_FIELDS_WITH_DROPPED = 13  # (an L frame's fields; 12 in segments written before)
 
 
 def _default(value: Any) -> Any:
@@ -159,6 +161,9 @@ def encode(readable: ReadableLogRecord, tables: Tables, out: list[bytes]) -> Non
                 record.body,
                 dict(attributes) if isinstance(attributes, Mapping) else None,
                 getattr(record, "event_name", None),
+                # how many attributes the attribute limits left out (OTLP's
+                # dropped_attributes_count; absent in segments written before it was kept)
+                getattr(attributes, "dropped", 0),
             ]
         )
     )
@@ -170,6 +175,7 @@ def decode(payload: bytes, tables: Tables) -> ReadableLogRecord:
     fields = orjson.loads(payload)
     if _BYTES_MARK in payload:
         fields = _untag(fields)
+    dropped = fields.pop() if len(fields) == _FIELDS_WITH_DROPPED else 0
     (
         resource,
         scope,
@@ -194,6 +200,12 @@ def decode(payload: bytes, tables: Tables) -> ReadableLogRecord:
         attributes=attributes,
         event_name=event_name,
     )
+    if dropped and isinstance(attributes, dict):
+        counted = BoundedAttributes(
+            attributes=attributes, immutable=False, extended_attributes=True
+        )
+        counted.dropped = dropped
+        record.attributes = counted
     # the trace fields as recorded (the constructor would read them from the context)
     record.trace_id = int(trace_id, 16)
     record.span_id = span_id

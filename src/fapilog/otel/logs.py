@@ -406,17 +406,36 @@ def emit(logger: Logger, record: LogRecord, fast: bool) -> None:
 
 def bound_attributes(record: LogRecord, limits: LogRecordLimits) -> None:
     """Hold `record`'s attributes to `limits` as the SDK's `Logger.emit` does: at most
-    ``max_log_record_attributes`` of them (the SDK's `BoundedAttributes` keeps the last ones
-    set, so the exception's, set last, stay), string values (also inside lists) cut at
-    ``max_log_record_attribute_length`` characters, and the number left out counted (the
-    record's ``dropped_attributes``, OTLP's ``dropped_attributes_count``)."""
-    record.attributes = BoundedAttributes(
-        maxlen=limits.max_log_record_attributes,
-        attributes=record.attributes,
-        immutable=False,
-        max_value_len=limits.max_log_record_attribute_length,
-        extended_attributes=True,
+    ``max_log_record_attributes`` of them (the last ones set, as the SDK's `BoundedAttributes`
+    keeps them, so the exception's, set last, stay), text values (also inside lists and maps)
+    cut at ``max_log_record_attribute_length`` characters, and the number left out counted
+    (the record's ``dropped_attributes``, OTLP's ``dropped_attributes_count``). Done before
+    `BoundedAttributes` sees them, which would log a warning for each value it cuts."""
+    count = limits.max_log_record_attributes
+    length = limits.max_log_record_attribute_length
+    items = list((record.attributes or {}).items())
+    dropped = 0
+    if count is not None and len(items) > count:
+        dropped = len(items) - count
+        items = items[dropped:]
+    if length is not None:
+        items = [(key, _cut(value, length)) for key, value in items]
+    bounded = BoundedAttributes(
+        maxlen=count, attributes=dict(items), immutable=False, extended_attributes=True
     )
+    bounded.dropped = dropped
+    record.attributes = bounded
+
+
+def _cut(value: Any, length: int) -> Any:
+    """`value` with every text in it cut at `length` characters."""
+    if isinstance(value, str):
+        return value[:length]
+    if isinstance(value, (list, tuple)):
+        return tuple(_cut(item, length) for item in value)
+    if isinstance(value, dict):
+        return {key: _cut(item, length) for key, item in value.items()}
+    return value
 
 
 def add_attribute(record: ReadWriteLogRecord, key: str, value: str) -> None:
