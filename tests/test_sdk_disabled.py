@@ -20,6 +20,7 @@ from peers.instrumented_app import APP, APP_WITH_CONFIGURE, InstrumentedApp
 from peers.otlp_receiver import OtlpReceiver
 
 REQUESTS = 3
+SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 
 PLAIN = textwrap.dedent(
     """
@@ -123,6 +124,7 @@ def test_without_the_switch_the_same_script_exports_logs_and_spans(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("disabled", [True, False], ids=["disabled", "control"])
 @pytest.mark.parametrize(
     ("configurator", "source"),
     [
@@ -131,12 +133,18 @@ def test_without_the_switch_the_same_script_exports_logs_and_spans(
     ],
 )
 def test_under_opentelemetry_instrument_nothing_reaches_the_collector(
-    tmp_path: Path, subprocess_env: dict[str, str], configurator: str, source: str
+    tmp_path: Path,
+    subprocess_env: dict[str, str],
+    configurator: str,
+    source: str,
+    disabled: bool,
 ) -> None:
+    """With the switch, nothing reaches the collector; without it (the control: the same
+    application, variables and receiver), logs and spans do."""
     with OtlpReceiver() as receiver:
         env = {
             **subprocess_env,
-            "OTEL_SDK_DISABLED": "true",
+            "OTEL_SDK_DISABLED": "true" if disabled else "false",
             "OTEL_SERVICE_NAME": "shop",
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_LOGS_EXPORTER": "fapilog_stdout,otlp" if configurator == "fapilog" else "otlp",
@@ -157,7 +165,12 @@ def test_under_opentelemetry_instrument_nothing_reaches_the_collector(
             app.stop()  # SIGTERM: the drain, then the process is gone
         finally:
             app.kill()
-        assert (receiver.logs, receiver.spans, receiver.requests) == ([], [], 0)
+        if disabled:
+            assert (receiver.logs, receiver.spans, receiver.requests) == ([], [], 0)
+        else:
+            bodies = [str(entry.body) for entry in receiver.logs]
+            assert bodies.count("order looked up") == REQUESTS, bodies
+            assert sum(span.kind == SERVER for span in receiver.spans) == REQUESTS
     records = app.records()
     looked_up = [r for r in records if r.get("message") == "order looked up"]
     assert sorted(r["order_id"] for r in looked_up) == list(range(1, REQUESTS + 1))

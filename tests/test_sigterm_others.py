@@ -154,9 +154,8 @@ def test_stock_configurator_delivers_uvicorns_last_lines_on_sigterm(
             "OTEL_BLRP_SCHEDULE_DELAY": "60000",
             "OTEL_BSP_SCHEDULE_DELAY": "60000",
             "FAPILOG_QUEUE__MAX_DELAY": "0.05",  # (fapilog's queues read OTEL_BLRP_* too)
-            # one route from stdlib logging: fapilog's (the stock logging instrumentation
-            # would add the SDK's handler, each line going twice)
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "logging",
+            # (the stock logging instrumentation runs: its handler on the root logger is
+            # taken off by configure_logging(), so each line goes out once)
         }
         app = InstrumentedApp(tmp_path, env, APP_WITH_CONFIGURE)
         try:
