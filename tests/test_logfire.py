@@ -18,10 +18,9 @@ from conftest import run_python
 
 pytest.importorskip("logfire", reason="logfire is not installed (pip install -e '.[dev]')")
 
-_CHILD = """
-import json, logging
-import logfire, structlog
-from opentelemetry._logs import get_logger_provider
+# Logfire configured first, its spans and log records kept in memory (nothing sent)
+_LOGFIRE = """
+import logfire
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,6 +33,12 @@ logfire.configure(
     additional_span_processors=[SimpleSpanProcessor(spans)],
     advanced=logfire.AdvancedOptions(log_record_processors=[SimpleLogRecordProcessor(logs)]),
 )
+"""
+
+_CHILD = _LOGFIRE + """
+import json, logging
+import structlog
+from opentelemetry._logs import get_logger_provider
 wrapper = get_logger_provider()
 inner = wrapper.provider  # Logfire's SDK LoggerProvider
 resource = inner.resource
@@ -86,23 +91,10 @@ def test_fapilog_structlog_and_stdlib_records_reach_logfires_processors(
     assert len(printed) == 3
 
 
-_CHILD_APP = """
+_CHILD_APP = _LOGFIRE + """
 import json
-import logfire
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-import fapilog
-from fapilog._state import STATE
-
-logs, spans = InMemoryLogRecordExporter(), InMemorySpanExporter()
-logfire.configure(
-    service_name="svc-lf", send_to_logfire=False, console=False, inspect_arguments=False,
-    additional_span_processors=[SimpleSpanProcessor(spans)],
-    advanced=logfire.AdvancedOptions(log_record_processors=[SimpleLogRecordProcessor(logs)]),
-)
 app = FastAPI()
 
 @app.get("/orders/{order_id}")

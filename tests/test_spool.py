@@ -383,6 +383,16 @@ def _record(**fields: Any) -> ReadableLogRecord:
     )
 
 
+def _round_trip(original: ReadableLogRecord) -> tuple[ReadableLogRecord, bytes, Tables]:
+    """`original` encoded and decoded again: the record, its frame's payload, the tables."""
+    out: list[bytes] = []
+    encode(original, Tables(), out)
+    tables = Tables()
+    for frame in out[:-1]:
+        tables.learn(frame[:1], frame[1:])
+    return decode(out[-1][1:], tables), out[-1][1:], tables
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -395,12 +405,7 @@ def _record(**fields: Any) -> ReadableLogRecord:
 )
 def test_a_record_survives_the_round_trip_through_disk(fields: dict[str, Any]) -> None:
     original = _record(**fields)
-    out: list[bytes] = []
-    encode(original, Tables(), out)
-    tables = Tables()
-    for frame in out[:-1]:
-        tables.learn(frame[:1], frame[1:])
-    restored = decode(out[-1][1:], tables)
+    restored, _, _ = _round_trip(original)
     a, b = original.log_record, restored.log_record
     for name in (
         "timestamp", "observed_timestamp", "trace_id", "span_id", "severity_text",
@@ -422,17 +427,12 @@ def test_the_dropped_attributes_count_survives_the_disk() -> None:
     counted = BoundedAttributes(attributes=original.log_record.attributes, immutable=False)
     counted.dropped = 4
     original.log_record.attributes = counted
-    out: list[bytes] = []
-    encode(original, Tables(), out)
-    tables = Tables()
-    for frame in out[:-1]:
-        tables.learn(frame[:1], frame[1:])
-    restored = decode(out[-1][1:], tables)
+    restored, frame, tables = _round_trip(original)
     assert restored.dropped_attributes == 4
     assert dict(restored.log_record.attributes or {}) == {"e": 5, "f": "0123456789"}
     assert json_line(restored) == json_line(original)
     assert json_line(restored)["fapilog.dropped_attributes"] == 4
-    older = orjson.dumps(orjson.loads(out[-1][1:])[:-1])
+    older = orjson.dumps(orjson.loads(frame)[:-1])
     assert decode(older, tables).dropped_attributes == 0
 
 
