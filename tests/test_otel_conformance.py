@@ -382,3 +382,21 @@ def test_exception_fields_as_opentelemetrys_handler_writes_them(error: Exception
     if type(error).__module__ not in ("builtins", "__main__"):
         expected_type = f"{type(error).__module__}.{type(error).__qualname__}"
     assert ours["exception.type"] == expected_type
+
+
+def test_the_resource_follows_the_otel_resource_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPERIMENTAL_RESOURCE_DETECTORS
+    shape the Resource of fapilog's records, next to fapilog's own distribution attributes."""
+    from fapilog.otel.resource import build_resource
+    from fapilog.settings import LoggingSettings
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-otel")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=payments,service.version=9.9")
+    monkeypatch.setenv("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "otel,os")
+    attributes = build_resource(LoggingSettings()).attributes
+    assert attributes["service.name"] == "from-otel"
+    assert (attributes["team"], attributes["service.version"]) == ("payments", "9.9")
+    assert attributes["os.type"]  # (the os detector's)
+    assert attributes["telemetry.distro.name"] == "fapilog"
