@@ -11,7 +11,7 @@ PY_IDENTITY := import sys; print(sys.version.split()[0], sys.base_prefix)
 PYTHON_ID   := $(shell $(PYTHON) -c '$(PY_IDENTITY)' 2>/dev/null)
 VENV_ID     := $(shell $(BIN)/python -c '$(PY_IDENTITY)' 2>/dev/null)
 
-.PHONY: demo test lint typecheck unit soak bench docs dist clean FORCE
+.PHONY: demo test lint typecheck unit soak breaks test-otel-range mutate bench docs dist clean FORCE
 
 # The venv is (re)built when pyproject.toml changed since, and from scratch when another
 # interpreter made it: `make test PYTHON=python3.13` never reuses a venv of Python 3.11.
@@ -52,6 +52,21 @@ test: lint typecheck unit
 soak: $(STAMP)
 	FAPILOG_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m soak
 
+# each known bug re-introduced in a scratch copy, with the tests that must catch it
+# (tools/breaks/*.patch; see CONTRIBUTING.md)
+breaks: $(STAMP)
+	$(BIN)/python tools/breaks.py
+
+# the test suite against the lowest and the highest OpenTelemetry releases pyproject allows,
+# each in a venv of its own (.venv-otel-lowest, .venv-otel-highest); CI runs it
+test-otel-range: $(STAMP)
+	$(BIN)/python tools/otel_range.py
+
+# mutation testing of the pipeline, bridge, lifecycle and exporter modules with mutmut
+# (hours on 2 cores; not part of `make test`; see CONTRIBUTING.md)
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py $(MODULES)
+
 # the settings table in docs/configuration.md, then the docs site into site/ (git-ignored)
 docs: $(STAMP)
 	$(BIN)/python docs/update_reference.py
@@ -75,4 +90,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache dist site
+	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache dist site mutants

@@ -28,6 +28,43 @@ from fapilog.pipeline.accounting import unbalanced
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# fapilog's pytest plugin, loaded here rather than through its `pytest11` entry point
+# (disabled in pyproject's addopts): by now coverage has started, so its import is measured
+pytest_plugins = ["fapilog.pytest_plugin"]
+
+# Skips a machine may legitimately cause: the reason, and why it is a fact of the machine
+# rather than a missing tool. Any other skip fails the run (a test that quietly stops
+# running is a hole), unless FAPILOG_STRICT_SKIPS=0. The Makefile and CI keep it on.
+EXPECTED_SKIPS = {
+    "only one Python interpreter on this machine: nothing to switch between": "one Python",
+    "no PID namespace here (unshare needs root or user namespaces)": "container policy",
+    "fork() is POSIX only": "platform",
+    "needs fork": "platform",
+    "reads /proc": "platform",
+}
+STRICT_SKIPS = os.environ.get("FAPILOG_STRICT_SKIPS", "1") != "0"
+_UNEXPECTED_SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        reason = reason.removeprefix("Skipped: ")
+        if reason not in EXPECTED_SKIPS:
+            _UNEXPECTED_SKIPS.append((report.nodeid, reason))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _UNEXPECTED_SKIPS and STRICT_SKIPS:
+        terminalreporter.section("unexpected skips (FAPILOG_STRICT_SKIPS=0 allows them)")
+        for nodeid, reason in _UNEXPECTED_SKIPS:
+            terminalreporter.write_line(f"{nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _UNEXPECTED_SKIPS and STRICT_SKIPS and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 def _documented_drop_reasons() -> frozenset[str]:
     """The reasons in docs/pipeline.md's drop-reason table."""
