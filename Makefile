@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/fastapi_app/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check src tests examples bench tools
 	$(BIN)/ruff format --check src
 
 typecheck: $(STAMP)
