@@ -4,6 +4,7 @@ log directory while a real server keeps serving, rotation blocked by permissions
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -44,6 +45,8 @@ def read_all(path: Path, max_bytes: int | None = None) -> list[dict[str, Any]]:
     files = [*backups(path), path] if path.exists() else backups(path)
     for file in files:
         data = file.read_bytes()
+        if file.suffix == ".gz":
+            data = gzip.decompress(data)
         if max_bytes:
             assert len(data) <= max_bytes, f"{file} is larger than max_bytes"
         assert not data or data.endswith(b"\n"), f"{file} ends in a partial line"
@@ -115,6 +118,36 @@ WRITER = textwrap.dedent(
 )
 
 
+def run_writers(env: dict[str, str], processes: int) -> None:
+    """Start `processes` WRITER interpreters, let them go at once, wait for all of them."""
+    started = [
+        subprocess.Popen(
+            [PYTHON, "-c", WRITER], env=env, stdin=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]  # fmt: skip
+    try:
+        for process in started:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in started:
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+
+
+def seqs_by_pid(lines: list[dict[str, Any]]) -> dict[int, list[int]]:
+    by_pid: dict[int, list[int]] = {}
+    for line in lines:
+        by_pid.setdefault(line["pid"], []).append(line["seq"])
+    return by_pid
+
+
 def test_four_processes_share_one_path_without_corruption_or_loss(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
@@ -131,34 +164,47 @@ def test_four_processes_share_one_path_without_corruption_or_loss(
         "FAPILOG_QUEUE__MAX_SIZE": "10000",
         "FAPILOG_QUEUE__BATCH_SIZE": "64",
     }
-    processes = [
-        subprocess.Popen(
-            [PYTHON, "-c", WRITER], env=env, stdin=subprocess.PIPE, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for _ in range(4)
-    ]  # fmt: skip
-    try:
-        for process in processes:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
-        for process in processes:
-            _, err = process.communicate(timeout=60)
-            assert process.returncode == 0, err
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    lines = read_all(path, max_bytes=60000)
-    by_pid: dict[int, list[int]] = {}
-    for line in lines:
-        by_pid.setdefault(line["pid"], []).append(line["seq"])
+    run_writers(env, 4)
+    by_pid = seqs_by_pid(read_all(path, max_bytes=60000))
     assert len(by_pid) == 4
     for seqs in by_pid.values():
         assert sorted(seqs) == list(range(4000))
         assert seqs == sorted(seqs)  # each process's lines stay in order across files
     assert len(backups(path)) > 10
+
+
+def test_processes_notice_each_others_rotation_with_gzip_on(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Four interpreters rotate one path with gzip on: the process that rotated compresses
+    the old file and removes it, so a process still appending to the old file (not noticing
+    that another one rotated) would lose those lines. Retention is set so high that nothing
+    is deleted (lines in a deleted file could not be counted): every line of every process
+    is found exactly once, whole, across the live file and the .gz backups."""
+    path = tmp_path / "shared" / "app.log"
+    count = 2000
+    env = {
+        **subprocess_env,
+        "COUNT": str(count),
+        "FAPILOG_EXPORTERS": "file",
+        "FAPILOG_FILE__PATH": str(path),
+        "FAPILOG_FILE__MAX_BYTES": "20000",
+        "FAPILOG_FILE__GZIP": "true",
+        "FAPILOG_FILE__BACKUP_COUNT": "100000",
+        "FAPILOG_QUEUE__MAX_SIZE": "10000",
+        "FAPILOG_QUEUE__BATCH_SIZE": "64",
+    }
+    run_writers(env, 4)
+    rotated = backups(path)
+    assert len(rotated) > 20  # rotated many times, under contention
+    assert all(file.suffix == ".gz" for file in rotated)  # every rotated file compressed
+    assert not list(path.parent.glob("*.tmp"))  # no half-written archive left
+    by_pid = seqs_by_pid(read_all(path, max_bytes=20000))  # parses: nothing torn
+    assert len(by_pid) == 4
+    for pid, seqs in by_pid.items():
+        assert len(seqs) == count, f"process {pid}: {len(seqs)} lines for {count} records"
+        assert sorted(seqs) == list(range(count)), pid  # none lost, none twice
+        assert seqs == sorted(seqs), pid  # in order across files
 
 
 def test_per_process_mode_gives_each_process_its_own_file(
