@@ -4,6 +4,7 @@ log directory while a real server keeps serving, rotation blocked by permissions
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import run_python
 from fapilog.exporters.file import backups
 
 pytestmark = pytest.mark.slow
@@ -477,6 +479,65 @@ def test_rotation_blocked_by_a_read_only_directory_loses_nothing(
         if line.startswith("{")
     )
     assert keys[f"file-rotate:{path}"] == 1, err
+
+
+FILLING = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    import fapilog
+    # past RLIMIT_FSIZE a write() stores what fits and returns the short count; the next one
+    # fails with EFBIG instead of killing the process with SIGXFSZ (CPython ignores it too)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path = os.environ["LOG_PATH"]
+    fapilog.configure_logging(exporters=["file"], file={"path": path}, capture_stdlib=False)
+    log = fapilog.get_logger("fill")
+    log.info("fits", seq=0)
+    assert fapilog.force_flush(10)
+    before = os.path.getsize(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    room = int(os.environ["ROOM"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (before + room, hard))  # the disk fills up
+    for seq in range(1, 6):  # one batch each: five partial writes
+        log.info("does not fit", seq=seq, pad="x" * room)
+        assert fapilog.force_flush(10)
+    full = {"size": os.path.getsize(path), "stats": fapilog.stats()["exporters"]["file"]}
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+    log.info("fits again", seq=6)
+    assert fapilog.force_flush(10)
+    after = fapilog.stats()["exporters"]["file"]
+    print(json.dumps({"before": before, "full": full, "after": after}))
+    """
+)
+
+
+def test_a_partial_write_on_a_full_file_system_is_cut_back_to_the_last_whole_line(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The file system fills up in the middle of a line (a real short write: RLIMIT_FSIZE,
+    then EFBIG, as a disk filling up gives a short write, then ENOSPC): the bytes of the
+    line that did get written are cut off again, so the file ends with the last whole line
+    and the next line written starts on a line of its own. The records that did not fit are
+    counted as dropped (export_failed), reported once, and the process goes on logging."""
+    path = tmp_path / "app.log"
+    room = 100  # bytes left: less than one line, so each line is written in part
+    env = {**subprocess_env, "LOG_PATH": str(path), "ROOM": str(room)}
+    code, out, err = run_python(FILLING, env, timeout=60)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["full"]["size"] == report["before"]  # the partial line was cut back
+    assert report["full"]["stats"]["dropped_by_reason"] == {"export_failed": 5}
+    assert report["full"]["stats"]["exported"] == 1
+    assert report["after"]["exported"] == 2  # writing resumed once there was room
+    assert report["after"]["dropped"] == 5
+    lines = read_all(path)  # ends with a newline, every line parses: nothing torn
+    assert [(line["message"], line["seq"]) for line in lines] == [("fits", 0), ("fits again", 6)]
+    diagnostics = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failures = [d for d in diagnostics if d.get("fapilog.diagnostic") == f"file:{path}"]
+    assert len(failures) == 1, err
+    assert failures[0]["errno"] == errno.EFBIG
+    resumed = [d for d in diagnostics if d.get("fapilog.diagnostic") == f"file-resumed:{path}"]
+    assert len(resumed) == 1, err
+    assert "5 records were dropped" in resumed[0]["message"]
 
 
 FORKER = textwrap.dedent(
