@@ -4,6 +4,8 @@ log directory while a real server keeps serving, rotation blocked by permissions
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import run_python
 from fapilog.exporters.file import backups
 
 pytestmark = pytest.mark.slow
@@ -44,6 +47,8 @@ def read_all(path: Path, max_bytes: int | None = None) -> list[dict[str, Any]]:
     files = [*backups(path), path] if path.exists() else backups(path)
     for file in files:
         data = file.read_bytes()
+        if file.suffix == ".gz":
+            data = gzip.decompress(data)
         if max_bytes:
             assert len(data) <= max_bytes, f"{file} is larger than max_bytes"
         assert not data or data.endswith(b"\n"), f"{file} ends in a partial line"
@@ -115,6 +120,36 @@ WRITER = textwrap.dedent(
 )
 
 
+def run_writers(env: dict[str, str], processes: int) -> None:
+    """Start `processes` WRITER interpreters, let them go at once, wait for all of them."""
+    started = [
+        subprocess.Popen(
+            [PYTHON, "-c", WRITER], env=env, stdin=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]  # fmt: skip
+    try:
+        for process in started:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in started:
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+
+
+def seqs_by_pid(lines: list[dict[str, Any]]) -> dict[int, list[int]]:
+    by_pid: dict[int, list[int]] = {}
+    for line in lines:
+        by_pid.setdefault(line["pid"], []).append(line["seq"])
+    return by_pid
+
+
 def test_four_processes_share_one_path_without_corruption_or_loss(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
@@ -131,34 +166,47 @@ def test_four_processes_share_one_path_without_corruption_or_loss(
         "FAPILOG_QUEUE__MAX_SIZE": "10000",
         "FAPILOG_QUEUE__BATCH_SIZE": "64",
     }
-    processes = [
-        subprocess.Popen(
-            [PYTHON, "-c", WRITER], env=env, stdin=subprocess.PIPE, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for _ in range(4)
-    ]  # fmt: skip
-    try:
-        for process in processes:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
-        for process in processes:
-            _, err = process.communicate(timeout=60)
-            assert process.returncode == 0, err
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    lines = read_all(path, max_bytes=60000)
-    by_pid: dict[int, list[int]] = {}
-    for line in lines:
-        by_pid.setdefault(line["pid"], []).append(line["seq"])
+    run_writers(env, 4)
+    by_pid = seqs_by_pid(read_all(path, max_bytes=60000))
     assert len(by_pid) == 4
     for seqs in by_pid.values():
         assert sorted(seqs) == list(range(4000))
         assert seqs == sorted(seqs)  # each process's lines stay in order across files
     assert len(backups(path)) > 10
+
+
+def test_processes_notice_each_others_rotation_with_gzip_on(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Four interpreters rotate one path with gzip on: the process that rotated compresses
+    the old file and removes it, so a process still appending to the old file (not noticing
+    that another one rotated) would lose those lines. Retention is set so high that nothing
+    is deleted (lines in a deleted file could not be counted): every line of every process
+    is found exactly once, whole, across the live file and the .gz backups."""
+    path = tmp_path / "shared" / "app.log"
+    count = 2000
+    env = {
+        **subprocess_env,
+        "COUNT": str(count),
+        "FAPILOG_EXPORTERS": "file",
+        "FAPILOG_FILE__PATH": str(path),
+        "FAPILOG_FILE__MAX_BYTES": "20000",
+        "FAPILOG_FILE__GZIP": "true",
+        "FAPILOG_FILE__BACKUP_COUNT": "100000",
+        "FAPILOG_QUEUE__MAX_SIZE": "10000",
+        "FAPILOG_QUEUE__BATCH_SIZE": "64",
+    }
+    run_writers(env, 4)
+    rotated = backups(path)
+    assert len(rotated) > 20  # rotated many times, under contention
+    assert all(file.suffix == ".gz" for file in rotated)  # every rotated file compressed
+    assert not list(path.parent.glob("*.tmp"))  # no half-written archive left
+    by_pid = seqs_by_pid(read_all(path, max_bytes=20000))  # parses: nothing torn
+    assert len(by_pid) == 4
+    for pid, seqs in by_pid.items():
+        assert len(seqs) == count, f"process {pid}: {len(seqs)} lines for {count} records"
+        assert sorted(seqs) == list(range(count)), pid  # none lost, none twice
+        assert seqs == sorted(seqs), pid  # in order across files
 
 
 def test_per_process_mode_gives_each_process_its_own_file(
@@ -431,6 +479,65 @@ def test_rotation_blocked_by_a_read_only_directory_loses_nothing(
         if line.startswith("{")
     )
     assert keys[f"file-rotate:{path}"] == 1, err
+
+
+FILLING = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    import fapilog
+    # past RLIMIT_FSIZE a write() stores what fits and returns the short count; the next one
+    # fails with EFBIG instead of killing the process with SIGXFSZ (CPython ignores it too)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path = os.environ["LOG_PATH"]
+    fapilog.configure_logging(exporters=["file"], file={"path": path}, capture_stdlib=False)
+    log = fapilog.get_logger("fill")
+    log.info("fits", seq=0)
+    assert fapilog.force_flush(10)
+    before = os.path.getsize(path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    room = int(os.environ["ROOM"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (before + room, hard))  # the disk fills up
+    for seq in range(1, 6):  # one batch each: five partial writes
+        log.info("does not fit", seq=seq, pad="x" * room)
+        assert fapilog.force_flush(10)
+    full = {"size": os.path.getsize(path), "stats": fapilog.stats()["exporters"]["file"]}
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+    log.info("fits again", seq=6)
+    assert fapilog.force_flush(10)
+    after = fapilog.stats()["exporters"]["file"]
+    print(json.dumps({"before": before, "full": full, "after": after}))
+    """
+)
+
+
+def test_a_partial_write_on_a_full_file_system_is_cut_back_to_the_last_whole_line(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The file system fills up in the middle of a line (a real short write: RLIMIT_FSIZE,
+    then EFBIG, as a disk filling up gives a short write, then ENOSPC): the bytes of the
+    line that did get written are cut off again, so the file ends with the last whole line
+    and the next line written starts on a line of its own. The records that did not fit are
+    counted as dropped (export_failed), reported once, and the process goes on logging."""
+    path = tmp_path / "app.log"
+    room = 100  # bytes left: less than one line, so each line is written in part
+    env = {**subprocess_env, "LOG_PATH": str(path), "ROOM": str(room)}
+    code, out, err = run_python(FILLING, env, timeout=60)
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["full"]["size"] == report["before"]  # the partial line was cut back
+    assert report["full"]["stats"]["dropped_by_reason"] == {"export_failed": 5}
+    assert report["full"]["stats"]["exported"] == 1
+    assert report["after"]["exported"] == 2  # writing resumed once there was room
+    assert report["after"]["dropped"] == 5
+    lines = read_all(path)  # ends with a newline, every line parses: nothing torn
+    assert [(line["message"], line["seq"]) for line in lines] == [("fits", 0), ("fits again", 6)]
+    diagnostics = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failures = [d for d in diagnostics if d.get("fapilog.diagnostic") == f"file:{path}"]
+    assert len(failures) == 1, err
+    assert failures[0]["errno"] == errno.EFBIG
+    resumed = [d for d in diagnostics if d.get("fapilog.diagnostic") == f"file-resumed:{path}"]
+    assert len(resumed) == 1, err
+    assert "5 records were dropped" in resumed[0]["message"]
 
 
 FORKER = textwrap.dedent(

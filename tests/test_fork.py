@@ -35,7 +35,8 @@ if pid == 0:
 for i in range(100):
     log.info("parent after fork", i=i)
 _, status = os.waitpid(pid, 0)
-print(json.dumps({"queued_at_fork": queued, "child_status": status}))
+print(json.dumps({"queued_at_fork": queued, "child_status": status, "parent_pid": os.getpid(),
+                  "child_pid": pid}))
 """
 
 
@@ -57,7 +58,6 @@ def test_forked_child_logs_and_nothing_is_lost_or_duplicated(
     assert by_message["child"] == 200
     assert by_message["parent after fork"] == 100
     assert by_message["child done"] == 1
-    pids = {line["message"]: line["process.pid"] for line in lines if "process.pid" in line}
     child_stats = json.loads(
         next(line for line in lines if line["message"] == "child done")["stats"]
     )
@@ -66,7 +66,16 @@ def test_forked_child_logs_and_nothing_is_lost_or_duplicated(
         assert sorted(line["i"] for line in lines if line["message"] == message) == list(
             range(by_message[message])
         )
-    assert pids  # lines carry the resource's pid (the parent's resource is inherited)
+    # every record carries the pid of the process that logged it: the child's own (its
+    # Resource is refreshed at the fork), the parent's for what it queued before the fork
+    logged_by = {
+        "before fork": report["parent_pid"],
+        "parent after fork": report["parent_pid"],
+        "child": report["child_pid"],
+        "child done": report["child_pid"],
+    }
+    for line in lines:
+        assert line["process.pid"] == logged_by[line["message"]], line["message"]
 
 
 MULTIPROCESSING = """
@@ -119,3 +128,8 @@ def test_multiprocessing_children_drain_at_exit_without_force_flush(
     assert sorted(per_child.values()) == [3000, 3000]
     tasks = sorted(line["x"] for line in lines if line["message"] == "pool task")
     assert tasks == list(range(200))
+    # the Resource's process.pid is the child's own, in Process children and Pool workers
+    wrong = [
+        (line["pid"], line["process.pid"]) for line in lines if line["process.pid"] != line["pid"]
+    ]
+    assert not wrong, f"{len(wrong)} records with another process's pid, e.g. {wrong[0]}"
