@@ -1,13 +1,14 @@
 """Start coverage in child interpreters the tests launch (when COVERAGE_PROCESS_START is set),
 and keep the data of a child that ends by SIGTERM.
 
-pyproject's `sigterm = true` makes coverage take SIGTERM over: its handler saves the data,
-then kills the process with the previous action. fapilog, though, drains on SIGTERM only
-where SIGTERM still has its default action, so with coverage's handler in place a child
-would die without draining, unlike in production. So the default action is put back, and
-the data is saved at the moment a process ends itself by SIGTERM at its default action
-(fapilog's drain does so when it is done: `os.kill(os.getpid(), SIGTERM)`), seen through
-the `os.kill` audit event.
+A process that dies by a signal at its default action runs no `atexit` handler, so coverage
+would lose the data of every child a test ends with SIGTERM. coverage's own remedy
+(`sigterm = true`) installs a SIGTERM handler, and fapilog drains on SIGTERM only where
+SIGTERM still has its default action: the child would then die without draining, unlike in
+production. Instead, the data is saved at the moment a process ends itself by SIGTERM (or
+SIGQUIT) at its default action, which is what fapilog's drain does when it is done
+(`os.kill(os.getpid(), SIGTERM)`), seen through the `os.kill` audit event. (Children started
+by `opentelemetry-instrument` load its sitecustomize instead of this one.)
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ try:
 except Exception:  # coverage not installed or not requested
     _COVERAGE = None
 
-
 # the signals fapilog drains on (SIGQUIT: a gunicorn worker's quick shutdown)
 _FATAL = {signal.SIGTERM, getattr(signal, "SIGQUIT", signal.SIGTERM)}
 
 
-def _save_before_dying_by_sigterm(event: str, args: tuple[Any, ...]) -> None:
+def _save_before_dying_by_a_signal(event: str, args: tuple[Any, ...]) -> None:
     if event != "os.kill" or _COVERAGE is None:
         return
     pid, signum = args
@@ -43,6 +43,5 @@ def _save_before_dying_by_sigterm(event: str, args: tuple[Any, ...]) -> None:
             pass
 
 
-if _COVERAGE is not None and signal.getsignal(signal.SIGTERM) == _COVERAGE._on_sigterm:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.addaudithook(_save_before_dying_by_sigterm)
+if _COVERAGE is not None:
+    sys.addaudithook(_save_before_dying_by_a_signal)
