@@ -605,6 +605,40 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         queue.shutdown(5)
 
 
+class Closing(RecordingExporter):
+    """Records its batches and whether its `shutdown()` ran; that shutdown may raise."""
+
+    def __init__(self, raises: bool = False) -> None:
+        super().__init__()
+        self.raises = raises
+        self.closed = False
+
+    def shutdown(self) -> None:
+        self.closed = True
+        if self.raises:
+            raise OSError("disk full while closing")
+
+
+@pytest.mark.parametrize("raising", [True, False])
+def test_an_exporter_whose_shutdown_raises_makes_shutdown_report_failure(
+    exporter_named: Callable[[LogRecordExporter], str],
+    capfd: pytest.CaptureFixture[str],
+    raising: bool,
+) -> None:
+    """Three exporters, the middle one's own `shutdown()` raising: `fapilog.shutdown()`
+    returns False (True when none raises), and the other two are shut down all the same,
+    every record delivered to each."""
+    exporters = [Closing(), Closing(raises=raising), Closing()]
+    configure_logging(exporters=[exporter_named(exporter) for exporter in exporters])
+    for i in range(5):
+        log.info("before shutdown", i=i)
+    assert fapilog.shutdown(5) is not raising
+    assert [exporter.closed for exporter in exporters] == [True, True, True]
+    assert [len(exporter.records) for exporter in exporters] == [5, 5, 5]
+    said = "shutdown raised OSError('disk full while closing')" in capfd.readouterr().err
+    assert said is raising
+
+
 @pytest.mark.parametrize("kind", ["intake", "exporter queue"])
 def test_the_exit_drain_never_waits_for_a_lock_a_stuck_worker_holds(
     kind: str, capfd: pytest.CaptureFixture[str]
