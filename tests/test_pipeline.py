@@ -727,6 +727,7 @@ def _raise_in(thread: threading.Thread, exception: type[BaseException]) -> None:
     assert set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception)) == 1
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_force_flush_reports_failure_at_once_when_an_exporter_worker_is_dead(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
