@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import json
 import logging
 import pathlib
 import threading
@@ -17,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import fapilog
-from conftest import MemoryExporter
+from conftest import MemoryExporter, run_python
 from fapilog import configure_logging, get_logger, log
 from fapilog.otel.logs import SeverityNumber
 
@@ -298,3 +299,67 @@ def test_current_span_trace_context_processor() -> None:
         "span_id": format(ctx.span_id, "016x"),
     }
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+REFUSING_PROCESSOR = """
+import json, sys
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+import fapilog
+from fapilog.pipeline.accounting import unbalanced
+
+class Refusing(LogRecordProcessor):
+    # an application's processor that raises on the records marked for it
+    def __init__(self, mark):
+        self.mark = mark
+    def on_emit(self, log_record):
+        if (log_record.log_record.attributes or {}).get("refuse") == self.mark:
+            raise ValueError("refused by " + self.mark)
+    def shutdown(self):
+        pass
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+provider = LoggerProvider()
+if where == "ahead":  # on the application's provider before fapilog attaches to it
+    provider.add_log_record_processor(Refusing("ahead"))
+set_logger_provider(provider)
+fapilog.configure_logging(exporters=["stdout"])
+if where == "after":  # added once fapilog's Router is on the provider
+    provider.add_log_record_processor(Refusing("after"))
+for i in range(10):
+    fapilog.log.info("event", i=i, refuse=where if i % 3 == 0 else "none")
+flushed = fapilog.force_flush(10)
+figures = fapilog.stats()
+result = {"flushed": flushed, "stdout": figures["exporters"]["stdout"],
+          "unbalanced": unbalanced(figures)}
+print("RESULT", json.dumps(result), file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["ahead", "after"])
+def test_a_log_record_processor_that_raises_is_accounted_exactly(
+    subprocess_env: dict[str, str], where: str
+) -> None:
+    """An application's LogRecordProcessor on the provider fapilog emits through raises on
+    4 records of 10. Ahead of fapilog's Router, those never reach the exporters: counted
+    as dropped (`emit_error`), exactly. After it, fapilog's exporters already have them:
+    delivered, and not counted as dropped as well. Either way `stats()` adds up."""
+    status, out, err = run_python(f"where = {where!r}\n" + REFUSING_PROCESSOR, subprocess_env)
+    assert status == 0, err
+    [line] = [line for line in err.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(line.removeprefix("RESULT "))
+    figures = result["stdout"]
+    written = sorted(json.loads(line)["i"] for line in out.splitlines())
+    refused = [0, 3, 6, 9]
+    if where == "ahead":
+        assert written == [i for i in range(10) if i not in refused]
+        assert figures["dropped_by_reason"] == {"intake_emit_error": 4}, figures
+        assert (figures["emitted"], figures["exported"], figures["dropped"]) == (10, 6, 4)
+    else:
+        assert written == list(range(10))
+        assert figures["dropped_by_reason"] == {}, figures
+        assert (figures["emitted"], figures["exported"], figures["dropped"]) == (10, 10, 0)
+    assert result["flushed"] is True
+    assert result["unbalanced"] == {}

@@ -372,6 +372,61 @@ def test_one_rejected_request_of_a_batch_counts_only_its_entries(loki: LokiRecei
     assert figures["unknown_outcome"] == rejected
 
 
+def _foreign_record_with_a_float_timestamp(body: str) -> None:
+    """Another library logs through the OpenTelemetry logs API on the provider fapilog
+    uses, with a float timestamp (``time.time() * 1e9``): the SDK passes it on as it is,
+    and Loki's protobuf body cannot carry it, so encoding the request that holds it
+    raises (the exporter's guard then counts what it lost)."""
+    from opentelemetry._logs import LogRecord, get_logger_provider
+
+    from fapilog._state import STATE
+
+    assert STATE.pipeline is not None and get_logger_provider() is STATE.pipeline.provider
+    get_logger_provider().get_logger("thirdparty").emit(
+        LogRecord(timestamp=time.time() * 1e9, body=body, severity_number=SeverityNumber.INFO)
+    )
+
+
+def test_a_request_that_cannot_be_encoded_is_counted_as_lost_not_delivered(
+    loki: LokiReceiver,
+) -> None:
+    """One batch of 6 records, one request, whose encoding raises: nothing reaches Loki,
+    and `fapilog.stats()` counts all 6 as dropped (export_failed), none as exported."""
+    configure(loki, encoding="protobuf", batch_wait=30, spool={"enabled": False})
+    log = fapilog.get_logger("encode")
+    for seq in range(5):
+        log.info("e", seq=seq)
+    _foreign_record_with_a_float_timestamp("float timestamp")
+    assert fapilog.force_flush(10)  # one batch: the flush takes all six
+    assert loki.pushes == []
+    figures = fapilog.stats()
+    mine = figures["exporters"]["loki"]
+    assert mine["dropped_by_reason"] == {"export_failed": 6}
+    assert (mine["emitted"], mine["exported"], mine["dropped"]) == (6, 0, 6)
+    assert unbalanced(figures) == {}
+
+
+def test_a_push_that_raises_mid_batch_counts_only_what_was_not_delivered(
+    loki: LokiReceiver,
+) -> None:
+    """One batch cut into 4 requests of one entry each (batch_bytes): the first 3 are
+    pushed and stored, the 4th raises as it is built. Exactly those 3 count as exported
+    and the 4th as dropped (export_failed)."""
+    configure(loki, encoding="protobuf", batch_wait=30, batch_bytes=4096, spool={"enabled": False})
+    log = fapilog.get_logger("push")
+    for seq in range(3):
+        log.info("e", seq=seq, pad="x" * 3000)  # one entry per request
+    _foreign_record_with_a_float_timestamp("y" * 3000)  # the last entry: its own request
+    assert fapilog.force_flush(10)
+    assert [push.status for push in loki.pushes] == [204, 204, 204]
+    assert sorted(json.loads(entry.line)["seq"] for entry in loki.entries()) == [0, 1, 2]
+    figures = fapilog.stats()
+    mine = figures["exporters"]["loki"]
+    assert mine["dropped_by_reason"] == {"export_failed": 1}
+    assert (mine["emitted"], mine["exported"], mine["dropped"]) == (4, 3, 1)
+    assert unbalanced(figures) == {}
+
+
 def test_gzip_body_by_default(loki: LokiReceiver) -> None:
     configure(loki)
     fapilog.get_logger("g").info("e")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import linecache
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -491,6 +492,116 @@ def test_block_end_to_end_loses_nothing_with_a_live_exporter(
     assert fapilog.stats()["dropped"] == 0
 
 
+def _inside(thread: threading.Thread, function: str) -> bool:
+    """Whether `thread` is running `function` now (anywhere on its stack)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    """Poll `condition` until it holds, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def _full_intake_behind_a_held_exporter(
+    exporter_named: Callable[[LogRecordExporter], str], gate: threading.Event, block_timeout: float
+) -> tuple[RecordingExporter, int]:
+    """Policy block, queues of 5, an exporter held at `gate` in its first export: its queue
+    fills, the bridge's worker waits to hand it the next record, and the intake fills up
+    to its bound exactly. Returns the exporter and how many records were logged (`n` 0 on)."""
+    from fapilog._state import STATE
+
+    exporter = RecordingExporter(gate=gate)
+    configure_logging(
+        exporters=[exporter_named(exporter)],
+        queue={
+            "overflow": "block",
+            "max_size": 5,
+            "batch_size": 5,
+            "max_delay": 0,
+            "block_timeout": block_timeout,
+            "export_timeout": 60,
+        },
+    )
+    log.info("held", n=0)
+    assert exporter.entered.wait(10)
+    for n in range(1, 7):  # 5 fill the exporter's queue, the 6th waits with the bridge
+        log.info("queued", n=n)
+    [bridge] = [thread for thread in threading.enumerate() if thread.name == "fapilog-intake"]
+    assert _until(lambda: _inside(bridge, "_wait_for_handoff"))
+    assert STATE.bridge is not None
+    intake = STATE.bridge.intake
+    logged = 7
+    for n in range(logged, logged + intake.max_size - intake.depth):
+        log.info("queued", n=n)  # room left: no wait
+        logged += 1
+    assert intake.is_full()
+    return exporter, logged
+
+
+def test_block_holds_the_caller_until_the_intake_has_room_then_loses_nothing(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """Policy block at the application's door: with the intake full behind a held
+    exporter, a log call waits (block_timeout 30 s) instead of shedding, and goes on as
+    soon as the exporter moves; every record is delivered, in order."""
+    gate = threading.Event()
+    try:
+        exporter, logged = _full_intake_behind_a_held_exporter(exporter_named, gate, 30)
+        caller = threading.Thread(
+            target=log.info, args=("waited",), kwargs={"n": logged}, daemon=True
+        )
+        caller.start()
+        assert _until(lambda: _inside(caller, "_wait_for_room") or not caller.is_alive())
+        assert caller.is_alive(), "the log call did not wait for room"
+        assert fapilog.stats()["dropped"] == 0
+    finally:
+        gate.set()  # the exporter moves: room all the way up to the intake
+    caller.join(10)
+    assert not caller.is_alive()
+    assert fapilog.force_flush(10)
+    assert [r.log_record.attributes["n"] for r in exporter.records] == list(range(logged + 1))
+    figures = fapilog.stats()
+    assert figures["emitted"] == figures["exported"] == logged + 1
+    assert figures["dropped"] == 0
+
+
+def test_block_waits_once_per_stall_then_sheds_as_block_timeout(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """Policy block with an exporter that does not move: the first log call that finds
+    the intake full waits its block_timeout, the next does not wait again; what did not
+    fit is dropped with reason block_timeout (newest first), counted exactly, and the
+    rest is delivered once the exporter moves."""
+    gate = threading.Event()
+    try:
+        exporter, logged = _full_intake_behind_a_held_exporter(exporter_named, gate, 0.5)
+        started = time.monotonic()
+        log.info("late", n=logged)
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < 10  # its bound, and no more than that (generous)
+        log.info("later", n=logged + 1)  # stalled: no second wait
+        assert time.monotonic() - started - waited < 0.5
+    finally:
+        gate.set()
+    assert fapilog.force_flush(10)
+    assert [r.log_record.attributes["n"] for r in exporter.records] == list(range(logged))
+    figures = fapilog.stats()
+    assert figures["intake"]["dropped_by_reason"] == {"block_timeout": 2}
+    (mine,) = figures["exporters"].values()
+    assert mine["dropped_by_reason"] == {"intake_block_timeout": 2}
+    assert (mine["emitted"], mine["exported"], mine["dropped"]) == (logged + 2, logged, 2)
+
+
 def test_force_flush_and_shutdown_honour_their_timeouts(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
@@ -603,6 +714,79 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         assert queue.delivered == 1
     finally:
         queue.shutdown(5)
+
+
+def _raise_in(thread: threading.Thread, exception: type[BaseException]) -> None:
+    """Raise `exception` in `thread` when it next runs Python code (CPython's
+    `PyThreadState_SetAsyncExc`, what thread-killing helpers use): an exception fapilog's
+    worker cannot catch where it waits."""
+    import ctypes
+
+    assert thread.ident is not None
+    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    assert set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception)) == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_force_flush_reports_failure_at_once_when_an_exporter_worker_is_dead(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """An exporter's worker thread that died (a BaseException raised into it while it
+    waited for records) delivers nothing more: a flush says so, False, as soon as it sees
+    the worker gone, rather than wait out its timeout or report success."""
+    exporter = RecordingExporter()
+    name = exporter_named(exporter)
+    configure_logging(exporters=[name], queue={"max_delay": 0})
+    log.info("before")
+    assert fapilog.force_flush(10)
+    [worker] = [t for t in threading.enumerate() if t.name == f"fapilog-{name}"]
+    _raise_in(worker, SystemExit)  # raised as the next record wakes the idle worker
+    log.info("after")
+    worker.join(10)
+    assert not worker.is_alive()
+    results: list[bool] = []
+    flusher = threading.Thread(target=lambda: results.append(fapilog.force_flush(60)), daemon=True)
+    flusher.start()
+    flusher.join(10)  # a flush waiting on the dead worker would take the whole 60 s
+    assert results == [False]
+    assert [r.log_record.body for r in exporter.records] == ["before"]
+    figures = fapilog.stats()["exporters"][name]
+    assert (figures["emitted"], figures["exported"]) == (2, 1)
+    assert figures["queued"] + figures["in_flight"] == 1  # not delivered, not lost silently
+
+
+class Closing(RecordingExporter):
+    """Records its batches and whether its `shutdown()` ran; that shutdown may raise."""
+
+    def __init__(self, raises: bool = False) -> None:
+        super().__init__()
+        self.raises = raises
+        self.closed = False
+
+    def shutdown(self) -> None:
+        self.closed = True
+        if self.raises:
+            raise OSError("disk full while closing")
+
+
+@pytest.mark.parametrize("raising", [True, False])
+def test_an_exporter_whose_shutdown_raises_makes_shutdown_report_failure(
+    exporter_named: Callable[[LogRecordExporter], str],
+    capfd: pytest.CaptureFixture[str],
+    raising: bool,
+) -> None:
+    """Three exporters, the middle one's own `shutdown()` raising: `fapilog.shutdown()`
+    returns False (True when none raises), and the other two are shut down all the same,
+    every record delivered to each."""
+    exporters = [Closing(), Closing(raises=raising), Closing()]
+    configure_logging(exporters=[exporter_named(exporter) for exporter in exporters])
+    for i in range(5):
+        log.info("before shutdown", i=i)
+    assert fapilog.shutdown(5) is not raising
+    assert [exporter.closed for exporter in exporters] == [True, True, True]
+    assert [len(exporter.records) for exporter in exporters] == [5, 5, 5]
+    said = "shutdown raised OSError('disk full while closing')" in capfd.readouterr().err
+    assert said is raising
 
 
 @pytest.mark.parametrize("kind", ["intake", "exporter queue"])

@@ -94,16 +94,19 @@ def dead_endpoint() -> Iterator[str]:
         server.close()
 
 
-def _exit_takes(code: str, env: dict[str, str], deadline: float) -> tuple[float, str]:
+def _exit_takes(
+    code: str, env: dict[str, str], deadline: float, *, wait: float = 60
+) -> tuple[float, str]:
     """Run `code`; return seconds from its last statement (the line ``EXITING <monotonic>``
     it writes to stderr: on stdout, a pipe, it could land inside a large write of
-    fapilog's) to the process being gone, and its stdout."""
+    fapilog's) to the process being gone, and its stdout. The process is killed (and the
+    test fails) if it is still running `wait` seconds past `deadline`."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     try:
-        out, err = proc.communicate(timeout=deadline + 60)
+        out, err = proc.communicate(timeout=deadline + wait)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -150,6 +153,51 @@ def test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever(
     assert took < 3 + 3.0, took  # the deadline, plus interpreter teardown on a busy machine
     # the healthy exporter was not starved of the deadline by the dead one
     assert out.count('"message":"queued behind a dead exporter"') == 2_000
+
+
+NEVER_CLOSING_EXPORTER = """
+import json, sys, threading, time, fapilog
+from fapilog.exporters import LogRecordExporter, LogRecordExportResult
+
+class NeverCloses(LogRecordExporter):
+    def export(self, batch):
+        return LogRecordExportResult.SUCCESS  # exports fine
+    def shutdown(self):
+        threading.Event().wait()  # but its shutdown never returns
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+fapilog.register_exporter("never_closes", lambda settings: NeverCloses())
+"""
+
+
+def test_an_explicit_shutdown_is_bounded_when_an_exporters_shutdown_never_returns(
+    tmp_path: Path, timed_env: dict[str, str]
+) -> None:
+    """`fapilog.shutdown()` called by the application, an exporter whose export works but
+    whose own `shutdown()` never returns: the call returns False at its deadline, the
+    process then exits at once, and the file exporter beside it has every record."""
+    log_path = tmp_path / "app.log"
+    code = NEVER_CLOSING_EXPORTER + textwrap.dedent(
+        f"""
+        fapilog.configure_logging(exporters=["never_closes", "file"], shutdown_timeout=1,
+                                  file={{"path": {str(log_path)!r}, "max_bytes": 0}},
+                                  capture_stdlib=False, queue={{"max_size": 5_000}})
+        for i in range(1_000):
+            fapilog.log.info("before shutdown", i=i)
+        print("EXITING", time.monotonic(), file=sys.stderr, flush=True)
+        drained = fapilog.shutdown()
+        exported = {{name: figures["exported"]
+                    for name, figures in fapilog.stats()["exporters"].items()}}
+        print(json.dumps({{"drained": drained, "exported": exported}}))
+        """
+    )
+    took, out = _exit_takes(code, timed_env, 1, wait=15)
+    assert took < 1 + 3.0, took  # the deadline, plus interpreter teardown on a busy machine
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"drained": False, "exported": {"never_closes": 1_000, "file": 1_000}}
+    lines = [json.loads(line)["i"] for line in log_path.read_text().splitlines()]
+    assert lines == list(range(1_000))
 
 
 @pytest.mark.parametrize("exporter", ["otlp", "loki"])

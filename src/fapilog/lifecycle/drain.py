@@ -94,7 +94,8 @@ def shutdown(timeout: float | None = None) -> bool:
     """Drain and stop the pipeline, at most `timeout` seconds (default `shutdown_timeout`),
     however slow or dead an exporter is (while the process exits, at most what its one exit
     deadline has left). Records still queued at the deadline are counted as dropped.
-    Logging after shutdown is counted and discarded. Returns whether all drained."""
+    Logging after shutdown is counted and discarded. Returns whether all drained and shut
+    down cleanly (False too when an exporter's own `shutdown()` raised)."""
     with STATE.lock:
         pipeline = STATE.pipeline
         bridge: Bridge | None = STATE.bridge

@@ -195,11 +195,19 @@ class Bridge:
                     loggers = self._loggers
                     fast = self._fast
                 emit(logger, record, fast)
-                if routes is not None and len(collected) > count and type(pending) is Pending:
-                    _route(routes, collected, count, pending)
             except Exception as exc:
-                self.errors += 1
-                _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
+                if len(collected) == count:  # fapilog's Router never got it: lost here
+                    self.errors += 1
+                    _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
+                    continue
+                # a processor after fapilog's Router raised: the record is on its way
+                _diag.report(
+                    "bridge-after",
+                    f"a log record processor after fapilog's raised: {exc!r}; fapilog's "
+                    "exporters have the record",
+                )
+            if routes is not None and len(collected) > count and type(pending) is Pending:
+                _route(routes, collected, count, pending)
 
     def show_names_as(self, shown: Callable[[str], str] | None) -> None:
         """Name each logger's records `shown(name)` from now on (the redactor's text

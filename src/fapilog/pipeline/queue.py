@@ -126,6 +126,7 @@ class BatchQueue(Generic[T]):
         self._flushers = 0
         self._stopping = False
         self._stopped = False
+        self._stop_failed = False  # on_stop() raised
         self._thread: threading.Thread | None = None
 
     # -- caller side -------------------------------------------------------------------
@@ -363,6 +364,7 @@ class BatchQueue(Generic[T]):
                 try:
                     self._on_stop()
                 except Exception as exc:
+                    self._stop_failed = True  # (shutdown() reports it: not all went well)
                     _diag.report(
                         f"stop:{self.name}", f"fapilog {self.name!r}: shutdown raised {exc!r}"
                     )
@@ -530,7 +532,7 @@ class BatchQueue(Generic[T]):
             self._count_drop("shutdown_timeout", self._inflight - done)
             drained = False
         self._progress.notify_all()
-        return drained
+        return drained and not self._stop_failed
 
     @property
     def depth(self) -> int:

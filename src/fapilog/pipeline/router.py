@@ -93,7 +93,7 @@ def shutdown_processors(
     reason ``shutdown_timeout``. `working_until` (time.monotonic(), later than the
     deadline): how long exporters whose last export succeeded may go on delivering (the
     final drain of an exiting process; see `ExportProcessor.is_working`). Returns whether
-    everything was delivered."""
+    everything was delivered and every exporter's `shutdown()` returned without raising."""
     deadline = time.monotonic() + max(0.0, timeout)
     pending = [processor for processor in processors if not processor._shutdown]
     for processor in pending:
