@@ -282,9 +282,15 @@ def test_sync_endpoints_and_dependencies_carry_the_request_context(
 ) -> None:
     app = make_app()
     configure_logging(app=app)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, dict[str, Any]]:
+        # (both requests called in this task's context, as a server does on one connection)
+        response = await client.get("/sync", headers={"X-Request-ID": "sync-1"})
+        await client.get("/items/5", headers={"X-Request-ID": "async-1"})
+        return response, structlog.contextvars.get_contextvars()
+
     with capture_logs() as logs:
-        response = get(app, "/sync", headers={"X-Request-ID": "sync-1"})
-        get(app, "/items/5", headers={"X-Request-ID": "async-1"})
+        response, left = run(app, scenario)
     assert response.json() == {"request_id": "sync-1"}  # read in the threadpool
     first, second = server_spans(spans)
     expected = {
@@ -301,7 +307,7 @@ def test_sync_endpoints_and_dependencies_carry_the_request_context(
     }
     for event in lines:
         assert event["trace_id"] == expected[event["request_id"]]
-    assert structlog.contextvars.get_contextvars() == {}  # nothing leaked into the caller
+    assert left == {}  # nothing leaked into the context the app was called in
 
 
 # ------------------------------------------------------------ exclusions and switches
@@ -369,15 +375,21 @@ def test_context_hook_adds_user_and_session() -> None:
         return {}
 
     configure_logging(app=app, request={"context_hook": session_hook})
+
+    async def scenario(client: httpx.AsyncClient) -> dict[str, Any]:
+        # (one context for both, as on a keep-alive connection: /public must not get alice)
+        await client.get("/me", headers={"X-Session": "s-1"})
+        await client.get("/public")
+        return structlog.contextvars.get_contextvars()
+
     with capture_logs() as logs:
-        get(app, "/me", headers={"X-Session": "s-1"})
-        get(app, "/public")
+        left = run(app, scenario)
     me_lines = [e for e in logs if e.get("url.path") == "/me" or e["message"] == "profile read"]
     assert [(e["session.id"], e["user.id"]) for e in me_lines] == [("s-1", "alice")] * 2
     public_lines = [e for e in logs if e["message"] in ("public read", "request completed")][-2:]
     for event in public_lines:
         assert "session.id" not in event and "user.id" not in event
-    assert structlog.contextvars.get_contextvars() == {}
+    assert left == {}  # the hook's fields and the dependency's binding ended with /me
 
 
 def test_context_hook_from_an_import_path_and_a_failing_hook(

@@ -9,6 +9,8 @@ instrumentation."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import importlib.util
 import json
 import os
@@ -23,10 +25,16 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 
 from conftest import ROOT
+from fapilog import bind_context, log
+from fapilog.fastapi import RequestLoggingMiddleware
 from fapilog.integrations import isolation
+from fapilog.settings import RequestSettings
+from fapilog.testing import capture_logs
 from test_fastapi_uvicorn import Server, json_lines
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -290,6 +298,108 @@ def test_a_mounted_apps_layer_keeps_the_outer_layers_span_and_bindings(tracer: A
         clear_contextvars()
         otel_context.detach(token)
         span.end()
+
+
+# -- in process: the requests of one connection, called the way a server calls them -------
+
+Message = dict[str, Any]
+
+
+def _user_hook(scope: Any) -> dict[str, str]:
+    """The context hook: the user a request names (bound by the middleware, by token)."""
+    user = dict(scope["headers"]).get(b"x-user")
+    return {"user.id": user.decode()} if user else {}
+
+
+async def _shop(scope: Any, receive: Any, send: Any) -> None:
+    """The application: binds a value of its own (nothing resets it but the isolation)."""
+    await receive()
+    bound = sorted(get_contextvars())
+    user = dict(scope["headers"]).get(b"x-user")
+    if user:
+        bind_context(cart=f"cart of {user.decode()}")
+    log.info("handled", bound_on_entry=bound)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+class _Connection:
+    """One keep-alive connection of a server: the application is called for each request
+    from the server's task, in its context (no copy per request), and `captured` is the
+    context current inside the application's last `receive()`, the one asyncio keeps for
+    the reader callback that starts the next requests (`fapilog.integrations.isolation`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.captured = contextvars.copy_context()
+
+    async def request(self, n: int, user: str | None = None) -> list[Message]:
+        headers = [(b"host", b"shop"), (b"x-request-id", f"req-{n}".encode())]
+        if user is not None:
+            headers.append((b"x-user", user.encode()))
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": f"/orders/{n}",
+            "raw_path": f"/orders/{n}".encode(), "root_path": "", "query_string": b"",
+            "headers": headers, "client": ("127.0.0.1", 5000), "server": ("shop", 80),
+        }  # fmt: skip
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            self.captured = contextvars.copy_context()
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        return sent
+
+
+def test_requests_on_one_connection_start_clean_and_leave_nothing_behind() -> None:
+    """The middleware added by hand (no `configure_logging(app=app)` isolation around the
+    app): request 1 binds a user (the hook) and a cart (the application); request 2 runs
+    next in the same task and context; request 3 in a task created in the context captured
+    inside request 1 (uvicorn on the asyncio loop, after a large upload). Neither carries
+    anything of request 1, nor its trace; the connection's own bindings are put back after
+    each request."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = RequestLoggingMiddleware(
+        _shop, RequestSettings(context_hook=_user_hook), tracer_provider=provider
+    )
+    connection = _Connection(app)
+
+    async def serve() -> list[dict[str, Any]]:
+        bind_context(worker="w1")  # the server task's own binding
+        left = [get_contextvars()]
+        await connection.request(1, user="alice")
+        left.append(get_contextvars())
+        inside_request_1 = connection.captured
+        await connection.request(2)
+        left.append(get_contextvars())
+        loop = asyncio.get_running_loop()
+        await inside_request_1.run(loop.create_task, connection.request(3))
+        return left
+
+    with capture_logs() as logs:
+        left = asyncio.run(serve())
+    assert left == [{"worker": "w1"}] * 3  # after each request: the task's own, nothing else
+    handled = {line["request_id"]: line for line in logs if line["message"] == "handled"}
+    events = {line["request_id"]: line for line in logs if line["logger"] == "fapilog.request"}
+    assert sorted(handled) == sorted(events) == ["req-1", "req-2", "req-3"]
+    assert handled["req-1"]["bound_on_entry"] == ["request_id", "user.id"]
+    assert (handled["req-1"]["user.id"], handled["req-1"]["cart"]) == ("alice", "cart of alice")
+    for request_id in ("req-2", "req-3"):
+        assert handled[request_id]["bound_on_entry"] == ["request_id"]
+        for line in (handled[request_id], events[request_id]):
+            assert not {"user.id", "cart", "worker"} & set(line), line
+    spans = {span.attributes["url.path"]: span for span in exporter.get_finished_spans()}
+    assert all(span.parent is None for span in spans.values())  # each a trace of its own
+    traces = {line["request_id"]: line["trace_id"] for line in [*handled.values()]}
+    assert len(set(traces.values())) == 3, traces
+    assert traces["req-3"] == format(spans["/orders/3"].context.trace_id, "032x")
 
 
 # -- mounted apps: one span, one event, one exception record ------------------------------

@@ -171,7 +171,7 @@ def finish_request(
         fastapi_saw_exception(scope, exception)
         try:
             setattr(exception, LOGGED, True)
-        except Exception:  # pragma: no cover - an exception type with __slots__
+        except Exception:  # an exception type that refuses attributes (a frozen dataclass)
             pass
 
 

@@ -83,7 +83,7 @@ def _server_address(scope: MutableMapping[str, Any], host: bytes | None) -> tupl
         else:
             address, _, port_text = text.partition(":")
         if port_text:
-            if not port_text.isdigit():
+            if not (port_text.isascii() and port_text.isdigit()):  # (int() fails on "\xb2")
                 return None
             return address, int(port_text)
         return address, _DEFAULT_PORTS.get(scheme, 80)
