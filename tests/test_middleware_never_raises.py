@@ -174,18 +174,21 @@ def test_a_span_that_cannot_end_does_not_fail_the_applications_last_send(
     assert "could not end a server span" in said and "span processor bug at end" in said
 
 
-def test_a_host_port_that_is_not_an_ascii_number_still_gets_the_request_its_span(
-    tmp_path: Path, diagnostics: Diagnostics
+@pytest.mark.parametrize(
+    "host", [b"shop:\xb2", b"shop:" + b"9" * 5000], ids=["superscript-two", "5000-digits"]
+)
+def test_a_host_port_that_is_not_a_port_number_still_gets_the_request_its_span(
+    tmp_path: Path, diagnostics: Diagnostics, host: bytes
 ) -> None:
-    """``Host: shop:\xb2`` (a superscript two: a digit to `str.isdigit`, not to `int`) is
-    a port that does not count, like any other that is not a number: the span is started,
-    without ``server.address``."""
+    """``Host: shop:\xb2`` (a superscript two: a digit to `str.isdigit`, not to `int`) and a
+    port of 5,000 digits (past `int()`'s digit limit) are ports that do not count, like any
+    other that is not a port number: the span is started, without ``server.address``."""
     configure(tmp_path)
     spans = InMemorySpanExporter()
     shop = Shop()
     app = RequestLoggingMiddleware(shop, tracer_provider=provider(SimpleSpanProcessor(spans)))
     scope = http_scope()
-    scope["headers"][0] = (b"host", b"shop:\xb2")
+    scope["headers"][0] = (b"host", host)
     assert serve(app, scope) == shop.response()
     (span,) = spans.get_finished_spans()
     assert (span.attributes or {})["http.response.status_code"] == 201

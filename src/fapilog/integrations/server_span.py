@@ -83,7 +83,8 @@ def _server_address(scope: MutableMapping[str, Any], host: bytes | None) -> tupl
         else:
             address, _, port_text = text.partition(":")
         if port_text:
-            if not (port_text.isascii() and port_text.isdigit()):  # (int() fails on "\xb2")
+            # (int() fails on "\xb2", and past its digit limit: a port has at most 5 digits)
+            if not (len(port_text) <= 5 and port_text.isascii() and port_text.isdigit()):
                 return None
             return address, int(port_text)
         return address, _DEFAULT_PORTS.get(scheme, 80)
