@@ -34,7 +34,7 @@ pytest_plugins = ["fapilog.pytest_plugin"]
 
 # Skips a machine may legitimately cause: the reason, and why it is a fact of the machine
 # rather than a missing tool. Any other skip fails the run (a test that quietly stops
-# running is a hole), unless FAPILOG_STRICT_SKIPS=0. The Makefile and CI keep it on.
+# running is a hole), unless FAPILOG_STRICT_SKIPS=0 (on by default; CI sets it too).
 EXPECTED_SKIPS = {
     "only one Python interpreter on this machine: nothing to switch between": "one Python",
     "no PID namespace here (unshare needs root or user namespaces)": "container policy",
@@ -46,12 +46,21 @@ STRICT_SKIPS = os.environ.get("FAPILOG_STRICT_SKIPS", "1") != "0"
 _UNEXPECTED_SKIPS: list[tuple[str, str]] = []
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+def _note_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
         reason = reason.removeprefix("Skipped: ")
         if reason not in EXPECTED_SKIPS:
             _UNEXPECTED_SKIPS.append((report.nodeid, reason))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A module skipped whole (`pytest.importorskip` at its top)."""
+    _note_skip(report)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -35,11 +36,11 @@ def requirements() -> dict[str, tuple[str, str]]:
 
 
 def highest(python: str, ranges: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """The newest release in each range, as pip resolves them together (a dry run)."""
-    specs = [f"{name}>={low},<{high}" for name, (low, high) in ranges.items()]
+    """The newest release in each range that pip resolves together with everything else the
+    dev install brings (a dev dependency may cap OpenTelemetry): a dry run."""
     report = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
-         "--report", "-", *specs],
+         "--report", "-", f"{ROOT}[dev]"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     resolved = {
@@ -70,8 +71,13 @@ def run(bound: str, pytest_args: list[str]) -> int:
     ranges = requirements()
     home = ROOT / f".venv-otel-{bound}"
     python = str(home / "bin" / "python")
+    identity = f"{sys.version.split()[0]} {sys.base_prefix}\n"  # the interpreter that made it
+    stamp = home / "made-by"
+    if home.exists() and (not stamp.exists() or stamp.read_text() != identity):
+        shutil.rmtree(home)
     if not home.exists():
         venv.create(home, with_pip=True)
+        stamp.write_text(identity)
         subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     if bound == "lowest":
         pins = {name: low for name, (low, _high) in ranges.items()}

@@ -36,9 +36,10 @@ def _save_before_dying_by_a_signal(event: str, args: tuple[Any, ...]) -> None:
         return
     pid, signum = args
     if pid == os.getpid() and signum in _FATAL and signal.getsignal(signum) is signal.SIG_DFL:
-        try:
-            _COVERAGE.stop()
-            _COVERAGE.save()
+        try:  # (the current one: a multiprocessing child starts one of its own)
+            current = coverage.Coverage.current() or _COVERAGE
+            current.stop()
+            current.save()
         except Exception:
             pass
 
