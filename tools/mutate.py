@@ -49,6 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+MP = "tests/test_multiprocessing.py"
+
 # module -> the fast tests that exercise it. The order of the keys is the default run order
 # (smallest module first).
 MODULE_TESTS: dict[str, list[str]] = {
@@ -57,13 +59,24 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_runtime_levels.py",
         "tests/test_dev_console.py",
     ],
-    "src/fapilog/lifecycle/fork.py": ["tests/test_fork.py", "tests/test_multiprocessing.py"],
-    "src/fapilog/lifecycle/foreign.py": [
-        "tests/test_existing_otel_setup.py",
-        "tests/test_sigterm_others.py",
-        "tests/test_lifecycle.py",
+    "src/fapilog/lifecycle/fork.py": [
+        "tests/test_fork.py",
+        "tests/test_enrich_system.py::test_after_fork_the_child_has_its_own_pid_and_sampler",
+        f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-close]",
+        f"{MP}::test_a_pool_delivers_every_record_of_every_task[spawn-close]",
+        f"{MP}::test_a_fork_child_that_configures_fapilog_itself_delivers_everything",
     ],
-    "src/fapilog/lifecycle/wakeup.py": ["tests/test_signals.py", "tests/test_multiprocessing.py"],
+    "src/fapilog/lifecycle/foreign.py": [
+        "tests/test_sigterm_others.py::test_sigterm_flushes_the_applications_own_log_processor",
+        "tests/test_sigterm_others.py::test_a_plain_exit_flushes_the_applications_own_log_processor",
+        "tests/test_sigterm_others.py::test_sigterm_abandons_a_hung_processor_and_exits_within_the_deadline",
+        "tests/test_lifecycle.py::test_attaches_to_preinstalled_logger_provider",
+    ],
+    "src/fapilog/lifecycle/wakeup.py": [
+        "tests/test_signals.py::test_a_handler_left_pending_while_the_main_thread_sleeps_still_runs",
+        "tests/test_signals.py::test_fapilogs_threads_block_the_signals_sent_to_the_process",
+        f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-with]",
+    ],
     "src/fapilog/pipeline/accounting.py": ["tests/test_pipeline.py", "tests/test_monitoring.py"],
     "src/fapilog/pipeline/metrics.py": ["tests/test_monitoring.py"],
     "src/fapilog/pipeline/alerts.py": ["tests/test_monitoring.py"],
@@ -80,8 +93,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_values_degrade_alone.py",
     ],
     "src/fapilog/lifecycle/drain.py": [
-        "tests/test_shutdown.py",
-        "tests/test_signals.py",
+        "tests/test_shutdown.py::test_normal_exit_delivers_every_record",
+        "tests/test_shutdown.py::test_a_burst_with_the_default_queues_is_not_shed_between_workers",
+        "tests/test_shutdown.py::test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever",
+        "tests/test_signals.py::test_sigterm_into_a_tight_logging_loop_exits_in_time_with_a_gap_free_file",
+        "tests/test_signals.py::test_a_sigterm_during_the_drain_lets_the_drain_finish_then_ends_the_process",
+        "tests/test_process.py::test_sigterm_drains_before_dying",
         "tests/test_lifecycle.py",
     ],
     "src/fapilog/pipeline/segments.py": ["tests/test_spool.py"],
@@ -458,6 +475,8 @@ def main() -> int:
             else f"no tests mapped for {unmapped}: use --tests"
         )
 
+    # `kill` of this script ends its mutmut run too (the `finally` of `run_module`)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fapilog-mutate-"))
     workdir.mkdir(parents=True, exist_ok=True)
     make_scratch(workdir)
