@@ -63,8 +63,11 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_fork.py",
         "tests/test_enrich_system.py::test_after_fork_the_child_has_its_own_pid_and_sampler",
         f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-close]",
-        f"{MP}::test_a_pool_delivers_every_record_of_every_task[spawn-close]",
+        f"{MP}::test_a_pool_delivers_every_record_of_every_task[forkserver-close]",
         f"{MP}::test_a_fork_child_that_configures_fapilog_itself_delivers_everything",
+        f"{MP}::test_the_drain_runs_after_the_applications_own_exit_finalizers",
+        "tests/test_gunicorn.py::test_gunicorn_sigterm_mid_load_delivers_everything_emitted"
+        "[preload-plain]",
     ],
     "src/fapilog/lifecycle/foreign.py": [
         "tests/test_sigterm_others.py::test_sigterm_flushes_the_applications_own_log_processor",
