@@ -73,6 +73,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_sigterm_others.py::test_sigterm_flushes_the_applications_own_log_processor",
         "tests/test_sigterm_others.py::test_a_plain_exit_flushes_the_applications_own_log_processor",
         "tests/test_sigterm_others.py::test_sigterm_abandons_a_hung_processor_and_exits_within_the_deadline",
+        "tests/test_sigterm_others.py::test_sigterm_flushes_the_applications_span_processor_and_reports_a_raising_one",
         "tests/test_lifecycle.py::test_attaches_to_preinstalled_logger_provider",
     ],
     "src/fapilog/lifecycle/wakeup.py": [
