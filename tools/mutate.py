@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,6 +470,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
 
+    try:
+        mutmut_version = version("mutmut")
+    except PackageNotFoundError:
+        parser.error("mutmut is not installed: pip install -e '.[mutate]'")
+    if not (3, 8) <= tuple(int(part) for part in mutmut_version.split(".")[:2]) < (4, 0):
+        parser.error(f"mutmut {mutmut_version}: this script needs mutmut>=3.8,<4")
     modules = [m.removeprefix("./") for m in args.modules] or list(MODULE_TESTS)
     unknown = [m for m in modules if not (ROOT / m).is_file()]
     unmapped = [m for m in modules if m not in MODULE_TESTS and not args.tests]
