@@ -80,6 +80,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/fapilog/lifecycle/wakeup.py": [
         "tests/test_signals.py::test_a_handler_left_pending_while_the_main_thread_sleeps_still_runs",
         "tests/test_signals.py::test_fapilogs_threads_block_the_signals_sent_to_the_process",
+        "tests/test_signals.py::test_a_forked_child_has_its_own_watcher_for_a_pending_handler",
         f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-with]",
     ],
     "src/fapilog/pipeline/accounting.py": ["tests/test_pipeline.py", "tests/test_monitoring.py"],
