@@ -5,6 +5,9 @@ bridge, lifecycle and exporter modules, one module at a time, in a scratch copy 
     python tools/mutate.py src/fapilog/pipeline/routes.py src/fapilog/lifecycle/fork.py
     python tools/mutate.py --tests tests/test_fork.py src/fapilog/lifecycle/fork.py
     python tools/mutate.py --survivors src/fapilog/pipeline/routes.py   # the diff of each survivor
+    python tools/mutate.py --json run.json ...; python tools/mutate.py --rerun run.json ...
+                                    # then only the survivors of that run (after adding tests)
+    python tools/mutate.py --only '*_after_fork_in_child*' src/fapilog/lifecycle/wakeup.py
 
 Prints, per module: mutants, killed, timeouts (counted as killed), survived, no tests, the run
 time and the kill rate. The exit status is 0 whenever the runs completed (the rates are figures to
@@ -312,6 +315,8 @@ def tally(workdir: Path, result: Result) -> None:
     meta = workdir / "mutants" / (result.module + ".meta")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     for name, code in codes.items():
+        if code is None:  # not run (`--only`, `--rerun`)
+            continue
         result.total += 1
         if code in KILLED:
             result.killed += 1
@@ -328,7 +333,10 @@ def tally(workdir: Path, result: Result) -> None:
             result.survivors.append(f"{name} (exit code {code})")
 
 
-def run_module(workdir: Path, module: str, tests: list[str], args: argparse.Namespace) -> Result:
+def run_module(
+    workdir: Path, module: str, tests: list[str], only: list[str], args: argparse.Namespace
+) -> Result:
+    """mutmut on `module` (only the mutants `only` names, if any: names or fnmatch patterns)."""
     result = Result(module)
     shutil.rmtree(workdir / "mutants", ignore_errors=True)
     (workdir / "mutants" / "src").mkdir(parents=True)
@@ -338,7 +346,7 @@ def run_module(workdir: Path, module: str, tests: list[str], args: argparse.Name
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs)],
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *only],
             cwd=workdir,
             env=child_env(workdir),
             stdout=out,
@@ -461,6 +469,12 @@ def main() -> int:
     parser.add_argument(
         "--tests", nargs="+", help="the tests to run instead of MODULE_TESTS' (pytest ids)"
     )
+    parser.add_argument(
+        "--only", nargs="+", help="mutant names or fnmatch patterns to run (one module)"
+    )
+    parser.add_argument(
+        "--rerun", type=Path, help="run only the survivors listed in this --json file of a run"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--timeout-multiplier", type=float, default=4.0)
     parser.add_argument("--timeout-constant", type=float, default=10.0)
@@ -498,7 +512,14 @@ def main() -> int:
         for module in modules:
             tests = args.tests or MODULE_TESTS[module]
             print(f"{module}: mutating, tests {' '.join(tests)}", flush=True)
-            result = run_module(workdir, module, tests, args)
+            only = list(args.only or [])
+            if args.rerun:
+                previous = {r["module"]: r for r in json.loads(args.rerun.read_text())}
+                if module not in previous or not previous[module]["survivors"]:
+                    print(f"{module}: no survivors in {args.rerun}", flush=True)
+                    continue
+                only += [name.split(" ")[0] for name in previous[module]["survivors"]]
+            result = run_module(workdir, module, tests, only, args)
             results.append(result)
             print(
                 f"{module}: {result.killed + result.timeout}/{result.total} killed "
