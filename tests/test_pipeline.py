@@ -8,10 +8,12 @@ on a gate, so the queue's contents are known exactly; end-to-end tests go throug
 from __future__ import annotations
 
 import asyncio
+import json
 import linecache
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -581,6 +583,32 @@ def test_stats_add_up_across_a_reconfiguration(
     figures = fapilog.stats()
     assert list(figures["exporters"]) == [name]
     assert figures["emitted"] == figures["exported"] == len(exporter.records) == 21
+
+
+def test_a_replaced_exporters_figures_are_added_to_its_successors(tmp_path: Path) -> None:
+    # the same exporter name with other settings: a new processor, the old one retired
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    configure_logging(exporters=["file"], file={"path": str(first)})
+    for i in range(5):
+        log.info("before", i=i)
+    configure_logging(exporters=["file"], file={"path": str(second)})
+    for i in range(3):
+        log.info("after", i=i)
+    assert fapilog.force_flush(10)
+    deadline = time.monotonic() + 10  # the replaced processor drains in the background
+    while fapilog.stats()["exported"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    figures = fapilog.stats()
+    assert list(figures["exporters"]) == ["file"]
+    file = figures["exporters"]["file"]
+    written = first.read_text().splitlines() + second.read_text().splitlines()
+    # (and the reconfiguration's own event)
+    assert file["emitted"] == file["exported"] == len(written) == 9, file
+    assert file["dropped"] == file["queued"] == file["in_flight"] == 0, file
+    assert file["dropped_by_reason"] == {}, file
+    assert [json.loads(line)["message"] for line in first.read_text().splitlines()] == [
+        "before"
+    ] * 5
 
 
 def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
