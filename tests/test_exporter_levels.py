@@ -12,7 +12,10 @@ import pytest
 import fapilog
 from conftest import run_python
 from fapilog import ConfigurationError, configure_logging, get_logger
+from fapilog._state import STATE
 from fapilog.capture.logger import sink_for
+from fapilog.otel.logs import SeverityNumber
+from fapilog.pipeline.routes import _CACHE_AT_MOST, ROUTES
 
 
 def test_debug_goes_to_the_file_and_not_to_stdout(
@@ -115,3 +118,75 @@ def test_a_custom_exporter_can_be_named(tmp_path: Path, memory_exporter: object)
     records = memory_exporter.records()  # type: ignore[attr-defined]
     assert [r.log_record.body for r in records] == ["error"]
     assert fapilog.stats()["exporters"][name]["filtered"] == 1
+
+
+def file_messages(path: Path) -> list[str]:
+    return [json.loads(line)["message"] for line in path.read_text().splitlines()]
+
+
+def test_the_console_writes_what_reaches_its_own_level_during_the_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the console writes on the calling thread, in call order with print(): its level (and a
+    # logger's entry, which applies to every exporter) is applied there, not on the worker
+    path = tmp_path / "app.log"
+    configure_logging(
+        level="INFO",
+        exporters=["console", "file"],
+        exporter_levels={"console": "warning"},
+        logger_levels={"db": "debug"},
+        file={"path": str(path)},
+        queue={"max_delay": 30},  # (nothing is written from the queues before the flush)
+    )
+    get_logger("shop").info("routine")
+    get_logger("shop").warning("odd")
+    print("after odd")
+    get_logger("db").debug("query")
+    print("after query")
+    fapilog.force_flush()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].endswith("shop odd") and lines[1] == "after odd", lines
+    assert lines[2].endswith("db query") and lines[3] == "after query", lines
+    assert file_messages(path) == ["routine", "odd", "query"]
+    assert fapilog.stats()["exporters"]["console"]["filtered"] == 1
+
+
+def test_a_logger_level_below_an_exporters_own_level_reaches_that_exporter(
+    tmp_path: Path, memory_exporter: object
+) -> None:
+    name = memory_exporter.name  # type: ignore[attr-defined]
+    path = tmp_path / "app.log"
+    configure_logging(
+        level="INFO",
+        exporters=["file", name],
+        exporter_levels={"file": "warning"},
+        logger_levels={"db": "debug"},
+        file={"path": str(path)},
+    )
+    get_logger("db.pool").debug("query")
+    get_logger("app").info("hello")
+    get_logger("app").warning("slow")
+    records = memory_exporter.records()  # type: ignore[attr-defined]
+    assert [r.log_record.body for r in records] == ["query", "hello", "slow"]
+    assert file_messages(path) == ["query", "slow"]
+
+
+def test_routing_decisions_stay_right_past_the_decision_cache_bound(tmp_path: Path) -> None:
+    # one decision per (logger, severity, exporters): more loggers than the cache holds
+    path = tmp_path / "app.log"
+    configure_logging(
+        level="INFO",
+        exporters=["stdout", "file"],
+        exporter_levels={"stdout": "error", "file": "info"},
+        file={"path": str(path)},
+    )
+    assert STATE.pipeline is not None
+    targets = tuple(STATE.pipeline.router.targets)
+    info, error = SeverityNumber.INFO.value, SeverityNumber.ERROR.value
+    names = [f"svc.{n}" for n in range(_CACHE_AT_MOST + 2)]
+    for logger in names:
+        chosen, left = ROUTES.choose(targets, logger, info)
+        assert [t.name for t in chosen] == ["file"] and [t.name for t in left] == ["stdout"]
+    chosen, _ = ROUTES.choose(targets, names[0], error)
+    assert [t.name for t in chosen] == ["stdout", "file"]

@@ -152,3 +152,48 @@ def test_a_fork_child_that_configures_fapilog_itself_delivers_everything(
     assert proc.returncode == 0, proc.stderr[-3000:]
     numbers = [json.loads(line)["i"] for line in path.read_text().splitlines()]
     assert numbers == list(range(3000))
+
+
+LAST_WORDS = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    from multiprocessing import util
+
+    import fapilog
+
+    def child(path):
+        fapilog.configure_logging(exporters=["file"], file={"path": path})
+        log = fapilog.get_logger("child")
+        # the application's own exit finalizer (priority >= 0) logs as the child ends
+        util.Finalize(None, log.info, args=("last words",), exitpriority=0)
+        log.info("working")
+
+    if __name__ == "__main__":
+        process = multiprocessing.get_context("fork").Process(target=child, args=(sys.argv[1],))
+        process.start()
+        process.join()
+        assert process.exitcode == 0, process.exitcode
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_drain_runs_after_the_applications_own_exit_finalizers(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """A fork child ends with os._exit() after multiprocessing's exit finalizers: fapilog's
+    drain comes after the application's (priority >= 0), so what they log is delivered."""
+    script = tmp_path / "last_words.py"
+    script.write_text(LAST_WORDS)
+    path = tmp_path / "child.log"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    messages = [json.loads(line)["message"] for line in path.read_text().splitlines()]
+    assert messages == ["working", "last words"]

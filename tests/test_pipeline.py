@@ -8,11 +8,13 @@ on a gate, so the queue's contents are known exactly; end-to-end tests go throug
 from __future__ import annotations
 
 import asyncio
+import json
 import linecache
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -692,6 +694,72 @@ def test_stats_add_up_across_a_reconfiguration(
     figures = fapilog.stats()
     assert list(figures["exporters"]) == [name]
     assert figures["emitted"] == figures["exported"] == len(exporter.records) == 21
+
+
+STATS_TOTALS = (
+    "emitted", "exported", "dropped", "queued", "in_flight", "spooled", "filtered",
+    "unknown_outcome", "adopted", "unconfigured_dropped", "abandoned_processors",
+)  # fmt: skip
+
+
+def test_stats_before_any_configuration_has_every_figure_at_zero() -> None:
+    figures = fapilog.stats()
+    assert {key: figures[key] for key in STATS_TOTALS} == dict.fromkeys(STATS_TOTALS, 0)
+    assert figures["intake"] == {
+        "accepted": 0,
+        "dropped_by_reason": {},
+        "queued": 0,
+        "in_flight": 0,
+        "capacity": 0,
+    }
+    assert figures["exporters"] == {} and figures["enricher_failures"] == {}
+    assert figures["recorder"]["captured"] == 0
+
+
+def test_stats_of_a_quiet_pipeline_name_each_figure(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    configure_logging(exporters=["file"], file={"path": str(path)}, queue={"max_size": 500})
+    for i in range(3):
+        log.info("n", i=i)
+    assert fapilog.force_flush(10)
+    figures = fapilog.stats()
+    expected = dict.fromkeys(STATS_TOTALS, 0) | {"emitted": 3, "exported": 3}
+    assert {key: figures[key] for key in STATS_TOTALS} == expected
+    assert figures["intake"] == {
+        "accepted": 3,
+        "dropped_by_reason": {},
+        "queued": 0,
+        "in_flight": 0,
+        "capacity": 500,
+    }
+    assert figures["exporters"]["file"]["emitted"] == 3
+    assert figures["enricher_failures"] == {}
+
+
+def test_a_replaced_exporters_figures_are_added_to_its_successors(tmp_path: Path) -> None:
+    # the same exporter name with other settings: a new processor, the old one retired
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    configure_logging(exporters=["file"], file={"path": str(first)})
+    for i in range(5):
+        log.info("before", i=i)
+    configure_logging(exporters=["file"], file={"path": str(second)})
+    for i in range(3):
+        log.info("after", i=i)
+    assert fapilog.force_flush(10)
+    deadline = time.monotonic() + 10  # the replaced processor drains in the background
+    while fapilog.stats()["exported"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    figures = fapilog.stats()
+    assert list(figures["exporters"]) == ["file"]
+    file = figures["exporters"]["file"]
+    written = first.read_text().splitlines() + second.read_text().splitlines()
+    # (and the reconfiguration's own event)
+    assert file["emitted"] == file["exported"] == len(written) == 9, file
+    assert file["dropped"] == file["queued"] == file["in_flight"] == 0, file
+    assert file["dropped_by_reason"] == {}, file
+    assert [json.loads(line)["message"] for line in first.read_text().splitlines()] == [
+        "before"
+    ] * 5
 
 
 def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:

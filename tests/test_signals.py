@@ -291,6 +291,53 @@ def test_a_handler_left_pending_while_the_main_thread_sleeps_still_runs(
         assert _numbers(path) == list(range(300)), run
 
 
+# the same, in a child forked from a configured process: the child has a watcher of its own
+PENDING_IN_A_FORKED_CHILD = (
+    PENDING_WHILE_ASLEEP.replace(
+        "for i in range(300):",
+        textwrap.dedent(
+            """\
+        pid = os.fork()
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            print("child", os.waitstatus_to_exitcode(status), flush=True)
+            sys.exit(0)
+        signal.alarm(20)  # a child left asleep ends all the same (by SIGALRM)
+        for i in range(300):"""
+        ),
+        1,
+    )
+    .replace("import signal, sys, threading", "import os, signal, sys, threading", 1)
+    .replace(
+        # (in a forked child, Python 3.11 keeps the parent's native_id on the main thread)
+        "threading.main_thread().native_id",
+        "threading.get_native_id()",
+        1,
+    )
+)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_forked_child_has_its_own_watcher_for_a_pending_handler(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    for run in range(runs(quick=1, soak=20)):
+        path = tmp_path / f"forked-{run}.log"
+        result = subprocess.run(
+            [sys.executable, "-c", PENDING_IN_A_FORKED_CHILD, str(path)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, (run, result.stdout, result.stderr[-2000:])
+        assert f"child {-signal.SIGTERM}" in result.stdout, (run, result.stdout)
+        assert "signalled" in result.stdout and "survived" not in result.stdout
+        assert _numbers(path) == list(range(300)), run
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_fapilogs_threads_block_the_signals_sent_to_the_process(
     tmp_path: Path, subprocess_env: dict[str, str]

@@ -54,10 +54,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _start(env: dict[str, str], endpoint: str) -> subprocess.Popen[str]:
+def _start(env: dict[str, str], endpoint: str, script: str = SCRIPT) -> subprocess.Popen[str]:
     prelude = f"DEADLINE = {DEADLINE}\nLINES = {LINES}\nENDPOINT = {endpoint!r}\n"
     return subprocess.Popen(
-        [sys.executable, "-c", prelude + SCRIPT],
+        [sys.executable, "-c", prelude + script],
         env={**env, "OTEL_BLRP_SCHEDULE_DELAY": "60000"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -137,8 +137,63 @@ def test_sigterm_abandons_a_hung_processor_and_exits_within_the_deadline(
         assert out.count('"message":"line"') == LINES  # fapilog's own exporter delivered
         [report] = [json.loads(line) for line in err.splitlines() if '"exit-abandoned"' in line]
         assert report["processors"] == ["BatchLogRecordProcessor"]
-        assert "BatchLogRecordProcessor still flushing: abandoned" in report["message"]
+        assert report["level"] == "error"
+        assert report["message"] == (
+            "fapilog: the exit deadline (shutdown_timeout) passed with "
+            "BatchLogRecordProcessor still flushing: abandoned, what it held is lost"
+        )
     assert late == [], f"runs that exited late: {late}"
+
+
+SPANS = textwrap.dedent(
+    """
+    import signal
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    import fapilog
+    from fapilog import configure_logging, log
+
+    class Stuck(LogRecordProcessor):
+        def on_emit(self, log_record): pass
+        def shutdown(self): pass
+        def force_flush(self, timeout_millis=30000): raise RuntimeError("stuck")
+
+    # the application's TracerProvider: its batch processor keeps every span (schedule delay
+    # 60 s) until something flushes it
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=ENDPOINT, timeout=30),
+                           schedule_delay_millis=60000)
+    )
+    trace.set_tracer_provider(provider)
+    configure_logging(exporters=["stdout"], shutdown_timeout=DEADLINE)
+    # and a processor of the application's whose flush raises, on fapilog's LoggerProvider
+    fapilog._state.STATE.pipeline.provider.add_log_record_processor(Stuck())
+    with trace.get_tracer("shop").start_as_current_span("checkout"):
+        log.info("line")
+    fapilog.force_flush(5)
+    print("READY", flush=True)
+    signal.pause()
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_the_applications_span_processor_and_reports_a_raising_one(
+    timed_env: dict[str, str],
+) -> None:
+    with OtlpReceiver() as receiver:
+        proc = _start(timed_env, receiver.http_endpoint + "/v1/traces", SPANS)
+        _, out, err = _terminate(proc)
+        assert proc.returncode == -signal.SIGTERM, err
+        names = [span.name for span in receiver.spans]
+    assert names == ["checkout"], err
+    assert out.count('"message":"line"') == 1
+    [report] = [json.loads(line) for line in err.splitlines() if "flush-other:Stuck" in line]
+    assert report["message"] == "fapilog: flushing Stuck raised RuntimeError('stuck')"
 
 
 @pytest.mark.slow
