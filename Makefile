@@ -65,6 +65,7 @@ test-otel-range: $(STAMP)
 # mutation testing of the pipeline, bridge, lifecycle and exporter modules with mutmut
 # (hours on 2 cores; not part of `make test`; see CONTRIBUTING.md)
 mutate: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
 	$(BIN)/python tools/mutate.py $(MODULES)
 
 # the settings table in docs/configuration.md, then the docs site into site/ (git-ignored)
