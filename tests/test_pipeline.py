@@ -24,6 +24,7 @@ import fapilog
 from fapilog import configure_logging, get_logger, log
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from fapilog.pipeline.accounting import unbalanced
 from fapilog.pipeline.queue import BatchQueue
 from fapilog.settings import LoggingSettings, QueueSettings
 
@@ -736,6 +737,23 @@ def test_stats_of_a_quiet_pipeline_name_each_figure(tmp_path: Path) -> None:
     assert figures["enricher_failures"] == {}
 
 
+def test_unbalanced_names_the_figures_that_do_not_add_up() -> None:
+    # the check every test's teardown relies on (tests/conftest.py) must see a gap
+    figures = fapilog.stats()
+    balanced = dict.fromkeys(("emitted", "exported", "dropped", "queued", "in_flight"), 0) | {
+        "spooled": 0, "filtered": 0, "unknown_outcome": 0, "adopted": 0,
+    }  # fmt: skip
+    figures["exporters"] = {
+        "file": balanced | {"emitted": 3, "exported": 3},
+        "loki": balanced | {"emitted": 3, "exported": 1, "dropped": 1},
+    }
+    figures["recorder"] = figures["recorder"] | {"captured": 2, "released": 1}
+    wrong = unbalanced(figures)
+    assert list(wrong) == ["loki", "recorder"]
+    assert wrong["loki"]["emitted"] == 3 and wrong["loki"]["exported"] == 1
+    assert wrong["recorder"]["captured"] == 2
+
+
 def test_a_replaced_exporters_figures_are_added_to_its_successors(tmp_path: Path) -> None:
     # the same exporter name with other settings: a new processor, the old one retired
     first, second = tmp_path / "first.log", tmp_path / "second.log"
@@ -757,6 +775,7 @@ def test_a_replaced_exporters_figures_are_added_to_its_successors(tmp_path: Path
     assert file["emitted"] == file["exported"] == len(written) == 9, file
     assert file["dropped"] == file["queued"] == file["in_flight"] == 0, file
     assert file["dropped_by_reason"] == {}, file
+    assert file["capacity"] == figures["intake"]["capacity"]  # the current queue's, once
     assert [json.loads(line)["message"] for line in first.read_text().splitlines()] == [
         "before"
     ] * 5

@@ -92,6 +92,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/fapilog/pipeline/direct.py": [
         "tests/test_dev_console.py",
         "tests/test_console_order.py",
+        "tests/test_exporter_levels.py",
+        "tests/test_flight_recorder.py",
         "tests/test_recorder_edges.py",
         "tests/test_values_degrade_alone.py",
     ],
@@ -100,6 +102,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_bridge.py",
         "tests/test_logger_names.py",
         "tests/test_values_degrade_alone.py",
+        "tests/test_otel_conformance.py",
+        "tests/test_exporter_levels.py",
+        "tests/test_context_api.py",
+        "tests/test_logging_never_raises.py",
     ],
     "src/fapilog/lifecycle/drain.py": [
         "tests/test_shutdown.py::test_normal_exit_delivers_every_record",
