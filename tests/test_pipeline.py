@@ -803,45 +803,6 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         queue.shutdown(5)
 
 
-def _raise_in(thread: threading.Thread, exception: type[BaseException]) -> None:
-    """Raise `exception` in `thread` when it next runs Python code (CPython's
-    `PyThreadState_SetAsyncExc`, what thread-killing helpers use): an exception fapilog's
-    worker cannot catch where it waits."""
-    import ctypes
-
-    assert thread.ident is not None
-    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    assert set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception)) == 1
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_force_flush_reports_failure_at_once_when_an_exporter_worker_is_dead(
-    exporter_named: Callable[[LogRecordExporter], str],
-) -> None:
-    """An exporter's worker thread that died (a BaseException raised into it while it
-    waited for records) delivers nothing more: a flush says so, False, as soon as it sees
-    the worker gone, rather than wait out its timeout or report success."""
-    exporter = RecordingExporter()
-    name = exporter_named(exporter)
-    configure_logging(exporters=[name], queue={"max_delay": 0})
-    log.info("before")
-    assert fapilog.force_flush(10)
-    [worker] = [t for t in threading.enumerate() if t.name == f"fapilog-{name}"]
-    _raise_in(worker, SystemExit)  # raised as the next record wakes the idle worker
-    log.info("after")
-    worker.join(10)
-    assert not worker.is_alive()
-    results: list[bool] = []
-    flusher = threading.Thread(target=lambda: results.append(fapilog.force_flush(60)), daemon=True)
-    flusher.start()
-    flusher.join(10)  # a flush waiting on the dead worker would take the whole 60 s
-    assert results == [False]
-    assert [r.log_record.body for r in exporter.records] == ["before"]
-    figures = fapilog.stats()["exporters"][name]
-    assert (figures["emitted"], figures["exported"]) == (2, 1)
-    assert figures["queued"] + figures["in_flight"] == 1  # not delivered, not lost silently
-
-
 class Closing(RecordingExporter):
     """Records its batches and whether its `shutdown()` ran; that shutdown may raise."""
 
