@@ -30,6 +30,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratch import copy_working_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 BREAKS = ROOT / "tools" / "breaks"
 TIMEOUT = 600  # seconds for one break's tests; a hang counts as caught
@@ -69,16 +71,7 @@ def load(path: Path) -> Break:
 def scratch_copy() -> Path:
     """The working tree as `git ls-files` sees it (uncommitted changes included)."""
     where = Path(tempfile.mkdtemp(prefix="fapilog-breaks-"))
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            target = where / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    copy_working_tree(where)
     return where
 
 

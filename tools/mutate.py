@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from scratch import copy_working_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MP = "tests/test_multiprocessing.py"
@@ -249,28 +251,6 @@ class Result:
     @property
     def rate(self) -> float:
         return (self.killed + self.timeout) / self.total if self.total else 0.0
-
-
-def repo_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    return [name for name in out.split("\0") if name and (ROOT / name).is_file()]
-
-
-def make_scratch(workdir: Path) -> None:
-    for name in repo_files():
-        if name.startswith("mutants/"):
-            continue
-        target = workdir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    plugin_dir = workdir / ".mutate"
-    plugin_dir.mkdir(exist_ok=True)
-    (plugin_dir / "fapilog_mutate_plugin.py").write_text(PLUGIN)
 
 
 def toml_list(values: list[str]) -> str:
@@ -511,7 +491,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fapilog-mutate-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    make_scratch(workdir)
+    copy_working_tree(workdir)
     print(f"scratch copy: {workdir}", flush=True)
     results: list[Result] = []
     try:
