@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,11 +254,18 @@ def free_port() -> int:
 
 
 def sigterm_mid_load(
-    server: Any, port: int, *, requests_per_client: int, min_ok: int = 200, wait: float = 30
+    server: Any,
+    port: int,
+    *,
+    requests_per_client: int,
+    min_ok: int = 200,
+    wait: float = 30,
+    ready: Callable[[], bool] | None = None,
 ) -> str:
-    """Wait for the server on `port` to answer, load `/work/<n>` from 4 client threads,
-    send SIGTERM once `min_ok` requests succeeded, and return the server's stderr. The
-    server is always gone afterwards (killed if it did not exit)."""
+    """Wait for the server on `port` to answer (and for `ready()`, if given: say every
+    worker process has started), load `/work/<n>` from 4 client threads, send SIGTERM once
+    `min_ok` requests succeeded, and return the server's stderr. The server is always gone
+    afterwards (killed if it did not exit)."""
     import signal
     import threading
     import time
@@ -290,6 +297,10 @@ def sigterm_mid_load(
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
+        while ready is not None and not ready() and time.monotonic() < deadline:
+            if server.poll() is not None:
+                break
+            time.sleep(0.05)
         for worker in workers:
             worker.start()
         while ok[0] < min_ok and time.monotonic() < deadline and server.poll() is None:

@@ -39,6 +39,11 @@ log = fapilog.get_logger("app")
 emitted = 0
 
 
+@app.on_event("startup")
+async def started() -> None:
+    Path(os.environ["READY_DIR"], str(os.getpid())).touch()
+
+
 @app.get("/work/{n}")
 async def work(n: int) -> dict[str, int]:
     global emitted
@@ -81,10 +86,11 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
     (tmp_path / "gunapp.py").write_text(GUNICORN_APP)
     config = tmp_path / "gunicorn_conf.py"
     config.write_text("from fapilog.gunicorn import post_worker_init\n" if hook else "")
-    log_path, count_dir = tmp_path / "app.log", tmp_path / "counts"
+    log_path, count_dir, ready_dir = tmp_path / "app.log", tmp_path / "counts", tmp_path / "ready"
     count_dir.mkdir()
+    ready_dir.mkdir()
     env = dict(subprocess_env, LOG_PATH=str(log_path), COUNT_DIR=str(count_dir),
-               INSTRUMENT="1" if instrument else "0")  # fmt: skip
+               READY_DIR=str(ready_dir), INSTRUMENT="1" if instrument else "0")  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     port = free_port()
     server = subprocess.Popen(
@@ -94,7 +100,11 @@ def test_gunicorn_sigterm_mid_load_delivers_everything_emitted(
          *(["--preload"] if preload else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    err = sigterm_mid_load(server, port, requests_per_client=400)
+    # SIGTERM once both workers have started (a worker still booting under a loaded
+    # machine would end without a lifespan: nothing of it to deliver, nothing to check)
+    err = sigterm_mid_load(
+        server, port, requests_per_client=400, ready=lambda: len(list(ready_dir.iterdir())) >= 2
+    )
     counts = {path.name: int(path.read_text()) for path in count_dir.iterdir()}
     assert len(counts) == 2, (counts, err[-2000:])  # both workers ran their lifespan shutdown
     emitted = sum(counts.values())
