@@ -43,8 +43,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/fapilog
 
+# pytest-xdist: one worker per core (TEST_JOBS=0: the suite in this one process)
+TEST_JOBS ?= auto
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --cov=fapilog --cov-report=term
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --durations=15 --cov=fapilog --cov-report=term
 
 test: lint typecheck unit
 

@@ -102,7 +102,7 @@ def run(bound: str, pytest_args: list[str]) -> int:
     shown = ", ".join(f"{name} {version}" for name, version in sorted(otel.items()))
     print(f"== the test suite with the {bound} OpenTelemetry releases allowed: {shown}", flush=True)
     return subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", *pytest_args],
         check=False,
         cwd=ROOT,
     ).returncode
