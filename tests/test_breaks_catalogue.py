@@ -47,3 +47,25 @@ def test_each_break_applies_to_the_current_code_and_names_real_tests(path: Path)
         assert re.search(rf"^\s*(async )?def {re.escape(function)}\(", source.read_text(), re.M), (
             test
         )
+
+
+def test_the_mutation_scratch_copy_has_the_working_tree_and_the_pytest_plugin(
+    tmp_path: Path,
+) -> None:
+    """`make mutate`'s scratch copy: what `git ls-files` lists, and the plugin that maps the
+    tests starting a child to every mutated function, importable from where `child_env`
+    points the children (without it, mutmut cannot even start its test runs)."""
+    import mutate
+
+    mutate.make_scratch(tmp_path)
+    assert (tmp_path / "src" / "fapilog" / "pipeline" / "queue.py").is_file()
+    assert (tmp_path / "tests" / "conftest.py").is_file()
+    env = mutate.child_env(tmp_path)
+    found = subprocess.run(
+        [sys.executable, "-c", "import fapilog_mutate_plugin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr

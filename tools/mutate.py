@@ -253,6 +253,15 @@ class Result:
         return (self.killed + self.timeout) / self.total if self.total else 0.0
 
 
+def make_scratch(workdir: Path) -> None:
+    """The working tree copied to `workdir`, and the pytest plugin (`PLUGIN`) beside it, in
+    `.mutate/` (on the children's PYTHONPATH: see `child_env`)."""
+    copy_working_tree(workdir)
+    plugin_dir = workdir / ".mutate"
+    plugin_dir.mkdir(exist_ok=True)
+    (plugin_dir / "fapilog_mutate_plugin.py").write_text(PLUGIN)
+
+
 def toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
@@ -491,7 +500,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fapilog-mutate-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    copy_working_tree(workdir)
+    make_scratch(workdir)
     print(f"scratch copy: {workdir}", flush=True)
     results: list[Result] = []
     try:
