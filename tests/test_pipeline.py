@@ -847,6 +847,17 @@ def test_force_flush_returns_false_at_once_when_an_exporter_worker_is_dead(
     assert_undelivered_is_not_exported(result)
 
 
+def test_a_waiting_force_flush_returns_false_once_the_exporter_worker_dies(
+    subprocess_env: dict[str, str],
+) -> None:
+    """A flush already waiting on a live worker, which then dies (killed as it wakes for the
+    flush), returns False soon after, rather than wait out its 60 s: a dead worker notifies
+    no one, so the flush has to look."""
+    result = dead_worker_run("during", subprocess_env)
+    assert result["flushed"] == [False]  # []: still waiting on the dead worker
+    assert_undelivered_is_not_exported(result)
+
+
 class Closing(RecordingExporter):
     """Records its batches and whether its `shutdown()` ran; that shutdown may raise."""
 
