@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import linecache
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 import fapilog
+from conftest import untraced
 from fapilog import configure_logging, get_logger, log
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
@@ -801,6 +803,59 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         assert queue.delivered == 1
     finally:
         queue.shutdown(5)
+
+
+DEAD_WORKER_APP = str(Path(__file__).parent / "peers" / "dead_worker_app.py")
+
+
+def dead_worker_run(when: str, env: dict[str, str]) -> dict[str, Any]:
+    """tests/peers/dead_worker_app.py: an exporter's worker thread killed `when` ("before" a
+    flush starts, or "during" it), then what the flush returned and the figures. In a child
+    process, so that a hang fails this test (`timeout`) instead of hanging the suite; and
+    without coverage, whose trace function hangs Python 3.11 while an asynchronous exception
+    is pending (see the app's docstring)."""
+    proc = subprocess.run(
+        [sys.executable, DEAD_WORKER_APP, when],
+        env=untraced(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert not result["worker_alive"], result  # the scenario itself: the worker is dead
+    return result
+
+
+def assert_undelivered_is_not_exported(result: dict[str, Any]) -> None:
+    assert result["bodies"] == ["before"]
+    figures = result["figures"]
+    assert (figures["emitted"], figures["exported"]) == (2, 1), figures
+    assert figures["queued"] + figures["in_flight"] == 1, figures  # not lost silently
+
+
+def test_force_flush_returns_false_at_once_when_an_exporter_worker_is_dead(
+    subprocess_env: dict[str, str],
+) -> None:
+    """An exporter's worker thread that died (SystemExit raised into it by a thread-killing
+    helper while it waited for records) delivers nothing more: a flush of the record it
+    did not take says so, False, at once, rather than wait out its 60 s or report success;
+    the record is counted as queued, not as exported."""
+    result = dead_worker_run("before", subprocess_env)
+    assert result["flushed"] == [False]  # []: still waiting on the dead worker
+    assert_undelivered_is_not_exported(result)
+
+
+def test_a_waiting_force_flush_returns_false_once_the_exporter_worker_dies(
+    subprocess_env: dict[str, str],
+) -> None:
+    """A flush already waiting on a live worker, which then dies (killed as it wakes for the
+    flush), returns False soon after, rather than wait out its 60 s: a dead worker notifies
+    no one, so the flush has to look."""
+    result = dead_worker_run("during", subprocess_env)
+    assert result["flushed"] == [False]  # []: still waiting on the dead worker
+    assert_undelivered_is_not_exported(result)
 
 
 class Closing(RecordingExporter):

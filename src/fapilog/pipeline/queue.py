@@ -52,6 +52,8 @@ Outcome = Union[None, str, tuple[Reason, int], tuple[Reason, int, list[T]]]  # n
 _YIELDS = 3
 # how often a worker waiting to hand records over looks at its own queue's fill level
 _HANDOFF_POLL = 0.005
+# how often a flush waiting on the worker looks whether it is still alive
+_FLUSH_POLL = 0.05
 
 
 class BatchQueue(Generic[T]):
@@ -467,22 +469,25 @@ class BatchQueue(Generic[T]):
     # -- control -----------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything accepted so far has been consumed, at most `timeout` s."""
+        """Wait until everything accepted so far has been consumed, at most `timeout` s.
+        False as soon as the worker is seen dead, before the wait or while it waits (looked
+        at every `_FLUSH_POLL` s: a dead worker delivers nothing more and notifies no one)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             target = self._entered
             if self._settled >= target:
                 return True
-            if self._thread is None or not self._thread.is_alive():
+            thread = self._thread
+            if thread is None:
                 return False
             self._flushers += 1
             self._wakeup.notify()
             try:
                 while self._settled < target:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or not thread.is_alive():
                         return False
-                    self._progress.wait(remaining)
+                    self._progress.wait(min(remaining, _FLUSH_POLL))
                 return True
             finally:
                 self._flushers -= 1
