@@ -805,6 +805,48 @@ def test_a_raising_consumer_is_counted_and_the_worker_survives() -> None:
         queue.shutdown(5)
 
 
+class Unprintable(Exception):
+    """An exception whose repr and str raise another of its kind (`depth` times, then a
+    RuntimeError): each handler that prints what it caught raises anew. Reporting it must
+    not take down the worker that caught it."""
+
+    def __init__(self, depth: int = 3) -> None:
+        super().__init__()
+        self.depth = depth
+
+    def __repr__(self) -> str:
+        if self.depth:
+            raise Unprintable(self.depth - 1)
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+class RaisingUnprintable(RecordingExporter):
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if not self.calls:
+            self.calls += 1
+            raise Unprintable()
+        return super().export(batch)
+
+
+def test_an_exporter_raising_an_unprintable_exception_does_not_kill_its_worker(
+    exporter_named: Callable[[LogRecordExporter], str],
+) -> None:
+    """The first batch fails with an exception that cannot even be printed: it counts as
+    failed, is reported, and the next record still reaches the exporter."""
+    exporter = RaisingUnprintable()
+    name = exporter_named(exporter)
+    configure_logging(exporters=[name], queue={"max_delay": 0})
+    log.info("lost")
+    assert fapilog.force_flush(10)  # settled: not exported, and counted as dropped
+    log.info("delivered")
+    assert fapilog.force_flush(10)
+    assert [r.log_record.body for r in exporter.records] == ["delivered"]
+    figures = fapilog.stats()["exporters"][name]
+    assert (figures["emitted"], figures["exported"], figures["dropped"]) == (2, 1, 1)
+
+
 DEAD_WORKER_APP = str(Path(__file__).parent / "peers" / "dead_worker_app.py")
 
 

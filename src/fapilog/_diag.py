@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["add_listener", "remove_listener", "report", "reset"]
+__all__ = ["add_listener", "describe", "remove_listener", "report", "reset"]
 
 INTERVAL = 60.0
 Listener = Callable[[str, str, dict[str, Any]], None]
@@ -33,6 +33,15 @@ class _RateLimit:
 
 
 _LIMIT = _RateLimit()
+
+
+def describe(exc: BaseException) -> str:
+    """`repr(exc)` for a report. Never raises: an exception whose own repr raises (an
+    exporter's, say) is named by its type, so the worker reporting it survives."""
+    try:
+        return repr(exc)
+    except BaseException:  # (a repr can raise anything, another such exception included)
+        return f"<{type(exc).__qualname__}: its repr() raised>"
 
 
 def report(key: str, message: str, *, level: str = "warning", **fields: Any) -> bool:

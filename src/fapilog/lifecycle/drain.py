@@ -76,7 +76,10 @@ _LAST_PART = 0.25  # seconds, at most
 def force_flush(timeout: float | None = None) -> bool:
     """Export everything logged so far; wait at most `timeout` seconds (default
     `shutdown_timeout`; while the process exits, at most what its one exit deadline has
-    left). Returns whether everything was exported in time."""
+    left). Returns whether everything logged so far was settled in time: exported, or
+    dropped and counted in `stats()` (an exporter that failed); False when the timeout came
+    first or a worker is gone. As OpenTelemetry's `force_flush`, it says whether the flush
+    completed, not whether every export succeeded: `stats()` tells that."""
     pipeline = STATE.pipeline
     bridge: Bridge | None = STATE.bridge
     if bridge is None or pipeline is None:

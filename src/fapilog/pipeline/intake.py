@@ -288,7 +288,7 @@ class IntakeQueue(Generic[T]):
             failed = True
             _diag.report(
                 f"consume:{self.name}",
-                f"fapilog queue {self.name!r} failed to process a batch: {exc!r}",
+                f"fapilog queue {self.name!r} failed to process a batch: {_diag.describe(exc)}",
             )
         with self._lock:
             if not self._written_off:  # else already counted at the shutdown deadline
@@ -316,7 +316,7 @@ class IntakeQueue(Generic[T]):
         with self._lock:
             while self._settled() < target:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or not thread.is_alive():  # (a dead worker notifies no one)
                     return False
                 # (a record shed by a caller settles without notifying: look again soon)
                 self._progress.wait(min(remaining, 0.05))

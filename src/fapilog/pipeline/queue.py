@@ -37,7 +37,7 @@ from fapilog.exporters.contract import shares
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
-__all__ = ["BatchQueue", "Outcome", "Reason", "split_outcome"]
+__all__ = ["FLUSH_POLL", "BatchQueue", "Outcome", "Reason", "split_outcome"]
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ _YIELDS = 3
 # how often a worker waiting to hand records over looks at its own queue's fill level
 _HANDOFF_POLL = 0.005
 # how often a flush waiting on the worker looks whether it is still alive
-_FLUSH_POLL = 0.05
+FLUSH_POLL = 0.05
 
 
 class BatchQueue(Generic[T]):
@@ -434,7 +434,7 @@ class BatchQueue(Generic[T]):
         except BaseException as exc:  # the worker must survive anything
             _diag.report(
                 f"consume:{self.name}",
-                f"fapilog queue {self.name!r} failed to process a batch: {exc!r}",
+                f"fapilog queue {self.name!r} failed to process a batch: {_diag.describe(exc)}",
             )
             return "consumer_error"
 
@@ -471,7 +471,7 @@ class BatchQueue(Generic[T]):
     def flush(self, timeout: float) -> bool:
         """Wait until everything accepted so far has been consumed, at most `timeout` s.
         False as soon as the worker is seen dead, before the wait or while it waits (looked
-        at every `_FLUSH_POLL` s: a dead worker delivers nothing more and notifies no one)."""
+        at every `FLUSH_POLL` s: a dead worker delivers nothing more and notifies no one)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             target = self._entered
@@ -487,7 +487,7 @@ class BatchQueue(Generic[T]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not thread.is_alive():
                         return False
-                    self._progress.wait(min(remaining, _FLUSH_POLL))
+                    self._progress.wait(min(remaining, FLUSH_POLL))
                 return True
             finally:
                 self._flushers -= 1

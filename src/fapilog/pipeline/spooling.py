@@ -41,7 +41,7 @@ from fapilog import _diag
 from fapilog._state import start_worker
 from fapilog.otel.logs import ReadableLogRecord
 from fapilog.pipeline import alerts
-from fapilog.pipeline.queue import BatchQueue, Outcome, Reason, split_outcome
+from fapilog.pipeline.queue import FLUSH_POLL, BatchQueue, Outcome, Reason, split_outcome
 from fapilog.pipeline.spool import Mark, Replay, Spool
 
 __all__ = ["ENGAGE_AFTER", "RETRY_MAX", "RETRY_MIN", "SpoolingQueue"]
@@ -351,7 +351,7 @@ class SpoolingQueue(BatchQueue[Record]):
                 ):
                     return False
                 self._wakeup.notify()
-                self._progress.wait(remaining)
+                self._progress.wait(min(remaining, FLUSH_POLL))  # (a dead worker notifies no one)
         return True
 
     # -- shutdown ------------------------------------------------------------------------
