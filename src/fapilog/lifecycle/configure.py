@@ -39,13 +39,12 @@ from fapilog.exporters.stdout import console_selected
 from fapilog.integrations import gunicorn, uvicorn
 from fapilog.lifecycle import excepthook
 from fapilog.lifecycle.drain import (
-    at_exit,
     drain_in_background,
     install_sigterm_handler,
     shutdown,
     uninstall_sigterm_handler,
 )
-from fapilog.lifecycle.fork import register_child_drain
+from fapilog.lifecycle.fork import at_interpreter_exit, register_child_drain
 from fapilog.lifecycle.levels import configure_levels, defer_redaction, reset_levels
 from fapilog.otel.bridge import Bridge
 from fapilog.otel.logs import (
@@ -344,7 +343,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     except Exception as exc:  # pragma: no cover - the metrics API never raises in practice
         _diag.report("metrics", f"fapilog could not register its metrics: {exc!r}")
     if not STATE.atexit_registered:
-        atexit.register(at_exit)
+        atexit.register(at_interpreter_exit)
         STATE.atexit_registered = True
     install_sigterm_handler()
     uvicorn.drain_on_reraised_signals()

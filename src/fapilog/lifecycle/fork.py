@@ -9,6 +9,8 @@ multiprocessing's own exit finalizers. So fapilog's drain is one of those finali
 multiprocessing child that logs: registered when the child configures fapilog itself (any
 start method: fork, spawn, forkserver; pools, `ProcessPoolExecutor`, Granian's and
 hypercorn's workers), or, for a child forked from a configured parent, right after the fork.
+From Python 3.13, those finalizers run as an `atexit` handler of the child, registered before
+anything the child registers: fapilog's own atexit drain leaves the exit to them there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fapilog.integrations.gunicorn import patch_worker_after_fork
 from fapilog.lifecycle.drain import at_exit
 from fapilog.otel.logs import update_resource
 
-__all__ = ["register_child_drain"]
+__all__ = ["at_interpreter_exit", "register_child_drain"]
 
 
 def _refresh_pid_after_fork() -> None:
@@ -85,6 +87,24 @@ def register_child_drain() -> None:
             STATE.multiprocessing_hooked = True
     except Exception:  # pragma: no cover - never fail a configuration over it
         pass
+
+
+def at_interpreter_exit() -> None:
+    """fapilog's `atexit` drain. Not in a multiprocessing child whose exit finalizers have not
+    run yet: from Python 3.13 they run as an atexit handler, which the child registered
+    before fapilog's, so after it; draining here would lose what the application's own
+    finalizers log. The drain among them (`register_child_drain`) comes after those."""
+    util = sys.modules.get("multiprocessing.util")
+    process = sys.modules.get("multiprocessing.process")
+    if (
+        util is not None
+        and process is not None
+        and STATE.child_drain_pid == os.getpid()
+        and process.parent_process() is not None
+        and not getattr(util, "_exiting", True)
+    ):
+        return
+    at_exit()
 
 
 if hasattr(os, "register_at_fork"):

@@ -22,6 +22,8 @@ and sleeps in `read()` while no signal arrives.
 
 from __future__ import annotations
 
+# (imported before fapilog's at-fork hook is registered, below: see `_after_fork_in_child`)
+import asyncio.events  # noqa: F401
 import os
 import signal
 import threading
@@ -114,14 +116,17 @@ def _run(watcher: _Watcher) -> None:
 
 def _after_fork_in_child() -> None:
     """The child has the parent's pipe as its wake-up fd and no watcher thread: a pipe and
-    a watcher of its own (the parent's watcher would otherwise read the child's signals)."""
+    a watcher of its own (the parent's watcher would otherwise read the child's signals).
+    From Python 3.12, asyncio's own at-fork hook has cleared the wake-up fd by now, in every
+    child, whoever set it (after-fork hooks run in the order they were registered, and
+    asyncio's was registered first: imported above): no wake-up fd is one to take too."""
     global _watcher
     watcher, _watcher = _watcher, None
     if watcher is None:
         return
     try:
         current = signal.set_wakeup_fd(-1)
-        if current != watcher.write_fd:  # someone else's since: leave it theirs
+        if current not in (watcher.write_fd, -1):  # someone else's since: leave it theirs
             signal.set_wakeup_fd(current)
             watcher.close()
             return
