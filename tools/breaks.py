@@ -7,13 +7,17 @@ src/ that introduces it.
     Protects: the behaviour a user relies on
     Tests: the pytest node ids that must catch it
     Expect: how many of those tests must fail (2 for a guard that must not rest on one test)
+    Python: (optional) the lowest Python version on which the bug can happen at all, as 3.13
 
 The script copies the working tree (tracked and untracked files, as `git ls-files` lists
 them) to a scratch folder, checks that the named tests pass there, then for each break
 applies the patch, runs its tests and reverses the patch. A break is *caught* when at least
 `Expect` of its tests fail (a run that times out counts as caught); *missed* otherwise;
 *stale* when the patch no longer applies (the code moved: rewrite the patch against the new
-code). The exit status is 0 only when every break is caught.
+code); *not applicable* when this Python is older than the break's `Python:` (the behaviour
+it breaks exists only on later versions: run the script with one of them, e.g.
+`.venv-3.13/bin/python tools/breaks.py`). The exit status is 0 only when every applicable
+break is caught.
 
     python tools/breaks.py [id-prefix ...]
 """
@@ -45,6 +49,10 @@ class Break:
     protects: str
     tests: tuple[str, ...]
     expect: int
+    python: tuple[int, ...] = ()
+
+    def applies(self) -> bool:
+        return sys.version_info[: len(self.python)] >= self.python
 
 
 def load(path: Path) -> Break:
@@ -53,7 +61,7 @@ def load(path: Path) -> Break:
         if line.startswith("diff --git"):
             break
         key, sep, value = line.partition(":")
-        if sep and key in {"Break", "Protects", "Tests", "Expect"}:
+        if sep and key in {"Break", "Protects", "Tests", "Expect", "Python"}:
             header[key] = value.strip()
     missing = {"Break", "Protects", "Tests"} - set(header)
     if missing:
@@ -65,6 +73,7 @@ def load(path: Path) -> Break:
         protects=header["Protects"],
         tests=tuple(header["Tests"].split()),
         expect=int(header.get("Expect", "1")),
+        python=tuple(int(part) for part in header.get("Python", "").split(".") if part),
     )
 
 
@@ -109,6 +118,14 @@ def main(prefixes: list[str]) -> int:
         breaks = [each for each in breaks if each.ident.startswith(tuple(prefixes))]
     if not breaks:
         sys.exit("breaks: no break matches")
+    this = ".".join(map(str, sys.version_info[:2]))
+    for each in breaks:
+        if not each.applies():
+            version = ".".join(map(str, each.python))
+            print(f"N/A     {each.ident}: cannot happen before Python {version} (this: {this})")
+    breaks = [each for each in breaks if each.applies()]
+    if not breaks:
+        return 0
     tree = scratch_copy()
     try:
         every = tuple(dict.fromkeys(test for each in breaks for test in each.tests))
@@ -121,7 +138,7 @@ def main(prefixes: list[str]) -> int:
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     caught = sum(result == "caught" for result in results)
-    print(f"\n{caught} of {len(results)} breaks caught")
+    print(f"\n{caught} of {len(results)} breaks caught (those applicable on Python {this})")
     return 0 if caught == len(results) else 1
 
 
