@@ -245,6 +245,18 @@ def exporter_named() -> Iterator[Any]:
         unregister_exporter(name)
 
 
+_MUTMUT_NAME = re.compile(r"x(?:\u01c1\w+\u01c1|_)(\w+?)__mutmut_(?:orig|\d+)")
+
+
+def function_name(code: Any) -> str:
+    """The name of the function `code` belongs to, as written in the source, also under
+    `make mutate` (mutmut renames each mutated function: `_run` of `BatchQueue` runs as
+    ``x\u01c1BatchQueue\u01c1_run__mutmut_orig``), so that tests that look at a thread's stack
+    keep working there."""
+    found = _MUTMUT_NAME.fullmatch(code.co_name)
+    return found.group(1) if found else str(code.co_name)
+
+
 def free_port() -> int:
     import socket
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import fapilog
-from conftest import untraced
+from conftest import function_name, untraced
 from fapilog import configure_logging, get_logger, log
 from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog.exporters import LogRecordExporter, LogRecordExportResult, ReadableLogRecord
@@ -501,7 +501,7 @@ def _inside(thread: threading.Thread, function: str) -> bool:
     """Whether `thread` is running `function` now (anywhere on its stack)."""
     frame = sys._current_frames().get(thread.ident or 0)
     while frame is not None:
-        if frame.f_code.co_name == function:
+        if function_name(frame.f_code) == function:
             return True
         frame = frame.f_back
     return False
