@@ -198,13 +198,14 @@ class Bridge:
             except Exception as exc:
                 if len(collected) == count:  # fapilog's Router never got it: lost here
                     self.errors += 1
-                    _diag.report("bridge", f"fapilog could not emit a record: {exc!r}")
+                    what = _diag.describe(exc)
+                    _diag.report("bridge", f"fapilog could not emit a record: {what}")
                     continue
                 # a processor after fapilog's Router raised: the record is on its way
                 _diag.report(
                     "bridge-after",
-                    f"a log record processor after fapilog's raised: {exc!r}; fapilog's "
-                    "exporters have the record",
+                    f"a log record processor after fapilog's raised: {_diag.describe(exc)}; "
+                    "fapilog's exporters have the record",
                 )
             if routes is not None and len(collected) > count and type(pending) is Pending:
                 _route(routes, collected, count, pending)

@@ -367,8 +367,9 @@ class BatchQueue(Generic[T]):
                     self._on_stop()
                 except Exception as exc:
                     self._stop_failed = True  # (shutdown() reports it: not all went well)
+                    what = _diag.describe(exc)
                     _diag.report(
-                        f"stop:{self.name}", f"fapilog {self.name!r}: shutdown raised {exc!r}"
+                        f"stop:{self.name}", f"fapilog {self.name!r}: shutdown raised {what}"
                     )
 
     def join(self, deadline: float) -> bool:

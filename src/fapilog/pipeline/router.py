@@ -123,7 +123,7 @@ def _quietly(name: str, function: Callable[[], Any]) -> Callable[[], None]:
             try:
                 function()
             except Exception as exc:
-                _diag.report(f"call:{name}", f"fapilog: {name} raised {exc!r}")
+                _diag.report(f"call:{name}", f"fapilog: {name} raised {_diag.describe(exc)}")
 
     return run
 
@@ -232,7 +232,7 @@ class ExportProcessor:
                     reason = [(str(name), int(count)) for name, count in by_reason]
         except Exception as exc:
             result = LogRecordExportResult.FAILURE
-            error = repr(exc)
+            error = _diag.describe(exc)
         finally:
             self.export_began = None
         raised = error is not None
@@ -294,7 +294,8 @@ class ExportProcessor:
         try:
             self.exporter.abort()  # type: ignore[attr-defined]
         except Exception as exc:
-            _diag.report(f"abort:{self.name}", f"fapilog: {self.name}.abort() raised {exc!r}")
+            what = _diag.describe(exc)
+            _diag.report(f"abort:{self.name}", f"fapilog: {self.name}.abort() raised {what}")
             return False
         return True
 
@@ -327,7 +328,8 @@ class ExportProcessor:
             try:
                 figures["details"] = self.exporter.stats()  # type: ignore[attr-defined]
             except Exception as exc:  # an exporter's own figures must not break stats()
-                _diag.report(f"stats:{self.name}", f"fapilog: {self.name}.stats() raised {exc!r}")
+                what = _diag.describe(exc)
+                _diag.report(f"stats:{self.name}", f"fapilog: {self.name}.stats() raised {what}")
         if spool is not None:
             figures["spool"] = spool.stats()
         return figures
