@@ -37,7 +37,7 @@ from fapilog.exporters.contract import shares
 from fapilog.pipeline import alerts
 from fapilog.settings import QueueSettings
 
-__all__ = ["FLUSH_POLL", "BatchQueue", "Outcome", "Reason", "split_outcome"]
+__all__ = ["BatchQueue", "FLUSH_POLL", "Outcome", "Reason", "split_outcome"]
 
 T = TypeVar("T")
 
