@@ -16,7 +16,7 @@ applies the patch, runs its tests and reverses the patch. A break is *caught* wh
 *stale* when the patch no longer applies (the code moved: rewrite the patch against the new
 code); *not applicable* when this Python is older than the break's `Python:` (the behaviour
 it breaks exists only on later versions: run the script with one of them, e.g.
-`.venv-3.13/bin/python tools/breaks.py`). The exit status is 0 only when every applicable
+`make breaks PYTHON=python3.13 VENV=.venv-3.13`). The exit status is 0 only when every applicable
 break is caught.
 
     python tools/breaks.py [id-prefix ...]
