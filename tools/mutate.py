@@ -89,8 +89,8 @@ MODULE_TESTS: dict[str, list[str]] = {
         f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-with]",
     ],
     "src/fapilog/pipeline/accounting.py": ["tests/test_pipeline.py", "tests/test_monitoring.py"],
-    "src/fapilog/pipeline/metrics.py": ["tests/test_monitoring.py"],
-    "src/fapilog/pipeline/alerts.py": ["tests/test_monitoring.py"],
+    "src/fapilog/pipeline/metrics.py": ["tests/test_metrics.py", "tests/test_monitoring.py"],
+    "src/fapilog/pipeline/alerts.py": ["tests/test_alerts.py", "tests/test_monitoring.py"],
     "src/fapilog/pipeline/direct.py": [
         "tests/test_dev_console.py",
         "tests/test_console_order.py",

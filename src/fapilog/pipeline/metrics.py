@@ -167,8 +167,8 @@ def _depth(options: CallbackOptions) -> list[Observation]:
 
 def _capacity(options: CallbackOptions) -> list[Observation]:
     figures = _figures()
-    values = [(figures["intake"].get("capacity", 0), {"queue": "intake"})]
-    values += [(e.get("capacity", 0), {"queue": n}) for n, e in figures["exporters"].items()]
+    values = [(figures["intake"]["capacity"], {"queue": "intake"})]
+    values += [(e["capacity"], {"queue": n}) for n, e in figures["exporters"].items()]
     return _observations(values)
 
 
