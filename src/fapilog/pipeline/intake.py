@@ -105,7 +105,6 @@ class IntakeQueue(Generic[T]):
         self._lock = threading.RLock()
         self._progress = threading.Condition(self._lock)
         self._buffer: deque[T] = deque()
-        self._taken = 0  # records moved from _incoming to _buffer
         self.delivered = 0
         self._dropped: dict[str, int] = {}
         self._inflight = 0
@@ -137,7 +136,10 @@ class IntakeQueue(Generic[T]):
                 return self._shed_one("sampled")
             if size >= self.max_size:
                 if self.overflow == "block" and not self._stalled:
-                    size = self._wait_for_room()
+                    room = self._wait_for_room()
+                    if room is None:  # shut down while this caller waited: no worker
+                        return self._shed_one("shutdown")
+                    size = room
                 if size >= self._hard_cap and (
                     size >= self._error_cap or self._severity(item) < self._keep_from
                 ):
@@ -154,18 +156,21 @@ class IntakeQueue(Generic[T]):
         shed = self._shed[reason]
         next(shed)
         next(self._offered)
-        alerts.note_drop(self.name, reason, 1, count_of(shed))
+        alerts.note_drop(self.name, reason, 1, self.dropped[reason])  # the worker's too
         return False
 
-    def _wait_for_room(self) -> int:
+    def _wait_for_room(self) -> int | None:
         """Policy block: look at the queue until it has room, at most block_timeout (no
-        lock, no condition: a short sleep between looks). Returns the size last seen."""
+        lock, no condition: a short sleep between looks). Returns the size last seen, or
+        None when the intake was stopped meanwhile."""
         if self._thread is threading.current_thread():
             return self._incoming.qsize() + len(self._buffer)
         deadline = time.monotonic() + self.block_timeout
         while True:
             size = self._incoming.qsize() + len(self._buffer)
-            if size < self.max_size or self._stopped:
+            if self._stopped:
+                return None
+            if size < self.max_size:
                 return size
             if self._stalled or time.monotonic() >= deadline:
                 self._stalled = True  # until the worker takes its next batch
@@ -187,16 +192,13 @@ class IntakeQueue(Generic[T]):
         """No worker could be started (interpreter shutdown, thread limit): deliver on the
         caller's thread rather than lose the record."""
         next(self._offered)
-        with self._lock:
-            self._taken += 1
         self._process([item])
         return True
 
     # -- the worker ------------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._thread is not None or self._stopped or self._sync:
-            return
+        """Start the worker (after `_init_state()`: at construction, in a forked child)."""
         self._thread = start_worker(self.name, self._run)
         self._sync = self._thread is None
 
@@ -221,9 +223,7 @@ class IntakeQueue(Generic[T]):
                     self._wakes_taken += 1
                 else:
                     buffer.append(item)
-                    self._taken += 1
         with self._lock:
-            taken = 0
             while True:  # take what else has arrived, without waiting
                 try:
                     item = incoming.get_nowait()
@@ -233,8 +233,6 @@ class IntakeQueue(Generic[T]):
                     self._wakes_taken += 1
                 else:
                     buffer.append(item)
-                    taken += 1
-            self._taken += taken
             # under `block` the callers wait for room, and one can count a record the
             # worker is moving as gone and go one over the bound: that is not shed; what
             # callers put after a wait timed out (`_stalled`) is
@@ -256,7 +254,7 @@ class IntakeQueue(Generic[T]):
         reason = "block_timeout" if self.overflow == "block" else "queue_full"
         items = list(buffer)
         keep = [True] * len(items)
-        order = range(len(items) - 1, -1, -1) if newest_first else range(len(items))
+        order = range(len(items))[::-1] if newest_first else range(len(items))
         severity = self._severity
         for limit in (*limits, ERROR_SEVERITY, None):
             for index in order:
@@ -269,16 +267,14 @@ class IntakeQueue(Generic[T]):
                 break
         shed = keep.count(False)
         buffer.clear()
-        buffer.extend(item for item, kept in zip(items, keep, strict=True) if kept)
+        buffer.extend(itertools.compress(items, keep))
         self._count_drop(reason, shed)
 
     def _count_drop(self, reason: str, count: int) -> None:
-        """Count records the worker dropped (lock held) and tell the monitor."""
-        if count <= 0:
-            return
-        total = self._dropped.get(reason, 0) + count
-        self._dropped[reason] = total
-        alerts.note_drop(self.name, reason, count, total)
+        """Count records the worker dropped (lock held; `count` is at least 1) and tell the
+        monitor."""
+        self._dropped[reason] = self._dropped.get(reason, 0) + count
+        alerts.note_drop(self.name, reason, count, self.dropped[reason])  # the callers' too
 
     def _process(self, batch: list[T]) -> None:
         failed = False
@@ -435,9 +431,8 @@ class IntakeQueue(Generic[T]):
         self._offered = counter(earlier.offered)
         self._shed = {reason: counter(count_of(shed)) for reason, shed in earlier._shed.items()}
         with self._lock:
-            self.delivered += earlier.delivered
-            for reason, count in earlier._dropped.items():
-                self._dropped[reason] = self._dropped.get(reason, 0) + count
+            self.delivered = earlier.delivered
+            self._dropped = dict(earlier._dropped)
 
     def _after_fork_in_child(self) -> None:
         """The parent keeps (and delivers) what was queued at fork time; the child starts

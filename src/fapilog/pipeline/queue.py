@@ -198,8 +198,8 @@ class BatchQueue(Generic[T]):
         if self._thread is threading.current_thread():
             return False
         queue = self._queue
-        while len(queue) >= self.max_size:
-            if self._stopped or self._stalled:
+        while len(queue) >= self.max_size:  # (a stop empties the queue: the wait ends)
+            if self._stalled:
                 return False
             if self._busy and time.monotonic() - self._batch_started >= self.export_timeout:
                 return False
@@ -281,7 +281,11 @@ class BatchQueue(Generic[T]):
             reason = "block_timeout"
             if not self._stalled:
                 if self._wait_for_room():
-                    return True
+                    if not self._stopped:
+                        return True
+                    # the queue stopped (and emptied) while the caller waited
+                    self._count_drop("shutdown")
+                    return False
                 self._stalled = True  # until the worker takes its next batch
         queue = self._queue
         severity = self._severity
@@ -312,7 +316,7 @@ class BatchQueue(Generic[T]):
         deadline = time.monotonic() + self.block_timeout
         while len(self._queue) >= self.max_size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopped or self._stalled:
+            if remaining <= 0 or self._stalled:
                 return False
             self._progress.wait(remaining)
         return True
@@ -392,18 +396,13 @@ class BatchQueue(Generic[T]):
                 if self._stopping:
                     return None
                 wakeup.wait(wait)  # no timeout (None) but to replay: an idle worker costs nothing
-            if (
-                len(queue) < self.batch_size
-                and self.max_delay > 0
-                and not self._flushers
-                and not self._stopping
-            ):
-                deadline = self._first_at + self.max_delay
-                while len(queue) < self.batch_size and not self._flushers and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    wakeup.wait(remaining)
+            # a partial batch waits up to max_delay for more (0: the deadline has passed)
+            deadline = self._first_at + self.max_delay
+            while len(queue) < self.batch_size and not self._flushers and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wakeup.wait(remaining)
             count = min(len(queue), self.batch_size)
             batch = [queue.popleft() for _ in range(count)]
             if queue:
