@@ -108,11 +108,13 @@ class Segment:
         self.pending += records
 
     def acknowledge(self, offset: int, records: int) -> None:
-        """Everything before `offset` is settled: record it in the header."""
-        os.pwrite(self.fd, _ACK.pack(offset), len(MAGIC))
+        """Everything before `offset` is settled: record it in the header. The segment's
+        figures move on even if the header cannot be written (the OSError is raised): this
+        process does not read those records again."""
         self.acked = offset
         self.pending -= records
         self.read_at = max(self.read_at, offset)
+        os.pwrite(self.fd, _ACK.pack(offset), len(MAGIC))
 
     def done(self) -> bool:
         """Fully acknowledged: nothing in it is needed any more (a segment still being
@@ -186,26 +188,24 @@ def adopt(path: str) -> Segment | None:
     header = os.pread(fd, HEADER, 0)
     if len(header) < HEADER or not header.startswith(MAGIC):
         segment = Segment(path, fd, 0, 0)
-        if len(header) < HEADER and header == MAGIC[: len(header)]:
+        if MAGIC.startswith(header[: len(MAGIC)]):  # (a header cut short)
             segment.remove()  # created and never written: nothing in it
         else:
             segment.close()  # not ours: leave it alone
         return None
     acked = _ACK.unpack_from(header, len(MAGIC))[0]
     segment = Segment(path, fd, HEADER, max(HEADER, acked))
-    end = HEADER
     for offset, kind, payload, after in scan_frames(fd, HEADER, status.st_size):
         if kind is None:  # torn: the segment ends here
-            segment.torn += 1
+            segment.torn = 1
             break
         if kind == RECORD:
             if offset >= segment.acked:
                 segment.pending += 1
         else:
             segment.tables.learn(kind, payload)
-        end = after
-    segment.end = end
-    segment.acked = min(segment.acked, end)
+        segment.end = after
+    segment.acked = min(segment.acked, segment.end)
     segment.read_at = segment.acked
     return segment
 
@@ -220,9 +220,9 @@ def scan_frames(fd: int, start: int, stop: int) -> Iterator[tuple[int, bytes | N
     while position < stop:
         local = position - base
         if len(buffer) - local < _FRAME.size:
-            buffer, base = _refill(fd, buffer, base, position, need=_FRAME.size, stop=stop)
-            local = position - base
-            if len(buffer) - local < _FRAME.size:
+            buffer = _refill(fd, buffer[local:], position, need=_FRAME.size, stop=stop)
+            base, local = position, 0
+            if len(buffer) < _FRAME.size:
                 yield position, None, b"", stop
                 return
         length, crc = _FRAME.unpack_from(buffer, local)
@@ -231,9 +231,9 @@ def scan_frames(fd: int, start: int, stop: int) -> Iterator[tuple[int, bytes | N
             return
         need = _FRAME.size + length
         if len(buffer) - local < need:
-            buffer, base = _refill(fd, buffer, base, position, need=need, stop=stop)
-            local = position - base
-            if len(buffer) - local < need:
+            buffer = _refill(fd, buffer[local:], position, need=need, stop=stop)
+            base, local = position, 0
+            if len(buffer) < need:
                 yield position, None, b"", stop
                 return
         payload = buffer[local + _FRAME.size : local + need]
@@ -245,12 +245,9 @@ def scan_frames(fd: int, start: int, stop: int) -> Iterator[tuple[int, bytes | N
         position = after
 
 
-def _refill(
-    fd: int, buffer: bytes, base: int, position: int, *, need: int, stop: int
-) -> tuple[bytes, int]:
-    """Keep the buffer from `position` on and read at least `need` bytes (if the file has
-    them) before `stop`."""
-    kept = buffer[position - base :]
+def _refill(fd: int, kept: bytes, position: int, *, need: int, stop: int) -> bytes:
+    """The bytes from `position` on: `kept` (already read) and at least `need` bytes in all
+    (if the file has them before `stop`)."""
     want = max(need - len(kept), _READ_CHUNK)
     offset = position + len(kept)
     want = min(want, max(0, stop - offset))
@@ -262,4 +259,4 @@ def _refill(
         chunks.append(data)
         offset += len(data)
         want -= len(data)
-    return b"".join(chunks), position
+    return b"".join(chunks)

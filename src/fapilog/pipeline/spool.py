@@ -20,7 +20,6 @@ lock.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -214,10 +213,8 @@ class Spool:
         segment = self._writing
         if segment is not None and segment.end < self.segment_bytes:
             return segment
-        if segment is not None:
+        if segment is not None:  # (were it done, it would have gone when it was settled)
             segment.writing = False
-            if segment.done():
-                self._forget(segment, remove=True)
         self._serial += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._serial}"
         segment = create(self.directory, name)
@@ -297,9 +294,7 @@ class Spool:
                 segment.end = replay.stop
                 break
             replay.stop = after
-            if kind != RECORD:
-                if not segment.writing:  # a segment this process wrote knows its tables
-                    tables.learn(kind, payload)
+            if kind != RECORD:  # (the segment's tables: learned when written or adopted)
                 continue
             replay.count += 1
             try:
@@ -502,10 +497,8 @@ def _writable(directory: str) -> str | None:
         finally:
             os.close(fd)
             os.unlink(probe)
-    except OSError as exc:
+    except OSError as exc:  # (makedirs raises if `directory` is there but no directory)
         return os.strerror(exc.errno) if exc.errno else str(exc)
-    if not os.path.isdir(directory):  # pragma: no cover - makedirs raised otherwise
-        return os.strerror(errno.ENOTDIR)
     return None
 
 

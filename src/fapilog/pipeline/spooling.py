@@ -94,8 +94,8 @@ class SpoolingQueue(BatchQueue[Record]):
                 written = self._spill(items)
                 self.offered -= len(items) - written  # offered again below
                 items = items[written:]
-        if items:
-            super().put_many(items, upstream_full, upstream_gone)
+        if items:  # (`upstream_*` only tell how long to wait for room: never, here)
+            super().put_many(items)
 
     def _divert(self, item: Record) -> bool:
         self._engage()
@@ -163,7 +163,7 @@ class SpoolingQueue(BatchQueue[Record]):
             if written == len(batch):
                 self._copy = marks
             elif marks:  # a partial copy is no copy: its records stay in flight
-                self.spool.settle(marks)
+                self._settle_copy(marks)
         self._spill_queue()
 
     def _spill_queue(self) -> None:
@@ -286,7 +286,8 @@ class SpoolingQueue(BatchQueue[Record]):
             failed = self._consume_safely(replay.records)
         with self._lock:
             try:
-                self._settle_replay(replay, failed)
+                if not self._written_off:  # else the shutdown deadline left it on disk
+                    self._settle_replay(replay, failed)
             finally:
                 self._replaying = False
                 self._done_with_batch()
