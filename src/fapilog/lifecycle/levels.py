@@ -330,9 +330,10 @@ def _rearm_after_fork() -> None:
     global _LOCK
     _LOCK = threading.RLock()
     now = time.time()
-    for key, change in _CHANGES.active.items():
-        if change.expires is not None:
-            _arm(key, change, change.expires - now)
+    with _LOCK:  # (a change already due expires at once, on its timer's thread)
+        for key, change in _CHANGES.active.items():
+            if change.expires is not None:
+                _arm(key, change, change.expires - now)
 
 
 if hasattr(os, "register_at_fork"):
