@@ -76,7 +76,7 @@ def _record_fields(
     the record's own field, as the logs data model has it."""
     attributes = pending.event
     body = attributes.pop("event", None)
-    if body is not None and type(body) is not str:
+    if type(body) is not str:  # (None, like text, comes back as it is)
         body = coerce_value(body)
     span_context = span_context_of(pending.context)
     if span_context.is_valid:

@@ -109,7 +109,7 @@ def keep_exception(
     synchronous console (see the module docstring)."""
     if CURRENT.writers:
         info = event_dict.get("exc_info")
-        if info is not None and info is not False:
+        if info is not None:  # (False, like None, means none: `exception_of` says so)
             exception = exception_of(info)
             if exception is not None:
                 pairs = _KEPT.pairs
@@ -146,7 +146,7 @@ class DirectBridge(OTelBridge):
         pending = capture(logger, method_name, event_dict)
         writers = CURRENT.writers
         if writers:
-            pending = _write(writers, pending, event_dict)
+            pending = _write(writers, pending, _exception_for(pending, event_dict))
         return ((pending,), {})
 
 
@@ -176,17 +176,23 @@ class AdmittingBridge(DirectBridge):
             name, severity = pending.logger, pending.severity.value
             writers = tuple(w for w in writers if ROUTES.writes(w, name, severity))
         if writers:
-            pending = _write(writers, pending, event_dict)
+            pending = _write(writers, pending, _exception_for(pending, event_dict))
         return ((pending,), {})
 
 
-def _write(
-    writers: tuple[Direct, ...], pending: Pending, event_dict: MutableMapping[str, Any]
-) -> Pending:
-    """Each synchronous exporter writes the capture now (never raises)."""
-    exception = _kept_for(event_dict) if _KEPT.pairs else None
+def _exception_for(pending: Pending, event_dict: MutableMapping[str, Any]) -> BaseException | None:
+    """The exception the console shows for the capture of `event_dict`: the capture's own,
+    else the one kept before the redactor (`keep_exception`; used up either way)."""
+    exception = _kept_for(event_dict)
     if pending.exception is not None:
         exception = pending.exception
+    return exception
+
+
+def _write(
+    writers: tuple[Direct, ...], pending: Pending, exception: BaseException | None
+) -> Pending:
+    """Each synchronous exporter writes the capture now (never raises)."""
     for writer in writers:
         try:
             pending = writer.write_capture(pending, exception)
@@ -203,7 +209,7 @@ def write_released(pending: Pending) -> Pending:
     if writers and ROUTES.active and type(pending) is not Released:  # (a summary line)
         name, severity = pending.logger, pending.severity.value
         writers = tuple(w for w in writers if ROUTES.writes(w, name, severity))
-    return _write(writers, pending, {}) if writers else pending
+    return _write(writers, pending, pending.exception)
 
 
 def write_foreign(writers: Sequence[Direct], record: ReadableLogRecord) -> None:
