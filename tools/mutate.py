@@ -3,7 +3,8 @@ bridge, lifecycle and exporter modules, one module at a time, in a scratch copy 
 
     python tools/mutate.py                       # every module of MODULE_TESTS, smallest first
     python tools/mutate.py src/fapilog/pipeline/routes.py src/fapilog/lifecycle/fork.py
-    python tools/mutate.py --tests tests/test_fork.py src/fapilog/lifecycle/fork.py
+    python tools/mutate.py src/fapilog/lifecycle/fork.py --tests tests/test_fork.py
+                                    # (modules first: --tests takes every word after it)
     python tools/mutate.py --survivors src/fapilog/pipeline/routes.py   # the diff of each survivor
     python tools/mutate.py --json run.json ...; python tools/mutate.py --rerun run.json ...
                                     # then only the survivors of that run (after adding tests)
@@ -61,11 +62,13 @@ MP = "tests/test_multiprocessing.py"
 # (smallest module first).
 MODULE_TESTS: dict[str, list[str]] = {
     "src/fapilog/pipeline/routes.py": [
+        "tests/test_router_contract_2.py",
         "tests/test_exporter_levels.py",
         "tests/test_runtime_levels.py",
         "tests/test_dev_console.py",
     ],
     "src/fapilog/lifecycle/fork.py": [
+        "tests/test_lifecycle_contract.py",
         "tests/test_fork.py",
         "tests/test_enrich_system.py::test_after_fork_the_child_has_its_own_pid_and_sampler",
         f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-close]",
@@ -76,6 +79,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "[preload-plain]",
     ],
     "src/fapilog/lifecycle/foreign.py": [
+        "tests/test_lifecycle_contract.py",
         "tests/test_sigterm_others.py::test_sigterm_flushes_the_applications_own_log_processor",
         "tests/test_sigterm_others.py::test_a_plain_exit_flushes_the_applications_own_log_processor",
         "tests/test_sigterm_others.py::test_sigterm_abandons_a_hung_processor_and_exits_within_the_deadline",
@@ -83,15 +87,24 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_lifecycle.py::test_attaches_to_preinstalled_logger_provider",
     ],
     "src/fapilog/lifecycle/wakeup.py": [
+        "tests/test_lifecycle_contract.py",
+        "tests/test_drain_contract.py::"
+        "test_a_sigterm_on_the_draining_thread_is_deferred_to_the_end_of_the_drain",
         "tests/test_signals.py::test_a_handler_left_pending_while_the_main_thread_sleeps_still_runs",
         "tests/test_signals.py::test_fapilogs_threads_block_the_signals_sent_to_the_process",
         "tests/test_signals.py::test_a_forked_child_has_its_own_watcher_for_a_pending_handler",
         f"{MP}::test_a_pool_delivers_every_record_of_every_task[fork-with]",
     ],
-    "src/fapilog/pipeline/accounting.py": ["tests/test_pipeline.py", "tests/test_monitoring.py"],
+    "src/fapilog/pipeline/accounting.py": [
+        "tests/test_accounting_contract.py",
+        "tests/test_pipeline.py",
+        "tests/test_monitoring.py",
+        "tests/test_bridge.py::test_a_log_record_processor_that_raises_is_accounted_exactly",
+    ],
     "src/fapilog/pipeline/metrics.py": ["tests/test_metrics.py", "tests/test_monitoring.py"],
     "src/fapilog/pipeline/alerts.py": ["tests/test_alerts.py", "tests/test_monitoring.py"],
     "src/fapilog/pipeline/direct.py": [
+        "tests/test_direct_contract.py",
         "tests/test_dev_console.py",
         "tests/test_console_order.py",
         "tests/test_exporter_levels.py",
@@ -101,6 +114,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/fapilog/otel/codec.py": ["tests/test_spool.py"],
     "src/fapilog/otel/bridge.py": [
+        "tests/test_bridge_contract.py",
         "tests/test_bridge.py",
         "tests/test_logger_names.py",
         "tests/test_values_degrade_alone.py",
@@ -110,6 +124,13 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_logging_never_raises.py",
     ],
     "src/fapilog/lifecycle/drain.py": [
+        "tests/test_drain_contract.py",
+        "tests/test_lifecycle_contract.py::"
+        "test_the_drain_is_installed_where_sigterm_has_its_default_action",
+        "tests/test_lifecycle_contract.py::"
+        "test_the_applications_own_handlers_are_never_replaced_nor_removed",
+        "tests/test_lifecycle_contract.py::test_only_the_main_thread_installs_the_drain",
+        "tests/test_pid1.py",
         "tests/test_shutdown.py::test_normal_exit_delivers_every_record",
         "tests/test_shutdown.py::test_a_burst_with_the_default_queues_is_not_shed_between_workers",
         "tests/test_shutdown.py::test_exit_is_bounded_by_the_deadline_when_an_exporter_blocks_forever",
@@ -118,15 +139,64 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_process.py::test_sigterm_drains_before_dying",
         "tests/test_lifecycle.py",
     ],
-    "src/fapilog/pipeline/segments.py": ["tests/test_spool.py"],
-    "src/fapilog/pipeline/spooling.py": ["tests/test_spool.py"],
-    "src/fapilog/pipeline/intake.py": ["tests/test_pipeline.py"],
+    "src/fapilog/pipeline/segments.py": [
+        "tests/test_segments_contract.py",
+        "tests/test_spool_contract.py",
+        "tests/test_spool_dirs_contract.py",
+        "tests/test_spooling_contract.py",
+        "tests/test_spool.py",
+    ],
+    "src/fapilog/pipeline/spooling.py": [
+        "tests/test_spooling_contract.py",
+        "tests/test_spool_dirs_contract.py",
+        "tests/test_spool.py",
+    ],
+    "src/fapilog/pipeline/intake.py": [
+        "tests/test_intake_contract.py",
+        "tests/test_intake_contract_2.py",
+        "tests/test_pipeline.py",
+    ],
     "src/fapilog/pipeline/router.py": [
+        "tests/test_router_contract.py",
+        "tests/test_router_contract_2.py",
         "tests/test_pipeline.py",
         "tests/test_exporter_levels.py",
     ],
-    "src/fapilog/pipeline/spool.py": ["tests/test_spool.py"],
-    "src/fapilog/pipeline/queue.py": ["tests/test_pipeline.py"],
+    "src/fapilog/pipeline/spool.py": [
+        "tests/test_spool_contract.py",
+        "tests/test_spool_dirs_contract.py",
+        "tests/test_segments_contract.py",
+        "tests/test_spooling_contract.py",
+        "tests/test_spool.py",
+    ],
+    "src/fapilog/pipeline/queue.py": [
+        "tests/test_queue_contract.py",
+        "tests/test_queue_contract_2.py",
+        "tests/test_queue_contract_3.py",
+        "tests/test_pipeline.py",
+    ],
+    "src/fapilog/lifecycle/excepthook.py": [
+        "tests/test_excepthook_contract.py",
+        "tests/test_excepthook.py",
+    ],
+    "src/fapilog/lifecycle/levels.py": [
+        "tests/test_levels_contract.py",
+        "tests/test_runtime_levels.py",
+        "tests/test_recorder_edges.py",
+        "tests/test_exporter_levels.py",
+        "tests/test_noise.py",
+        "tests/test_sampling.py",
+        "tests/test_flight_recorder.py",
+    ],
+    "src/fapilog/lifecycle/configure.py": [
+        "tests/test_configure_contract.py",
+        "tests/test_configure_signature.py",
+        "tests/test_secret_free_errors.py",
+        "tests/test_unknown_env.py",
+        "tests/test_existing_otel_setup.py",
+        "tests/test_enrichers.py",
+        "tests/test_lifecycle.py::test_attaches_to_preinstalled_logger_provider",
+    ],
     "src/fapilog/exporters/spec.py": ["tests/test_registry.py"],
     "src/fapilog/exporters/_stream.py": ["tests/test_console_and_testing.py"],
     "src/fapilog/exporters/__init__.py": ["tests/test_registry.py"],
