@@ -156,7 +156,8 @@ class IntakeQueue(Generic[T]):
         shed = self._shed[reason]
         next(shed)
         next(self._offered)
-        alerts.note_drop(self.name, reason, 1, self.dropped[reason])  # the worker's too
+        # the total for the reason: the callers' and the worker's (`dropped`), read cheaply
+        alerts.note_drop(self.name, reason, 1, count_of(shed) + self._dropped.get(reason, 0))
         return False
 
     def _wait_for_room(self) -> int | None:
