@@ -10,140 +10,32 @@ synchronous mode, fork): tests/test_queue_contract_2.py.
 
 from __future__ import annotations
 
-import itertools
-import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from fapilog import _diag
-from fapilog._levels import ERROR_SEVERITY, WARN_SEVERITY
 from fapilog.pipeline import queue as queue_module
-from fapilog.pipeline.queue import BatchQueue, split_outcome
-from fapilog.settings import QueueSettings
-
-INFO, WARN, ERROR = 9, WARN_SEVERITY, ERROR_SEVERITY
-Item = tuple[int, str]
-_names = itertools.count()
-
-
-def unique(prefix: str = "qc") -> str:
-    """A queue name of its own: alerts and diagnostics are rate-limited per name."""
-    return f"{prefix}-{next(_names)}-{id(object())}"
-
-
-class Consumer:
-    """Records each batch as it is taken, then holds it until a pass is given (`release`);
-    returns the next of `outcomes` (None once they run out)."""
-
-    def __init__(self, held: bool = False, outcomes: tuple[Any, ...] = ()) -> None:
-        self.cond = threading.Condition()
-        self.passes: float = 0 if held else math.inf
-        self.batches: list[list[Item]] = []
-        self.threads: list[threading.Thread] = []
-        self.outcomes = list(outcomes)
-        self.during: Callable[[list[Item]], None] | None = None
-
-    def __call__(self, batch: list[Item]) -> Any:
-        with self.cond:
-            self.batches.append(list(batch))
-            self.threads.append(threading.current_thread())
-            self.cond.notify_all()
-            assert self.cond.wait_for(lambda: self.passes > 0, 30)
-            self.passes -= 1
-        if self.during is not None:
-            self.during(batch)
-        return self.outcomes.pop(0) if self.outcomes else None
-
-    def release(self, passes: float = 1) -> None:
-        with self.cond:
-            self.passes += passes
-            self.cond.notify_all()
-
-    def open(self) -> None:
-        self.release(math.inf)
-
-    def wait_batches(self, count: int) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.batches) >= count, 10), self.batches
-
-    def names(self) -> list[str]:
-        return [name for batch in self.batches for _, name in batch]
-
-
-def severity(item: Item) -> int:
-    return item[0]
-
-
-def level_of(name: str) -> int:
-    return {"i": INFO, "w": WARN, "e": ERROR}[name[0]]
-
-
-def building() -> Iterator[Callable[..., tuple[BatchQueue[Item], Any]]]:
-    """Builds queues (settings as keywords; `max_delay_arg`, `on_stop`, `delivered_so_far`:
-    the constructor's own) and shuts them down after the test."""
-    made: list[tuple[BatchQueue[Item], Any]] = []
-
-    def build(consumer: Any = None, **options: Any) -> tuple[BatchQueue[Item], Any]:
-        consumer = consumer or Consumer()
-        extra = {k: options.pop(k, None) for k in ("max_delay_arg", "on_stop", "delivered_so_far")}
-        settings = QueueSettings(**{"max_size": 5, "batch_size": 100, "max_delay": 0, **options})
-        queue: BatchQueue[Item] = BatchQueue(
-            unique(),
-            consumer,
-            severity,
-            settings,
-            max_delay=extra["max_delay_arg"],
-            on_stop=extra["on_stop"],
-            delivered_so_far=extra["delivered_so_far"],
-        )
-        made.append((queue, consumer))
-        return queue, consumer
-
-    yield build
-    for queue, consumer in made:
-        if isinstance(consumer, Consumer):
-            consumer.open()
-        queue.shutdown(5)
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., tuple[BatchQueue[Item], Any]]]:
-    yield from building()
-
-
-def held(make: Callable[..., Any], **options: Any) -> tuple[BatchQueue[Item], Consumer]:
-    """A queue whose worker holds a first record ("blocker") at the consumer: what is put
-    next stays queued until `consumer.release()`."""
-    queue, consumer = make(Consumer(held=True), **options)
-    assert queue.put((INFO, "blocker"))
-    consumer.wait_batches(1)
-    return queue, consumer
-
-
-def fill(queue: BatchQueue[Item], *names: str) -> None:
-    for name in names:
-        queue.put((level_of(name), name))
-
-
-def delivered_after(queue: BatchQueue[Item], consumer: Consumer) -> list[str]:
-    consumer.open()
-    assert queue.flush(10)
-    return consumer.names()[1:]  # without the blocker
-
-
-def balanced(queue: BatchQueue[Any]) -> None:
-    assert queue.depth == 0 and queue.in_flight == 0
-    assert queue.offered == queue.delivered + queue.total_dropped()
-
+from fapilog.pipeline.queue import split_outcome
+from queue_support import (
+    ERROR,
+    INFO,
+    WARN,
+    Consumer,
+    Item,
+    Listened,
+    balanced,
+    delivered_after,
+    fill,
+    held,
+)
 
 # -- settings --------------------------------------------------------------------------------
 
 
-def test_a_new_queue_reads_its_settings_exactly_and_starts_at_zero(make: Any) -> None:
-    queue, _ = make(
+def test_a_new_queue_reads_its_settings_exactly_and_starts_at_zero(new_queue: Any) -> None:
+    queue, _ = new_queue(
         max_size=10,
         batch_size=50,
         max_delay=0.3,
@@ -162,39 +54,39 @@ def test_a_new_queue_reads_its_settings_exactly_and_starts_at_zero(make: Any) ->
     assert queue.flush(0)  # nothing accepted: nothing to wait for
 
 
-def test_a_one_record_queue_has_a_high_water_mark_and_yield_mark_of_one(make: Any) -> None:
-    queue, _ = make(max_size=1, batch_size=7, high_water=0.5, max_delay_arg=0.0)
+def test_a_one_record_queue_has_a_high_water_mark_and_yield_mark_of_one(new_queue: Any) -> None:
+    queue, _ = new_queue(max_size=1, batch_size=7, high_water=0.5, max_delay_arg=0.0)
     assert (queue.batch_size, queue.high_water, queue._yield_mark) == (1, 1, 1)
     assert queue.max_delay == 0.0
 
 
-def test_an_explicit_max_delay_overrides_the_settings(make: Any) -> None:
-    queue, _ = make(max_delay=0.3, max_delay_arg=2.5)
+def test_an_explicit_max_delay_overrides_the_settings(new_queue: Any) -> None:
+    queue, _ = new_queue(max_delay=0.3, max_delay_arg=2.5)
     assert queue.max_delay == 2.5
-    queue, _ = make(max_delay=0.3, max_delay_arg=0.0)
+    queue, _ = new_queue(max_delay=0.3, max_delay_arg=0.0)
     assert queue.max_delay == 0.0
 
 
 # -- batching --------------------------------------------------------------------------------
 
 
-def test_a_single_record_is_delivered_without_a_flush(make: Any) -> None:
-    queue, consumer = make()
+def test_a_single_record_is_delivered_without_a_flush(new_queue: Any) -> None:
+    queue, consumer = new_queue()
     assert queue.put((INFO, "only"))
     consumer.wait_batches(1)
     assert consumer.batches == [[(INFO, "only")]]
     assert consumer.threads[0] is queue._thread
 
 
-def test_a_partial_batch_is_taken_once_max_delay_has_passed(make: Any) -> None:
-    queue, consumer = make(max_delay=0.02, batch_size=10)
+def test_a_partial_batch_is_taken_once_max_delay_has_passed(new_queue: Any) -> None:
+    queue, consumer = new_queue(max_delay=0.02, batch_size=10)
     queue.put((INFO, "alone"))
     consumer.wait_batches(1)  # no flush: the worker's own timed wait ends
     assert consumer.batches == [[(INFO, "alone")]]
 
 
-def test_max_delay_gathers_a_batch_and_a_flush_cuts_the_wait_short(make: Any) -> None:
-    queue, consumer = make(max_delay=60, batch_size=2)
+def test_max_delay_gathers_a_batch_and_a_flush_cuts_the_wait_short(new_queue: Any) -> None:
+    queue, consumer = new_queue(max_delay=60, batch_size=2)
     queue.put((INFO, "a"))
     queue.put((INFO, "b"))  # completes the batch: the waiting worker is woken
     consumer.wait_batches(1)
@@ -214,8 +106,8 @@ def test_max_delay_gathers_a_batch_and_a_flush_cuts_the_wait_short(make: Any) ->
     balanced(queue)
 
 
-def test_put_many_hands_the_worker_whole_batches(make: Any) -> None:
-    queue, consumer = make(max_delay=60, batch_size=2, max_size=10)
+def test_put_many_hands_the_worker_whole_batches(new_queue: Any) -> None:
+    queue, consumer = new_queue(max_delay=60, batch_size=2, max_size=10)
     queue.put_many([(INFO, "a"), (INFO, "b"), (INFO, "c")])
     assert queue.flush(10)
     assert [len(batch) for batch in consumer.batches] == [2, 1]
@@ -225,8 +117,10 @@ def test_put_many_hands_the_worker_whole_batches(make: Any) -> None:
 # -- overflow policies, record by record ---------------------------------------------------
 
 
-def test_drop_oldest_evicts_the_oldest_non_error_and_warnings_are_not_errors(make: Any) -> None:
-    queue, consumer = held(make, overflow="drop_oldest")
+def test_drop_oldest_evicts_the_oldest_non_error_and_warnings_are_not_errors(
+    new_queue: Any,
+) -> None:
+    queue, consumer = held(new_queue, overflow="drop_oldest")
     fill(queue, "e1", "w1", "i1", "e2", "i2")
     assert queue.put((INFO, "i3"))  # w1 goes: the oldest below ERROR
     assert queue.put((ERROR, "e3"))  # i1
@@ -236,9 +130,9 @@ def test_drop_oldest_evicts_the_oldest_non_error_and_warnings_are_not_errors(mak
 
 
 def test_drop_oldest_with_only_errors_queued_sheds_the_oldest_error_for_an_error(
-    make: Any,
+    new_queue: Any,
 ) -> None:
-    queue, consumer = held(make, overflow="drop_oldest")
+    queue, consumer = held(new_queue, overflow="drop_oldest")
     fill(queue, "e1", "e2", "e3", "e4", "e5")
     assert not queue.put((ERROR - 1, "just below error"))  # never displaces an error
     assert queue.put((ERROR, "e6"))  # exactly ERROR: the oldest error goes
@@ -248,8 +142,8 @@ def test_drop_oldest_with_only_errors_queued_sheds_the_oldest_error_for_an_error
     balanced(queue)
 
 
-def test_drop_newest_makes_room_for_an_error_with_the_newest_lesser_record(make: Any) -> None:
-    queue, consumer = held(make, overflow="drop_newest")
+def test_drop_newest_makes_room_for_an_error_with_the_newest_lesser_record(new_queue: Any) -> None:
+    queue, consumer = held(new_queue, overflow="drop_newest")
     fill(queue, "i1", "e1", "e2", "e3", "i2")
     assert queue.put((ERROR, "e4"))  # exactly ERROR: i2, the newest lesser record, goes
     assert queue.put((ERROR, "e5"))  # then i1, the oldest (the last one left)
@@ -261,9 +155,9 @@ def test_drop_newest_makes_room_for_an_error_with_the_newest_lesser_record(make:
 
 
 def test_sample_when_full_sheds_infos_before_warnings_and_warnings_before_errors(
-    make: Any,
+    new_queue: Any,
 ) -> None:
-    queue, consumer = held(make, overflow="sample", sample_ratio=1.0, high_water=1.0)
+    queue, consumer = held(new_queue, overflow="sample", sample_ratio=1.0, high_water=1.0)
     fill(queue, "i1", "w1", "i2", "w2", "w3")
     assert queue.put((WARN, "w4"))  # exactly WARN: the newest info (i2) goes
     assert queue.put((ERROR, "e1"))  # an info first (i1), though warnings are newer
@@ -285,8 +179,10 @@ class Draws:
         return self.values.pop(0)
 
 
-def test_sampling_starts_at_the_high_water_mark_and_spares_warnings(make: Any) -> None:
-    queue, consumer = held(make, overflow="sample", max_size=10, high_water=0.3, sample_ratio=0.5)
+def test_sampling_starts_at_the_high_water_mark_and_spares_warnings(new_queue: Any) -> None:
+    queue, consumer = held(
+        new_queue, overflow="sample", max_size=10, high_water=0.3, sample_ratio=0.5
+    )
     queue._random = Draws(0.5, 0.49, 0.5)  # type: ignore[assignment]
     fill(queue, "i1", "i2", "i3")  # below the mark (3): no draw at all
     assert not queue.put((INFO, "at the mark, drawn 0.5"))  # a draw >= the ratio is shed
@@ -299,8 +195,10 @@ def test_sampling_starts_at_the_high_water_mark_and_spares_warnings(make: Any) -
     balanced(queue)
 
 
-def test_the_sampling_draws_from_a_real_random_source(make: Any) -> None:
-    queue, consumer = held(make, overflow="sample", max_size=50, high_water=0.02, sample_ratio=0.5)
+def test_the_sampling_draws_from_a_real_random_source(new_queue: Any) -> None:
+    queue, consumer = held(
+        new_queue, overflow="sample", max_size=50, high_water=0.02, sample_ratio=0.5
+    )
     for n in range(40):
         queue.put((INFO, f"i{n}"))
     kept = len(delivered_after(queue, consumer))
@@ -327,9 +225,9 @@ def test_the_sampling_draws_from_a_real_random_source(make: Any) -> None:
     ],
 )
 def test_a_batchs_outcome_is_counted_record_by_record(
-    make: Any, outcome: Any, delivered: int, dropped: dict[str, int]
+    new_queue: Any, outcome: Any, delivered: int, dropped: dict[str, int]
 ) -> None:
-    queue, _ = make(Consumer(outcomes=(outcome,)), batch_size=5)
+    queue, _ = new_queue(Consumer(outcomes=(outcome,)), batch_size=5)
     queue.put_many([(INFO, f"r{n}") for n in range(5)])  # one batch of 5
     assert queue.flush(10)
     assert (queue.offered, queue.accepted, queue.delivered) == (5, 5, delivered)
@@ -348,43 +246,13 @@ def test_split_outcome_bounds_the_lost_and_the_retried_records() -> None:
     assert split_outcome((reasons, 1), 1) == (reasons, 1, [])
 
 
-class Listened:
-    """fapilog's diagnostics (and the alerts the monitor thread writes through them)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.reports: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __call__(self, key: str, message: str, fields: dict[str, Any]) -> None:
-        with self.cond:
-            self.reports.append((key, message, fields))
-            self.cond.notify_all()
-
-    def wait_for(self, key: str) -> tuple[str, dict[str, Any]]:
-        def found() -> list[tuple[str, str, dict[str, Any]]]:
-            return [report for report in self.reports if report[0] == key]
-
-        with self.cond:
-            assert self.cond.wait_for(found, 10), self.reports
-            _, message, fields = found()[0]
-            return message, fields
-
-
-@pytest.fixture
-def listened() -> Iterator[Listened]:
-    listener = Listened()
-    _diag.add_listener(listener)
-    yield listener
-    _diag.remove_listener(listener)
-
-
 class Broken(Exception):
     """Not an `Exception` the worker expects: a `BaseException` would do as well."""
 
 
 @pytest.mark.parametrize("error", [ValueError("bad batch"), KeyboardInterrupt()])
 def test_a_raising_consumer_loses_its_batch_says_so_and_the_worker_goes_on(
-    make: Any, listened: Listened, error: BaseException
+    new_queue: Any, listened: Listened, error: BaseException
 ) -> None:
     raised: list[bool] = []
 
@@ -395,7 +263,7 @@ def test_a_raising_consumer_loses_its_batch_says_so_and_the_worker_goes_on(
         survivors.extend(batch)
 
     survivors: list[Item] = []
-    queue, _ = make(consume, batch_size=2)  # type: ignore[arg-type]
+    queue, _ = new_queue(consume, batch_size=2)  # type: ignore[arg-type]
     queue.put_many([(INFO, "lost 1"), (INFO, "lost 2")])
     assert queue.flush(10)
     queue.put((INFO, "delivered"))
@@ -408,9 +276,9 @@ def test_a_raising_consumer_loses_its_batch_says_so_and_the_worker_goes_on(
 
 
 def test_a_drop_raises_an_alert_naming_the_queue_the_reason_and_the_counts(
-    make: Any, listened: Listened
+    new_queue: Any, listened: Listened
 ) -> None:
-    queue, _ = make(Consumer(outcomes=(("refused", 3),)), batch_size=5)
+    queue, _ = new_queue(Consumer(outcomes=(("refused", 3),)), batch_size=5)
     queue.put_many([(INFO, f"r{n}") for n in range(5)])
     assert queue.flush(10)
     message, fields = listened.wait_for(f"alert:records_dropped:{queue.name}:refused")
@@ -446,9 +314,9 @@ def hand_overs(monkeypatch: pytest.MonkeyPatch) -> HandOvers:
 
 
 def test_a_queue_three_quarters_full_hands_the_gil_over_three_times_at_most(
-    make: Any, hand_overs: HandOvers
+    new_queue: Any, hand_overs: HandOvers
 ) -> None:
-    queue, consumer = held(make, max_size=8)  # yield mark: 6
+    queue, consumer = held(new_queue, max_size=8)  # yield mark: 6
     fill(queue, "i1", "i2", "i3", "i4", "i5")
     assert hand_overs.calls == []
     fill(queue, "i6")  # at the mark, the worker held: the queue stays crowded
@@ -472,9 +340,9 @@ def test_a_queue_three_quarters_full_hands_the_gil_over_three_times_at_most(
 
 
 def test_a_worker_putting_into_its_own_queue_never_hands_over_to_itself(
-    make: Any, hand_overs: HandOvers
+    new_queue: Any, hand_overs: HandOvers
 ) -> None:
-    queue, consumer = make(max_size=4)  # yield mark: 3
+    queue, consumer = new_queue(max_size=4)  # yield mark: 3
 
     def put_own(batch: list[Item]) -> None:
         if batch[0][1] == "first":

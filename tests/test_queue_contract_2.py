@@ -5,95 +5,43 @@ worker), shutdown (drain, `on_stop`, the deadline's accounting, from the worker 
 lock held at exit): tests/test_queue_contract_3.py.
 
 Where a test needs to act at the moment a thread is inside a wait, a stand-in for the queue
-module's `time` runs a hook at that thread's n-th clock reading. Helpers: test_queue_contract.
+module's `time` runs a hook at that thread's n-th queue_clock reading. Helpers: test_queue_contract.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from fapilog import _diag
 from fapilog.pipeline import queue as queue_module
 from fapilog.pipeline.queue import BatchQueue
-from test_queue_contract import (
+from queue_support import (
     ERROR,
     INFO,
+    Clock,
     Item,
-    Listened,
-    building,
+    finished,
     held,
+    in_thread,
 )
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., tuple[BatchQueue[Item], Any]]]:
-    yield from building()
-
-
-@pytest.fixture
-def listened() -> Iterator[Listened]:
-    listener = Listened()
-    _diag.add_listener(listener)
-    yield listener
-    _diag.remove_listener(listener)
-
-
-class Clock:
-    """Stands in for the `time` module inside fapilog.pipeline.queue: the real monotonic
-    clock plus `ahead` seconds; `at(thread, n, hook)` runs `hook` at that thread's n-th
-    reading from now (1: the next one)."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-        self.hooks: dict[threading.Thread, list[Any]] = {}
-
-    def at(self, thread: threading.Thread, n: int, hook: Callable[[], object]) -> None:
-        self.hooks[thread] = [n, hook]
-
-    def monotonic(self) -> float:
-        entry = self.hooks.get(threading.current_thread())
-        if entry is not None:
-            entry[0] -= 1
-            if entry[0] == 0:
-                del self.hooks[threading.current_thread()]
-                entry[1]()
-        return time.monotonic() + self.ahead
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(queue_module, "time", fake)
-    return fake
-
-
-def in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """`work()` on a thread of its own (not started): the thread and where its result goes."""
-    results: list[object] = []
-    return threading.Thread(target=lambda: results.append(work()), daemon=True), results
-
-
-def finished(thread: threading.Thread) -> bool:
-    thread.join(10)
-    return not thread.is_alive()
-
 
 # -- policy block ---------------------------------------------------------------------------
 
 
 def test_block_waits_and_is_let_in_as_soon_as_the_worker_takes_a_batch(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, consumer = held(make, overflow="block", max_size=2, block_timeout=60)
+    queue, consumer = held(new_queue, overflow="block", max_size=2, block_timeout=60)
     queue.put((INFO, "i1"))
     queue.put((INFO, "i2"))
     putter, results = in_thread(lambda: queue.put((INFO, "i3")))
-    clock.at(putter, 1, consumer.release)  # the blocker goes; the worker takes i1, i2 and holds
+    queue_clock.at(
+        putter, 1, consumer.release
+    )  # the blocker goes; the worker takes i1, i2 and holds
     putter.start()
     assert finished(putter)  # let in while the worker still holds i1 and i2
     assert results == [True]
@@ -105,9 +53,9 @@ def test_block_waits_and_is_let_in_as_soon_as_the_worker_takes_a_batch(
 
 
 def test_block_gives_up_after_block_timeout_then_sheds_at_once_until_the_worker_moves(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, consumer = held(make, overflow="block", max_size=2, block_timeout=0.01)
+    queue, consumer = held(new_queue, overflow="block", max_size=2, block_timeout=0.01)
     queue.put((INFO, "i1"))
     queue.put((INFO, "i2"))
     assert not queue.put((INFO, "i3"))  # waited block_timeout
@@ -123,7 +71,7 @@ def test_block_gives_up_after_block_timeout_then_sheds_at_once_until_the_worker_
     queue.put((INFO, "i5"))
     queue.put((INFO, "i6"))
     putter, results = in_thread(lambda: queue.put((INFO, "i7")))
-    clock.at(putter, 1, consumer.open)
+    queue_clock.at(putter, 1, consumer.open)
     putter.start()
     assert finished(putter) and results == [True]
     assert queue.flush(10)
@@ -132,14 +80,14 @@ def test_block_gives_up_after_block_timeout_then_sheds_at_once_until_the_worker_
 
 
 def blocked_callers(
-    queue: BatchQueue[Item], clock: Clock, count: int
+    queue: BatchQueue[Item], queue_clock: Clock, count: int
 ) -> list[tuple[threading.Thread, list[object]]]:
     """`count` callers each blocked in `put` on the full queue (waiting, the lock free)."""
     putters = []
     for n in range(count):
         waiting = threading.Event()
         putter, results = in_thread(lambda n=n: queue.put((INFO, f"p{n}")))  # type: ignore[misc]
-        clock.at(putter, 1, waiting.set)  # its deadline: it waits next (holding the lock)
+        queue_clock.at(putter, 1, waiting.set)  # its deadline: it waits next (holding the lock)
         putter.start()
         assert waiting.wait(10)
         putters.append((putter, results))
@@ -147,12 +95,12 @@ def blocked_callers(
 
 
 def test_every_blocked_caller_is_let_in_as_soon_as_the_worker_makes_room(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, consumer = held(make, overflow="block", max_size=2, block_timeout=60)
+    queue, consumer = held(new_queue, overflow="block", max_size=2, block_timeout=60)
     queue.put((INFO, "i1"))
     queue.put((INFO, "i2"))
-    putters = blocked_callers(queue, clock, 2)
+    putters = blocked_callers(queue, queue_clock, 2)
     consumer.release()  # the blocker goes; the worker takes i1, i2 and holds them
     for putter, results in putters:
         assert finished(putter) and results == [True]
@@ -163,14 +111,16 @@ def test_every_blocked_caller_is_let_in_as_soon_as_the_worker_makes_room(
     assert queue.dropped == {}
 
 
-def test_a_caller_blocked_when_the_queue_stops_is_shed_as_shutdown(make: Any, clock: Clock) -> None:
+def test_a_caller_blocked_when_the_queue_stops_is_shed_as_shutdown(
+    new_queue: Any, queue_clock: Clock
+) -> None:
     """The stop empties the queue, which lets the waiting caller go: its record is not
     accepted into the stopped queue (where only a stuck consumer that recovers would take
     it), it is dropped as any record put after the stop."""
-    queue, consumer = held(make, overflow="block", max_size=2, block_timeout=60)
+    queue, consumer = held(new_queue, overflow="block", max_size=2, block_timeout=60)
     queue.put((INFO, "i1"))
     queue.put((INFO, "i2"))
-    putters = blocked_callers(queue, clock, 2)
+    putters = blocked_callers(queue, queue_clock, 2)
     assert queue.shutdown(0) is False  # the consumer is stuck on the blocker
     for putter, results in putters:  # every one of them goes
         assert finished(putter) and results == [False]
@@ -184,9 +134,9 @@ def test_a_caller_blocked_when_the_queue_stops_is_shed_as_shutdown(make: Any, cl
 
 @pytest.mark.parametrize("overflow", ["block", "drop_newest"])
 def test_the_worker_putting_into_its_own_full_queue_never_waits_on_itself(
-    make: Any, overflow: str
+    new_queue: Any, overflow: str
 ) -> None:
-    queue, consumer = make(overflow=overflow, max_size=2, block_timeout=60, export_timeout=60)
+    queue, consumer = new_queue(overflow=overflow, max_size=2, block_timeout=60, export_timeout=60)
     outcomes: list[object] = []
 
     def put_own(batch: list[Item]) -> None:
@@ -211,12 +161,12 @@ def test_the_worker_putting_into_its_own_full_queue_never_waits_on_itself(
 
 
 def test_a_hand_off_waits_for_the_exporter_to_make_room_instead_of_shedding(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, consumer = held(make, overflow="drop_newest", max_size=2, export_timeout=60)
+    queue, consumer = held(new_queue, overflow="drop_newest", max_size=2, export_timeout=60)
     queue.put_many([(INFO, "i1"), (INFO, "i2")])
     producer, _ = in_thread(lambda: queue.put_many([(INFO, "i3"), (INFO, "i4")]))
-    clock.at(producer, 1, consumer.open)  # its first clock reading is in the wait
+    queue_clock.at(producer, 1, consumer.open)  # its first queue_clock reading is in the wait
     producer.start()
     assert finished(producer)
     assert queue.flush(10)
@@ -225,9 +175,9 @@ def test_a_hand_off_waits_for_the_exporter_to_make_room_instead_of_shedding(
 
 
 def test_a_hand_off_asks_whether_the_producer_is_full_or_gone_while_it_waits(
-    make: Any,
+    new_queue: Any,
 ) -> None:
-    queue, consumer = held(make, overflow="drop_newest", max_size=2, export_timeout=60)
+    queue, consumer = held(new_queue, overflow="drop_newest", max_size=2, export_timeout=60)
     queue.put_many([(INFO, "i1"), (INFO, "i2")])
     asked: list[str] = []
 
@@ -248,9 +198,9 @@ def test_a_hand_off_asks_whether_the_producer_is_full_or_gone_while_it_waits(
 
 @pytest.mark.parametrize("which", ["full", "gone"])
 def test_a_hand_off_sheds_at_once_when_the_producer_is_full_or_past_its_deadline(
-    make: Any, which: str
+    new_queue: Any, which: str
 ) -> None:
-    queue, consumer = held(make, overflow="drop_newest", max_size=2, export_timeout=60)
+    queue, consumer = held(new_queue, overflow="drop_newest", max_size=2, export_timeout=60)
     asked: list[str] = []
 
     def answer(name: str) -> Callable[[], bool]:
@@ -273,8 +223,8 @@ def test_a_hand_off_sheds_at_once_when_the_producer_is_full_or_past_its_deadline
     assert consumer.names() == ["blocker", "i0", "i1"]
 
 
-def test_under_block_a_hand_off_waits_even_when_the_producer_is_full(make: Any) -> None:
-    queue, consumer = held(make, overflow="block", max_size=2, export_timeout=60)
+def test_under_block_a_hand_off_waits_even_when_the_producer_is_full(new_queue: Any) -> None:
+    queue, consumer = held(new_queue, overflow="block", max_size=2, export_timeout=60)
     queue.put_many([(INFO, "i1"), (INFO, "i2")])
     asked: list[str] = []
 
@@ -294,15 +244,15 @@ def test_under_block_a_hand_off_waits_even_when_the_producer_is_full(make: Any) 
 
 
 def test_a_hand_off_stops_waiting_once_the_batch_in_progress_outlasts_export_timeout(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, _ = held(make, overflow="drop_newest", max_size=2, export_timeout=5)
+    queue, _ = held(new_queue, overflow="drop_newest", max_size=2, export_timeout=5)
     queue.put_many([(INFO, "i1"), (INFO, "i2")])
     asked: list[str] = []
 
     def full() -> bool:
         asked.append("full")
-        clock.ahead += 5  # the batch in progress has now taken export_timeout
+        queue_clock.ahead += 5  # the batch in progress has now taken export_timeout
         return False
 
     producer, _ = in_thread(lambda: queue.put_many([(INFO, "i3"), (INFO, "i4")], full))
@@ -315,19 +265,19 @@ def test_a_hand_off_stops_waiting_once_the_batch_in_progress_outlasts_export_tim
 # -- flush -----------------------------------------------------------------------------------
 
 
-def test_a_flush_is_bounded_by_its_timeout(make: Any, clock: Clock) -> None:
-    queue, consumer = held(make)
+def test_a_flush_is_bounded_by_its_timeout(new_queue: Any, queue_clock: Clock) -> None:
+    queue, consumer = held(new_queue)
     queue.put((INFO, "i1"))
     assert not queue.flush(0.01)
     main = threading.current_thread()
-    clock.at(main, 2, consumer.open)  # inside the flush's wait: the worker can finish now
+    queue_clock.at(main, 2, consumer.open)  # inside the flush's wait: the worker can finish now
     assert not queue.flush(0)  # a timeout of 0 (or less) does not wait at all
     assert queue.flush(10)
     assert consumer.names() == ["blocker", "i1"]
 
 
-def test_evicted_records_settle_one_each_for_a_flush(make: Any) -> None:
-    queue, consumer = held(make, overflow="drop_oldest", max_size=2)
+def test_evicted_records_settle_one_each_for_a_flush(new_queue: Any) -> None:
+    queue, consumer = held(new_queue, overflow="drop_oldest", max_size=2)
     for n in range(12):
         queue.put((ERROR, f"e{n}"))
     assert queue.dropped == {"queue_full": 10}
@@ -338,16 +288,16 @@ def test_evicted_records_settle_one_each_for_a_flush(make: Any) -> None:
 
 
 def test_a_partial_batch_still_gathers_in_the_last_second_of_max_delay(
-    make: Any, clock: Clock
+    new_queue: Any, queue_clock: Clock
 ) -> None:
-    queue, consumer = make(max_delay=60, batch_size=2)
+    queue, consumer = new_queue(max_delay=60, batch_size=2)
     in_delay = threading.Event()
 
     def late() -> None:
-        clock.ahead = 59.1  # 0.9 s of max_delay left when the worker looks
+        queue_clock.ahead = 59.1  # 0.9 s of max_delay left when the worker looks
         in_delay.set()
 
-    clock.at(queue._thread, 1, late)  # type: ignore[arg-type]
+    queue_clock.at(queue._thread, 1, late)  # type: ignore[arg-type]
     queue.put((INFO, "a"))
     assert in_delay.wait(10)
     queue.put((INFO, "b"))  # taken with "a": the worker is still within max_delay
@@ -363,10 +313,10 @@ def dead_worker(name: str, run: Callable[[], object]) -> threading.Thread:
 
 
 def test_a_flush_returns_false_at_once_when_the_worker_is_dead(
-    make: Any, monkeypatch: pytest.MonkeyPatch
+    new_queue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queue_module, "start_worker", dead_worker)
-    queue, consumer = make()
+    queue, consumer = new_queue()
     assert queue.put((INFO, "never taken"))
     flusher, results = in_thread(lambda: queue.flush(60))
     flusher.start()
@@ -377,7 +327,7 @@ def test_a_flush_returns_false_at_once_when_the_worker_is_dead(
 
 
 def test_a_waiting_flush_notices_the_worker_dying(
-    make: Any, monkeypatch: pytest.MonkeyPatch, clock: Clock
+    new_queue: Any, monkeypatch: pytest.MonkeyPatch, queue_clock: Clock
 ) -> None:
     die = threading.Event()
 
@@ -387,21 +337,21 @@ def test_a_waiting_flush_notices_the_worker_dying(
         return thread
 
     monkeypatch.setattr(queue_module, "start_worker", doomed_worker)
-    queue, _ = make()
+    queue, _ = new_queue()
     queue.put((INFO, "never taken"))
     flusher, results = in_thread(lambda: queue.flush(60))
-    clock.at(flusher, 2, die.set)  # the worker dies as the flush starts waiting
+    queue_clock.at(flusher, 2, die.set)  # the worker dies as the flush starts waiting
     flusher.start()
     assert finished(flusher) and results == [False]
 
 
 def test_a_worker_shedding_into_its_own_queue_makes_other_producers_shed_until_it_moves(
-    make: Any,
+    new_queue: Any,
 ) -> None:
     """The worker's own hand-off into its full queue sheds, and the queue stays stalled until
     the worker takes its next batch: another producer's hand-off meanwhile sheds at once
     rather than wait on a worker that is busy putting."""
-    queue, consumer = make(overflow="drop_newest", max_size=2, export_timeout=60)
+    queue, consumer = new_queue(overflow="drop_newest", max_size=2, export_timeout=60)
     others: list[int] = []
 
     def put_own(batch: list[Item]) -> None:

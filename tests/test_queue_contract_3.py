@@ -14,43 +14,20 @@ from typing import Any
 
 import pytest
 
-from fapilog import _diag
 from fapilog._state import LOCK_WAIT_AT_EXIT
 from fapilog.pipeline import queue as queue_module
 from fapilog.pipeline.queue import BatchQueue
 from fapilog.settings import QueueSettings
-from test_queue_contract import INFO, Consumer, Item, Listened, building, severity, unique
-from test_queue_contract_2 import Clock, in_thread
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., tuple[BatchQueue[Item], Any]]]:
-    yield from building()
-
-
-@pytest.fixture
-def listened() -> Iterator[Listened]:
-    listener = Listened()
-    _diag.add_listener(listener)
-    yield listener
-    _diag.remove_listener(listener)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(queue_module, "time", fake)
-    return fake
-
+from queue_support import INFO, Consumer, Item, Listened, in_thread, severity, unique
 
 # -- shutdown --------------------------------------------------------------------------------
 
 
 def test_shutdown_drains_without_waiting_out_max_delay_then_runs_on_stop_once(
-    make: Any,
+    new_queue: Any,
 ) -> None:
     stops: list[tuple[threading.Thread, int]] = []
-    queue, consumer = make(
+    queue, consumer = new_queue(
         max_delay=60,
         batch_size=10,
         on_stop=lambda: stops.append((threading.current_thread(), len(consumer.names()))),
@@ -71,12 +48,12 @@ def test_shutdown_drains_without_waiting_out_max_delay_then_runs_on_stop_once(
 
 
 def test_an_on_stop_that_raises_makes_shutdown_report_failure(
-    make: Any, listened: Listened
+    new_queue: Any, listened: Listened
 ) -> None:
     def on_stop() -> None:
         raise OSError("disk full while closing")
 
-    queue, consumer = make(on_stop=on_stop)
+    queue, consumer = new_queue(on_stop=on_stop)
     queue.put((INFO, "i1"))
     assert queue.shutdown(10) is False
     assert consumer.names() == ["i1"]
@@ -94,9 +71,9 @@ def unreliable() -> int:
     [(None, 0), (lambda: 2, 2), (lambda: 7, 3), (lambda: -2, 0), (unreliable, 0), (lambda: "2", 2)],
 )
 def test_the_shutdown_deadline_counts_what_a_stuck_consumer_holds_as_dropped(
-    make: Any, delivered_so_far: Any, done: int
+    new_queue: Any, delivered_so_far: Any, done: int
 ) -> None:
-    queue, consumer = make(Consumer(held=True), delivered_so_far=delivered_so_far)
+    queue, consumer = new_queue(Consumer(held=True), delivered_so_far=delivered_so_far)
     queue.put_many([(INFO, "b1"), (INFO, "b2"), (INFO, "b3")])
     consumer.wait_batches(1)  # in flight, held
     queue.put_many([(INFO, "q1"), (INFO, "q2")])
@@ -113,8 +90,8 @@ def test_the_shutdown_deadline_counts_what_a_stuck_consumer_holds_as_dropped(
     assert queue.offered == queue.delivered + queue.total_dropped()
 
 
-def test_a_queue_shut_down_from_its_own_consumer_delivers_that_batch(make: Any) -> None:
-    queue, consumer = make()
+def test_a_queue_shut_down_from_its_own_consumer_delivers_that_batch(new_queue: Any) -> None:
+    queue, consumer = new_queue()
     results: list[bool] = []
     consumer.during = lambda batch: results.append(queue.shutdown(10))
     queue.put((INFO, "i1"))
@@ -124,9 +101,9 @@ def test_a_queue_shut_down_from_its_own_consumer_delivers_that_batch(make: Any) 
 
 
 def test_the_exit_drain_never_waits_for_a_lock_a_stuck_worker_holds(
-    make: Any, capfd: pytest.CaptureFixture[str]
+    new_queue: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    queue, _ = make()
+    queue, _ = new_queue()
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -152,7 +129,7 @@ def test_the_exit_drain_never_waits_for_a_lock_a_stuck_worker_holds(
 
 
 def test_without_a_worker_the_caller_delivers_each_record_itself(
-    make: Any, monkeypatch: pytest.MonkeyPatch
+    new_queue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[str] = []
 
@@ -161,7 +138,7 @@ def test_without_a_worker_the_caller_delivers_each_record_itself(
 
     monkeypatch.setattr(queue_module, "start_worker", no_thread)
     flushed: list[bool] = []
-    queue, consumer = make(Consumer(outcomes=(None, "refused")))
+    queue, consumer = new_queue(Consumer(outcomes=(None, "refused")))
     consumer.during = lambda batch: flushed.append(queue.flush(0))
     assert queue.put((INFO, "i1"))
     queue.put_many([(INFO, "i2"), (INFO, "i3")])
@@ -178,8 +155,8 @@ def test_without_a_worker_the_caller_delivers_each_record_itself(
 # -- a forked child's queue ------------------------------------------------------------------
 
 
-def test_after_a_fork_the_queue_starts_empty_with_a_worker_of_its_own(make: Any) -> None:
-    queue, consumer = make()
+def test_after_a_fork_the_queue_starts_empty_with_a_worker_of_its_own(new_queue: Any) -> None:
+    queue, consumer = new_queue()
     for put in (lambda: queue.put_many([(INFO, "a")]), lambda: queue.put((INFO, "b"))):
         queue.put((INFO, "before"))
         assert queue.shutdown(10)
@@ -197,7 +174,7 @@ def test_after_a_fork_the_queue_starts_empty_with_a_worker_of_its_own(make: Any)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 def test_a_forked_child_delivers_its_own_records_and_the_parent_keeps_its_own(
-    make: Any,
+    new_queue: Any,
 ) -> None:
     gate = threading.Event()
     child_got: list[Item] = []
@@ -207,7 +184,7 @@ def test_a_forked_child_delivers_its_own_records_and_the_parent_keeps_its_own(
             gate.wait(30)
         child_got.extend(batch)
 
-    queue, _ = make(consume)
+    queue, _ = new_queue(consume)
     queue.put((INFO, "parent held"))
     queue.put((INFO, "parent queued"))
     pid = os.fork()
@@ -303,7 +280,7 @@ def test_a_full_queue_diverts_what_it_cannot_hold(hooked_queues: list[Hooked]) -
 
 
 def test_a_worker_is_started_once_and_never_for_a_stopped_queue(
-    make: Any, monkeypatch: pytest.MonkeyPatch
+    new_queue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     starts: list[str] = []
     start_worker = queue_module.start_worker
@@ -313,7 +290,7 @@ def test_a_worker_is_started_once_and_never_for_a_stopped_queue(
         return start_worker(name, run)
 
     monkeypatch.setattr(queue_module, "start_worker", counted)
-    queue, _ = make()
+    queue, _ = new_queue()
     queue._start()  # running already
     assert len(starts) == 1
     assert queue.shutdown(10)

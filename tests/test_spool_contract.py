@@ -11,26 +11,17 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from fapilog import _diag
-from fapilog.otel.codec import RECORD, Tables, encode
-from fapilog.otel.logs import LogRecord, ReadableLogRecord
+from fapilog.otel.codec import RECORD
 from fapilog.pipeline import spool as spool_module
 from fapilog.pipeline.segments import frame
 from fapilog.pipeline.spool import Spool
-from fapilog.settings import SpoolSettings
-
-NOW = 1_800_000_000_000_000_000
-RESOURCE = Resource({"service.name": "api"})
-SCOPE = InstrumentationScope("orders", "0.1")
-KIB = 1024
+from spool_support import KIB, NOW, bodies, make, orphan_of, rec, seg_files, sized
 
 
 class Clock:
@@ -52,14 +43,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def spools() -> Iterator[list[Spool]]:
-    made: list[Spool] = []
-    yield made
-    for spool in made:
-        spool.close()
-
-
-@pytest.fixture
 def diagnostics(capfd: Any) -> Any:
     """The diagnostics written to stderr since the last look, as parsed lines (each look
     starts the rate limit afresh)."""
@@ -71,35 +54,6 @@ def diagnostics(capfd: Any) -> Any:
         return [json.loads(line) for line in lines if "fapilog.diagnostic" in line]
 
     return read
-
-
-def make(spools: list[Spool], directory: Path, **settings: Any) -> Spool:
-    directory.mkdir(parents=True, exist_ok=True)
-    spool = Spool(str(directory), SpoolSettings(**settings), "loki")
-    spools.append(spool)
-    return spool
-
-
-def rec(n: int, *, size: int = 0, timestamp: int | None = NOW, observed: int | None = NOW) -> Any:
-    record = LogRecord(timestamp=timestamp, observed_timestamp=observed, body=f"r{n}" + "x" * size)
-    return ReadableLogRecord(log_record=record, resource=RESOURCE, instrumentation_scope=SCOPE)
-
-
-def bodies(replay: Any) -> list[str]:
-    return [str(r.log_record.body)[:4].rstrip("x") for r in replay.records]
-
-
-def seg_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".seg"))
-
-
-def sized(n: int, frames: int, *, first: bool = True) -> Any:
-    """A record whose frames take exactly `frames` bytes on disk (with its resource and
-    scope frames: the first record of a segment)."""
-    out: list[bytes] = []
-    encode(rec(n), Tables(), out)
-    base = sum(len(frame(part)) for part in (out if first else out[-1:]))
-    return rec(n, size=frames - base)
 
 
 def on_disk_ack(segment: Any) -> int:
@@ -334,15 +288,6 @@ def test_records_older_than_max_age_are_left_out_of_a_replay_and_counted(
     replay = spool.read(10)
     assert replay is not None and replay.count == 4 and replay.too_old == 2
     assert bodies(replay) == ["r1", "r3"]
-
-
-def orphan_of(spools: list[Spool], directory: Path, records: list[Any]) -> Path:
-    """A segment left by a process that is gone: written by a spool then closed."""
-    writer = make(spools, directory)
-    writer.write(records)
-    writer.close()
-    (name,) = seg_files(directory)
-    return directory / name
 
 
 def test_a_record_that_cannot_be_decoded_is_counted_not_replayed(

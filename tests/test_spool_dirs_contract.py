@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,7 @@ from fapilog.pipeline.segments import SUFFIX, frame
 from fapilog.pipeline.spool import Spool, default_base, destination_dir, open_spool
 from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import SpoolSettings
-from test_spool_contract import bodies, make, orphan_of, rec
-from test_spooling_contract import Sink, queue_for, recs, settled
-
-
-@pytest.fixture
-def spools() -> Iterator[list[Spool]]:
-    made: list[Spool] = []
-    yield made
-    for spool in made:
-        spool.close()
+from spool_support import Sink, bodies, make, orphan_of, queue_for, rec, recs, settled
 
 
 @pytest.fixture
@@ -265,14 +255,6 @@ def test_a_forked_child_starts_with_an_empty_spool_and_the_parent_keeps_its_own(
             os._exit(code)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert spool.pending == 1 and spool.read(5) is not None  # the parent's segment, still held
-
-
-@pytest.fixture
-def queues(spools: list[Spool]) -> Iterator[list[SpoolingQueue]]:
-    made: list[SpoolingQueue] = []
-    yield made
-    for queue in made:
-        queue.shutdown(5)
 
 
 def test_segments_handed_over_by_a_closing_spool_are_replayed_at_once(

@@ -10,7 +10,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +19,7 @@ from fapilog import _diag
 from fapilog.pipeline import alerts, spooling
 from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
-from fapilog.settings import QueueSettings
-from test_spool_contract import KIB, make, orphan_of, rec, seg_files, sized
-
-
-@pytest.fixture
-def spools() -> Iterator[list[Spool]]:
-    made: list[Spool] = []
-    yield made
-    for spool in made:
-        spool.close()
-
-
-class Sink:
-    """An exporter's consumer: delivers while `up`, else fails with `outcome(batch)` (by
-    default, the whole batch retryable); waits for `release` before answering a batch (one
-    holding the record `hold`, if set)."""
-
-    def __init__(self, *, up: bool = True, answering: bool = True) -> None:
-        self.up = up
-        self.outcome: Any = lambda batch: ("export_failed", len(batch), list(batch))
-        self.got: list[str] = []
-        self.attempts = 0
-        self.started = threading.Event()
-        self.release = threading.Event()
-        if answering:
-            self.release.set()
-        self.changed = threading.Condition()
-        self.hold: str | None = None
-
-    def __call__(self, batch: list[Any]) -> Any:
-        names = [str(r.log_record.body)[:3].rstrip("x") for r in batch]
-        if self.hold is None or self.hold in names:
-            self.started.set()
-            self.release.wait(10)
-        with self.changed:
-            self.attempts += 1
-            if self.up:
-                self.got += names
-            self.changed.notify_all()
-        return None if self.up else self.outcome(batch)
-
-    def wait_for(self, test: Callable[[], bool]) -> bool:
-        with self.changed:
-            return self.changed.wait_for(test, timeout=10)
-
-
-@pytest.fixture
-def queues(spools: list[Spool]) -> Iterator[list[SpoolingQueue]]:
-    made: list[SpoolingQueue] = []
-    yield made
-    for queue in made:
-        queue.shutdown(5)
-
-
-def queue_for(
-    queues: list[SpoolingQueue], spool: Spool, sink: Sink, max_size: int = 100, **options: Any
-) -> SpoolingQueue:
-    settings = QueueSettings(max_size=max_size, batch_size=10)
-    queue = SpoolingQueue(
-        "loki", sink, lambda record: 9, settings, spool=spool, max_delay=0, **options
-    )
-    queues.append(queue)
-    return queue
-
-
-def settled(queue: SpoolingQueue, test: Callable[[], bool]) -> bool:
-    """Wait until `test()` holds when the queue's worker is done with a batch."""
-    with queue._lock:
-        return queue._progress.wait_for(test, timeout=10)
-
-
-def recs(*numbers: int, size: int = 0) -> list[Any]:
-    return [rec(n, size=size) for n in numbers]
-
+from spool_support import KIB, Sink, make, orphan_of, queue_for, rec, recs, seg_files, sized
 
 FROZEN = type("Clock", (), {"monotonic": staticmethod(lambda: 1000.0)})  # `time`, stopped
 
