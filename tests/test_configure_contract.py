@@ -126,6 +126,7 @@ def test_the_change_event_lists_the_changed_settings_in_order(
     assert record.instrumentation_scope.name == "fapilog"
     changed: Any = record.log_record.attributes["changed"]
     assert list(changed) == ["level", "service_name"]
+    assert dict(changed["level"]) == {"from": "INFO", "to": "DEBUG"}
     assert dict(changed["service_name"]) == {"from": None, "to": "svc"}
 
 
@@ -296,6 +297,24 @@ def test_an_environment_that_cannot_be_configured_is_reported_and_the_defaults_a
         "unknown exporter"
     )
     assert report["message"].endswith("; using defaults")
+
+
+def test_an_implicit_configuration_names_itself_in_what_it_reports(
+    memory_exporter: MemoryExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    diagnostics: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    """(The first event logged before `configure_logging()` configures from the
+    environment: an unknown variable is reported under that name, the rest applies.)"""
+    monkeypatch.setenv("FAPILOG_EXPORTERS", memory_exporter.name)
+    monkeypatch.setenv("FAPILOG_LEVL", "DEBUG")
+    log.info("first")
+    assert bodies(memory_exporter) == ["first"]
+    assert [key for key, _, _ in diagnostics] == ["settings-unknown:autoconfigure"]
+    assert diagnostics[0][2]["variables"] == ["FAPILOG_LEVL"]
+    diagnostics.clear()
+    configure.configure_from_environment("the test")
+    assert [key for key, _, _ in diagnostics] == ["settings-unknown:the test"]
 
 
 def test_nothing_configures_itself_after_a_shutdown_or_while_recording(

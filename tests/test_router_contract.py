@@ -428,6 +428,28 @@ def test_the_final_drain_gives_a_healthy_exporter_its_extra_time(make: Any) -> N
     assert results == [True] and exporter.bodies() == ["late"]
 
 
+@pytest.mark.parametrize(("timeout", "deadline"), [(2.5, 102.5), (0, 100.0), (-3, 100.0)])
+def test_the_shutdown_deadline_is_the_timeout_from_now_and_never_in_the_past(
+    make: Any, monkeypatch: pytest.MonkeyPatch, timeout: float, deadline: float
+) -> None:
+    processor = make(Exporter())
+    waits: list[tuple[str, float]] = []
+
+    def joined(until: float) -> bool:
+        waits.append(("join", until))
+        return True
+
+    def finished(until: float) -> bool:
+        waits.append(("finish", until))
+        return True
+
+    monkeypatch.setattr(processor.queue, "join", joined)
+    monkeypatch.setattr(processor.queue, "finish_shutdown", finished)
+    clock(monkeypatch, monotonic=100.0, perf=[])
+    assert shutdown_processors([processor], timeout) is True
+    assert waits == [("join", deadline), ("finish", deadline)]
+
+
 def test_without_extra_time_the_deadline_cuts_a_healthy_export_off(make: Any) -> None:
     exporter = Exporter()
     exporter.gate = threading.Event()
