@@ -477,6 +477,19 @@ def test_without_the_sdk_switch_the_otlp_exporter_is_kept(diagnostics: list[Any]
     assert configure._without_otlp_when_disabled(specs) == specs and diagnostics == []
 
 
+def test_a_reconfiguration_gives_fapilogs_provider_the_new_resource(
+    memory_exporter: MemoryExporter,
+) -> None:
+    configure_logging(exporters=[memory_exporter.name], service_name="first")
+    log.info("one")
+    configure_logging(exporters=[memory_exporter.name], service_name="second")
+    log.info("two")
+    names = {
+        r.log_record.body: r.resource.attributes["service.name"] for r in memory_exporter.records()
+    }
+    assert (names["one"], names["two"]) == ("first", "second")
+
+
 def test_after_a_reset_the_next_configuration_gives_the_provider_its_resource(
     memory_exporter: MemoryExporter,
 ) -> None:

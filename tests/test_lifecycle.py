@@ -128,7 +128,7 @@ def test_attaches_to_preinstalled_logger_provider(subprocess_env: dict[str, str]
         provider.add_log_record_processor(SimpleLogRecordProcessor(mine))
         set_logger_provider(provider)
         configure_logging()
-        configure_logging()
+        configure_logging(service_name="not-used")  # the provider's own Resource stays
         log.info("shared", k=1)
         fapilog.force_flush(5)
         assert get_logger_provider() is provider
@@ -139,7 +139,9 @@ def test_attaches_to_preinstalled_logger_provider(subprocess_env: dict[str, str]
     )
     status, out, err = run_python(code, subprocess_env)
     assert status == 0, err
-    [line] = [json.loads(x) for x in out.splitlines()]
-    assert line["message"] == "shared" and line["k"] == 1
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [x["message"] for x in lines] == ["fapilog.config.changed", "shared"]
+    line = lines[1]
+    assert line["k"] == 1
     assert line["service.name"] == "users-svc"  # the user's resource is used
-    assert "USER-EXPORTER [('shared', {'k': 1})]" in err
+    assert "('shared', {'k': 1})]" in err.split("USER-EXPORTER ")[1]

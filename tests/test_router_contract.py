@@ -450,6 +450,26 @@ def test_the_shutdown_deadline_is_the_timeout_from_now_and_never_in_the_past(
     assert waits == [("join", deadline), ("finish", deadline)]
 
 
+@pytest.mark.parametrize(("spooled", "until"), [(False, 102.5), (True, 100.0)])
+def test_a_failing_exporter_is_waited_for_unless_it_has_a_spool_to_take_what_it_holds(
+    make: Any, monkeypatch: pytest.MonkeyPatch, spooled: bool, until: float
+) -> None:
+    processor = make(Exporter())
+    joins: list[float] = []
+
+    def joined(deadline: float) -> bool:
+        joins.append(deadline)
+        return True
+
+    monkeypatch.setattr(processor.queue, "join", joined)
+    monkeypatch.setattr(processor, "is_working", lambda: False)
+    spool = types.SimpleNamespace(close=lambda: None)  # (only its presence is read)
+    monkeypatch.setattr(processor, "spool", spool if spooled else None)
+    clock(monkeypatch, monotonic=100.0, perf=[])
+    shutdown_processors([processor], 2.5, working_until=200.0)
+    assert joins == [until]
+
+
 def test_without_extra_time_the_deadline_cuts_a_healthy_export_off(make: Any) -> None:
     exporter = Exporter()
     exporter.gate = threading.Event()
