@@ -159,14 +159,25 @@ def test_a_router_without_exporters_takes_nothing() -> None:
     assert router.force_flush() is True and router.shutdown() is None
 
 
-def test_a_batch_is_handed_to_each_exporter_at_its_end_in_order(routed: Any) -> None:
+def test_a_batch_is_handed_to_each_exporter_at_its_end_in_order(
+    routed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     router, processors = routed
+    handed: list[tuple[str, int]] = []
+    for processor in processors:
+
+        def put_many(records: Any, *args: Any, processor: Any = processor) -> None:
+            handed.append((processor.name, len(records)))
+            type(processor).put_many(processor, records, *args)
+
+        monkeypatch.setattr(processor, "put_many", put_many)
     with collect_batch() as collected:
         for body in "abc":
             router.on_emit(writable(body))
         assert [pair[1].log_record.body for pair in collected] == ["a", "b", "c"]
         assert [p.queue.offered for p in processors] == [0, 0]
     assert [p.queue.offered for p in processors] == [3, 3]
+    assert handed == [(p.name, 3) for p in processors]  # one put_many each, the whole batch
     for processor in processors:
         assert processor.force_flush(5)
         assert processor.exporter.bodies() == ["a", "b", "c"]
