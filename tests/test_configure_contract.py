@@ -19,7 +19,7 @@ from structlog.contextvars import merge_contextvars
 
 import fapilog
 import fapilog.testing
-from conftest import MemoryExporter
+from conftest import MemoryExporter, run_python
 from fapilog import ConfigurationError, LoggingSettings, _diag, configure_logging, log
 from fapilog._state import STATE
 from fapilog.capture import enrichers
@@ -490,6 +490,24 @@ def test_a_reconfiguration_gives_fapilogs_provider_the_new_resource(
     assert (names["one"], names["two"]) == ("first", "second")
 
 
+def test_the_provider_fapilog_installs_first_is_its_own_to_give_a_new_resource(
+    subprocess_env: dict[str, str],
+) -> None:
+    """(In a fresh process: the global provider can be installed once per process.)"""
+    code = (
+        "import fapilog\n"
+        "from fapilog._state import STATE\n"
+        "fapilog.configure_logging(service_name='first', json_console=True)\n"
+        "assert STATE.pipeline.owns_provider\n"
+        "fapilog.configure_logging(service_name='second', json_console=True)\n"
+        "fapilog.log.info('after')\n"
+    )
+    status, out, err = run_python(code, subprocess_env)
+    assert status == 0, err
+    lines = {json.loads(line)["message"]: json.loads(line) for line in out.splitlines()}
+    assert lines["after"]["service.name"] == "second"
+
+
 def test_after_a_reset_the_next_configuration_gives_the_provider_its_resource(
     memory_exporter: MemoryExporter,
 ) -> None:
@@ -533,3 +551,24 @@ def test_a_network_exporters_spool_is_named_by_exporter_service_and_destination(
     assert "spool" not in figures[memory_exporter.name]
     expected = destination_dir(str(tmp_path), "loki", "svc", f"{url} tenant=")
     assert figures["loki"]["spool"]["directory"] == expected
+
+
+def test_a_spooled_exporter_that_names_no_destination_gets_a_spool_of_its_own(
+    tmp_path: Any,
+) -> None:
+    """(A third-party exporter registered with ``spool=True`` that is not a `Destination`.)"""
+    from fapilog.exporters import register_exporter, unregister_exporter
+    from fapilog.otel.logs import InMemoryLogRecordExporter
+    from fapilog.pipeline.spool import destination_dir
+
+    register_exporter("plain_spooled", lambda settings: InMemoryLogRecordExporter(), spool=True)
+    try:
+        configure_logging(
+            exporters=["plain_spooled"], service_name="svc", spool={"dir": str(tmp_path)}
+        )
+        figures = fapilog.stats()["exporters"]["plain_spooled"]
+        expected = destination_dir(str(tmp_path), "plain_spooled", "svc", "")
+        assert figures["spool"]["directory"] == expected
+    finally:
+        fapilog.testing.reset()
+        unregister_exporter("plain_spooled")

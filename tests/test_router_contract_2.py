@@ -183,6 +183,21 @@ def test_a_batch_is_handed_to_each_exporter_at_its_end_in_order(
         assert processor.exporter.bodies() == ["a", "b", "c"]
 
 
+def test_an_exporter_whose_queue_raises_is_reported_and_the_others_get_the_batch(
+    routed: Any, reports: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, (first, second) = routed
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("no room")
+
+    monkeypatch.setattr(first, "put_many", broken)
+    with collect_batch():
+        router.on_emit(writable("a"))
+    assert ("router", "fapilog could not queue records: RuntimeError('no room')", {}) in reports
+    assert second.force_flush(5) and second.exporter.bodies() == ["a"]
+
+
 def test_records_of_a_batch_go_to_the_exporters_current_when_each_was_emitted(
     routed: Any,
 ) -> None:
