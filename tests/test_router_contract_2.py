@@ -438,6 +438,31 @@ def test_the_console_writes_a_foreign_record_at_its_own_level_during_the_call(
     assert bodies == ["routine", "odd"]
 
 
+def test_the_console_applies_a_foreign_loggers_own_level_to_its_records(
+    memory_exporter: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A level set for the foreign record's logger (its instrumentation scope) decides for
+    the console too; a record without a severity ranks below every level (never an error)."""
+    fapilog.configure_logging(
+        level="INFO",
+        exporters=["console", memory_exporter.name],
+        exporter_levels={"console": "warning"},
+        logger_levels={"foreign.chatty": "debug"},
+        queue={"max_delay": 30},
+    )
+    assert STATE.pipeline is not None
+    chatty = STATE.pipeline.provider.get_logger("foreign.chatty")
+    chatty.emit(LogRecord(body="chatter", severity_number=SeverityNumber.INFO))
+    chatty.emit(LogRecord(body="no severity"))
+    STATE.pipeline.provider.get_logger("foreign.lib").emit(
+        LogRecord(body="routine", severity_number=SeverityNumber.INFO)
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "chatter" in lines[0], lines
+    bodies = [r.log_record.body for r in memory_exporter.records()]
+    assert bodies == ["chatter", "routine"]  # (below the exporter's level too)
+
+
 class FailingThenStuck(Exporter):
     """Fails its first export at once; the next waits (at most `hold` s) until aborted."""
 
