@@ -553,6 +553,21 @@ def test_a_network_exporters_spool_is_named_by_exporter_service_and_destination(
     assert figures["loki"]["spool"]["directory"] == expected
 
 
+def test_each_exporter_batches_with_the_delay_its_registration_gives(
+    memory_exporter: MemoryExporter, tmp_path: Any
+) -> None:
+    """(Loki's ``batch_wait``; an exporter registered without one: the queue setting.)"""
+    configure_logging(
+        exporters=["loki", memory_exporter.name],
+        loki={"url": "http://127.0.0.1:9/loki/api/v1/push", "batch_wait": 0.25},
+        queue={"max_delay": 3.5},
+        spool={"dir": str(tmp_path)},
+    )
+    assert STATE.pipeline is not None
+    delays = {p.name: p.queue.max_delay for p in STATE.pipeline.processors}
+    assert delays == {"loki": 0.25, memory_exporter.name: 3.5}
+
+
 def test_a_spooled_exporter_that_names_no_destination_gets_a_spool_of_its_own(
     tmp_path: Any,
 ) -> None:

@@ -314,6 +314,17 @@ def test_force_flush_delivers_then_flushes_the_exporter_with_the_time_left(make:
     assert len(exporter.flushes) == 2
 
 
+def test_an_exporter_whose_force_flush_raises_is_reported_by_name(make: Any, reports: Any) -> None:
+    class Raising(Exporter):
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            raise RuntimeError("no")
+
+    processor = make(Raising())
+    assert processor.force_flush(5) is True  # what it was given is delivered
+    name = f"{processor.name}-flush"
+    assert (f"call:{name}", f"fapilog: {name} raised RuntimeError('no')", {}) in reports
+
+
 def test_force_flush_reports_a_batch_still_in_the_exporters_hands(make: Any) -> None:
     exporter = Exporter()
     exporter.gate = threading.Event()

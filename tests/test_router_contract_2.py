@@ -24,6 +24,7 @@ from structlog.contextvars import bind_contextvars, clear_contextvars
 
 import fapilog
 from fapilog._state import STATE
+from fapilog.pipeline import router as router_module
 from fapilog.pipeline.router import (
     ExportProcessor,
     Router,
@@ -130,6 +131,45 @@ def test_a_bounded_call_that_blocks_returns_false_at_its_timeout() -> None:
         assert call_bounded("blocked", lambda: release.wait(10), -1) is False
     finally:
         release.set()
+
+
+class Unfinished:
+    """A worker thread that never finishes: records how long it is waited for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float | None] = []
+
+    def join(self, timeout: float | None = None) -> None:
+        self.waits.append(timeout)
+
+    def is_alive(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("timeout", "waited"), [(2.5, 2.5), (0, 0.0), (-1, 0.0)])
+def test_a_bounded_call_waits_its_timeout_and_never_less_than_nothing(
+    monkeypatch: pytest.MonkeyPatch, timeout: float, waited: float
+) -> None:
+    thread = Unfinished()
+    monkeypatch.setattr(router_module, "start_worker", lambda name, run: thread)
+    assert call_bounded("stuck", lambda: None, timeout) is False
+    assert thread.waits == [waited]
+
+
+def test_where_no_thread_can_start_a_bounded_call_runs_on_the_caller(
+    monkeypatch: pytest.MonkeyPatch, reports: Any
+) -> None:
+    """(At interpreter shutdown.) Its failure is reported the same way."""
+    monkeypatch.setattr(router_module, "start_worker", lambda name, run: None)
+    ran: list[str] = []
+    assert call_bounded("inline", lambda: ran.append(threading.current_thread().name), 5)
+    assert ran == [threading.current_thread().name]
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    assert call_bounded("inline", fail, 5) is True
+    assert ("call:inline", "fapilog: inline raised ValueError('boom')", {}) in reports
 
 
 def test_a_bounded_call_that_raises_is_reported(reports: Any) -> None:

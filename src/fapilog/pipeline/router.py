@@ -57,21 +57,13 @@ __all__ = [
 def call_bounded(name: str, function: Callable[[], Any], timeout: float) -> bool:
     """Run `function` in a daemon thread, waiting at most `timeout` s for it (exporter
     shutdown/flush calls can block on a dead endpoint). Returns whether it finished."""
-    return _call_all_bounded([(name, function)], time.monotonic() + max(0.0, timeout))
-
-
-def _call_all_bounded(calls: list[tuple[str, Callable[[], Any]]], deadline: float) -> bool:
-    """Run the calls in parallel daemon threads; wait for them until `deadline`."""
-    threads = []
-    for name, function in calls:
-        thread = start_worker(name, _quietly(name, function))
-        if thread is None:  # interpreter shutdown: no new threads; call it here
-            _quietly(name, function)()
-            continue
-        threads.append(thread)
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(thread.is_alive() for thread in threads)
+    run = _quietly(name, function)
+    thread = start_worker(name, run)
+    if thread is None:  # interpreter shutdown: no new thread; call it here
+        run()
+        return True
+    thread.join(max(0.0, timeout))
+    return not thread.is_alive()
 
 
 # how long an exporter told to abort at the deadline has to return before its batch is
