@@ -410,6 +410,49 @@ def test_every_stuck_exporter_is_told_to_abort_and_given_a_grace_period(
         assert processor.stats()["dropped_by_reason"] == {"export_failed": 1}
 
 
+def test_an_exporter_already_shutting_down_elsewhere_is_waited_for_under_the_deadline(
+    make: Any,
+) -> None:
+    """(A reconfiguration drains the exporters it replaced on a thread of its own; the
+    process's shutdown waits for them too.)"""
+    exporter = Exporter()
+    exporter.gate = threading.Event()
+    processor = make(exporter)
+    processor.put(record("last"))
+    assert exporter.entered.wait(5)
+    retiring = threading.Thread(target=processor.shutdown, args=(30,), daemon=True)
+    retiring.start()
+    while not processor._shutdown:
+        exporter.entered.wait(0.005)
+    results: list[bool] = []
+    final = threading.Thread(target=lambda: results.append(shutdown_processors([processor], 30)))
+    final.start()
+    final.join(0.2)
+    assert final.is_alive()  # waiting for the export in flight
+    exporter.gate.set()
+    final.join(10)
+    retiring.join(10)
+    assert results == [True] and exporter.bodies() == ["last"]
+
+
+def test_an_exporter_shutting_down_elsewhere_still_stuck_at_the_deadline_is_written_off(
+    make: Any,
+) -> None:
+    exporter = Stuck()
+    processor = make(exporter)
+    processor.put(record())
+    assert exporter.entered.wait(5)
+    retiring = threading.Thread(target=processor.shutdown, args=(30,), daemon=True)
+    retiring.start()
+    while not processor._shutdown:
+        exporter.entered.wait(0.005)
+    assert shutdown_processors([processor], 0.05) is False
+    assert processor.stats()["dropped_by_reason"] == {"shutdown_timeout": 1}
+    exporter.gate.set()
+    retiring.join(10)
+    assert processor.stats()["dropped_by_reason"] == {"shutdown_timeout": 1}  # counted once
+
+
 def test_an_abort_that_raises_is_reported_and_counts_as_not_told(make: Any, reports: Any) -> None:
     exporter = Abortable(RuntimeError("no"))
     processor = make(exporter)

@@ -85,12 +85,14 @@ def shutdown_processors(
     reason ``shutdown_timeout``. `working_until` (time.monotonic(), later than the
     deadline): how long exporters whose last export succeeded may go on delivering (the
     final drain of an exiting process; see `ExportProcessor.is_working`). Returns whether
-    everything was delivered and every exporter's `shutdown()` returned without raising."""
+    everything was delivered and every exporter's `shutdown()` returned without raising.
+    Exporters already shutting down (those a reconfiguration replaced drain on a thread of
+    their own) are waited for too, under the same deadline."""
     deadline = time.monotonic() + max(0.0, timeout)
-    pending = [processor for processor in processors if not processor._shutdown]
-    for processor in pending:
-        processor._shutdown = True
-        processor.queue.begin_shutdown()
+    for processor in processors:
+        if not processor._shutdown:
+            processor._shutdown = True
+            processor.queue.begin_shutdown()
     now = time.monotonic()
 
     def until(processor: ExportProcessor) -> float:
@@ -99,12 +101,12 @@ def shutdown_processors(
         # a failing exporter with a spool is not waited for: what it holds goes to disk
         return now if processor.spool is not None else deadline
 
-    stuck = [processor for processor in pending if not processor.queue.join(until(processor))]
+    stuck = [processor for processor in processors if not processor.queue.join(until(processor))]
     aborted = [processor for processor in stuck if processor.abort()]
     if aborted:
         deadline = time.monotonic() + ABORT_GRACE
     drained = True
-    for processor in pending:
+    for processor in processors:
         drained = processor.queue.finish_shutdown(deadline) and drained
     return drained
 
