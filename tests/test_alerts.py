@@ -140,12 +140,12 @@ def test_a_repeated_drop_waits_out_the_interval_then_counts_what_it_held_back(
 
 def test_reconfiguring_starts_alerting_afresh(received: Received, clock: Clock) -> None:
     alerts.note_drop("intake", "queue_full", 3, 3)
-    alerts.note_export("exp", False, 0.1, records=1, consecutive=3, error="down")
+    alerts.note_export("exp", False, records=1, consecutive=3, error="down")
     assert len(received.settle()) == 2
     alerts.note_drop("intake", "queue_full", 2, 5)  # held back, counted
     configure_logging(exporters=received.exporters, on_alert=received, level="DEBUG")
     alerts.note_drop("intake", "queue_full", 1, 6)
-    alerts.note_export("exp", True, 0.1, records=1, consecutive=0, error=None)
+    alerts.note_export("exp", True, records=1, consecutive=0, error=None)
     # a new configuration: no interval to wait out, nothing held back, no exporter failing
     assert [(a["alert"], a.get("dropped")) for a in received.settle()] == [("records_dropped", 1)]
 
@@ -154,9 +154,9 @@ def test_an_exporter_counts_as_failing_after_three_failed_exports_in_a_row(
     received: Received, clock: Clock
 ) -> None:
     for consecutive in (1, 2):
-        alerts.note_export("loki", False, 0.5, records=4, consecutive=consecutive, error="e")
+        alerts.note_export("loki", False, records=4, consecutive=consecutive, error="e")
     assert received.settle() == []
-    alerts.note_export("loki", False, 0.5, records=4, consecutive=3, error="ConnectError()")
+    alerts.note_export("loki", False, records=4, consecutive=3, error="ConnectError()")
     assert without_timestamp(received.settle()) == [
         {
             "alert": "exporter_failing",
@@ -173,17 +173,17 @@ def test_an_exporter_counts_as_failing_after_three_failed_exports_in_a_row(
 def test_a_failing_exporter_is_reminded_once_per_interval_and_its_recovery_announced(
     received: Received, clock: Clock
 ) -> None:
-    alerts.note_export("otlp", True, 0.1, records=2, consecutive=0, error=None)
+    alerts.note_export("otlp", True, records=2, consecutive=0, error=None)
     assert received.settle() == []  # never failed: nothing to recover from
-    alerts.note_export("otlp", False, 0.1, records=2, consecutive=3, error="e")
+    alerts.note_export("otlp", False, records=2, consecutive=3, error="e")
     clock.now += ALERT_INTERVAL - 0.001
-    alerts.note_export("otlp", False, 0.1, records=2, consecutive=4, error="e")
+    alerts.note_export("otlp", False, records=2, consecutive=4, error="e")
     assert [a["consecutive_failures"] for a in received.settle()] == [3]
     clock.now += 0.001
-    alerts.note_export("otlp", False, 0.1, records=2, consecutive=5, error="e")
+    alerts.note_export("otlp", False, records=2, consecutive=5, error="e")
     assert [a["consecutive_failures"] for a in received.settle()] == [5]
-    alerts.note_export("otlp", True, 0.1, records=2, consecutive=0, error=None)
-    alerts.note_export("otlp", True, 0.1, records=2, consecutive=0, error=None)
+    alerts.note_export("otlp", True, records=2, consecutive=0, error=None)
+    alerts.note_export("otlp", True, records=2, consecutive=0, error=None)
     assert without_timestamp(received.settle()) == [
         {
             "alert": "exporter_recovered",
@@ -192,7 +192,7 @@ def test_a_failing_exporter_is_reminded_once_per_interval_and_its_recovery_annou
         }
     ]
     # failing again soon after: announced at once (it had recovered), not held back
-    alerts.note_export("otlp", False, 0.1, records=2, consecutive=3, error="e")
+    alerts.note_export("otlp", False, records=2, consecutive=3, error="e")
     assert [a["alert"] for a in received.settle()] == ["exporter_failing"]
 
 
@@ -245,8 +245,8 @@ def test_each_alert_is_written_to_stderr_under_its_own_key_and_level(
     try:
         alerts.note_drop("intake", "queue_full", 1, 1)
         alerts.note_drop("loki", "export_failed", 2, 2)
-        alerts.note_export("loki", False, 0.1, records=2, consecutive=3, error="e")
-        alerts.note_export("loki", True, 0.1, records=2, consecutive=0, error=None)
+        alerts.note_export("loki", False, records=2, consecutive=3, error="e")
+        alerts.note_export("loki", True, records=2, consecutive=0, error=None)
         alerts.note_spool("loki", 9, 10, "/d")
         received.settle()
     finally:
@@ -442,12 +442,12 @@ def test_an_alert_while_fapilog_is_not_configured_goes_to_stderr_and_the_monitor
 def test_each_failing_exporter_has_its_own_reminder_interval(
     received: Received, clock: Clock
 ) -> None:
-    alerts.note_export("a", False, 0.1, records=1, consecutive=3, error="e")
+    alerts.note_export("a", False, records=1, consecutive=3, error="e")
     clock.now += ALERT_INTERVAL - 1
-    alerts.note_export("b", False, 0.1, records=1, consecutive=3, error="e")
+    alerts.note_export("b", False, records=1, consecutive=3, error="e")
     clock.now += 1  # an interval since a's alert, one second since b's
-    alerts.note_export("a", False, 0.1, records=1, consecutive=4, error="e")
-    alerts.note_export("b", False, 0.1, records=1, consecutive=4, error="e")
+    alerts.note_export("a", False, records=1, consecutive=4, error="e")
+    alerts.note_export("b", False, records=1, consecutive=4, error="e")
     assert [(a["exporter"], a["consecutive_failures"]) for a in received.settle()] == [
         ("a", 3), ("b", 3), ("a", 4),
     ]  # fmt: skip

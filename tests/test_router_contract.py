@@ -297,6 +297,56 @@ def test_a_failing_exporter_raises_an_alert_naming_the_error(make: Any, reports:
     assert (alert["records"], alert["consecutive_failures"]) == (2, 3)
 
 
+def alerts_named(reports: Any, key: str) -> list[dict[str, Any]]:
+    """The alerts `key` the monitor thread has written (waits for the first, bounded)."""
+    pause = threading.Event()  # never set: a bounded wait between looks
+    for _ in range(500):
+        found = [fields for said, _, fields in reports if said == key]
+        if found:
+            return found
+        pause.wait(0.02)
+    return []
+
+
+def test_a_raising_exporters_alert_names_the_exception(make: Any, reports: Any) -> None:
+    processor = make(Exporter(raises=ValueError("boom")))
+    for _ in range(3):
+        processor._export([record()])
+    (alert,) = alerts_named(reports, f"alert:exporter_failing:{processor.name}")
+    assert alert["error"] == "ValueError('boom')"
+
+
+def test_an_exporter_that_exports_again_raises_the_recovered_alert(
+    make: Any, reports: Any
+) -> None:
+    processor = make(Exporter(FAILURE))
+    for _ in range(3):
+        processor._export([record()])
+    assert alerts_named(reports, f"alert:exporter_failing:{processor.name}")
+    processor.exporter.result = SUCCESS
+    assert processor._export([record()]) is None
+    (alert,) = alerts_named(reports, f"alert:exporter_recovered:{processor.name}")
+    assert alert["exporter"] == processor.name
+
+
+class Counting(Exporter):
+    """Says how many records it lost (PartialLoss), and nothing about why."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__(result)
+        self.last_export_dropped = 0
+
+
+def test_an_exporter_counting_its_losses_without_reasons_succeeds_and_fails_plainly(
+    make: Any,
+) -> None:
+    processor = make(Counting(SUCCESS))
+    assert processor._export([record(), record()]) is None
+    processor.exporter.result = FAILURE
+    processor.exporter.last_export_dropped = 1
+    assert processor._export([record(), record()]) == ("export_failed", 1)
+
+
 # -- flush, shutdown, abort ----------------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ def note_drop(queue: str, reason: str, count: int, total: int) -> None:
 
 
 def note_export(
-    exporter: str, ok: bool, seconds: float, *, records: int, consecutive: int, error: str | None
+    exporter: str, ok: bool, *, records: int, consecutive: int, error: str | None
 ) -> None:
     """One export call finished (on the exporter's worker)."""
     monitor = _monitor

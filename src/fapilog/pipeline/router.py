@@ -244,7 +244,6 @@ class ExportProcessor:
         alerts.note_export(
             self.name,
             ok,
-            elapsed,
             records=len(batch),
             consecutive=self.consecutive_failures,
             error=error,
