@@ -9,6 +9,8 @@ import atexit
 import json
 import logging
 import os
+import textwrap
+import threading
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -161,6 +163,68 @@ def test_new_exporters_get_only_what_is_logged_after_and_the_old_ones_the_rest(
         "fapilog.config.changed",
         "after",
     ]
+
+
+class HoldFirst:
+    """A LogRecordProcessor on the provider that holds the bridge's worker on the first
+    record it sees until `release` (what is logged next waits in the intake)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def on_emit(self, log_record: Any) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_what_was_logged_before_a_change_of_exporters_goes_to_the_old_ones(
+    memory_exporter: MemoryExporter, exporter_named: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fapilog.otel.logs import InMemoryLogRecordExporter
+
+    other = InMemoryLogRecordExporter()
+    configure_logging(exporters=[memory_exporter.name])
+    assert STATE.pipeline is not None and STATE.bridge is not None
+    multi = STATE.pipeline.provider._multi_log_record_processor
+    hold = HoldFirst()
+    STATE.pipeline.provider.add_log_record_processor(hold)
+    try:
+        log.info("a")
+        assert hold.entered.wait(5)  # the worker holds "a"; "b" and "c" wait in the intake
+        log.info("b")
+        log.info("c")
+        flushing = threading.Event()
+        real = STATE.bridge.flush
+
+        def flush(timeout: float) -> bool:
+            flushing.set()
+            return real(timeout)
+
+        monkeypatch.setattr(STATE.bridge, "flush", flush)
+        change = threading.Thread(
+            target=configure_logging, kwargs={"exporters": [exporter_named(other)]}
+        )
+        change.start()
+        assert flushing.wait(5)  # the change waits for what was logged before it
+        hold.release.set()
+        change.join(10)
+        assert fapilog.shutdown(10)
+    finally:
+        hold.release.set()
+        with multi._lock:
+            multi._log_record_processors = tuple(
+                p for p in multi._log_record_processors if p is not hold
+            )
+    assert bodies(memory_exporter) == ["a", "b", "c"]
+    assert [r.log_record.body for r in other.get_finished_logs()] == ["fapilog.config.changed"]
 
 
 def test_the_same_settings_in_another_process_are_applied_again(
@@ -501,6 +565,32 @@ def test_the_provider_fapilog_installs_first_is_its_own_to_give_a_new_resource(
     assert status == 0, err
     lines = {json.loads(line)["message"]: json.loads(line) for line in out.splitlines()}
     assert lines["after"]["service.name"] == "second"
+
+
+def test_with_the_sdk_disabled_only_the_local_exporters_get_the_records(
+    subprocess_env: dict[str, str],
+) -> None:
+    """(``OTEL_SDK_DISABLED=true``: the SDK's own processors on the provider, the user's,
+    get nothing, as the SDK would have it; the bridge routes fapilog's records to its
+    local exporters itself.)"""
+    code = textwrap.dedent(
+        """
+        import sys
+        from fapilog.otel.logs import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+        import fapilog
+        from fapilog._state import STATE
+        fapilog.configure_logging(json_console=True)
+        users = InMemoryLogRecordExporter()
+        STATE.pipeline.provider.add_log_record_processor(SimpleLogRecordProcessor(users))
+        fapilog.log.info("here")
+        fapilog.shutdown()
+        print("USERS", len(users.get_finished_logs()), file=sys.stderr)
+        """
+    )
+    status, out, err = run_python(code, {**subprocess_env, "OTEL_SDK_DISABLED": "true"})
+    assert status == 0, err
+    assert [json.loads(line)["message"] for line in out.splitlines()] == ["here"]
+    assert "USERS 0" in err
 
 
 def test_after_a_reset_the_next_configuration_gives_the_provider_its_resource(
