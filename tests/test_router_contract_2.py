@@ -34,6 +34,8 @@ from fapilog.pipeline.router import (
 )
 from fapilog.pipeline.routes import _CACHE_AT_MOST, Routes
 from fapilog.pipeline.spool import Spool
+from fapilog.pipeline.spooling import SpoolingQueue
+from fapilog.settings import QueueSettings
 from fapilog.settings.spool import SpoolSettings
 from test_router_contract import (
     FAILURE,
@@ -82,6 +84,25 @@ def test_a_spooled_exporter_is_told_so(make: Any, spool: Spool) -> None:
     plain.spooled = False  # type: ignore[attr-defined]
     make(plain)
     assert plain.spooled is False  # type: ignore[attr-defined]
+
+
+def test_a_spooled_exporters_queue_is_built_as_a_plain_ones(spool: Spool) -> None:
+    """Its name, how it ranks records, its batching delay, the exporter's own shutdown at
+    the end, and how far a cut-off export got."""
+    exporter = Exporter()
+    exporter.export_progress = 1  # type: ignore[attr-defined]  # (Progress)
+    settings = QueueSettings(max_delay=0)
+    processor = ExportProcessor("spooled_q", exporter, settings, max_delay=2.5, spool=spool)
+    try:
+        queue = processor.queue
+        assert isinstance(queue, SpoolingQueue)
+        assert (queue.name, queue.max_delay) == ("spooled_q", 2.5)
+        assert queue._severity(record(severity=SeverityNumber.WARN)) == SeverityNumber.WARN.value
+        assert queue._delivered_in_flight(3) == 1
+    finally:
+        assert processor.shutdown(5)
+        spool.close()
+    assert exporter.shutdowns == 1
 
 
 def test_what_a_failed_export_gives_its_spool_to_retry(make: Any, spool: Spool) -> None:
