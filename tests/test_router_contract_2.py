@@ -128,12 +128,18 @@ def test_a_partly_lost_batch_is_not_retried_unless_the_exporter_says_so(
 
 
 def test_stats_show_the_spool_and_records_a_crash_cut_off(make: Any, spool: Spool) -> None:
-    processor = make(Exporter(), spool=spool)
+    processor = make(Exporter(raises=ValueError("down")), spool=spool)
+    processor.put(record(0))  # raised: nothing to retry, a loss of the queue's own
+    assert processor.force_flush(5)
     spool.torn, spool.adopted = 2, 5  # found when taking over a dead process's spool
     figures = processor.stats()
-    assert figures["dropped_by_reason"] == {"spool_torn": 2}
-    assert (figures["dropped"], figures["adopted"], figures["spooled"]) == (2, 5, 0)
+    assert figures["dropped_by_reason"] == {"export_failed": 1, "spool_torn": 2}
+    assert (figures["dropped"], figures["adopted"], figures["spooled"]) == (3, 5, 0)
     assert figures["spool"] == spool.stats()
+    processor.exporter.raises = None
+    processor.exporter.gate = threading.Event()  # a replay stays in flight, not acknowledged
+    spool.write([record(1), record(2), record(3)])
+    assert processor.stats()["spooled"] == 3
 
 
 # -- bounded calls -------------------------------------------------------------------------
