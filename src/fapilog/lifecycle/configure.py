@@ -330,7 +330,6 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     STATE.shut_down = False
     STATE.exit_started = None  # (configured again after an exit began: no longer exiting)
     STATE.pid = os.getpid()
-    STATE.autoconfigure = _autoconfigure
     STATE.chain[:] = chain
     defer_redaction(chain)
     configure_structlog()
