@@ -227,6 +227,23 @@ def test_what_was_logged_before_a_change_of_exporters_goes_to_the_old_ones(
     assert [r.log_record.body for r in other.get_finished_logs()] == ["fapilog.config.changed"]
 
 
+def test_metrics_that_cannot_be_registered_are_reported_and_logging_goes_on(
+    memory_exporter: MemoryExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    diagnostics: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("no meter")
+
+    monkeypatch.setattr(configure.metrics, "register_metrics", broken)
+    configure_logging(exporters=[memory_exporter.name])
+    log.info("still logged")
+    assert bodies(memory_exporter) == ["still logged"]
+    assert ("metrics", "fapilog could not register its metrics: RuntimeError('no meter')", {}) in (
+        diagnostics
+    )
+
+
 def test_the_same_settings_in_another_process_are_applied_again(
     memory_exporter: MemoryExporter,
 ) -> None:

@@ -339,7 +339,7 @@ def _apply(settings: LoggingSettings, specs: list[ExporterSpec]) -> dict[str, An
     alerts.install()
     try:
         metrics.register_metrics()  # on the global MeterProvider (a no-op proxy until set)
-    except Exception as exc:  # pragma: no cover - the metrics API never raises in practice
+    except Exception as exc:  # (the metrics API never raises in practice)
         _diag.report("metrics", f"fapilog could not register its metrics: {exc!r}")
     if not STATE.atexit_registered:
         atexit.register(at_interpreter_exit)
