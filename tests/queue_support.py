@@ -201,3 +201,16 @@ def in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[object
 def finished(thread: threading.Thread) -> bool:
     thread.join(10)
     return not thread.is_alive()
+
+
+class Unfinished:
+    """Stands in for a worker thread that never finishes: records how long it is waited for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float | None] = []
+
+    def join(self, timeout: float | None = None) -> None:
+        self.waits.append(timeout)
+
+    def is_alive(self) -> bool:
+        return True

@@ -18,7 +18,7 @@ from fapilog._state import LOCK_WAIT_AT_EXIT
 from fapilog.pipeline import queue as queue_module
 from fapilog.pipeline.queue import BatchQueue
 from fapilog.settings import QueueSettings
-from queue_support import INFO, Consumer, Item, Listened, in_thread, severity, unique
+from queue_support import INFO, Consumer, Item, Listened, Unfinished, in_thread, severity, unique
 
 # -- shutdown --------------------------------------------------------------------------------
 
@@ -88,6 +88,16 @@ def test_the_shutdown_deadline_counts_what_a_stuck_consumer_holds_as_dropped(
     assert queue.delivered == done
     assert queue.dropped == {"shutdown_timeout": 5 - done}
     assert queue.offered == queue.delivered + queue.total_dropped()
+
+
+def test_a_deadline_already_past_waits_for_no_worker(new_queue: Any) -> None:
+    queue, _ = new_queue()
+    assert queue.put((INFO, "a")) and queue.flush(5)  # its worker runs
+    stuck = Unfinished()
+    queue._thread = stuck  # type: ignore[assignment]  # (a worker that never finishes)
+    assert queue.join(time.monotonic() - 5) is False
+    assert queue.shutdown(-5) is False
+    assert stuck.waits == [0.0, 0.0]
 
 
 def test_a_queue_shut_down_from_its_own_consumer_delivers_that_batch(new_queue: Any) -> None:

@@ -37,6 +37,7 @@ from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import QueueSettings
 from fapilog.settings.spool import SpoolSettings
+from queue_support import Unfinished
 from test_router_contract import (
     FAILURE,
     Exporter,
@@ -158,19 +159,6 @@ def test_a_bounded_call_that_blocks_returns_false_at_its_timeout() -> None:
         assert call_bounded("blocked", lambda: release.wait(10), -1) is False
     finally:
         release.set()
-
-
-class Unfinished:
-    """A worker thread that never finishes: records how long it is waited for."""
-
-    def __init__(self) -> None:
-        self.waits: list[float | None] = []
-
-    def join(self, timeout: float | None = None) -> None:
-        self.waits.append(timeout)
-
-    def is_alive(self) -> bool:
-        return True
 
 
 @pytest.mark.parametrize(("timeout", "waited"), [(2.5, 2.5), (0, 0.0), (-1, 0.0)])
