@@ -539,6 +539,9 @@ def test_the_otlp_exporter_is_left_out_where_the_users_processor_sends_the_same_
             "fapilog: the LoggerProvider fapilog attached to already exports logs over OTLP "
             f"to {endpoint}, where the 'otlp' exporter would send them"
         )
+        assert message.endswith(
+            "(through that processor, outside fapilog's queues and fapilog.stats())"
+        )  # what the user gives up: said
         assert endpoint in configure._SAME_ENDPOINT_NAMED
     finally:
         configure._SAME_ENDPOINT_NAMED.clear()
