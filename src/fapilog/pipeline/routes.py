@@ -56,7 +56,7 @@ class Routes:
         level = STATE.entry_for(logger)
         if level is None:
             level = self.levels.get(exporter, STATE.default_level)
-        return severity_for_number(level).value if level else 0
+        return severity_for_number(level).value  # (NOTSET, 0: UNSPECIFIED, 0)
 
     def choose(
         self, targets: Sequence[Any], logger: str, severity: int
