@@ -189,29 +189,46 @@ class Holding(LogRecordProcessor):
         return True
 
 
+class Gated(Exporter):
+    """Holds its first export until `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.exporting = threading.Event()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.exporting.set()
+        self.gate.wait(30)
+        return super().export(batch)
+
+
 def test_what_waits_in_the_intake_counts_for_the_current_exporter(
     exporter_named: Callable[[LogRecordExporter], str],
 ) -> None:
-    """The bridge's worker held while it emits a record, three more waiting in the intake:
-    each is counted once for the exporter, as queued or in flight, and the figures add up
-    while the pipeline stands still."""
-    exporter = Exporter()
+    """The exporter held inside an export of one record, the bridge's worker held while it
+    emits another, three more waiting in the intake: each is counted once for the exporter,
+    as queued or in flight, and the figures add up while the pipeline stands still."""
+    exporter = Gated()
     name = exporter_named(exporter)
     configure_logging(exporters=[name], queue={"max_delay": 0})
     assert STATE.bridge is not None and STATE.pipeline is not None
     holding = Holding()
     STATE.pipeline.provider.add_log_record_processor(holding)
     try:
+        log.info("first")
+        assert exporter.exporting.wait(10)
         log.info("hold")
         assert holding.holding.wait(10)
         for n in range(3):
             log.info("waiting", n=n)
         figures = fapilog.stats()
         mine = figures["exporters"][name]
-        assert (mine["emitted"], mine["queued"], mine["in_flight"]) == (4, 3, 1)
-        assert (figures["queued"], figures["in_flight"]) == (3, 1)
+        assert (mine["emitted"], mine["queued"], mine["in_flight"]) == (5, 3, 2)
+        assert (figures["queued"], figures["in_flight"]) == (3, 2)
         assert (figures["intake"]["queued"], figures["intake"]["in_flight"]) == (3, 1)
         assert unbalanced(figures) == {}
     finally:
         holding.gate.set()
-    assert fapilog.force_flush(10) and exporter.count == 4
+        exporter.gate.set()
+    assert fapilog.force_flush(10) and exporter.count == 5

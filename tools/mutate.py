@@ -100,6 +100,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_pipeline.py",
         "tests/test_monitoring.py",
         "tests/test_bridge.py::test_a_log_record_processor_that_raises_is_accounted_exactly",
+        "tests/test_enrichers.py::test_enricher_failures_show_in_stats",
     ],
     "src/fapilog/pipeline/metrics.py": ["tests/test_metrics.py", "tests/test_monitoring.py"],
     "src/fapilog/pipeline/alerts.py": ["tests/test_alerts.py", "tests/test_monitoring.py"],
