@@ -280,12 +280,12 @@ def test_segments_left_by_dead_processes_are_taken_over_when_the_sink_is_back(
     assert not queue.flush(5)
     orphan = orphan_of(spools, tmp_path / "x", [*recs(5, 6), rec(7, timestamp=1)])
     with open(orphan, "ab") as file:
-        file.write(frame(RECORD + b"[]"))  # whole, but not a record
+        file.write(frame(RECORD + b"[]") * 2)  # whole, but not records
     orphan.rename(tmp_path / "00000000000000000001-1-1.seg")  # a crashed process's segment
     sink.up = True
     assert queue.flush(5)
-    assert settled(queue, lambda: queue.dropped == {"too_old": 1, "spool_unreadable": 1})
-    assert sink.got == ["r0", "r5", "r6"] and spool.adopted == 4
+    assert settled(queue, lambda: queue.dropped == {"too_old": 1, "spool_unreadable": 2})
+    assert sink.got == ["r0", "r5", "r6"] and spool.adopted == 5
 
 
 def test_once_its_own_backlog_is_delivered_the_queue_takes_over_what_dead_processes_left(
@@ -305,3 +305,20 @@ def test_once_its_own_backlog_is_delivered_the_queue_takes_over_what_dead_proces
     sink.release.set()
     assert settled(queue, lambda: queue.delivered == 17)
     assert sink.got == [f"r{n}" for n in (*range(15), 50, 51)]
+
+
+def test_once_the_sink_is_back_the_queue_takes_over_what_dead_processes_left_meanwhile(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> None:
+    """(Without waiting for its own backlog: the older segments go first.)"""
+    sink = Sink(up=False)
+    spool = make(spools, tmp_path)
+    queue = queue_for(queues, spool, sink)
+    queue.put_many(recs(*range(15)))
+    assert not queue.flush(5)  # on disk: replayed in two batches
+    orphan = orphan_of(spools, tmp_path / "x", recs(50, 51))  # a process died meanwhile
+    orphan.rename(tmp_path / "00000000000000000001-1-1.seg")
+    sink.up = True
+    assert queue.flush(5)
+    assert settled(queue, lambda: queue.delivered == 17)
+    assert sink.got == [f"r{n}" for n in (*range(10), 50, 51, *range(10, 15))]
