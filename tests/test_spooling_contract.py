@@ -47,6 +47,31 @@ def test_an_outage_goes_to_disk_and_is_replayed_in_order_once_the_sink_is_back(
     assert not queue._engaged  # everything this process wrote is delivered
 
 
+def test_a_flush_waiting_for_the_disk_returns_false_at_once_when_the_worker_is_dead(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> None:
+    sink = Sink(up=False)
+    queue = queue_for(queues, make(spools, tmp_path), sink)
+    queue.put_many(recs(0, 1))
+    assert not queue.flush(5)  # on disk
+    sink.release.clear()  # the worker's next replay stays in the sink: no failure to see
+    worker = queue._thread
+    dead = threading.Thread(target=lambda: None, daemon=True)
+    dead.start()
+    dead.join()
+    queue._thread = dead
+    results: list[bool] = []
+    flusher = threading.Thread(target=lambda: results.append(queue.flush(60)), daemon=True)
+    try:
+        flusher.start()
+        flusher.join(10)
+        assert not flusher.is_alive() and results == [False]
+    finally:
+        queue._thread = worker
+        sink.release.set()
+        flusher.join(60)
+
+
 def test_what_a_sink_refuses_for_good_is_dropped_never_spooled(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
