@@ -72,6 +72,30 @@ def test_a_flush_waiting_for_the_disk_returns_false_at_once_when_the_worker_is_d
         flusher.join(60)
 
 
+def test_a_flush_with_no_time_left_does_not_wait_for_the_disk(
+    spools: list[Spool],
+    queues: list[SpoolingQueue],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = Sink(up=False)
+    queue = queue_for(queues, make(spools, tmp_path), sink)
+    queue.put_many(recs(0, 1))
+    assert not queue.flush(5)  # on disk
+    sink.release.clear()  # the worker's next replay stays in the sink
+    monkeypatch.setattr(spooling, "time", FROZEN)  # the time left never changes by itself
+    results: list[bool] = []
+    flusher = threading.Thread(target=lambda: results.append(queue.flush(0)), daemon=True)
+    try:
+        flusher.start()
+        flusher.join(5)  # (the sink holds the replay 10 s)
+        assert not flusher.is_alive() and results == [False]
+    finally:
+        sink.release.set()
+        monkeypatch.undo()
+        flusher.join(60)
+
+
 def test_what_a_sink_refuses_for_good_is_dropped_never_spooled(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
