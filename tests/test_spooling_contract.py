@@ -181,6 +181,39 @@ def test_an_export_in_flight_too_long_engages_the_spool(
     assert queue.flush(5) and sink.got == ["r0", "r1", "r2"]
 
 
+class CountingClock:
+    """The spooling module's `time`: the real clock, counting the watchdog's readings."""
+
+    def __init__(self) -> None:
+        self.watchdog_reads = 0
+
+    def monotonic(self) -> float:
+        if threading.current_thread().name == "fapilog-spool-watchdog":
+            self.watchdog_reads += 1
+        return time.monotonic()
+
+
+def test_the_watchdog_sleeps_until_an_export_is_due_rather_than_spinning(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(spooling, "ENGAGE_AFTER", 0.3)
+    monkeypatch.setattr(spooling, "_WATCHDOG", spooling._Watchdog())  # (started in this test)
+    clock = CountingClock()
+    monkeypatch.setattr(spooling, "time", clock)
+    sink = Sink(answering=False)
+    spool = make(spools, tmp_path)
+    queue = queue_for(queues, spool, sink)
+    queue.put_many(recs(0))
+    assert sink.started.wait(10)
+    deadline = time.monotonic() + 10
+    while not queue._engaged and time.monotonic() < deadline:
+        time.sleep(0.01)  # the watchdog's own timing is what is tested
+    assert queue._engaged
+    assert clock.watchdog_reads <= 4  # once at the start, once when due (and a spare wake)
+    sink.release.set()
+    assert queue.flush(5) and sink.got == ["r0"]
+
+
 def test_a_batch_in_flight_past_engage_after_is_copied_when_records_come(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path, monkeypatch: Any
 ) -> None:
