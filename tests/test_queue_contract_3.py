@@ -74,18 +74,22 @@ def test_the_shutdown_deadline_counts_what_a_stuck_consumer_holds_as_dropped(
     new_queue: Any, delivered_so_far: Any, done: int
 ) -> None:
     queue, consumer = new_queue(Consumer(held=True), delivered_so_far=delivered_so_far)
+    assert queue.put((INFO, "early"))
+    consumer.wait_batches(1)
+    consumer.release()
+    assert queue.flush(5) and queue.delivered == 1
     queue.put_many([(INFO, "b1"), (INFO, "b2"), (INFO, "b3")])
-    consumer.wait_batches(1)  # in flight, held
+    consumer.wait_batches(2)  # in flight, held
     queue.put_many([(INFO, "q1"), (INFO, "q2")])
     assert (queue.in_flight, queue.depth) == (3, 2)
     assert queue.shutdown(0) is False
     assert (queue.in_flight, queue.depth) == (0, 0)
-    assert queue.delivered == done
+    assert queue.delivered == 1 + done
     assert queue.dropped == {"shutdown_timeout": 5 - done}
     consumer.open()  # the stuck consumer finishes: its batch is not counted twice
     assert queue.join(time.monotonic() + 10)
     assert queue.flush(0)  # all settled
-    assert queue.delivered == done
+    assert queue.delivered == 1 + done
     assert queue.dropped == {"shutdown_timeout": 5 - done}
     assert queue.offered == queue.delivered + queue.total_dropped()
 
