@@ -23,6 +23,7 @@ from queue_support import (
     ERROR,
     INFO,
     Clock,
+    Consumer,
     Item,
     finished,
     held,
@@ -274,6 +275,24 @@ def test_a_flush_is_bounded_by_its_timeout(new_queue: Any, queue_clock: Clock) -
     assert not queue.flush(0)  # a timeout of 0 (or less) does not wait at all
     assert queue.flush(10)
     assert consumer.names() == ["blocker", "i1"]
+
+
+def test_while_any_flush_waits_the_worker_takes_partial_batches_at_once(new_queue: Any) -> None:
+    """(Two flushes at once; the first one done, the second still cuts max_delay short.)"""
+    queue, consumer = new_queue(Consumer(held=True), max_delay=60)
+    assert queue.put((INFO, "blocker"))
+    first, first_result = in_thread(lambda: queue.flush(10))  # waits for the blocker
+    first.start()
+    consumer.wait_batches(1)  # taken at once for the flush, then held at the consumer
+    assert queue.put((INFO, "late"))
+    second, second_result = in_thread(lambda: queue.flush(10))  # waits for "late" too
+    second.start()
+    while queue._flushers < 2:
+        second.join(0.005)
+    consumer.open()
+    assert finished(first) and first_result == [True]
+    assert finished(second) and second_result == [True]
+    assert consumer.names() == ["blocker", "late"]
 
 
 def test_evicted_records_settle_one_each_for_a_flush(new_queue: Any) -> None:
