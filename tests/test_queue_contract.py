@@ -85,6 +85,16 @@ def test_a_partial_batch_is_taken_once_max_delay_has_passed(new_queue: Any) -> N
     assert consumer.batches == [[(INFO, "alone")]]
 
 
+def test_a_batch_that_fills_up_is_taken_at_once_without_waiting_out_max_delay(
+    new_queue: Any,
+) -> None:
+    queue, consumer = new_queue(batch_size=3, max_delay=60)
+    for name in ("i1", "i2", "i3"):
+        assert queue.put((INFO, name))
+    consumer.wait_batches(1)
+    assert consumer.batches == [[(INFO, "i1"), (INFO, "i2"), (INFO, "i3")]]
+
+
 def test_max_delay_gathers_a_batch_and_a_flush_cuts_the_wait_short(new_queue: Any) -> None:
     queue, consumer = new_queue(max_delay=60, batch_size=2)
     queue.put((INFO, "a"))

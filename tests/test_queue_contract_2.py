@@ -295,6 +295,17 @@ def test_while_any_flush_waits_the_worker_takes_partial_batches_at_once(new_queu
     assert consumer.names() == ["blocker", "late"]
 
 
+def test_a_flush_with_less_than_a_second_left_still_waits(
+    new_queue: Any, queue_clock: Clock
+) -> None:
+    queue, consumer = held(new_queue)
+    queue.put((INFO, "i1"))
+    main = threading.current_thread()
+    queue_clock.at(main, 2, consumer.open)  # inside the flush's wait: the worker can finish now
+    assert queue.flush(0.9)
+    assert consumer.names() == ["blocker", "i1"]
+
+
 def test_evicted_records_settle_one_each_for_a_flush(new_queue: Any) -> None:
     queue, consumer = held(new_queue, overflow="drop_oldest", max_size=2)
     for n in range(12):
