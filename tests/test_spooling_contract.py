@@ -47,6 +47,23 @@ def test_an_outage_goes_to_disk_and_is_replayed_in_order_once_the_sink_is_back(
     assert not queue._engaged  # everything this process wrote is delivered
 
 
+def test_delivered_adds_up_every_batch_live_and_replayed(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> None:
+    sink = Sink()
+    queue = queue_for(queues, make(spools, tmp_path), sink)
+    for n in (0, 1):
+        queue.put_many(recs(n))
+        assert queue.flush(5)
+    assert queue.delivered == 2
+    sink.up = False
+    queue.put_many(recs(2, 3))
+    assert not queue.flush(5)  # on disk
+    sink.up = True
+    assert queue.flush(5)
+    assert sink.got == ["r0", "r1", "r2", "r3"] and queue.delivered == 4
+
+
 def test_a_flush_waiting_for_the_disk_returns_false_at_once_when_the_worker_is_dead(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
