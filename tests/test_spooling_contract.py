@@ -226,7 +226,7 @@ def test_the_watchdog_sleeps_until_an_export_is_due_rather_than_spinning(
     while not queue._engaged and time.monotonic() < deadline:
         time.sleep(0.01)  # the watchdog's own timing is what is tested
     assert queue._engaged
-    assert clock.watchdog_reads <= 4  # once at the start, once when due (and a spare wake)
+    assert 1 <= clock.watchdog_reads <= 4  # once at the start, once when due (and a spare wake)
     sink.release.set()
     assert queue.flush(5) and sink.got == ["r0"]
 
