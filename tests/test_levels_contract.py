@@ -375,6 +375,9 @@ def test_per_exporter_levels_route_at_the_end_of_the_chain_without_admission(
     assert type(STATE.chain[-1]) is AdmittingBridge
     assert STATE.exporter_floor == 10
     assert ROUTES.levels == {memory_exporter.name: 10, "stdout": 30}
+    done = STATE.want_capture(20)  # a flight_recorder() block, then its end
+    done()
+    assert ADMISSION.admit is None and type(STATE.chain[-1]) is AdmittingBridge
     configure_logging(exporters=[memory_exporter.name])
     assert STATE.exporter_floor == NO_FLOOR and ROUTES.levels == {}
 
@@ -421,6 +424,7 @@ def test_blocks_lower_the_gate_while_they_run_and_the_last_one_puts_it_back(
     info_1 = STATE.want_capture(20)
     info_2 = STATE.want_capture(20)
     assert STATE.capture_floor == 20 and ADMISSION.admit is admission.admit
+    assert ADMISSION.plain is True  # (no trace-following, rate limit or folding configured)
     debug = STATE.want_capture(10)
     assert STATE.capture_floor == 10
     debug()
@@ -484,13 +488,13 @@ def test_the_end_of_a_chain_that_is_not_fapilogs_is_left_alone(
     saved = list(STATE.chain)
     try:
         STATE.chain[:] = []
-        levels._admitting(True, True)
+        levels._admitting(True, True, True)
         assert STATE.chain == []
         STATE.chain[:] = [merge_contextvars, _enricher]
-        levels._admitting(True, True)
+        levels._admitting(True, True, True)
         assert STATE.chain == [merge_contextvars, _enricher]
         assert ADMISSION.admit is admission.admit
     finally:
         STATE.chain[:] = saved
-        levels._admitting(False, False)
+        levels._admitting(False, False, True)
     assert type(STATE.chain[-1]) is DirectBridge

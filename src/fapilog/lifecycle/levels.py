@@ -216,7 +216,7 @@ def _want_capture(level: int) -> Callable[[], None]:
     return done
 
 
-def _admitting(admit: bool, routed: bool, plain: bool = True) -> None:
+def _admitting(admit: bool, routed: bool, plain: bool) -> None:
     """Run admission at the end of the chain (`admit`; `plain`: without trace-following,
     rate limits or folding), and the chain's last processor that applies it and
     per-exporter levels (`routed`) when either is needed."""
