@@ -422,9 +422,9 @@ def test_blocks_lower_the_gate_while_they_run_and_the_last_one_puts_it_back(
 ) -> None:
     configure_logging(exporters=[memory_exporter.name])
     info_1 = STATE.want_capture(20)
+    assert ADMISSION.plain is True  # (no trace-following, rate limit or folding configured)
     info_2 = STATE.want_capture(20)
     assert STATE.capture_floor == 20 and ADMISSION.admit is admission.admit
-    assert ADMISSION.plain is True  # (no trace-following, rate limit or folding configured)
     debug = STATE.want_capture(10)
     assert STATE.capture_floor == 10
     debug()
