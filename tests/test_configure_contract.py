@@ -692,3 +692,16 @@ def test_a_spooled_exporter_that_names_no_destination_gets_a_spool_of_its_own(
     finally:
         fapilog.testing.reset()
         unregister_exporter("plain_spooled")
+
+
+def test_an_app_given_is_instrumented_with_the_settings_given(
+    memory_exporter: MemoryExporter,
+) -> None:
+    from fastapi import FastAPI
+
+    from fapilog.middleware import RequestLoggingMiddleware
+
+    app = FastAPI()
+    configure_logging(exporters=[memory_exporter.name], app=app, request={"tracing": "off"})
+    assert [entry.cls for entry in app.user_middleware] == [RequestLoggingMiddleware]
+    assert app.user_middleware[0].kwargs == {}  # tracing off: no server span of its own
