@@ -33,6 +33,7 @@ from fapilog import configure_logging
 from fapilog._state import STATE
 from fapilog.lifecycle import drain, foreign, fork
 from fapilog.otel.logs import LoggerProvider, LogRecordProcessor
+from queue_support import Unfinished
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -496,3 +497,13 @@ def test_a_forked_child_leaves_a_descriptor_set_since_by_another_library(
         assert out.split() == ["True", "True", "0"]
     else:  # pragma: no cover - 3.12+
         assert out.split() == ["False", "False", "1"]
+
+
+def test_waiting_for_the_others_past_the_deadline_waits_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(STATE, "abandoned_processors", 0)  # (a process-wide count: put back)
+    stuck = Unfinished()
+    flushing = foreign.OthersFlush([("Stuck", stuck)])  # type: ignore[list-item]
+    assert flushing.wait(time.monotonic() - 5) is False
+    assert stuck.waits == [0.0] and STATE.abandoned_processors == 1
