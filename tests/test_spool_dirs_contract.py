@@ -288,20 +288,32 @@ def test_segments_left_by_dead_processes_are_taken_over_when_the_sink_is_back(
     assert sink.got == ["r0", "r5", "r6"] and spool.adopted == 5
 
 
+def with_a_backlog(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> tuple[Sink, SpoolingQueue]:
+    """A queue whose sink failed: 15 records on disk, to be replayed in two batches."""
+    sink = Sink(up=False)
+    queue = queue_for(queues, make(spools, tmp_path), sink)
+    queue.put_many(recs(*range(15)))
+    assert not queue.flush(5)
+    return sink, queue
+
+
+def a_process_dies(spools: list[Spool], tmp_path: Path) -> None:
+    """A process that spooled r50 and r51 dies: its segment, older than the queue's own."""
+    orphan = orphan_of(spools, tmp_path / "x", recs(50, 51))
+    orphan.rename(tmp_path / "00000000000000000001-1-1.seg")
+
+
 def test_once_its_own_backlog_is_delivered_the_queue_takes_over_what_dead_processes_left(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(*range(15)))
-    assert not queue.flush(5)  # on disk: replayed in two batches
+    sink, queue = with_a_backlog(spools, queues, tmp_path)
     sink.up, sink.hold = True, "r14"
     sink.release.clear()
     queue.flush(0.01)
     assert sink.started.wait(10)  # the second batch, the sink back: the first delivered
-    orphan = orphan_of(spools, tmp_path / "x", recs(50, 51))  # a process dies meanwhile
-    orphan.rename(tmp_path / "00000000000000000001-1-1.seg")
+    a_process_dies(spools, tmp_path)
     sink.release.set()
     assert settled(queue, lambda: queue.delivered == 17)
     assert sink.got == [f"r{n}" for n in (*range(15), 50, 51)]
@@ -311,13 +323,8 @@ def test_once_the_sink_is_back_the_queue_takes_over_what_dead_processes_left_mea
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
     """(Without waiting for its own backlog: the older segments go first.)"""
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(*range(15)))
-    assert not queue.flush(5)  # on disk: replayed in two batches
-    orphan = orphan_of(spools, tmp_path / "x", recs(50, 51))  # a process died meanwhile
-    orphan.rename(tmp_path / "00000000000000000001-1-1.seg")
+    sink, queue = with_a_backlog(spools, queues, tmp_path)
+    a_process_dies(spools, tmp_path)
     sink.up = True
     assert queue.flush(5)
     assert settled(queue, lambda: queue.delivered == 17)
