@@ -423,6 +423,20 @@ def test_an_environment_that_cannot_be_built_leaves_fapilog_unconfigured(
     assert STATE.pipeline is None
 
 
+def test_reset_gives_the_stdlib_loggers_fapilog_leveled_their_own_levels_back(
+    memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = logging.getLogger("test.own_level")
+    monkeypatch.setattr(mine, "level", 15)
+    configure_logging(
+        exporters=[memory_exporter.name],
+        logger_levels={"test.own_level": "ERROR", "test.no_level": "ERROR"},
+    )
+    assert (mine.level, logging.getLogger("test.no_level").level) == (40, 40)
+    fapilog.testing.reset()
+    assert (mine.level, logging.getLogger("test.no_level").level) == (15, logging.NOTSET)
+
+
 def test_reset_forgets_the_configuration_and_puts_the_process_back(
     memory_exporter: MemoryExporter,
 ) -> None:

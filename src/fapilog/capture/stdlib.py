@@ -328,6 +328,7 @@ def uninstall() -> None:
     for logger, handler in [*routing.removed, *((root, h) for h in routing.otel_removed)]:
         if handler not in logger.handlers:
             logger.addHandler(handler)
+    _set_logger_levels(routing, {})  # the loggers fapilog gave a level get their own back
     for name, (propagate, level) in routing.saved.items():
         logger = logging.getLogger(name)
         logger.propagate = propagate

@@ -318,6 +318,8 @@ def _expire(key: str | None, generation: int) -> None:
         if change is None or change.generation != generation:
             return
         del _CHANGES.active[key]
+        if change.timer is not None:  # (its own, finished, unless called before its time)
+            change.timer.cancel()
         shown_before = _effective(key)
         _apply(key, change.before)
         shown_after = _effective(key)
