@@ -135,3 +135,15 @@ def settled(queue: SpoolingQueue, test: Callable[[], bool]) -> bool:
 
 def recs(*numbers: int, size: int = 0) -> list[Any]:
     return [rec(n, size=size) for n in numbers]
+
+
+def with_a_backlog(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path, *numbers: int
+) -> tuple[Sink, Spool, SpoolingQueue]:
+    """A queue whose sink fails: the records `numbers` go to disk (the flush says so)."""
+    sink = Sink(up=False)
+    spool = make(spools, tmp_path)
+    queue = queue_for(queues, spool, sink)
+    queue.put_many(recs(*numbers))
+    assert not queue.flush(5)
+    return sink, spool, queue

@@ -25,7 +25,17 @@ from fapilog.pipeline.segments import SUFFIX, frame
 from fapilog.pipeline.spool import Spool, default_base, destination_dir, open_spool
 from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import SpoolSettings
-from spool_support import Sink, bodies, make, orphan_of, queue_for, rec, recs, settled
+from spool_support import (
+    Sink,
+    bodies,
+    make,
+    orphan_of,
+    queue_for,
+    rec,
+    recs,
+    settled,
+    with_a_backlog,
+)
 
 
 @pytest.fixture
@@ -273,11 +283,7 @@ def test_segments_handed_over_by_a_closing_spool_are_replayed_at_once(
 def test_segments_left_by_dead_processes_are_taken_over_when_the_sink_is_back(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(0))
-    assert not queue.flush(5)
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0)
     orphan = orphan_of(spools, tmp_path / "x", [*recs(5, 6), rec(7, timestamp=1)])
     with open(orphan, "ab") as file:
         file.write(frame(RECORD + b"[]") * 2)  # whole, but not records
@@ -286,17 +292,6 @@ def test_segments_left_by_dead_processes_are_taken_over_when_the_sink_is_back(
     assert queue.flush(5)
     assert settled(queue, lambda: queue.dropped == {"too_old": 1, "spool_unreadable": 2})
     assert sink.got == ["r0", "r5", "r6"] and spool.adopted == 5
-
-
-def with_a_backlog(
-    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
-) -> tuple[Sink, SpoolingQueue]:
-    """A queue whose sink failed: 15 records on disk, to be replayed in two batches."""
-    sink = Sink(up=False)
-    queue = queue_for(queues, make(spools, tmp_path), sink)
-    queue.put_many(recs(*range(15)))
-    assert not queue.flush(5)
-    return sink, queue
 
 
 def a_process_dies(spools: list[Spool], tmp_path: Path) -> None:
@@ -308,7 +303,7 @@ def a_process_dies(spools: list[Spool], tmp_path: Path) -> None:
 def test_once_its_own_backlog_is_delivered_the_queue_takes_over_what_dead_processes_left(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink, queue = with_a_backlog(spools, queues, tmp_path)
+    sink, _, queue = with_a_backlog(spools, queues, tmp_path, *range(15))  # 2 replays
     sink.up, sink.hold = True, "r14"
     sink.release.clear()
     queue.flush(0.01)
@@ -323,7 +318,7 @@ def test_once_the_sink_is_back_the_queue_takes_over_what_dead_processes_left_mea
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
     """(Without waiting for its own backlog: the older segments go first.)"""
-    sink, queue = with_a_backlog(spools, queues, tmp_path)
+    sink, _, queue = with_a_backlog(spools, queues, tmp_path, *range(15))  # 2 replays
     a_process_dies(spools, tmp_path)
     sink.up = True
     assert queue.flush(5)

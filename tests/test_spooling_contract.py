@@ -19,7 +19,18 @@ from fapilog import _diag
 from fapilog.pipeline import alerts, spooling
 from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
-from spool_support import KIB, Sink, make, orphan_of, queue_for, rec, recs, seg_files, sized
+from spool_support import (
+    KIB,
+    Sink,
+    make,
+    orphan_of,
+    queue_for,
+    rec,
+    recs,
+    seg_files,
+    sized,
+    with_a_backlog,
+)
 
 FROZEN = type("Clock", (), {"monotonic": staticmethod(lambda: 1000.0)})  # `time`, stopped
 
@@ -27,11 +38,8 @@ FROZEN = type("Clock", (), {"monotonic": staticmethod(lambda: 1000.0)})  # `time
 def test_an_outage_goes_to_disk_and_is_replayed_in_order_once_the_sink_is_back(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(0, 1, 2))
-    assert not queue.flush(5)  # on disk, and the sink still failing: at once
+    # on disk, and the flush, with the sink still failing, returned False at once
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0, 1, 2)
     assert spool.written == 3 and spool.pending == 3 and queue.dropped == {}
     assert queue._engaged and sink.attempts >= 2
     queue.put_many(recs(3))  # engaged: straight to disk
@@ -380,11 +388,7 @@ def test_a_failed_replay_waits_a_doubling_back_off(
 def test_at_shutdown_with_the_sink_failing_what_is_on_disk_stays_for_later(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(0, 1))
-    assert not queue.flush(5)
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0, 1)
     attempts = sink.attempts
     with queue._lock:
         queue._retry_at = 0.0  # the back-off is over
@@ -445,11 +449,7 @@ def test_a_batch_copied_to_disk_is_not_written_again_at_the_deadline(
 def test_a_replay_in_flight_at_the_deadline_stays_on_disk(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
 ) -> None:
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(0, 1))
-    assert not queue.flush(5)
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0, 1)
     sink.started.clear()
     sink.release.clear()
     sink.up = True
@@ -466,11 +466,7 @@ def test_a_spool_that_cannot_be_read_is_reported_and_tried_again_later(
     spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path, capfd: Any
 ) -> None:
     _diag.reset()
-    sink = Sink(up=False)
-    spool = make(spools, tmp_path)
-    queue = queue_for(queues, spool, sink)
-    queue.put_many(recs(0))
-    assert not queue.flush(5)
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0)
     segment = spool._segments[0]
     real, segment.fd = segment.fd, os.open(tmp_path, os.O_RDONLY)  # reads fail: EISDIR
     failures = queue._failures
