@@ -199,17 +199,35 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_lifecycle.py::test_attaches_to_preinstalled_logger_provider",
     ],
     "src/fapilog/exporters/spec.py": ["tests/test_registry.py"],
-    "src/fapilog/exporters/_stream.py": ["tests/test_console_and_testing.py"],
+    "src/fapilog/exporters/_stream.py": [
+        "tests/test_stream_contract.py",
+        "tests/test_console_and_testing.py",
+    ],
     "src/fapilog/exporters/__init__.py": ["tests/test_registry.py"],
-    "src/fapilog/exporters/loki_figures.py": ["tests/test_loki_limits.py"],
-    "src/fapilog/exporters/loki_request.py": ["tests/test_loki_exporter.py"],
+    "src/fapilog/exporters/loki_figures.py": [
+        "tests/test_loki_figures_contract.py",
+        "tests/test_loki_limits.py",
+    ],
+    "src/fapilog/exporters/loki_request.py": [
+        "tests/test_loki_request_contract.py",
+        "tests/test_loki_exporter.py",
+    ],
     "src/fapilog/exporters/contract.py": ["tests/test_registry.py"],
-    "src/fapilog/exporters/stdout.py": ["tests/test_console_and_testing.py"],
-    "src/fapilog/exporters/loki_response.py": ["tests/test_loki_exporter.py"],
+    "src/fapilog/exporters/stdout.py": [
+        "tests/test_stdout_contract.py",
+        "tests/test_console_and_testing.py",
+    ],
+    "src/fapilog/exporters/loki_response.py": [
+        "tests/test_loki_response_contract.py",
+        "tests/test_loki_exporter.py",
+    ],
     "src/fapilog/exporters/loki_protobuf.py": ["tests/test_loki_protobuf.py"],
     "src/fapilog/exporters/registry.py": ["tests/test_registry.py"],
     "src/fapilog/exporters/otlp.py": ["tests/test_otlp.py", "tests/test_otlp_delivery.py"],
-    "src/fapilog/exporters/loki_config.py": ["tests/test_loki_exporter.py"],
+    "src/fapilog/exporters/loki_config.py": [
+        "tests/test_loki_config_contract.py",
+        "tests/test_loki_exporter.py",
+    ],
     "src/fapilog/exporters/loki_streams.py": [
         "tests/test_loki_exporter.py",
         "tests/test_loki_labels_utf8.py",
