@@ -149,7 +149,9 @@ def test_a_stream_failing_mid_batch_loses_only_the_records_not_yet_written(
     assert exporter.last_export_reason is None
 
 
-def test_the_last_chunk_failing_loses_the_records_after_the_full_chunks() -> None:
+def test_the_last_chunk_failing_loses_the_records_after_the_full_chunks(
+    listened: Listened,
+) -> None:
     def small_fails(data: bytes) -> None:
         if len(data) < _CHUNK:
             raise ValueError("I/O operation on closed file")
@@ -159,6 +161,23 @@ def test_the_last_chunk_failing_loses_the_records_after_the_full_chunks() -> Non
     assert exporter.export_progress == 2
     assert exporter.last_export_dropped == 2
     assert exporter.last_export_reason == "write_error"
+    message, _ = listened.wait_for("stream:lines")
+    assert message.startswith("fapilog lines exporter cannot write: ValueError(")
+
+
+def test_after_a_chunk_the_next_one_starts_empty() -> None:
+    stream = Stream()
+    half = line(_CHUNK // 2)
+    exporter = Lines(stream, [line(_CHUNK), half, line(_CHUNK // 2 - 1), line(5)])
+    assert exporter.export(batch(4)) == LogRecordExportResult.SUCCESS
+    assert [len(w) for w in stream.writes] == [_CHUNK, _CHUNK - 1 + 5]
+
+
+def test_a_new_exporter_has_written_nothing_and_lost_nothing() -> None:
+    exporter = StdoutJsonExporter(Stream())  # type: ignore[arg-type]
+    assert exporter.export_progress == 0
+    assert exporter.last_export_dropped is None
+    assert exporter.last_export_reason is None
 
 
 def test_once_the_reader_is_gone_every_later_record_is_dropped_as_a_broken_pipe() -> None:

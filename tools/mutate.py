@@ -229,6 +229,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_loki_exporter.py",
     ],
     "src/fapilog/exporters/loki_streams.py": [
+        "tests/test_loki_streams_contract.py",
         "tests/test_loki_exporter.py",
         "tests/test_loki_labels_utf8.py",
     ],
