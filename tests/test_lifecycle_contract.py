@@ -499,6 +499,32 @@ def test_a_forked_child_leaves_a_descriptor_set_since_by_another_library(
         assert out.split() == ["False", "False", "1"]
 
 
+def test_of_signals_read_at_once_only_those_of_a_pending_drain_are_sent_again(
+    subprocess_env: dict[str, str],
+) -> None:
+    """Two signal numbers in one read of the wake-up pipe (the C handler wrote both before
+    the watcher woke): the application's own SIGUSR1 is left alone (its handler runs where
+    Python runs it, never a second time), and the SIGTERM whose handler, fapilog's drain,
+    has not begun within GRACE is sent again to the main thread, which sleeps."""
+    code = WAKEUP + textwrap.dedent(
+        """
+        def drain(signum, frame):
+            print("drain", signum, flush=True)
+            os._exit(3)
+
+        signal.signal(signal.SIGTERM, drain)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: print("usr1 again", flush=True))
+        wakeup.watch(drain)
+        asleep = threading.Lock()
+        asleep.acquire()
+        os.write(wakeup._watcher.write_fd, bytes([signal.SIGUSR1, signal.SIGTERM]))
+        print("woken", asleep.acquire(timeout=5), flush=True)
+        """
+    )
+    status, out, err = run_python(code, subprocess_env)
+    assert (status, out.split()) == (3, ["drain", str(int(signal.SIGTERM))]), err
+
+
 def test_waiting_for_the_others_past_the_deadline_waits_no_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

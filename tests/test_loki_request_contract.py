@@ -131,3 +131,17 @@ def test_the_label_strings_are_cached_and_the_cache_is_bounded(
     requests.encode({(("c", "1"),): [entry(4, 1)]})  # the cache held two: cleared first
     requests.encode({A: [entry(5, 1)]})
     assert made == [A, B, (("c", "1"),), A]
+
+
+def test_entries_at_the_same_time_keep_their_order_and_only_time_sorts() -> None:
+    first, second, third = (5, "zebra", None, 1), (5, "apple", None, 1), (4, "mango", None, 1)
+    (chunk,) = encoder().chunks({A: [first, second, third]})
+    assert chunk[A] == [third, first, second]
+
+
+def test_the_next_stream_starts_an_empty_request_when_one_stream_each_is_asked() -> None:
+    streams = {A: [entry(1, 10)], B: [entry(2, 512), entry(3, 512)]}
+    assert encoder(batch_bytes=1024).chunks(streams, one_stream=True) == [
+        {A: [entry(1, 10)]},
+        {B: [entry(2, 512), entry(3, 512)]},
+    ]
