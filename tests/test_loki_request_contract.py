@@ -145,3 +145,23 @@ def test_the_next_stream_starts_an_empty_request_when_one_stream_each_is_asked()
         {A: [entry(1, 10)]},
         {B: [entry(2, 512), entry(3, 512)]},
     ]
+
+
+def test_after_a_full_request_the_next_one_starts_empty() -> None:
+    chunks = encoder(batch_bytes=1024).chunks({A: [entry(1, 600), entry(2, 500), entry(3, 524)]})
+    assert chunks == [{A: [entry(1, 600)]}, {A: [entry(2, 500), entry(3, 524)]}]
+
+
+def test_json_bodies_are_gzipped_at_level_6() -> None:
+    """Level 6, zlib's default: most of level 9's saving for far less CPU on the worker."""
+    words = ["alpha", "beta", "request", "user", "GET", "/api/v1/items", "200", "12 ms"]
+    entries = [
+        (n, " ".join(words[(n * 7 + k * 3) % len(words)] for k in range(n % 13 + 3)), None, 1)
+        for n in range(400)
+    ]
+    body = encoder().encode({A: entries})
+    plain = encoder(gzip=False).encode({A: entries})
+    assert gzip.decompress(body) == plain
+    # the deflate stream after the 10-byte header (whose time field varies) is level 6's
+    assert body[10:] == gzip.compress(plain, compresslevel=6)[10:]
+    assert body[10:] != gzip.compress(plain, compresslevel=7)[10:]

@@ -70,6 +70,9 @@ def test_a_stream_label_value_spanning_lines_is_still_one_message() -> None:
         f"0 errors like: {TOO_LONG}",
         f"3 errors like: {TOO_LONG}; 2 errors like: something else",
         f"per stream rate limit exceeded: {TOO_LONG}",  # a reason's words inside another
+        # each group's message ends where the next group begins: an unknown one is not read
+        # together with the next one's words
+        f"3 errors like: {S} is unknown; 2 errors like: {META_MANY}",
         TOO_LONG + "x" * MAX_ERROR_BODY,  # cut short: as long as the most read, or longer
     ],
 )
