@@ -499,6 +499,22 @@ def test_a_forked_child_leaves_a_descriptor_set_since_by_another_library(
         assert out.split() == ["False", "False", "1"]
 
 
+def test_without_thread_signal_masks_there_is_no_watcher(
+    subprocess_env: dict[str, str],
+) -> None:
+    """Where threads cannot be sent a signal (Windows: no `signal.pthread_kill`), the
+    watcher could not wake the main thread: none is started, the descriptor stays free."""
+    code = WAKEUP + textwrap.dedent(
+        """
+        del signal.pthread_kill
+        wakeup.watch(handler)
+        print(wakeup._watcher is None, signal.set_wakeup_fd(-1), watchers())
+        """
+    )
+    status, out, err = run_python(code, subprocess_env)
+    assert (status, out.split()) == (0, ["True", "-1", "0"]), err
+
+
 def test_of_signals_read_at_once_only_those_of_a_pending_drain_are_sent_again(
     subprocess_env: dict[str, str],
 ) -> None:

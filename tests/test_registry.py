@@ -123,6 +123,29 @@ def test_registration_rules() -> None:
         unregister_exporter("twice")
 
 
+@pytest.mark.parametrize("name", ["_", "-", "_-", "  ", "a b", "a.b"])
+def test_a_name_needs_a_letter_or_digit_and_only_underscores_or_hyphens_besides(
+    name: str,
+) -> None:
+    with pytest.raises(ValueError, match="invalid exporter name"):
+        register_exporter(name, lambda s: InMemoryLogRecordExporter())
+
+
+def test_names_are_lower_case_and_a_registration_spools_only_when_asked() -> None:
+    memory = InMemoryLogRecordExporter()
+    register_exporter(" My-Sink_2 ", lambda s: memory)
+    register_exporter("spooled", lambda s: memory, spool=True, max_delay=0.25)
+    try:
+        plain = exporter_spec("MY-SINK_2")
+        assert (plain.name, plain.spool, plain.max_delay) == ("my-sink_2", False, None)
+        spooled = exporter_spec("spooled")
+        assert (spooled.spool, spooled.max_delay) == (True, 0.25)
+    finally:
+        unregister_exporter("my-sink_2")
+        unregister_exporter(" SPOOLED ")
+    assert "my-sink_2" not in known_exporters() and "spooled" not in known_exporters()
+
+
 def test_factories_that_fail_or_return_wrong_types_fail_at_configure_time() -> None:
     def broken(settings: LoggingSettings) -> LogRecordExporter:
         raise RuntimeError("no endpoint")
