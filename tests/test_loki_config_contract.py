@@ -167,6 +167,13 @@ def refused(settings: LokiSettings) -> str:
             "http://loki:3100",
         ),
         (
+            # one the URL check passes and the HTTP client refuses: its reason is shown
+            {"url": "http://1.2.3.256"},
+            "FAPILOG_LOKI__URL (setting 'loki.url'): 'http://1.2.3.256' is invalid: not a valid "
+            "URL: Invalid IPv4 address: '1.2.3.256'; expected http(s)://host[:port], e.g. "
+            "http://loki:3100",
+        ),
+        (
             {"tenant_id": ".."},
             "FAPILOG_LOKI__TENANT_ID (setting 'loki.tenant_id'): '**********' is invalid: '.' "
             "and '..' are not valid tenant ids (Loki refuses them)",

@@ -27,6 +27,7 @@ from fapilog.exporters import (
     register_exporter,
     unregister_exporter,
 )
+from fapilog.exporters.registry import create_exporter
 from fapilog.otel.logs import InMemoryLogRecordExporter
 from fapilog.settings import LoggingSettings
 
@@ -144,6 +145,51 @@ def test_names_are_lower_case_and_a_registration_spools_only_when_asked() -> Non
         unregister_exporter("my-sink_2")
         unregister_exporter(" SPOOLED ")
     assert "my-sink_2" not in known_exporters() and "spooled" not in known_exporters()
+
+
+def test_unregistering_a_name_never_registered_is_quiet() -> None:
+    unregister_exporter("never-registered")
+
+
+PREFIX = "FAPILOG_EXPORTERS (setting 'exporters'): "
+
+
+def test_the_configure_time_errors_of_a_factory_name_the_exporter_and_the_setting() -> None:
+    def broken(settings: object) -> object:
+        raise RuntimeError("boom")
+
+    with pytest.raises(ConfigurationError) as raised:
+        create_exporter(ExporterSpec("mine", broken), LoggingSettings())
+    assert str(raised.value) == (
+        f"{PREFIX}'mine' is invalid: exporter 'mine' could not be created: RuntimeError('boom')"
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        create_exporter(ExporterSpec("mine", lambda s: 42), LoggingSettings())  # type: ignore[arg-type,return-value]
+    assert str(raised.value) == (
+        f"{PREFIX}'mine' is invalid: exporter factory for 'mine' returned int, not an "
+        "opentelemetry LogRecordExporter"
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("fapilog.nothing_here:SPEC", "No module named 'fapilog.nothing_here'"),
+        (
+            "fapilog.exporters.stdout:NOPE",
+            "module 'fapilog.exporters.stdout' has no attribute 'NOPE'",
+        ),
+    ],
+)
+def test_a_builtin_exporter_that_cannot_be_imported_says_why(
+    target: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BUILTIN, "gone", target)
+    with pytest.raises(ConfigurationError) as raised:
+        exporter_spec(" Gone")
+    assert (
+        str(raised.value) == f"{PREFIX}' Gone' is invalid: exporter 'gone' is not available: {why}"
+    )
 
 
 def test_factories_that_fail_or_return_wrong_types_fail_at_configure_time() -> None:
