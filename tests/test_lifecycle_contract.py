@@ -515,6 +515,52 @@ def test_without_thread_signal_masks_there_is_no_watcher(
     assert (status, out.split()) == (0, ["True", "-1", "0"]), err
 
 
+def test_where_no_thread_can_start_the_descriptor_is_given_back(
+    subprocess_env: dict[str, str],
+) -> None:
+    code = WAKEUP + textwrap.dedent(
+        """
+        wakeup.start_worker = lambda *args: None
+        before = len(os.listdir("/proc/self/fd"))
+        wakeup.watch(handler)
+        after = len(os.listdir("/proc/self/fd"))
+        print(wakeup._watcher is None, signal.set_wakeup_fd(-1), watchers(), after - before)
+        """
+    )
+    status, out, err = run_python(code, subprocess_env)
+    assert (status, out.split()) == (0, ["True", "-1", "0", "0"]), err
+
+
+def test_a_full_wakeup_pipe_is_never_a_warning_on_stderr(
+    subprocess_env: dict[str, str],
+) -> None:
+    """While the watcher waits for a drain to begin, signals may fill its pipe: the C
+    handler then drops their numbers quietly (the handlers still run), no "Exception
+    ignored" on the application's stderr."""
+    code = WAKEUP + textwrap.dedent(
+        """
+        wakeup.GRACE = 30.0  # the watcher waits this long for the drain below to begin
+        signal.signal(signal.SIGUSR1, handler)
+        ran = []
+        signal.signal(signal.SIGUSR2, lambda signum, frame: ran.append(signum))
+        wakeup.watch(handler)
+        write_fd = wakeup._watcher.write_fd
+        os.write(write_fd, bytes([signal.SIGUSR1]))
+        while True:  # the watcher is waiting for the drain: fill its pipe
+            try:
+                os.write(write_fd, bytes([signal.SIGWINCH]) * 65536)
+            except BlockingIOError:
+                break
+        signal.raise_signal(signal.SIGUSR2)
+        wakeup.handler_began()  # the watcher goes back to reading
+        print(ran == [signal.SIGUSR2], flush=True)
+        """
+    )
+    status, out, err = run_python(code, subprocess_env)
+    assert (status, out.split()) == (0, ["True"]), err
+    assert "Exception ignored" not in err and "BlockingIOError" not in err, err
+
+
 def test_of_signals_read_at_once_only_those_of_a_pending_drain_are_sent_again(
     subprocess_env: dict[str, str],
 ) -> None:

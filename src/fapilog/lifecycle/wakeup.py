@@ -83,7 +83,7 @@ def watch(handler: Callable[[int, Any], None]) -> None:
         signal.set_wakeup_fd(previous)
         watcher.close()
         return
-    if start_worker("signal-watcher", _run, watcher) is None:  # pragma: no cover
+    if start_worker("signal-watcher", _run, watcher) is None:
         signal.set_wakeup_fd(-1)
         watcher.close()
         return
