@@ -167,6 +167,17 @@ def refused(settings: LokiSettings) -> str:
             "http://loki:3100",
         ),
         (
+            # credentials in front of the URL, or with a space: masked all the same
+            {"url": "u:secret@http://loki"},
+            "FAPILOG_LOKI__URL (setting 'loki.url'): '**********@http://loki' is invalid: not a "
+            "valid URL: it has no scheme (http:// or https://)",
+        ),
+        (
+            {"url": "http://u:se cret@loki"},
+            "FAPILOG_LOKI__URL (setting 'loki.url'): 'http://**********@loki' is invalid: not a "
+            "valid URL: it contains a space",
+        ),
+        (
             # one the URL check passes and the HTTP client refuses: its reason is shown
             {"url": "http://1.2.3.256"},
             "FAPILOG_LOKI__URL (setting 'loki.url'): 'http://1.2.3.256' is invalid: not a valid "
@@ -228,7 +239,7 @@ def test_each_rule_refuses_with_its_setting_and_never_shows_a_credential(
 ) -> None:
     text = refused(loki(**settings))
     assert text.startswith(message), text
-    for secret in ("secret", "s3cr3t", "t" * 151, 'a b"a'):
+    for secret in ("secret", "cret", "s3cr3t", "t" * 151, 'a b"a'):
         assert secret not in text
 
 

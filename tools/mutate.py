@@ -223,7 +223,12 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/fapilog/exporters/loki_protobuf.py": ["tests/test_loki_protobuf.py"],
     "src/fapilog/exporters/registry.py": ["tests/test_registry.py"],
-    "src/fapilog/exporters/otlp.py": ["tests/test_otlp.py", "tests/test_otlp_delivery.py"],
+    "src/fapilog/exporters/otlp.py": [
+        "tests/test_otlp.py",
+        "tests/test_otlp_delivery.py",
+        "tests/test_existing_otel_setup.py::test_endpoints_are_compared_normalised",
+        "tests/test_existing_otel_setup.py::test_a_processor_inside_wrappers_is_found",
+    ],
     "src/fapilog/exporters/loki_config.py": [
         "tests/test_loki_config_contract.py",
         "tests/test_loki_exporter.py",
@@ -233,13 +238,23 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_loki_exporter.py",
         "tests/test_loki_labels_utf8.py",
     ],
-    "src/fapilog/exporters/console_format.py": ["tests/test_console_and_testing.py"],
+    "src/fapilog/exporters/console_format.py": [
+        "tests/test_console_safety.py",
+        "tests/test_dev_console.py",
+        "tests/test_console_and_testing.py",
+    ],
     "src/fapilog/exporters/render.py": [
+        "tests/test_console_safety.py",
         "tests/test_console_and_testing.py",
         "tests/test_redaction_exporters.py",
     ],
-    "src/fapilog/exporters/console_traceback.py": ["tests/test_console_safety.py"],
+    "src/fapilog/exporters/console_traceback.py": [
+        "tests/test_console_safety.py",
+        "tests/test_dev_console.py",
+    ],
     "src/fapilog/exporters/console.py": [
+        "tests/test_console_safety.py",
+        "tests/test_dev_console.py",
         "tests/test_console_and_testing.py",
         "tests/test_console_order.py",
     ],
