@@ -194,6 +194,17 @@ def test_a_builtin_exporter_that_cannot_be_imported_says_why(
     )
 
 
+def test_a_builtin_name_may_point_at_a_plain_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BUILTIN, "plain", "fapilog.otel.logs:InMemoryLogRecordExporter")
+    spec = exporter_spec("Plain")
+    assert (spec.name, spec.factory, spec.max_delay, spec.spool) == (
+        "plain",
+        InMemoryLogRecordExporter,
+        None,
+        False,
+    )
+
+
 def test_factories_that_fail_or_return_wrong_types_fail_at_configure_time() -> None:
     def broken(settings: LoggingSettings) -> LogRecordExporter:
         raise RuntimeError("no endpoint")

@@ -239,6 +239,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_loki_labels_utf8.py",
     ],
     "src/fapilog/exporters/console_format.py": [
+        "tests/test_console_format_contract.py",
         "tests/test_console_safety.py",
         "tests/test_dev_console.py",
         "tests/test_console_and_testing.py",
