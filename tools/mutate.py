@@ -224,6 +224,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "src/fapilog/exporters/loki_protobuf.py": ["tests/test_loki_protobuf.py"],
     "src/fapilog/exporters/registry.py": ["tests/test_registry.py"],
     "src/fapilog/exporters/otlp.py": [
+        "tests/test_otlp_contract.py",
         "tests/test_otlp.py",
         "tests/test_otlp_delivery.py",
         "tests/test_existing_otel_setup.py::test_endpoints_are_compared_normalised",
