@@ -1,0 +1,167 @@
+"""The file exporter's contract, in-process on real files: what a failed write counts and
+says (and what it says when writing resumes), rotated files named so that they sort by age
+even when many rotations fall in one microsecond, descriptors gone from under it, and how
+it names itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+
+from fapilog.exporters import ReadableLogRecord
+from fapilog.exporters.contract import LogRecordExportResult
+from fapilog.exporters.file import FileExporter, backups
+from fapilog.otel.logs import SeverityNumber, make_record
+from fapilog.settings import FileSettings
+from queue_support import Listened
+
+SUCCESS, FAILURE = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
+
+
+def batch(start: int, count: int = 1) -> list[ReadableLogRecord]:
+    return [
+        ReadableLogRecord(
+            log_record=make_record(
+                timestamp=1_700_000_000_000_000_000,
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body=f"e{n}",
+                attributes={"n": n},
+                context=None,
+            ),
+            resource=Resource({"service.name": "api"}),
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def numbers(path: Path) -> list[int]:
+    return [json.loads(line)["n"] for line in path.read_text().splitlines()]
+
+
+def test_a_failed_write_is_counted_said_once_and_writing_resumes_with_what_was_lost(
+    tmp_path: Path, listened: Listened, capfd: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the directory should be")
+    path = blocker / "app.log"
+    exporter = FileExporter(FileSettings(path=str(path)))
+    assert exporter.export(batch(0, 3)) == FAILURE
+    assert exporter.stats() == {"written": 0, "dropped": 3, "rotations": 0, "errors": 1}
+    message, fields = listened.wait_for(f"file:{path}")
+    assert message == (
+        f"fapilog file exporter cannot write {path}: NotADirectoryError(20, 'Not a "
+        "directory'); records are dropped (see fapilog.stats()) and every new batch retries"
+    )
+    assert fields == {"path": str(path), "errno": 20}
+    said = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+    assert [line["level"] for line in said if line["message"] == message] == ["error"]
+
+    assert exporter.export(batch(3, 2)) == FAILURE
+    assert exporter.stats() == {"written": 0, "dropped": 5, "rotations": 0, "errors": 2}
+
+    blocker.unlink()
+    assert exporter.export(batch(5)) == SUCCESS
+    message, fields = listened.wait_for(f"file-resumed:{path}")
+    assert message == (
+        f"fapilog file exporter: writing to {path} resumed; 5 records were dropped meanwhile"
+    )
+    assert fields == {"path": str(path), "dropped": 5}
+    assert exporter.export(batch(6)) == SUCCESS
+    assert [r[0] for r in listened.reports].count(f"file-resumed:{path}") == 1
+    assert exporter.stats() == {"written": 2, "dropped": 5, "rotations": 0, "errors": 2}
+    assert numbers(path) == [5, 6]
+    exporter.shutdown()
+
+
+def test_an_empty_batch_writes_nothing_and_after_shutdown_exports_fail(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    exporter = FileExporter(FileSettings(path=str(path)))
+    assert exporter.export([]) == SUCCESS
+    assert not path.exists()
+    exporter.shutdown()
+    assert exporter.export(batch(0)) == FAILURE
+    assert exporter.stats()["dropped"] == 0
+    assert exporter.force_flush() is True
+
+
+def test_rotations_in_one_microsecond_are_numbered_and_sort_by_age(tmp_path: Path) -> None:
+    """Twelve rotations at the same instant (a frozen clock): each backup keeps its lines,
+    none overwrites another, and `backups()` lists them oldest first (``-10`` after ``-9``)."""
+    path = tmp_path / "app.log"
+    frozen = 1_700_000_000.25
+    exporter = FileExporter(
+        FileSettings(path=str(path), max_bytes=1024, backup_count=100), clock=lambda: frozen
+    )
+    for n in range(13):
+        assert exporter.export(batch(n * 10, 10)) == SUCCESS  # ~2 KiB: a rotation each
+    exporter.shutdown()
+    rotated = backups(path)
+    stamp = "20231114T221320.250000"
+    assert [p.name for p in rotated][:3] == [
+        f"app.log.{stamp}",
+        f"app.log.{stamp}-1",
+        f"app.log.{stamp}-2",
+    ]
+    assert rotated[-1].name == f"app.log.{stamp}-{len(rotated) - 1}"
+    everything = [n for p in rotated for n in numbers(p)] + numbers(path)
+    assert everything == list(range(130))
+    assert exporter.stats()["rotations"] == len(rotated)
+
+
+def test_a_clock_gone_back_still_names_the_next_backup_after_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    now = [1_700_000_000.5]
+    exporter = FileExporter(FileSettings(path=str(path), max_bytes=1024), clock=lambda: now[0])
+    exporter.export(batch(0, 10))
+    exporter.export(batch(10, 10))
+    now[0] -= 3600
+    exporter.export(batch(20, 10))
+    exporter.shutdown()
+    rotated = backups(path)
+    stamp = "app.log.20231114T221320.500000"
+    assert [p.name for p in rotated] == [stamp] + [f"{stamp}-{n}" for n in range(1, len(rotated))]
+    assert [n for p in rotated for n in numbers(p)] + numbers(path) == list(range(30))
+
+
+def test_backups_are_only_the_rotated_files_of_that_path(tmp_path: Path) -> None:
+    for name in (
+        "app.log.20240101T000000.000001",
+        "app.log.20240101T000000.000001-2.gz",
+        "app.log.20240101T000000.000000",
+        "app.log.20240101T000000.000001-10",
+        "app.log.20240101T000000.000001.gz.tmp",
+        "other.log.20240101T000000.000000",
+        "app.log.2024",
+    ):
+        (tmp_path / name).write_text("")
+    assert [p.name for p in backups(tmp_path / "app.log")] == [
+        "app.log.20240101T000000.000000",
+        "app.log.20240101T000000.000001",
+        "app.log.20240101T000000.000001-2.gz",
+        "app.log.20240101T000000.000001-10",
+    ]
+    assert backups(tmp_path / "missing" / "app.log") == []
+
+
+def test_shutdown_never_raises_though_its_descriptors_are_gone(tmp_path: Path) -> None:
+    exporter = FileExporter(FileSettings(path=str(tmp_path / "app.log")))
+    assert exporter.export(batch(0)) == SUCCESS
+    assert exporter._fd is not None and exporter._lock_fd is not None
+    os.close(exporter._fd)
+    os.close(exporter._lock_fd)
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["lock", "per_process"])
+def test_the_exporter_names_its_path_and_mode(tmp_path: Path, mode: Any) -> None:
+    path = tmp_path / "app.log"
+    exporter = FileExporter(FileSettings(path=str(path), multiprocess=mode))
+    assert repr(exporter) == f"FileExporter(path={str(path)!r}, multiprocess={mode!r})"
+    expected = path if mode == "lock" else tmp_path / f"app.{os.getpid()}.log"
+    assert exporter.path == expected
