@@ -55,6 +55,17 @@ def _note_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
             _UNEXPECTED_SKIPS.append((report.nodeid, reason))
 
 
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Text and bytes parameters name their test with printable ASCII only (anything else
+    becomes ``_``): pytest would escape it with backslashes, and mutmut (`make mutate`)
+    records such an id escaped once more, so that it no longer finds the test."""
+    if isinstance(val, bytes):
+        val = val.decode("latin-1")
+    if isinstance(val, str) and not (val.isascii() and val.isprintable() and "\\" not in val):
+        return "".join(c if c.isascii() and c.isprintable() and c != "\\" else "_" for c in val)
+    return None
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _note_skip(report)
 

@@ -70,7 +70,9 @@ def printable(line: str) -> bool:
 
 
 @pytest.mark.parametrize("place", ["message", "logger", "key", "value", "nested", "int_key"])
-@pytest.mark.parametrize("unsafe", list(UNSAFE), ids=[ascii(k) for k in UNSAFE])
+@pytest.mark.parametrize(
+    "unsafe", list(UNSAFE), ids=["U+" + "+".join(f"{ord(c):04X}" for c in k) for k in UNSAFE]
+)
 def test_every_unsafe_character_anywhere_renders_on_one_line_as_an_escape(
     capsys: pytest.CaptureFixture[str], place: str, unsafe: str
 ) -> None:
