@@ -7,6 +7,7 @@ would; test_otlp_delivery.py has the same against real collectors on 127.0.0.1."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -259,3 +260,45 @@ def test_shutdown_and_abort_close_the_sdk_exporter_once_and_exports_then_fail() 
     other.abort()
     assert other_inner.shutdowns == 1
     assert other.force_flush() is True
+
+
+def test_a_new_exporter_has_lost_nothing_and_no_destination_unless_given() -> None:
+    otlp = OtlpLogExporter(Transport(Delivery()))
+    assert outcome(otlp) == (None, None, None)
+    assert otlp.spool_destination == ""
+
+
+def test_a_collector_that_answered_is_not_given_up_at_exit() -> None:
+    otlp, inner = exporter()
+    assert otlp.export(batch(1)) == SUCCESS
+    otlp._guard.on_exit()
+    assert inner.shutdowns == 0
+    inner.result = FAILURE
+    assert otlp.export(batch(1)) == FAILURE
+    otlp._guard.on_exit()  # failing at exit: its retries are cut short
+    assert inner.shutdowns == 1
+
+
+def test_without_a_delivery_a_raising_sdk_exporter_is_a_failure() -> None:
+    inner = Transport(Delivery())
+    inner.result = RuntimeError("down")
+    assert OtlpLogExporter(inner).export(batch(1)) == FAILURE
+
+
+def test_rejections_and_records_too_large_are_said_as_errors(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    otlp, inner = exporter()
+
+    def answer(delivery: Delivery) -> None:
+        delivery.rejected = 1
+        delivery.too_large = 1
+
+    inner.answer = answer
+    otlp.export(batch(3))
+    said = {
+        line["fapilog.diagnostic"]: line["level"]
+        for line in map(json.loads, capfd.readouterr().err.splitlines())
+        if line.get("fapilog.diagnostic", "").startswith("otlp")
+    }
+    assert said == {"otlp-rejected": "error", "otlp-too-large": "error"}
