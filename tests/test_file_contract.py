@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 
 from fapilog.exporters import ReadableLogRecord
+from fapilog.exporters import file as file_module
 from fapilog.exporters.contract import LogRecordExportResult
 from fapilog.exporters.file import FileExporter, backups
 from fapilog.otel.logs import SeverityNumber, make_record
@@ -165,3 +166,68 @@ def test_the_exporter_names_its_path_and_mode(tmp_path: Path, mode: Any) -> None
     assert repr(exporter) == f"FileExporter(path={str(path)!r}, multiprocess={mode!r})"
     expected = path if mode == "lock" else tmp_path / f"app.{os.getpid()}.log"
     assert exporter.path == expected
+
+
+class RenameFails:
+    """`os` for the file exporter, whose rename fails while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.failing = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def rename(self, source: Any, target: Any) -> None:
+        if self.failing:
+            raise PermissionError(13, "Permission denied")
+        os.rename(source, target)
+
+
+def test_a_rotation_the_directory_refuses_keeps_writing_to_the_current_file_and_says_so(
+    tmp_path: Path,
+    listened: Listened,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_os = RenameFails()
+    monkeypatch.setattr(file_module, "os", fake_os)
+    path = tmp_path / "app.log"
+    now = [1_700_000_000.0]
+    exporter = FileExporter(
+        FileSettings(path=str(path), when="hourly", max_bytes=0), clock=lambda: now[0]
+    )
+    assert exporter.export(batch(0, 5)) == SUCCESS
+    now[0] += 3600  # the hourly rollover is due: the rename fails
+    assert exporter.export(batch(5, 5)) == SUCCESS
+    assert exporter.stats() == {"written": 10, "dropped": 0, "rotations": 0, "errors": 1}
+    assert numbers(path) == list(range(10))
+    message, fields = listened.wait_for(f"file-rotate:{path}")
+    assert message == (
+        f"fapilog file exporter cannot rotate {path}: PermissionError(13, 'Permission "
+        "denied'); writing on to the current file"
+    )
+    assert fields == {"path": str(path)}
+    said = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+    assert [line["level"] for line in said if line["message"] == message] == ["error"]
+    # the next rollover is an hour later, not at once and not never
+    fake_os.failing = False
+    now[0] += 1800
+    assert exporter.export(batch(10)) == SUCCESS
+    assert exporter.stats()["rotations"] == 0
+    now[0] += 1800
+    assert exporter.export(batch(11)) == SUCCESS
+    assert exporter.stats()["rotations"] == 1
+    exporter.shutdown()
+    assert [n for p in backups(path) for n in numbers(p)] + numbers(path) == list(range(12))
+
+
+def test_a_refused_size_rotation_is_tried_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "os", RenameFails())
+    path = tmp_path / "app.log"
+    exporter = FileExporter(FileSettings(path=str(path), max_bytes=1024))
+    assert exporter.export(batch(0, 20)) == SUCCESS  # about 4 KiB: over the size 3 times
+    assert exporter.stats() == {"written": 20, "dropped": 0, "rotations": 0, "errors": 1}
+    assert numbers(path) == list(range(20))
+    exporter.shutdown()
