@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,29 @@ def test_a_refused_size_rotation_is_tried_once_per_batch(
     assert exporter.stats() == {"written": 20, "dropped": 0, "rotations": 0, "errors": 1}
     assert numbers(path) == list(range(20))
     exporter.shutdown()
+
+
+def test_a_rotation_prunes_old_backups_and_stale_gzip_temporaries_only(tmp_path: Path) -> None:
+    """Retention by age (`max_age_days`) and the half-written archives another process left
+    (older than 10 minutes) go at a rotation; everything else stays."""
+    path = tmp_path / "app.log"
+    now = time.time()
+    old = tmp_path / "app.log.20200101T000000.000000"
+    young = tmp_path / "app.log.20200102T000000.000000"
+    stale_tmp = tmp_path / "app.log.20200103T000000.000000.gz.tmp"
+    fresh_tmp = tmp_path / "app.log.20200104T000000.000000.gz.tmp"
+    others = [tmp_path / "other.log.x.gz.tmp", tmp_path / "app.logx.gz.tmp", tmp_path / "keep"]
+    for item, age in [(old, 86400 * 2 + 1.5), (young, 86400 * 2 - 5), (stale_tmp, 660)]:
+        item.write_text("")
+        os.utime(item, (now - age, now - age))
+    for item in [fresh_tmp, *others]:
+        item.write_text("")
+        os.utime(item, (now - 590, now - 590))
+    os.utime(others[0], (now - 9999, now - 9999))
+    os.utime(others[1], (now - 9999, now - 9999))
+    exporter = FileExporter(FileSettings(path=str(path), max_bytes=1024, max_age_days=2))
+    assert exporter.export(batch(0, 10)) == SUCCESS  # one rotation
+    exporter.shutdown()
+    assert not old.exists() and not stale_tmp.exists()
+    assert young.exists() and fresh_tmp.exists()
+    assert all(item.exists() for item in others)
