@@ -248,6 +248,18 @@ def test_endpoints_are_compared_normalised(
         provider.shutdown()
 
 
+def test_the_logs_protocol_variable_decides_which_exporters_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf")
+    provider = _provider_exporting_to(HttpExporter(endpoint="http://collector:4318/v1/logs"))
+    settings = LoggingSettings(otlp={"endpoint": "http://collector:4318"})
+    try:
+        assert exported_by(provider, settings) == "http://collector:4318/v1/logs"
+    finally:
+        provider.shutdown()
+
+
 def test_a_processor_inside_wrappers_is_found() -> None:
     """A processor wrapped in others (Logfire's processors wrap a multi processor) and the
     simple processor's exporter are found too."""

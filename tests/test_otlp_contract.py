@@ -17,9 +17,10 @@ from opentelemetry.sdk.resources import Resource
 
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters.contract import LogRecordExporter, LogRecordExportResult
-from fapilog.exporters.otlp import OtlpLogExporter
+from fapilog.exporters.otlp import SPEC, OtlpLogExporter
 from fapilog.otel.logs import SeverityNumber, make_record
 from fapilog.otel.otlp_logs import Delivery
+from fapilog.settings import LoggingSettings
 from queue_support import Listened
 
 SUCCESS, FAILURE = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
@@ -302,3 +303,24 @@ def test_rejections_and_records_too_large_are_said_as_errors(
         if line.get("fapilog.diagnostic", "").startswith("otlp")
     }
     assert said == {"otlp-rejected": "error", "otlp-too-large": "error"}
+
+
+def test_the_exporter_made_from_settings_scrubs_the_logs_headers_from_what_it_says(
+    monkeypatch: pytest.MonkeyPatch, listened: Listened
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-api-key=logsecret123")
+    settings = LoggingSettings(otlp={"endpoint": "http://127.0.0.1:9", "protocol": "http/protobuf"})
+    otlp = SPEC.factory(settings)
+    assert isinstance(otlp, OtlpLogExporter)
+    try:
+        otlp._guard.call(
+            lambda: (_ for _ in ()).throw(RuntimeError("key logsecret123 refused")),
+            SUCCESS,
+            FAILURE,
+        )
+        message, _ = listened.wait_for("otlp:logs")
+        assert (
+            message == "fapilog OTLP logs exporter raised: RuntimeError('key ********** refused')"
+        )
+    finally:
+        otlp.shutdown()
