@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.resources import Resource
 
+from fapilog.exceptions import ConfigurationError
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters import file as file_module
 from fapilog.exporters.contract import LogRecordExportResult
-from fapilog.exporters.file import FileExporter, backups
+from fapilog.exporters.file import SPEC, FileExporter, backups
 from fapilog.otel.logs import SeverityNumber, make_record
-from fapilog.settings import FileSettings
+from fapilog.settings import FileSettings, LoggingSettings
 from queue_support import Listened
 
 SUCCESS, FAILURE = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
@@ -258,3 +259,21 @@ def test_a_rotation_prunes_old_backups_and_stale_gzip_temporaries_only(tmp_path:
     assert not old.exists() and not stale_tmp.exists()
     assert young.exists() and fresh_tmp.exists()
     assert all(item.exists() for item in others)
+
+
+def test_a_path_the_exporter_cannot_use_fails_at_configure_time_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    for path, problem in [
+        (tmp_path, "it is a directory; give the path of a file, e.g. logs/app.log"),
+        (blocker / "app.log", f"{blocker} is not a directory"),
+    ]:
+        with pytest.raises(ConfigurationError) as raised:
+            SPEC.factory(LoggingSettings(file={"path": str(path)}))
+        assert str(raised.value) == (
+            f"FAPILOG_FILE__PATH (setting 'file.path'): {str(path)!r} is invalid: {problem}"
+        )
+    made = SPEC.factory(LoggingSettings(file={"path": str(tmp_path / "logs" / "app.log")}))
+    assert isinstance(made, FileExporter)
