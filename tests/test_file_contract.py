@@ -277,3 +277,20 @@ def test_a_path_the_exporter_cannot_use_fails_at_configure_time_naming_the_setti
         )
     made = SPEC.factory(LoggingSettings(file={"path": str(tmp_path / "logs" / "app.log")}))
     assert isinstance(made, FileExporter)
+
+
+@pytest.mark.parametrize(("mode", "directory_mode"), [(0o640, 0o750), (0o604, 0o705)])
+def test_the_directories_it_creates_can_be_searched_wherever_the_file_can_be_read(
+    tmp_path: Path, mode: int, directory_mode: int
+) -> None:
+    path = tmp_path / "a" / "b" / "app.log"
+    previous = os.umask(0)
+    try:
+        exporter = FileExporter(FileSettings(path=str(path), mode=mode))
+        assert exporter.export(batch(0)) == SUCCESS
+        exporter.shutdown()
+    finally:
+        os.umask(previous)
+    for directory in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert directory.stat().st_mode & 0o7777 == directory_mode
+    assert path.stat().st_mode & 0o7777 == mode
