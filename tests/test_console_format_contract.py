@@ -301,3 +301,17 @@ def test_colours_follow_no_color_force_color_term_and_the_terminal(
 def test_a_stream_without_isatty_is_no_terminal() -> None:
     assert is_terminal(object()) is False  # type: ignore[arg-type]
     assert is_terminal(Tty()) is True
+
+
+def test_an_unfinished_request_line_is_aligned_with_its_note() -> None:
+    line = plain().render(request(None, None, "failed", k=1))
+    head = "fapilog.request GET /items/7 → - · failed"
+    assert line == f"{clock()} [info    ] {head}" + " " * (44 - len(head)) + " k=1"
+
+
+def test_the_first_nanoseconds_of_the_epoch_are_a_time_not_dashes() -> None:
+    assert (
+        plain()
+        .render(shown(timestamp=0))
+        .startswith(time.strftime("%H:%M:%S", time.localtime(0)) + ".000 ")
+    )

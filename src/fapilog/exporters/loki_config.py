@@ -167,8 +167,6 @@ def validate(settings: LokiSettings) -> None:
             value=raw,
             mask="url",
         )
-    if url.scheme not in ("http", "https") or not url.host:  # pragma: no cover - url_problem
-        raise setting_error("loki.url", f"expected {_URL_FORM}", value=raw, mask="url")
     tenant = settings.tenant_id
     if tenant in _UNSAFE_TENANTS:
         raise setting_error(
