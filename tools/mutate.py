@@ -260,7 +260,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_console_and_testing.py",
         "tests/test_console_order.py",
     ],
-    "src/fapilog/exporters/file.py": ["tests/test_file_contract.py", "tests/test_file_exporter.py"],
+    "src/fapilog/exporters/file.py": [
+        "tests/test_file_contract.py",
+        "tests/test_file_exporter.py",
+        "tests/test_file_multiprocess.py::"
+        "test_a_partial_write_on_a_full_file_system_is_cut_back_to_the_last_whole_line",
+    ],
     "src/fapilog/exporters/_deadline.py": ["tests/test_loki_deadline.py"],
     "src/fapilog/exporters/loki.py": ["tests/test_loki_exporter.py", "tests/test_loki_limits.py"],
 }
