@@ -315,3 +315,13 @@ def test_the_first_nanoseconds_of_the_epoch_are_a_time_not_dashes() -> None:
         .render(shown(timestamp=0))
         .startswith(time.strftime("%H:%M:%S", time.localtime(0)) + ".000 ")
     )
+
+
+def test_only_the_request_logger_with_method_and_path_gets_the_request_line() -> None:
+    for logger, fields in [
+        ("app", {"url.path": "/x", "http.request.method": "GET"}),
+        ("app", {"url.path": "/x"}),
+        (REQUEST_LOGGER, {"url.path": "/x"}),
+    ]:
+        line = plain().render(shown("hello", logger=logger, fields=fields))
+        assert " hello" in line and "→" not in line
