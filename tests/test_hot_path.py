@@ -244,7 +244,6 @@ def test_spliced_json_line_equals_the_whole_dict_rendered(
     expected = orjson.dumps(line, default=_json_default)
     assert renderer.render(view) == expected
     assert renderer.render_line(view) == expected + b"\n"
-    assert renderer.render_batch([view, view]) == (expected + b"\n") * 2
     assert json.loads(expected)["message"] == "hello"
 
 

@@ -23,7 +23,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -113,10 +113,6 @@ class JsonRenderer:
         }
         cache = self._resource_cache = _ResourceParts(resource, attrs)
         return cache
-
-    def _resource(self, resource: Any) -> tuple[dict[str, Any], frozenset[str]]:
-        parts = self._resource_parts(resource)
-        return parts.attrs, parts.reserved
 
     def _line(self, readable: ReadableLogRecord, reserved: frozenset[str]) -> dict[str, Any]:
         """The line without the resource attributes."""
@@ -208,10 +204,6 @@ class JsonRenderer:
         except Exception:
             data = _degraded(line, readable)
         return data + b"\n" if newline else data
-
-    def render_batch(self, batch: Sequence[ReadableLogRecord]) -> bytes:
-        render = self.render_line
-        return b"".join([render(readable) for readable in batch])
 
 
 # Line breaks JSON lets a string hold as they are, which orjson writes raw, but which readers
