@@ -204,6 +204,11 @@ def refused(settings: LokiSettings) -> str:
             f"characters, more than 150 {ALLOWED}",
         ),
         (
+            {"tenant_id": "t" * 149 + " "},  # 150 characters: what is wrong is the space
+            "FAPILOG_LOKI__TENANT_ID (setting 'loki.tenant_id'): '**********' is invalid: it "
+            f"holds ' ', not allowed {ALLOWED}",
+        ),
+        (
             {"tenant_id": ""},
             "FAPILOG_LOKI__TENANT_ID (setting 'loki.tenant_id'): '**********' is invalid: it "
             f"is empty {ALLOWED}",
