@@ -246,6 +246,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_console_and_testing.py",
     ],
     "src/fapilog/exporters/render.py": [
+        "tests/test_render_contract.py",
         "tests/test_hot_path.py",
         "tests/test_values_degrade_alone.py",
         "tests/test_logging_never_raises.py",
