@@ -32,7 +32,8 @@ def test_a_sample_rate_keeps_that_fraction_of_successful_events_and_every_error(
     import random
 
     random.seed(20261202)  # (the rate's draws: the same on every run)
-    app, path = configured(tmp_path, event_sample_rate=0.1)
+    # (no slow threshold: a loaded machine may take over a second for some of them)
+    app, path = configured(tmp_path, event_sample_rate=0.1, buffer={"slow_ms": None})
     paths = [f"/ok?tag={n}" for n in range(1000)]
     paths += [f"/missing?tag={n}" for n in range(50)] + [f"/fail?tag={n}" for n in range(50)]
     serve(app, paths, concurrency=50)
@@ -51,7 +52,7 @@ def test_sampling_never_drops_what_the_application_logs(tmp_path: Path) -> None:
         level="DEBUG",
         exporters=["file"],
         file={"path": str(path)},
-        request={"event_sample_rate": 0.0},
+        request={"event_sample_rate": 0.0, "buffer": {"slow_ms": None}},
     )
     serve(app, [f"/ok?tag={n}" for n in range(100)], concurrency=20)
     found = lines(path)
