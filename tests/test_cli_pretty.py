@@ -170,12 +170,22 @@ WRITER = textwrap.dedent(
 )
 
 
+# exec the command with every signal unblocked and SIGINT at Python's default handler
+CLEAN_SIGNALS = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 class Follower:
     """`fapilog pretty --follow` running, its output lines collected as they come."""
 
     def __init__(self, path: Path, env: dict[str, str]) -> None:
+        # started as from a shell: no signal blocked or ignored, whatever this test
+        # process inherited or was left with (Ctrl-C must reach it as it reaches a user's)
         self.process = subprocess.Popen(
-            [FAPILOG, "pretty", "--follow", "--no-color", str(path)],
+            [sys.executable, "-c", CLEAN_SIGNALS, FAPILOG, "pretty", "--follow", "--no-color",
+             str(path)],
             stdout=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -196,7 +206,16 @@ class Follower:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)  # (Ctrl-C: a normal end, coverage saved)
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                "fapilog pretty --follow did not end on SIGINT: "
+                + "; ".join(line for line in status if line.startswith(("State", "Sig")))
+            ) from None
         self._thread.join(10)
 
 
