@@ -5,6 +5,7 @@ strict Loki receiver and the OTLP receiver, up, down and refusing), and ``pretty
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 
 import fapilog
 from peers.loki_receiver import LokiReceiver
-from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
+from peers.otlp_receiver import OtlpReceiver, self_signed_certificate
 
 FAPILOG = str(Path(sys.executable).parent / "fapilog")
 SECRET = "hunter2-very-secret"
@@ -273,12 +274,16 @@ def test_check_passes_against_loki_and_the_collector(
 def test_check_fails_and_says_why_when_loki_or_the_collector_is_down(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    env.update(
-        FAPILOG_EXPORTERS="loki,otlp",
-        FAPILOG_LOKI__URL=f"http://127.0.0.1:{closed_port()}",
-        FAPILOG_OTLP__ENDPOINT=f"http://127.0.0.1:{closed_port()}",
-    )
-    code, results, _ = check(env)
+    # ports held bound and not listening: refused, and no other test can take them meanwhile
+    with socket.socket() as loki, socket.socket() as collector:
+        loki.bind(("127.0.0.1", 0))
+        collector.bind(("127.0.0.1", 0))
+        env.update(
+            FAPILOG_EXPORTERS="loki,otlp",
+            FAPILOG_LOKI__URL=f"http://127.0.0.1:{loki.getsockname()[1]}",
+            FAPILOG_OTLP__ENDPOINT=f"http://127.0.0.1:{collector.getsockname()[1]}",
+        )
+        code, results, _ = check(env)
     assert code == 1
     for name, setting in (("loki", "FAPILOG_LOKI__URL"), ("otlp", "FAPILOG_OTLP__ENDPOINT")):
         item = results[name]
