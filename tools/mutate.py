@@ -255,6 +255,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_redaction_exporters.py",
     ],
     "src/fapilog/exporters/console_traceback.py": [
+        "tests/test_console_traceback_contract.py",
         "tests/test_console_safety.py",
         "tests/test_dev_console.py",
     ],

@@ -167,7 +167,8 @@ class TracebackRenderer:
             return known
         kind: tuple[int, str] = (_USER, "")
         for prefix, name in self._framework:
-            if filename.startswith(prefix) or filename == prefix:
+            # a package's folder holds its files; a single-module package is its one file
+            if filename.startswith(prefix) if prefix.endswith(os.sep) else filename == prefix:
                 kind = (_FRAMEWORK, name)
                 break
         else:
