@@ -271,7 +271,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_file_multiprocess.py::"
         "test_a_partial_write_on_a_full_file_system_is_cut_back_to_the_last_whole_line",
     ],
-    "src/fapilog/exporters/_deadline.py": ["tests/test_loki_deadline.py"],
+    "src/fapilog/exporters/_deadline.py": [
+        "tests/test_deadline_contract.py",
+        "tests/test_loki_deadline.py",
+    ],
     "src/fapilog/exporters/loki.py": ["tests/test_loki_exporter.py", "tests/test_loki_limits.py"],
 }
 

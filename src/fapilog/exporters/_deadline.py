@@ -103,7 +103,8 @@ class _Deadlines(threading.local):
 
 class DeadlineBackend(httpcore.NetworkBackend):
     """Blocking sockets whose every wait ends by the deadline of the calling thread's current
-    request (see `deadline`), or after httpcore's per-operation timeout if that comes first."""
+    request (see `deadline`), or after httpcore's per-operation timeout if that comes first.
+    TCP only: the transport never asks httpcore for a Unix socket."""
 
     def __init__(self) -> None:
         self._deadlines = _Deadlines()
@@ -169,25 +170,6 @@ class DeadlineBackend(httpcore.NetworkBackend):
                     sock.setsockopt(*option)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
-                sock.close()
-                raise
-        self._opened(sock)
-        return _SocketStream(sock, self)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        with _as_httpcore(httpcore.ConnectTimeout, httpcore.ConnectError):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                for option in socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(self.left(timeout, httpcore.ConnectTimeout))
-                sock.connect(path)
-            except BaseException:
                 sock.close()
                 raise
         self._opened(sock)

@@ -1,0 +1,479 @@
+"""The bounded transport under the Loki exporter, at its own edges: real sockets on
+127.0.0.1, plain and TLS (TLS in TLS, as through an HTTPS proxy), servers that close, stall,
+break the TLS stream or never answer the handshake; a kept-alive connection reused only while
+its server keeps it; every wait ended by the deadline or by `abort()`. In-process."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+
+from fapilog.exporters._deadline import DeadlineBackend, DeadlineTransport, _readable
+from peers.otlp_receiver import self_signed_certificate
+
+BODY = bytes(range(256)) * 1200  # 300 KB: many TLS records, more than one read
+
+
+class Server:
+    """HTTP/1.1 on 127.0.0.1, TLS when given a certificate. `mode`:
+    "answer" each request with BODY (keep-alive; "close" closes after the answer),
+    "silent" accepts and never reads, "hangup" closes each connection at once,
+    "junk" answers a request with bytes that are not TLS records,
+    "eof" / "notify" answer without a length and end the stream without / with TLS's
+    close_notify."""
+
+    def __init__(self, mode: str = "answer", tls: tuple[str, str] | None = None) -> None:
+        self.mode, self.tls = mode, tls
+        self.connections = 0
+        self.received: list[int] = []  # each request body's length
+        self.seen = threading.Event()  # a request arrived
+        self.ended = 0  # connections the server has closed
+        self.errors: list[BaseException] = []  # what ended a connection early
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
+    def wait_ended(self, count: int) -> None:
+        """Until the server has closed `count` connections."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.ended >= count, 10)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._listener.close()
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(10)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._sockets.append(sock)
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        conn: Any = sock
+        try:
+            if self.mode == "silent":
+                self._stop.wait()  # reads nothing until close()
+                return
+            if self.mode == "hangup":
+                return
+            sock.settimeout(10)
+            if self.tls is not None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(*self.tls)
+                conn = context.wrap_socket(sock, server_side=True)
+            while self._request(conn):
+                if self.mode == "junk":
+                    os.write(conn.fileno(), b"\x17\x03\x03\x00\x05junk!" * 4)  # under TLS
+                    return
+                if self.mode in ("eof", "notify"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY)
+                    if self.mode == "notify":
+                        conn = conn.unwrap()
+                    return
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
+                conn.sendall(head + BODY)
+                if self.mode == "close":
+                    return
+        except (OSError, ssl.SSLError) as exc:
+            self.errors.append(exc)
+            return
+        finally:
+            conn.close()
+            sock.close()
+            with self._changed:
+                self.ended += 1
+                self._changed.notify_all()
+
+    def _request(self, conn: Any) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        self.received.append(len(body))
+        self.seen.set()
+        return True
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    if shutil.which("openssl") is None:  # pragma: no cover - openssl is on the CI machine
+        pytest.skip("the openssl CLI is needed to make a test certificate")
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def trusted(certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    return certificate
+
+
+@pytest.fixture(params=["http", "https"])
+def tls(request: pytest.FixtureRequest) -> tuple[str, str] | None:
+    if request.param == "http":
+        return None
+    certificate: tuple[str, str] = request.getfixturevalue("trusted")
+    return certificate
+
+
+@pytest.fixture
+def transport() -> Iterator[DeadlineTransport]:
+    made = DeadlineTransport()
+    yield made
+    made.close()
+
+
+def client(transport: DeadlineTransport) -> httpx.Client:
+    return httpx.Client(transport=transport, timeout=10)
+
+
+# -- requests, plain and TLS -------------------------------------------------------------------
+
+
+def test_a_request_and_its_whole_answer_each_way_and_a_connection_kept_alive(
+    tls: tuple[str, str] | None, transport: DeadlineTransport
+) -> None:
+    with Server(tls=tls) as server, client(transport) as http:
+        for size in (0, 1, 2_000_000):
+            with transport.deadline(30):
+                response = http.post(server.url, content=b"x" * size)
+            assert (response.status_code, response.content) == (200, BODY)
+        assert server.received == [0, 1, 2_000_000]
+        assert server.connections == 1  # one connection, kept alive and reused
+        stream = response.extensions["network_stream"]
+        peer = stream.get_extra_info("server_addr")
+        assert peer == ("127.0.0.1", server.port)
+        sock = stream.get_extra_info("socket")
+        assert isinstance(sock, socket.socket)
+        assert stream.get_extra_info("client_addr") == sock.getsockname()
+        assert stream.get_extra_info("no such thing") is None
+        assert stream.get_extra_info("is_readable") is False
+        ssl_object = stream.get_extra_info("ssl_object")
+        assert (ssl_object is None) == (tls is None)
+        if tls is not None:
+            assert isinstance(ssl_object, ssl.SSLObject)
+            assert ssl_object.server_hostname == "127.0.0.1"
+
+
+def test_a_connection_its_server_closed_is_not_reused(
+    tls: tuple[str, str] | None, transport: DeadlineTransport
+) -> None:
+    with Server("close", tls=tls) as server, client(transport) as http:
+        for count in range(1, 4):
+            with transport.deadline(30):
+                assert http.get(server.url).content == BODY
+            server.wait_ended(count)  # the server's end has reached the client's socket
+        assert server.connections == 3
+
+
+@pytest.mark.parametrize("mode", ["eof", "notify"])
+def test_an_answer_ended_by_closing_the_tls_stream_is_read_whole(
+    mode: str, trusted: tuple[str, str], transport: DeadlineTransport
+) -> None:
+    with Server(mode, tls=trusted) as server, client(transport) as http, transport.deadline(30):
+        assert http.get(server.url).content == BODY
+
+
+def test_bytes_that_are_not_tls_are_a_read_error(
+    trusted: tuple[str, str], transport: DeadlineTransport
+) -> None:
+    with (
+        Server("junk", tls=trusted) as server,
+        client(transport) as http,
+        transport.deadline(30),
+        pytest.raises(httpx.ReadError),
+    ):
+        http.get(server.url)
+
+
+def test_an_untrusted_certificate_is_a_connect_error_and_the_socket_is_closed(
+    certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", "/nonexistent")
+    transport = DeadlineTransport()
+    with Server(tls=certificate) as server, client(transport) as http:
+        with transport.deadline(30), pytest.raises(httpx.ConnectError, match="CERTIFICATE"):
+            http.get(server.url)
+        assert transport.backend._open == set()
+
+
+def test_a_server_that_hangs_up_during_the_handshake_is_a_connect_error(
+    trusted: tuple[str, str], transport: DeadlineTransport
+) -> None:
+    with Server("hangup", tls=trusted) as server, client(transport) as http:
+        with transport.deadline(30), pytest.raises(httpx.ConnectError):
+            http.get(server.url)
+        assert transport.backend._open == set()
+
+
+def test_a_handshake_never_answered_ends_at_the_deadline_as_a_connect_timeout(
+    trusted: tuple[str, str], transport: DeadlineTransport
+) -> None:
+    with Server("silent", tls=trusted) as server, client(transport) as http:
+        with transport.deadline(0.3), pytest.raises(httpx.ConnectTimeout):
+            http.get(server.url)
+        assert transport.backend._open == set()
+
+
+def test_tls_inside_tls_as_through_an_https_proxy(trusted: tuple[str, str]) -> None:
+    """A relay that ends the outer TLS and passes the bytes on to a TLS server: the inner
+    TLS runs over the outer one, both on the backend's sockets."""
+    context = ssl.create_default_context(cafile=trusted[0])
+    with Server(tls=trusted) as server:
+        relay = socket.create_server(("127.0.0.1", 0))
+
+        def run_relay() -> None:
+            sock, _ = relay.accept()
+            outer_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            outer_context.load_cert_chain(*trusted)
+            with outer_context.wrap_socket(sock, server_side=True) as outer:
+                inner = socket.create_connection(("127.0.0.1", server.port))
+                with inner:
+
+                    def pump(source: Any, sink: Any) -> None:
+                        try:
+                            while data := source.recv(65536):
+                                sink.sendall(data)
+                        except OSError:
+                            pass
+
+                    back = threading.Thread(target=pump, args=(inner, outer), daemon=True)
+                    back.start()
+                    pump(outer, inner)
+                    inner.shutdown(socket.SHUT_RDWR)  # the client is done: so is the relay
+                    back.join(10)
+
+        relay_thread = threading.Thread(target=run_relay, daemon=True)
+        relay_thread.start()
+        backend = DeadlineBackend()
+        with backend.deadline(30):
+            plain = backend.connect_tcp("127.0.0.1", relay.getsockname()[1])
+            outer = plain.start_tls(context, "127.0.0.1")
+            inner = outer.start_tls(context, "localhost")
+            assert inner.get_extra_info("ssl_object").server_hostname == "localhost"
+            assert outer.get_extra_info("ssl_object").server_hostname == "127.0.0.1"
+            inner.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            received = b""
+            while not received.endswith(BODY):
+                chunk = inner.read(65536)
+                assert chunk
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+            inner.close()
+        relay.close()
+        relay_thread.join(10)
+        assert backend._open == set()
+
+
+# -- readable: a kept-alive connection's end -----------------------------------------------------
+
+
+@pytest.mark.parametrize("poll", [True, False], ids=["poll", "select"])
+def test_a_socket_is_readable_when_data_or_its_end_is_there_or_it_is_closed(
+    poll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not poll:
+        monkeypatch.delattr(select, "poll")
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        assert _readable(mine) is False
+        theirs.sendall(b"x")
+        assert _readable(mine) is True
+        assert mine.recv(1) == b"x"
+        assert _readable(mine) is False
+        theirs.close()
+        assert _readable(mine) is True
+    assert _readable(mine) is True  # closed
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+
+def test_each_wait_is_the_shorter_of_its_timeout_and_what_is_left() -> None:
+    backend = DeadlineBackend()
+    assert backend.left(None, TimeoutError) is None
+    assert backend.left(2.5, TimeoutError) == 2.5
+    with backend.deadline(10):
+        assert backend.left(2.5, TimeoutError) == 2.5
+        left = backend.left(None, TimeoutError)
+        assert left is not None and 9 < left <= 10
+        left = backend.left(60, TimeoutError)
+        assert left is not None and 9 < left <= 10
+        with backend.deadline(3):
+            left = backend.left(None, TimeoutError)
+            assert left is not None and 2 < left <= 3
+            with backend.deadline(100):  # an inner block cannot extend its outer one
+                left = backend.left(None, TimeoutError)
+                assert left is not None and left <= 3
+        left = backend.left(None, TimeoutError)
+        assert left is not None and 9 < left <= 10
+    assert backend.left(None, TimeoutError) is None
+    with backend.deadline(-5), pytest.raises(TimeoutError, match="deadline has passed"):
+        backend.left(None, TimeoutError)
+    with backend.deadline(0), pytest.raises(KeyError, match="deadline has passed"):
+        backend.left(1.0, KeyError)
+
+
+def test_a_deadline_is_this_threads_own() -> None:
+    backend = DeadlineBackend()
+    seen: list[float | None] = []
+    with backend.deadline(5):
+        thread = threading.Thread(target=lambda: seen.append(backend.left(None, TimeoutError)))
+        thread.start()
+        thread.join(10)
+    assert seen == [None]
+
+
+def test_a_server_that_never_reads_ends_the_send_at_the_deadline(
+    transport: DeadlineTransport,
+) -> None:
+    with (
+        Server("silent") as server,
+        client(transport) as http,
+        transport.deadline(0.5),
+        pytest.raises(httpx.WriteTimeout),
+    ):
+        http.post(server.url, content=b"x" * 50_000_000)
+
+
+def test_a_server_that_never_answers_ends_the_read_at_the_deadline(
+    transport: DeadlineTransport,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener, client(transport) as http:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        with transport.deadline(0.3), pytest.raises(httpx.ReadTimeout):
+            http.get(url)  # the listener's backlog takes the connection; nobody answers
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+
+def test_socket_options_and_the_local_address_are_applied() -> None:
+    backend = DeadlineBackend()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        keepalive = (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        stream = backend.connect_tcp(
+            "127.0.0.1", port, timeout=5, local_address="127.0.0.1", socket_options=[keepalive]
+        )
+        sock = stream.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert stream.get_extra_info("client_addr")[0] == "127.0.0.1"
+        assert backend._open == {sock}
+        stream.close()
+        assert backend._open == set()
+        with pytest.raises(httpcore.ConnectError):
+            backend.connect_tcp("127.0.0.1", port, socket_options=[(-1, -1, 1)])
+        assert backend._open == set()
+
+
+def test_nothing_listening_is_a_connect_error() -> None:
+    backend = DeadlineBackend()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # bound, not listening: connecting is refused
+    with holder, pytest.raises(httpcore.ConnectError):
+        backend.connect_tcp("127.0.0.1", holder.getsockname()[1], timeout=5)
+
+
+def test_abort_ends_the_waits_under_way_and_refuses_new_ones(
+    transport: DeadlineTransport,
+) -> None:
+    outcome: list[BaseException] = []
+    with Server("silent") as server, client(transport) as http:
+
+        def request() -> None:
+            try:
+                with transport.deadline(60):
+                    http.get(server.url)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=request, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not transport.backend._open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        transport.backend.abort()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], httpx.TransportError)
+        with pytest.raises(httpx.ConnectTimeout, match="aborted"):
+            http.get(server.url)
+
+
+def test_a_connection_opened_after_abort_is_shut_at_once() -> None:
+    backend = DeadlineBackend()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stream = backend.connect_tcp("127.0.0.1", listener.getsockname()[1], timeout=5)
+        backend.abort()
+        late = socket.create_connection(listener.getsockname(), 5)
+        backend._opened(late)  # as when abort() came while it was connecting
+        late.settimeout(5)
+        assert late.recv(1) == b""  # shut down: the read ends at once
+        with pytest.raises(httpcore.ReadTimeout, match="aborted"):
+            stream.read(1)
+        stream.close()
+        late.close()
+
+
+def test_sleep_sleeps() -> None:
+    started = time.monotonic()
+    DeadlineBackend().sleep(0.05)
+    assert time.monotonic() - started >= 0.05
