@@ -247,6 +247,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/fapilog/exporters/render.py": [
         "tests/test_render_contract.py",
+        "tests/test_loki_streams_contract.py",
+        "tests/test_console_format_contract.py",
         "tests/test_hot_path.py",
         "tests/test_values_degrade_alone.py",
         "tests/test_logging_never_raises.py",

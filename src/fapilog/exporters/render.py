@@ -232,10 +232,12 @@ def _degraded(line: dict[str, Any], readable: ReadableLogRecord) -> bytes:
     try:
         clean = {safe_str(key): coerce_value(value) for key, value in line.items()}
         try:
-            return orjson.dumps(clean, default=_json_default)
+            return _one_line(orjson.dumps(clean, default=_json_default))
         except Exception:
-            return json.dumps(clean, default=_json_default, ensure_ascii=False).encode(
-                "utf-8", "backslashreplace"
+            return _one_line(
+                json.dumps(clean, default=_json_default, ensure_ascii=False).encode(
+                    "utf-8", "backslashreplace"
+                )
             )
     except Exception as exc:
         return _unrenderable(readable, exc)
@@ -270,9 +272,9 @@ def _unrenderable(readable: ReadableLogRecord, exc: BaseException) -> bytes:
         line["service.name"] = ""
     line[ERROR_KEY] = f"record could not be rendered: {type(exc).__name__}"
     try:
-        return orjson.dumps(line)
+        return _one_line(orjson.dumps(line))
     except Exception:  # a lone surrogate in the message or a name
-        return json.dumps(line, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        return _one_line(json.dumps(line, ensure_ascii=False).encode("utf-8", "backslashreplace"))
 
 
 class _ResourceParts:
