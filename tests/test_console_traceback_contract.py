@@ -532,27 +532,20 @@ def _deep() -> int:
     return c["n"] + {"k": b}["missing"] + len(b)
 
 
-@pytest.mark.skipif(not NEW_POSITIONS, reason="code positions are Python 3.11 and later")
 def test_the_range_is_the_one_pythons_own_traceback_shows() -> None:
+    """(Python 3.11 and later; before, code has no positions and there is no range.)"""
     exc = caught(_deep)
     tb = exc.__traceback__
     assert tb is not None and tb.tb_next is not None
     tb = tb.tb_next
-    summary = traceback.extract_tb(exc.__traceback__)[-1]
     assert tb.tb_lasti > 8
-    assert _position(tb.tb_frame.f_code, tb.tb_lasti) == (
-        (summary.lineno, summary.colno),
-        (summary.end_lineno, summary.end_colno),
+    summary: Any = traceback.extract_tb(exc.__traceback__)[-1]
+    expected = (
+        ((summary.lineno, summary.colno), (summary.end_lineno, summary.end_colno))
+        if NEW_POSITIONS
+        else None
     )
-
-
-@pytest.mark.skipif(NEW_POSITIONS, reason="before Python 3.11 code has no positions")
-def test_before_python_311_there_is_no_range() -> None:
-    exc = caught(_deep)
-    assert exc.__traceback__ is not None
-    tb = exc.__traceback__.tb_next
-    assert tb is not None
-    assert _position(tb.tb_frame.f_code, tb.tb_lasti) is None
+    assert _position(tb.tb_frame.f_code, tb.tb_lasti) == expected
 
 
 # -- local variables ---------------------------------------------------------------------------
