@@ -346,3 +346,27 @@ def test_the_key_name_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         line, *_ = entry(made, record({f"k{n}": 1, "tenant": "b"}), True)
         assert line[f"k{n}"] == 1 and "tenant" not in line
     assert len(made._names) <= 2
+
+
+def test_the_first_folded_value_is_reported_at_once_as_a_warning(
+    listened: Listened, capfd: pytest.CaptureFixture[str]
+) -> None:
+    guard = LabelGuard(cap=2, window=600)
+    assert [guard.admit("zone-once", v, 0.0) for v in ("a", "b")] == ["a", OTHER]
+    assert [r[0] for r in listened.reports] == ["loki-label-folded:zone-once"]
+    written = [
+        orjson.loads(line) for line in capfd.readouterr().err.splitlines() if "zone-once" in line
+    ]
+    assert [(w["fapilog.diagnostic"], w["level"]) for w in written] == [
+        ("loki-label-folded:zone-once", "warning")
+    ]
+
+
+def test_with_resource_in_line_a_key_clashing_with_the_trace_metadata_is_renamed() -> None:
+    made = lines(labels=["service_name"], resource_in_line=True)
+    line, metadata, *_ = entry(
+        made, record({"trace.id": "not the trace", "span.id": SPAN_ID}, context=traced()), True
+    )
+    assert metadata == {"trace_id": TRACE_ID, "span_id": SPAN_ID}
+    assert line["attr.trace.id"] == "not the trace"
+    assert "trace.id" not in line and "span.id" not in line and "attr.span.id" not in line
