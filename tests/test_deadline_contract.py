@@ -477,3 +477,21 @@ def test_sleep_sleeps() -> None:
     started = time.monotonic()
     DeadlineBackend().sleep(0.05)
     assert time.monotonic() - started >= 0.05
+
+
+def test_a_handshake_not_answered_ends_at_its_own_timeout_without_a_deadline(
+    trusted: tuple[str, str],
+) -> None:
+    """A TLS handshake, also one inside TLS, waits at most the timeout it is given."""
+    context = ssl.create_default_context(cafile=trusted[0])
+    backend = DeadlineBackend()
+    with Server("silent") as silent:
+        plain = backend.connect_tcp("127.0.0.1", silent.port, timeout=5)
+        with pytest.raises(httpcore.ConnectTimeout):
+            plain.start_tls(context, "127.0.0.1", timeout=0.3)
+    with Server(tls=trusted) as server:  # the outer TLS answers, the inner is taken as HTTP
+        plain = backend.connect_tcp("127.0.0.1", server.port, timeout=5)
+        outer = plain.start_tls(context, "127.0.0.1", timeout=5)
+        with pytest.raises(httpcore.ConnectTimeout):
+            outer.start_tls(context, "localhost", timeout=0.3)
+    assert backend._open == set()

@@ -124,6 +124,16 @@ def test_the_environment_proxy_is_read_as_httpx_reads_it(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert environment_proxy(httpx.URL("http://127.0.0.1:3100/")) is None
     assert environment_proxy(httpx.URL("http://127.0.0.2:3100/")) is not None
+    # an address and localhost stand for themselves only, not for names ending with them
+    monkeypatch.setenv("NO_PROXY", "10.0.0.1,localhost,::1")
+    for host, exempt in [
+        ("10.0.0.1", True),
+        ("a.10.0.0.1", False),
+        ("localhost", True),
+        ("app.localhost", False),
+        ("[::1]", True),
+    ]:
+        assert (environment_proxy(httpx.URL(f"http://{host}:3100/")) is None) is exempt, host
 
 
 def test_pushes_go_through_the_environment_proxy(
