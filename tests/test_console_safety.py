@@ -168,7 +168,7 @@ def test_a_record_shown_as_its_json_line_is_escaped_too() -> None:
     readable.log_record.severity_text = 7  # type: ignore[assignment]
     line = ConsoleExporter(colors=False).render(readable)
     assert line.startswith("{") and printable(line)
-    assert "foreign\\x85\\u2028\\x9b2J" in line
+    assert "foreign\\u0085\\u2028\\x9b2J" in line  # (JSON escapes the line breaks)
 
 
 def test_plain_text_is_returned_as_it_is() -> None:
