@@ -267,9 +267,17 @@ def test_with_resource_in_line_the_resource_stays_in_the_line_and_only_ids_are_m
 def test_a_clashing_key_whose_value_the_label_holds_is_left_out() -> None:
     made = lines(labels=["tenant", "code=http.status"])
     line, *_ = entry(made, record({"tenant": "a", "http.status": 200, "code": 200}), True)
-    assert "tenant" not in line
-    assert "code" not in line  # 200 as a label is "200"
+    assert "tenant" not in line and "attr.tenant" not in line
+    assert "code" not in line and "attr.code" not in line  # 200 as a label is "200"
     assert line["http.status"] == 200  # its name is http_status: no label of that name
+
+
+def test_a_clashing_text_the_label_holds_only_cleaned_is_kept_renamed() -> None:
+    made = lines(labels=["tenant"])
+    line, *_ = entry(made, record({"tenant": 'a"b'}), True)  # the label holds a_b
+    assert made.key(record({"tenant": 'a"b'}), 0.0) == (("tenant", "a_b"),)
+    assert line["attr.tenant"] == 'a"b'
+    assert "tenant" not in line
 
 
 def test_a_clashing_key_with_no_text_is_kept_renamed() -> None:
@@ -284,13 +292,16 @@ def test_a_clashing_key_with_no_text_is_kept_renamed() -> None:
     line, *_ = entry(made, record({"level": NoText()}), True)
     assert "attr.level" in line
     assert "level" not in line
+    line, *_ = entry(made, record({"host_name": NoText()}), True)  # against the metadata
+    assert "attr.host_name" in line
+    assert "host_name" not in line
 
 
 def test_a_metadata_name_clash_is_resolved_against_the_metadata_value() -> None:
     made = lines(labels=["service_name"])
     line, metadata, *_ = entry(made, record({"host_name": "h1", "k8s_pod": "other"}), True)
     assert metadata is not None and metadata["host_name"] == "h1"
-    assert "host_name" not in line
+    assert "host_name" not in line and "attr.host_name" not in line
     assert line["attr.k8s_pod"] == "other"
 
 
