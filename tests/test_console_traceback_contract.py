@@ -124,6 +124,17 @@ def _blank_lines_in_message() -> None:
     raise ValueError("first\n\nthird")
 
 
+def _cause_with_blank_lines_and_spaces() -> None:
+    try:
+        raise ValueError("first\n\nthird  ")
+    except ValueError as exc:
+        raise RuntimeError("ends with X") from exc
+
+
+def _cause_never_raised() -> None:
+    raise ValueError("v") from KeyError("never raised")
+
+
 CHAINS = [
     _outer_with_cause,
     _outer_with_context,
@@ -132,6 +143,8 @@ CHAINS = [
     _bare,
     _json_error,
     _blank_lines_in_message,
+    _cause_with_blank_lines_and_spaces,
+    _cause_never_raised,
 ]
 
 
@@ -146,6 +159,17 @@ def test_text_is_read_back_into_the_exceptions_own_stacks(raiser: Any) -> None:
     assert parsed is not None
     assert [(s.exc_type, s.exc_value, s.is_cause, where(s.frames)) for s in parsed] == [
         (s.exc_type, s.exc_value, s.is_cause, where(s.frames)) for s in direct
+    ]
+
+
+def test_exceptions_never_raised_have_no_frames_and_are_read_back_too() -> None:
+    exc = ValueError("outer")
+    exc.__cause__ = KeyError("inner")
+    parsed = _parse(text_of(exc))
+    assert parsed is not None
+    assert [(s.exc_type, s.exc_value, s.is_cause, s.frames) for s in parsed] == [
+        ("ValueError", "outer", False, []),
+        ("KeyError", "'inner'", True, []),
     ]
 
 
@@ -578,6 +602,8 @@ def _with_locals() -> None:
     exactly = "x" * 158  # noqa: F841
     longer = "y" * 159  # noqa: F841
     escape = "\x1b[31m"  # noqa: F841
+    pin = {"password": 12345}  # noqa: F841
+    nested = {"k": {1, 2}}  # noqa: F841
     numbers = {1, 2}  # noqa: F841
     __hidden = 1
     module = os  # noqa: F841
@@ -606,6 +632,8 @@ def test_local_variables_are_shown_redacted_by_name_and_in_their_text() -> None:
         "exactly": "'" + "x" * 158 + "'",
         "longer": "'" + "y" * 158 + "…",
         "escape": "'\\x1b[31m'",
+        "pin": "{'password': '[REDACTED]'}",  # the redacted value, not the text's redaction
+        "nested": "{'k': [1, 2]}",  # a container is shown as logged
         "numbers": "{1, 2}",
     }
 

@@ -377,7 +377,7 @@ def _parse(text: str) -> list[Stack] | None:
             blocks[-1].append(line)
     stacks: list[Stack] = []
     for index, block in enumerate(blocks):
-        lines = [line for line in block if line.strip()] if index < len(blocks) - 1 else block
+        lines = block  # (the blank lines around a separator: before it, the message's end)
         while lines and not lines[0].strip():
             lines = lines[1:]
         stack = _parse_block(lines, causes[index] if index < len(causes) else False)
