@@ -29,12 +29,15 @@ class Server:
     """HTTP/1.1 on 127.0.0.1, TLS when given a certificate. `mode`:
     "answer" each request with BODY (keep-alive; "close" closes after the answer),
     "silent" accepts and never reads, "hangup" closes each connection at once,
-    "junk" answers a request with bytes that are not TLS records,
+    "junk" answers a request with bytes that are not TLS records, "stall" does the TLS
+    handshake and then neither reads nor writes,
     "eof" / "notify" answer without a length and end the stream without / with TLS's
     close_notify."""
 
-    def __init__(self, mode: str = "answer", tls: tuple[str, str] | None = None) -> None:
-        self.mode, self.tls = mode, tls
+    def __init__(
+        self, mode: str = "answer", tls: tuple[str, str] | None = None, body: bytes = BODY
+    ) -> None:
+        self.mode, self.tls, self.body = mode, tls, body
         self.connections = 0
         self.received: list[int] = []  # each request body's length
         self.seen = threading.Event()  # a request arrived
@@ -97,6 +100,14 @@ class Server:
             if self.mode == "silent":
                 self._stop.wait()  # reads nothing until close()
                 return
+            if self.mode == "stall":  # the TLS handshake, then nothing read or written
+                sock.settimeout(10)
+                assert self.tls is not None
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(*self.tls)
+                conn = context.wrap_socket(sock, server_side=True)
+                self._stop.wait()
+                return
             if self.mode == "hangup":
                 return
             sock.settimeout(10)
@@ -109,12 +120,12 @@ class Server:
                     os.write(conn.fileno(), b"\x17\x03\x03\x00\x05junk!" * 4)  # under TLS
                     return
                 if self.mode in ("eof", "notify"):
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + self.body)
                     if self.mode == "notify":
                         conn = conn.unwrap()
                     return
-                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
-                conn.sendall(head + BODY)
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.body)}\r\n\r\n"
+                conn.sendall(head.encode() + self.body)
                 if self.mode == "close":
                     return
         except (OSError, ssl.SSLError) as exc:
@@ -495,3 +506,65 @@ def test_a_handshake_not_answered_ends_at_its_own_timeout_without_a_deadline(
         with pytest.raises(httpcore.ConnectTimeout):
             outer.start_tls(context, "localhost", timeout=0.3)
     assert backend._open == set()
+
+
+def tls_stream(server: Server, certificate: tuple[str, str]) -> Any:
+    context = ssl.create_default_context(cafile=certificate[0])
+    plain = DeadlineBackend().connect_tcp("127.0.0.1", server.port, timeout=5)
+    return plain.start_tls(context, "127.0.0.1", timeout=5)
+
+
+def test_a_tls_read_gives_at_most_what_is_asked_and_says_what_is_still_there(
+    trusted: tuple[str, str],
+) -> None:
+    with Server(tls=trusted) as server:
+        stream = tls_stream(server, trusted)
+        stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+        first = stream.read(5, 5)
+        assert first == b"HTTP/"
+        assert stream.get_extra_info("is_readable") is True  # the rest of the answer
+        received = first
+        while not received.endswith(BODY):
+            chunk = stream.read(100_000, 5)
+            assert chunk
+            received += chunk
+        assert stream.get_extra_info("is_readable") is False
+        stream.close()
+    with Server(tls=trusted, body=b"short") as server:  # one TLS record, read in part
+        stream = tls_stream(server, trusted)
+        stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+        assert stream.read(5, 5) == b"HTTP/"
+        assert stream.get_extra_info("is_readable") is True  # decrypted, not read yet
+        received = b"HTTP/"
+        while not received.endswith(b"short"):
+            received += stream.read(100_000, 5)
+        assert stream.get_extra_info("is_readable") is False
+        stream.close()
+
+
+def test_tls_reads_and_writes_end_at_their_own_timeout_without_a_deadline(
+    trusted: tuple[str, str],
+) -> None:
+    with Server("stall", tls=trusted) as server:
+        stream = tls_stream(server, trusted)
+        with pytest.raises(httpcore.ReadTimeout, match="timed out"):
+            stream.read(10, 0.3)
+        with pytest.raises(httpcore.WriteTimeout, match="timed out"):
+            stream.write(b"x" * 50_000_000, 0.3)
+        stream.close()
+
+
+def test_a_tls_error_says_what_went_wrong(trusted: tuple[str, str]) -> None:
+    with Server("junk", tls=trusted) as server:
+        stream = tls_stream(server, trusted)
+        stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+        with pytest.raises(httpcore.ReadError) as caught_error:
+            stream.read(10, 5)
+        assert "SSL" in str(caught_error.value)
+        stream.close()
+    with Server("silent", tls=trusted) as silent:
+        backend = DeadlineBackend()
+        plain = backend.connect_tcp("127.0.0.1", silent.port, timeout=5)
+        context = ssl.create_default_context(cafile=trusted[0])
+        with pytest.raises(httpcore.ConnectTimeout, match="timed out"):
+            plain.start_tls(context, "127.0.0.1", timeout=0.3)

@@ -300,8 +300,12 @@ class _TlsStream(httpcore.NetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
             return self._tls
-        if info == "is_readable":
-            return self._incoming.pending > 0 or self._outer.get_extra_info("is_readable")
+        if info == "is_readable":  # bytes not decrypted yet, decrypted not read yet, or more
+            return (
+                self._incoming.pending > 0
+                or self._tls.pending() > 0
+                or self._outer.get_extra_info("is_readable")
+            )
         return self._outer.get_extra_info(info)
 
 
