@@ -221,7 +221,11 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_loki_response_contract.py",
         "tests/test_loki_exporter.py",
     ],
-    "src/fapilog/exporters/loki_protobuf.py": ["tests/test_loki_protobuf.py"],
+    "src/fapilog/exporters/loki_protobuf.py": [
+        "tests/test_loki_protobuf_contract.py",
+        "tests/test_loki_labels_utf8.py",
+        "tests/test_loki_protobuf.py",
+    ],
     "src/fapilog/exporters/registry.py": ["tests/test_registry.py"],
     "src/fapilog/exporters/otlp.py": [
         "tests/test_otlp_contract.py",
