@@ -5,6 +5,7 @@ that can be read and what went wrong. In-process."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -41,7 +42,9 @@ def good() -> ReadableLogRecord:
 
 
 def test_the_last_resort_line_keeps_every_core_key_it_can_read() -> None:
-    line = json.loads(_unrenderable(good(), TypeError("bad")))
+    data = _unrenderable(good(), TypeError("bad"))
+    assert b", " not in data and b'": ' not in data  # compact, as every line
+    line = json.loads(data)
     assert line == {
         "timestamp": "2023-11-14T22:13:20.123456Z",
         "level": "warning",
@@ -122,6 +125,7 @@ def test_values_json_cannot_hold_are_written_as_their_nearest_json() -> None:
         members={4},
         other=Shown(),
         broken=NoRepr(),
+        amount=Decimal("1.50"),
     )
     line = json.loads(JsonRenderer().render(readable))
     assert {k: line[k] for k in readable.log_record.attributes or {}} == {
@@ -133,7 +137,8 @@ def test_values_json_cannot_hold_are_written_as_their_nearest_json() -> None:
         "numbers": [3],
         "members": [4],
         "other": "Shown()",
-        "broken": "<unrepresentable NoRepr>",
+        "broken": "<unrepresentable NoRepr object>",
+        "amount": "1.50",
     }
 
 
@@ -143,6 +148,7 @@ def test_a_line_orjson_refuses_is_written_from_its_coerced_values() -> None:
     readable = with_attributes(big=2**70, raw=b"\xff", word="é")
     data = JsonRenderer().render(readable)
     assert "é".encode() in data
+    assert b", " not in data and b'": ' not in data  # compact, as every line
     line = json.loads(data)
     assert ERROR_KEY not in line
     assert (line["big"], line["raw"], line["word"]) == (
@@ -153,12 +159,17 @@ def test_a_line_orjson_refuses_is_written_from_its_coerced_values() -> None:
 
 
 def test_a_lone_surrogate_is_written_by_the_stdlib_encoder_as_an_escape() -> None:
-    readable = with_attributes(odd="a\ud800b", word="é")
+    readable = with_attributes(odd="a\ud800b", word="é", raw=b"\xff")
     data = JsonRenderer().render(readable)
     assert b'"a\\ud800b"' in data and "é".encode() in data
     line = json.loads(data)
     assert ERROR_KEY not in line
-    assert (line["odd"], line["word"], line["message"]) == ("a\ud800b", "é", "body text")
+    assert (line["odd"], line["word"], line["raw"], line["message"]) == (
+        "a\ud800b",
+        "é",
+        "base64:/w==",
+        "body text",
+    )
 
 
 def test_the_last_resort_line_keeps_text_beyond_ascii_as_it_is() -> None:

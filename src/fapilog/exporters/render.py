@@ -23,7 +23,6 @@ import base64
 import json
 import re
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -76,20 +75,16 @@ def level_name(record: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
+    """A value orjson cannot write itself: bytes as their text (UTF-8, else base64), any
+    other as the caller's thread coerces it (`coerce_value`), so that a value is written
+    alike whichever way its line is rendered (see `_degraded`)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             return "base64:" + base64.b64encode(raw).decode("ascii")
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"
+    return coerce_value(value)
 
 
 class JsonRenderer:
