@@ -685,7 +685,7 @@ def test_the_block_is_indented_within_its_width_plain_or_coloured() -> None:
     assert max(len(line) for line in plain) == 60
     assert not any(ANSI.search(line) for line in plain)
     coloured = renderer(width=60, colors=True).from_exception(exc)
-    assert any(ANSI.search(line) for line in coloured)
+    assert any(re.search(r"\x1b\[(?:\d+;)*3[1-7]m", line) for line in coloured)  # colours
     assert [ANSI.sub("", line).rstrip() or INDENT for line in coloured] == plain
     narrow = renderer(width=10).from_exception(exc)
     assert max(len(line) for line in narrow) == 40 + len(INDENT)
@@ -704,3 +704,37 @@ def test_markup_and_emoji_codes_in_a_message_are_shown_as_written() -> None:
     exc = ValueError("[bold]x[/bold] :smile:")
     lines = renderer(colors=True).from_exception(exc)
     assert ANSI.sub("", lines[-1]) == INDENT + "ValueError: [bold]x[/bold] :smile:"
+
+
+def test_local_variables_are_shown_in_the_block_when_asked() -> None:
+    exc = caught(_with_locals)
+    shown = "\n".join(
+        renderer(width=120, show_locals=True, redactor=Redactor()).from_exception(exc)
+    )
+    assert "'plain'" in shown and "[REDACTED]" in shown and "hunter2" not in shown
+    hidden = "\n".join(renderer(width=120, redactor=Redactor()).from_exception(exc))
+    assert "'plain'" not in hidden
+
+
+def test_a_frame_knows_the_range_of_the_instruction_that_raised() -> None:
+    exc = caught(_deep)
+    frames = renderer()._frames(exc.__traceback__)
+    summary: Any = traceback.extract_tb(exc.__traceback__)[-1]
+    expected = (
+        ((summary.lineno, summary.colno), (summary.end_lineno, summary.end_colno))
+        if NEW_POSITIONS
+        else None
+    )
+    assert getattr(frames[-1], "last_instruction", expected) == expected
+
+
+def test_code_without_a_file_name_is_shown_as_a_question_mark() -> None:
+    exc = caught(exec, compile("raise KeyError('k')", "", "exec"))
+    [stack] = renderer()._stacks(exc)
+    assert stack.frames[-1].filename == "?"
+
+
+def test_an_exception_line_without_a_message_keeps_the_lines_after_it() -> None:
+    parsed = _parse("KeyboardInterrupt\na note\nanother\n")
+    assert parsed is not None
+    assert [(s.exc_type, s.exc_value) for s in parsed] == [("KeyboardInterrupt", "a note\nanother")]

@@ -273,8 +273,8 @@ class TracebackRenderer:
         if self._locals:
             by_frame = dict(zip(map(id, frames), objects, strict=True))
             for item in shown:
-                frame_object = by_frame.get(id(item))
-                if frame_object is not None and not isinstance(item, _Collapsed):
+                frame_object = by_frame.get(id(item))  # (None for a collapsed run)
+                if frame_object is not None:
                     item.locals = self._locals_of(frame_object)
         return shown
 
