@@ -5,6 +5,7 @@ its server keeps it; every wait ended by the deadline or by `abort()`. In-proces
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shutil
@@ -19,7 +20,13 @@ import httpcore
 import httpx
 import pytest
 
-from fapilog.exporters._deadline import DeadlineBackend, DeadlineTransport, _readable
+from fapilog.exporters._deadline import (
+    DeadlineBackend,
+    DeadlineTransport,
+    _readable,
+    install_quiet_filter,
+    quiet_requests,
+)
 from peers.otlp_receiver import self_signed_certificate
 
 BODY = bytes(range(256)) * 1200  # 300 KB: many TLS records, more than one read
@@ -40,6 +47,7 @@ class Server:
         self.mode, self.tls, self.body = mode, tls, body
         self.connections = 0
         self.received: list[int] = []  # each request body's length
+        self.heads: list[bytes] = []  # each request's line and headers
         self.seen = threading.Event()  # a request arrived
         self.ended = 0  # connections the server has closed
         self.errors: list[BaseException] = []  # what ended a connection early
@@ -157,6 +165,7 @@ class Server:
                 return False
             body += chunk
         self.received.append(len(body))
+        self.heads.append(head)
         self.seen.set()
         return True
 
@@ -568,3 +577,79 @@ def test_a_tls_error_says_what_went_wrong(trusted: tuple[str, str]) -> None:
         context = ssl.create_default_context(cafile=trusted[0])
         with pytest.raises(httpcore.ConnectTimeout, match="timed out"):
             plain.start_tls(context, "127.0.0.1", timeout=0.3)
+
+
+# -- through a forward proxy -------------------------------------------------------------------
+
+
+def test_a_request_goes_through_the_proxy_with_its_credentials_and_headers() -> None:
+    with Server() as proxy:
+        url = f"http://ann:s3cret@127.0.0.1:{proxy.port}"
+        transport = DeadlineTransport(proxy=httpx.Proxy(url, headers={"X-Via": "fapilog"}))
+        with client(transport) as http, transport.deadline(30):
+            assert http.get("http://loki.invalid:3100/push?x=1").content == BODY
+        transport.close()
+    [head] = proxy.heads
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"GET http://loki.invalid:3100/push?x=1 HTTP/1.1"
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in lines[1:])}
+    assert headers[b"proxy-authorization"] == b"Basic YW5uOnMzY3JldA=="
+    assert headers[b"x-via"] == b"fapilog"
+    assert headers[b"host"] == b"loki.invalid:3100"
+
+
+def test_requests_through_the_proxy_are_bounded_and_aborted_like_any() -> None:
+    with Server("silent") as proxy:
+        transport = DeadlineTransport(proxy=httpx.Proxy(f"http://127.0.0.1:{proxy.port}"))
+        with client(transport) as http:
+            with transport.deadline(0.3), pytest.raises(httpx.ReadTimeout):
+                http.get("http://loki.invalid:3100/")
+            transport.backend.abort()
+            with pytest.raises(httpx.ConnectTimeout, match="aborted"):
+                http.get("http://loki.invalid:3100/")
+        transport.close()
+
+
+def test_without_a_deadline_the_clients_own_timeouts_apply(transport: DeadlineTransport) -> None:
+    with Server("silent") as server:
+        with (
+            httpx.Client(transport=transport, timeout=0.3) as http,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            http.get(server.url)
+        plain = transport.backend.connect_tcp("127.0.0.1", server.port, timeout=5)
+        with pytest.raises(httpcore.ReadTimeout, match="timed out"):
+            plain.read(10, 0.3)
+        plain.close()
+
+
+# -- fapilog's own requests are not logged -------------------------------------------------------
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpcore", "httpx._client", "httpcore.http11"])
+def test_httpx_and_httpcore_say_nothing_of_a_quiet_request_only(name: str) -> None:
+    logger = logging.getLogger(name)  # (a child logger that exists before the filter)
+    install_quiet_filter()
+    install_quiet_filter()  # (once is enough: never twice)
+    assert [type(f).__name__ for f in logger.filters].count("_OwnRequestFilter") == 1
+    kept = _Kept()
+    logger.addHandler(kept)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with quiet_requests():
+            logger.info("fapilog's own request")
+        logger.info("the application's request")
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(kept)
+    assert kept.messages == ["the application's request"]

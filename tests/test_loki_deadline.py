@@ -118,6 +118,10 @@ def test_the_environment_proxy_is_read_as_httpx_reads_it(
         (".loki.internal", False),  # subdomains only
         ("oki.internal", False),
         ("10.0.0.1, localhost", False),
+        ("other.example,loki.internal", True),
+        (",loki.internal", True),  # (an empty entry is skipped)
+        ("http://loki.internal", True),  # a URL stands for its host
+        ("[::1]", False),
     ]:
         monkeypatch.setenv("NO_PROXY", no_proxy)
         assert (environment_proxy(loki) is None) is exempt, no_proxy
@@ -125,6 +129,10 @@ def test_the_environment_proxy_is_read_as_httpx_reads_it(
     assert environment_proxy(httpx.URL("http://127.0.0.1:3100/")) is None
     assert environment_proxy(httpx.URL("http://127.0.0.2:3100/")) is not None
     # an address and localhost stand for themselves only, not for names ending with them
+    monkeypatch.delenv("NO_PROXY")
+    assert environment_proxy(httpx.URL("http://xxxx:3100/")) is not None
+    monkeypatch.setenv("NO_PROXY", "[::1]")
+    assert environment_proxy(httpx.URL("http://[::1]:3100/")) is None
     monkeypatch.setenv("NO_PROXY", "10.0.0.1,localhost,::1")
     for host, exempt in [
         ("10.0.0.1", True),
