@@ -66,3 +66,13 @@ def test_streams_are_made_utf8_and_merged_in_time_order() -> None:
 def test_labels_become_sorted_by_their_cleaned_names() -> None:
     key: StreamKey = (("b", "1"), ("a\udcff", "2"))
     assert list(utf8_streams({key: [(1, "l", None, 1)]})) == [(("a\\udcff", "2"), ("b", "1"))]
+
+
+def test_entries_at_the_same_time_keep_their_order() -> None:
+    key: StreamKey = (("a", "1"),)
+    entries: list[Entry] = [(5, "b", None, 1), (5, "a", None, 1), (4, "c", None, 1)]
+    assert utf8_streams({key: entries})[key] == [
+        (4, "c", None, 1),
+        (5, "b", None, 1),
+        (5, "a", None, 1),
+    ]

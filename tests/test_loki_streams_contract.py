@@ -381,3 +381,12 @@ def test_with_resource_in_line_a_key_clashing_with_the_trace_metadata_is_renamed
     assert metadata == {"trace_id": TRACE_ID, "span_id": SPAN_ID}
     assert line["attr.trace.id"] == "not the trace"
     assert "trace.id" not in line and "span.id" not in line and "attr.span.id" not in line
+
+
+def test_a_record_without_a_resource_has_the_fallback_stream_and_its_line() -> None:
+    made = lines(labels=["service_name", "level"])
+    readable = record(resource=None)
+    assert made.key(readable, 0.0) == (("level", "warning"),)
+    line, metadata, *_ = entry(made, readable, True)
+    assert metadata is None and line["message"] == "hi"
+    assert lines(labels=["service_name"]).key(readable, 0.0) == RESOURCE_FALLBACK
