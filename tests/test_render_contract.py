@@ -10,8 +10,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters.render import ERROR_KEY, JsonRenderer, _unrenderable, console_value
@@ -297,3 +299,81 @@ class UnprintableMapping(dict):  # type: ignore[type-arg]
 )
 def test_a_console_value_is_its_text_or_its_repr_escaped(value: Any, shown: str) -> None:
     assert console_value(value) == shown
+
+
+# -- the line's own keys ---------------------------------------------------------------------------
+
+
+def traced(flags: int) -> Any:
+    return set_span_in_context(
+        NonRecordingSpan(
+            SpanContext(
+                trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+                span_id=0x00F067AA0BA902B7,
+                is_remote=False,
+                trace_flags=TraceFlags(flags),
+            )
+        )
+    )
+
+
+def made(**fields: Any) -> ReadableLogRecord:
+    values: dict[str, Any] = {
+        "timestamp": 1_700_000_000_123_456_789,
+        "context": None,
+        "severity_number": SeverityNumber.WARN,
+        "severity_text": "WARN",
+        "body": "b",
+        "attributes": {},
+    }
+    values.update(fields)
+    return ReadableLogRecord(
+        log_record=make_record(**values), resource=Resource({"service.name": "api"})
+    )
+
+
+@pytest.mark.parametrize("flags", [0, 1])
+def test_a_traced_line_says_whether_its_trace_was_sampled(flags: int) -> None:
+    line = json.loads(JsonRenderer().render(made(context=traced(flags))))
+    assert (line["trace_id"], line["span_id"], line["trace.sampled"]) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        bool(flags),
+    )
+
+
+def test_the_level_comes_from_the_number_when_the_record_has_no_text() -> None:
+    readable = made()
+    readable.log_record.severity_text = None
+    assert json.loads(JsonRenderer().render(readable))["level"] == "warning"
+
+
+def test_an_event_name_and_a_record_without_a_scope() -> None:
+    readable = made(event_name="user.login")
+    line = json.loads(JsonRenderer().render(readable))
+    assert (line["event.name"], line["logger"]) == ("user.login", "")
+
+
+def test_attributes_held_to_limits_say_how_many_were_left_out() -> None:
+    renderer = JsonRenderer()
+    readable = made()
+    readable.log_record.attributes = BoundedAttributes(maxlen=1, attributes={"a": 1, "b": 2})
+    line = json.loads(renderer.render(readable))
+    assert (line["b"], line["fapilog.dropped_attributes"]) == (2, 1)  # the latest kept
+    readable.log_record.attributes = BoundedAttributes(maxlen=5, attributes={"a": 1})
+    assert "fapilog.dropped_attributes" not in json.loads(renderer.render(readable))
+    readable.log_record.attributes = MappingProxyType({"a": 1})  # no count of its own
+    line = json.loads(renderer.render(readable))
+    assert line["a"] == 1 and "fapilog.dropped_attributes" not in line and ERROR_KEY not in line
+
+
+@pytest.mark.parametrize(
+    "resource", [Resource({}), Resource({"telemetry.sdk.name": "x"})], ids=["empty", "sdk-only"]
+)
+def test_a_resource_with_nothing_to_show_leaves_a_whole_line(resource: Resource) -> None:
+    readable = made()
+    readable = ReadableLogRecord(log_record=readable.log_record, resource=resource)
+    renderer = JsonRenderer()
+    for data in (renderer.render(readable), renderer.render_line(readable)):
+        line = json.loads(data)
+        assert line["message"] == "b" and "service.name" not in line and ERROR_KEY not in line
