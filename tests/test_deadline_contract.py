@@ -653,3 +653,100 @@ def test_httpx_and_httpcore_say_nothing_of_a_quiet_request_only(name: str) -> No
         logger.setLevel(level)
         logger.removeHandler(kept)
     assert kept.messages == ["the application's request"]
+
+
+class Socks5:
+    """A SOCKS5 proxy on 127.0.0.1 (no authentication, CONNECT only) that records the
+    addresses it is asked for and relays the bytes."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._thread.join(10)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    @staticmethod
+    def _exactly(sock: socket.socket, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        return data
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            _, methods = self._exactly(sock, 2)
+            self._exactly(sock, methods)
+            sock.sendall(b"\x05\x00")  # no authentication
+            _, command, _, kind = self._exactly(sock, 4)
+            assert command == 1  # CONNECT
+            if kind == 3:  # a domain name
+                host = self._exactly(sock, self._exactly(sock, 1)[0]).decode()
+            else:
+                host = socket.inet_ntoa(self._exactly(sock, 4))
+            port = int.from_bytes(self._exactly(sock, 2), "big")
+            self.asked.append((host, port))
+            target = socket.create_connection(("127.0.0.1", port), 5)
+            self._sockets.append(target)
+            sock.sendall(b"\x05\x00\x00\x01\x7f\x00\x00\x01" + port.to_bytes(2, "big"))
+            back = threading.Thread(target=_pump, args=(target, sock), daemon=True)
+            back.start()
+            _pump(sock, target)
+        except OSError:
+            pass
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_a_request_goes_through_a_socks5_proxy_bounded_and_abortable(scheme: str) -> None:
+    """(The proxy connects to 127.0.0.1 whatever host it is asked for.)"""
+    proxy = Socks5()
+    try:
+        with Server() as server:
+            transport = DeadlineTransport(proxy=httpx.Proxy(f"{scheme}://127.0.0.1:{proxy.port}"))
+            with client(transport) as http:
+                with transport.deadline(30):
+                    response = http.get(f"http://loki.example:{server.port}/push")
+                assert response.content == BODY
+                assert proxy.asked == [("loki.example", server.port)]
+                assert server.heads[0].startswith(b"GET /push HTTP/1.1")
+                transport.backend.abort()
+                with pytest.raises(httpx.ConnectTimeout, match="aborted"):
+                    http.get(f"http://loki.example:{server.port}/push")
+            transport.close()
+    finally:
+        proxy.close()
