@@ -131,6 +131,10 @@ def _cause_with_blank_lines_and_spaces() -> None:
         raise RuntimeError("ends with X") from exc
 
 
+def _trailing_spaces() -> None:
+    raise ValueError("spaces  ")
+
+
 def _cause_never_raised() -> None:
     raise ValueError("v") from KeyError("never raised")
 
@@ -145,6 +149,7 @@ CHAINS = [
     _blank_lines_in_message,
     _cause_with_blank_lines_and_spaces,
     _cause_never_raised,
+    _trailing_spaces,
 ]
 
 
