@@ -428,6 +428,8 @@ def test_packages_are_found_by_their_folder_real_and_linked(
         (str(real / "fapilog_probe_mod.py"), "fapilog_probe_mod"),
     ]
     assert _package_paths(["starlette"])[0] == (STARLETTE, "starlette")
+    found = _package_paths(["", "no_such_package_x", "no_such.sub", "starlette"])
+    assert found[0] == (STARLETTE, "starlette")  # the names not found are passed over
 
 
 def test_the_standard_library_is_known_by_both_of_its_folders() -> None:
@@ -703,6 +705,11 @@ def test_the_raising_line_is_shown_with_two_lines_around_it() -> None:
     called = caught.__code__.co_firstlineno + 2  # function(*args)
     raised = _inner.__code__.co_firstlineno + 1
     assert numbers == set(range(called - 2, called + 3)) | set(range(raised - 2, raised + 3))
+
+
+def test_the_blocks_last_line_is_the_messages_last_line_whole() -> None:
+    lines = renderer().from_exception(caught(_cause_with_blank_lines_and_spaces))
+    assert lines[-1] == INDENT + "RuntimeError: ends with X"
 
 
 def test_markup_and_emoji_codes_in_a_message_are_shown_as_written() -> None:
