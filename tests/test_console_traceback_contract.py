@@ -712,6 +712,17 @@ def test_the_blocks_last_line_is_the_messages_last_line_whole() -> None:
     assert lines[-1] == INDENT + "RuntimeError: ends with X"
 
 
+def _recurse(depth: int) -> None:
+    if depth:
+        _recurse(depth - 1)
+    raise ValueError("deep")
+
+
+def test_a_deep_traceback_shows_forty_frames_and_hides_the_middle() -> None:
+    shown = "\n".join(renderer(width=120).from_exception(caught(_recurse, 60)))
+    assert re.search(r"\b22 frames hidden\b", shown)  # 62 frames, 40 shown
+
+
 def test_markup_and_emoji_codes_in_a_message_are_shown_as_written() -> None:
     exc = ValueError("[bold]x[/bold] :smile:")
     lines = renderer(colors=True).from_exception(exc)
