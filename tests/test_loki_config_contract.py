@@ -121,6 +121,8 @@ def test_fifteen_labels_and_a_name_of_1024_bytes_are_allowed() -> None:
         (1.5, "1.5"),
         ("plain text é", "plain text é"),
         ('q"b\\s', "q_b_s"),
+        ('quote"only', "quote_only"),
+        ("backslash\\only", "backslash_only"),
         ("tab\there\nnl", "tab_here_nl"),
         ("zero\u200bwidth", "zero_width"),
         ("lone\ud800", "lone_"),
