@@ -570,6 +570,9 @@ def test_a_tls_error_says_what_went_wrong(trusted: tuple[str, str]) -> None:
         with pytest.raises(httpcore.ReadError) as caught_error:
             stream.read(10, 5)
         assert "SSL" in str(caught_error.value)
+        with pytest.raises(httpcore.WriteError) as write_error:  # the connection failed
+            stream.write(b"more", 5)
+        assert str(write_error.value) not in ("", "None")
         stream.close()
     with Server("silent", tls=trusted) as silent:
         backend = DeadlineBackend()
