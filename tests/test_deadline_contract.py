@@ -273,20 +273,22 @@ def test_an_untrusted_certificate_is_a_connect_error_and_the_socket_is_closed(
         assert transport.backend._open == set()
 
 
-def test_a_server_that_hangs_up_during_the_handshake_is_a_connect_error(
-    trusted: tuple[str, str], transport: DeadlineTransport
+@pytest.mark.parametrize(
+    ("mode", "seconds", "error"),
+    [("hangup", 30, httpx.ConnectError), ("silent", 0.3, httpx.ConnectTimeout)],
+    ids=["hung-up", "never-answered"],
+)
+def test_a_failed_handshake_is_a_connect_error_or_timeout_and_its_socket_is_closed(
+    mode: str,
+    seconds: float,
+    error: type[Exception],
+    trusted: tuple[str, str],
+    transport: DeadlineTransport,
 ) -> None:
-    with Server("hangup", tls=trusted) as server, client(transport) as http:
-        with transport.deadline(30), pytest.raises(httpx.ConnectError):
-            http.get(server.url)
-        assert transport.backend._open == set()
-
-
-def test_a_handshake_never_answered_ends_at_the_deadline_as_a_connect_timeout(
-    trusted: tuple[str, str], transport: DeadlineTransport
-) -> None:
-    with Server("silent", tls=trusted) as server, client(transport) as http:
-        with transport.deadline(0.3), pytest.raises(httpx.ConnectTimeout):
+    """A server that hangs up during the handshake; one that never answers it, ended at the
+    deadline."""
+    with Server(mode, tls=trusted) as server, client(transport) as http:
+        with transport.deadline(seconds), pytest.raises(error):
             http.get(server.url)
         assert transport.backend._open == set()
 
