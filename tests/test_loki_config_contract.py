@@ -45,6 +45,7 @@ def test_a_label_name_is_made_valid_for_loki(name: str, label: str) -> None:
         ("http://loki:3100", "http://loki:3100/loki/api/v1/push"),
         (" http://loki:3100/ ", "http://loki:3100/loki/api/v1/push"),
         ("https://gw/loki", "https://gw/loki/loki/api/v1/push"),
+        ("https://gw/LOKIX", "https://gw/LOKIX/loki/api/v1/push"),
         ("https://gw/loki/api/v1/push", "https://gw/loki/api/v1/push"),
         ("https://gw/loki/api/v1/push/", "https://gw/loki/api/v1/push"),
         ("http://loki:3100/x?org=1", "http://loki:3100/x/loki/api/v1/push?org=1"),
