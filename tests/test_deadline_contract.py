@@ -661,11 +661,13 @@ def test_httpx_and_httpcore_say_nothing_of_a_quiet_request_only(name: str) -> No
 
 
 class Socks5:
-    """A SOCKS5 proxy on 127.0.0.1 (no authentication, CONNECT only) that records the
-    addresses it is asked for and relays the bytes."""
+    """A SOCKS5 proxy on 127.0.0.1 (no authentication, or a username and password; CONNECT
+    only) that records the credentials and addresses it is given and relays the bytes."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int]] = []
+        self.offered: list[set[int]] = []  # the authentication methods each client offered
+        self.credentials: list[tuple[str, str]] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
@@ -708,8 +710,17 @@ class Socks5:
     def _serve(self, sock: socket.socket) -> None:
         try:
             _, methods = self._exactly(sock, 2)
-            self._exactly(sock, methods)
-            sock.sendall(b"\x05\x00")  # no authentication
+            offered = set(self._exactly(sock, methods))
+            self.offered.append(offered)
+            if 2 in offered:  # username and password (RFC 1929)
+                sock.sendall(b"\x05\x02")
+                _, length = self._exactly(sock, 2)
+                user = self._exactly(sock, length).decode()
+                password = self._exactly(sock, self._exactly(sock, 1)[0]).decode()
+                self.credentials.append((user, password))
+                sock.sendall(b"\x01\x00")
+            else:
+                sock.sendall(b"\x05\x00")  # no authentication
             _, command, _, kind = self._exactly(sock, 4)
             assert command == 1  # CONNECT
             if kind == 3:  # a domain name
@@ -736,18 +747,22 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         pass
 
 
-@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
-def test_a_request_goes_through_a_socks5_proxy_bounded_and_abortable(scheme: str) -> None:
+@pytest.mark.parametrize(("scheme", "userinfo"), [("socks5", ""), ("socks5h", "ann:pw@")])
+def test_a_request_goes_through_a_socks5_proxy_bounded_and_abortable(
+    scheme: str, userinfo: str
+) -> None:
     """(The proxy connects to 127.0.0.1 whatever host it is asked for.)"""
     proxy = Socks5()
     try:
         with Server() as server:
-            transport = DeadlineTransport(proxy=httpx.Proxy(f"{scheme}://127.0.0.1:{proxy.port}"))
+            url = f"{scheme}://{userinfo}127.0.0.1:{proxy.port}"
+            transport = DeadlineTransport(proxy=httpx.Proxy(url))
             with client(transport) as http:
                 with transport.deadline(30):
                     response = http.get(f"http://loki.example:{server.port}/push")
                 assert response.content == BODY
                 assert proxy.asked == [("loki.example", server.port)]
+                assert proxy.credentials == ([("ann", "pw")] if userinfo else [])
                 assert server.heads[0].startswith(b"GET /push HTTP/1.1")
                 transport.backend.abort()
                 with pytest.raises(httpx.ConnectTimeout, match="aborted"):
