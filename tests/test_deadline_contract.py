@@ -11,6 +11,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -213,6 +214,7 @@ def test_a_request_and_its_whole_answer_each_way_and_a_connection_kept_alive(
             with transport.deadline(30):
                 response = http.post(server.url, content=b"x" * size)
             assert (response.status_code, response.content) == (200, BODY)
+            assert response.headers["content-length"] == str(len(BODY))
         assert server.received == [0, 1, 2_000_000]
         assert server.connections == 1  # one connection, kept alive and reused
         stream = response.extensions["network_stream"]
@@ -432,18 +434,53 @@ def test_socket_options_and_the_local_address_are_applied() -> None:
         port = listener.getsockname()[1]
         keepalive = (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         stream = backend.connect_tcp(
-            "127.0.0.1", port, timeout=5, local_address="127.0.0.1", socket_options=[keepalive]
+            "127.0.0.1", port, timeout=5, local_address="127.0.0.2", socket_options=[keepalive]
         )
         sock = stream.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        assert stream.get_extra_info("client_addr")[0] == "127.0.0.1"
+        local, local_port = stream.get_extra_info("client_addr")
+        assert local == "127.0.0.2" and local_port > 1023  # the address given, any port
         assert backend._open == {sock}
         stream.close()
         assert backend._open == set()
         with pytest.raises(httpcore.ConnectError):
             backend.connect_tcp("127.0.0.1", port, socket_options=[(-1, -1, 1)])
         assert backend._open == set()
+
+
+def test_a_connection_not_taken_in_ends_at_its_timeout_or_the_deadline() -> None:
+    """A listener whose backlog is full: the next connection's handshake gets no answer."""
+    backend = DeadlineBackend()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        waiting = []
+        try:
+            with pytest.raises(httpcore.ConnectTimeout):  # noqa: PT012 - fill, then one more
+                for _ in range(8):
+                    waiting.append(socket.create_connection(address, 0.3))
+                    backend.connect_tcp(*address, timeout=0.3)
+            with backend.deadline(0.3), pytest.raises(httpcore.ConnectTimeout):
+                backend.connect_tcp(*address)
+        finally:
+            for sock in waiting:
+                sock.close()
+
+
+def test_a_write_to_a_reset_connection_is_a_write_error_and_past_the_deadline_a_timeout() -> None:
+    backend = DeadlineBackend()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stream = backend.connect_tcp(*listener.getsockname(), timeout=5)
+        with backend.deadline(0), pytest.raises(httpcore.WriteTimeout, match="deadline"):
+            stream.write(b"x")
+        accepted, _ = listener.accept()
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted.close()  # a reset
+        with pytest.raises(httpcore.WriteError):
+            stream.write(b"x" * 10_000_000, 5)
+        stream.close()
 
 
 def test_nothing_listening_is_a_connect_error() -> None:
