@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # fapilog's pytest plugin, loaded here rather than through its `pytest11` entry point
 # (disabled in pyproject's addopts): by now coverage has started, so its import is measured;
-# and the fixtures that several test files share (tests/queue_support.py, spool_support.py)
-pytest_plugins = ["fapilog.pytest_plugin", "queue_support", "spool_support"]
+# and the fixtures that several test files share (tests/queue_support.py, spool_support.py,
+# tls_support.py)
+pytest_plugins = ["fapilog.pytest_plugin", "queue_support", "spool_support", "tls_support"]
 
 # Skips a machine may legitimately cause: the reason, and why it is a fact of the machine
 # rather than a missing tool. Any other skip fails the run (a test that quietly stops

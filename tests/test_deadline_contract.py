@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import shutil
 import socket
 import ssl
 import struct
@@ -28,7 +27,6 @@ from fapilog.exporters._deadline import (
     install_quiet_filter,
     quiet_requests,
 )
-from peers.otlp_receiver import self_signed_certificate
 
 BODY = bytes(range(256)) * 1200  # 300 KB: many TLS records, more than one read
 
@@ -169,19 +167,6 @@ class Server:
         self.heads.append(head)
         self.seen.set()
         return True
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    if shutil.which("openssl") is None:  # pragma: no cover - openssl is on the CI machine
-        pytest.skip("the openssl CLI is needed to make a test certificate")
-    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def trusted(certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
-    return certificate
 
 
 @pytest.fixture(params=["http", "https"])

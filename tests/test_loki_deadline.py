@@ -5,7 +5,6 @@ the same deadline; the environment's proxy settings are read as httpx reads them
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
@@ -17,22 +16,8 @@ from conftest import loki_exporter
 from fapilog.exporters._deadline import environment_proxy
 from peers.drip_server import DripServer
 from peers.loki_receiver import LokiReceiver
-from peers.otlp_receiver import self_signed_certificate
 
 FAST = {"min_backoff": 0.05, "max_backoff": 0.1, "batch_wait": 0.05}
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    if shutil.which("openssl") is None:  # pragma: no cover - openssl is on the CI machine
-        pytest.skip("the openssl CLI is needed to make a test certificate")
-    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def trusted(certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test certificate trusted the standard way (SSL_CERT_FILE, read by httpx)."""
-    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
 
 
 def configure(url: str, **loki: Any) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from fapilog.otel.otlp import (
     trace_protocols,
 )
 from fapilog.otel.resource import build_resource
-from peers.otlp_receiver import OtlpReceiver, closed_port, self_signed_certificate
+from peers.otlp_receiver import OtlpReceiver, closed_port
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 
@@ -254,13 +253,6 @@ def test_collector_rejecting_records_counts_them_dropped() -> None:
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    if shutil.which("openssl") is None:  # pragma: no cover - openssl is on the CI machine
-        pytest.skip("the openssl CLI is needed to make a test certificate")
-    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
