@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -31,7 +31,64 @@ from fapilog.exporters._deadline import (
 BODY = bytes(range(256)) * 1200  # 300 KB: many TLS records, more than one read
 
 
-class Server:
+_Served = TypeVar("_Served", bound="Listening")
+
+
+class Listening:
+    """A listener on 127.0.0.1 that serves each connection on a thread of its own
+    (`_serve`); `close()` shuts the listener and every connection and waits for the
+    threads."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._listener.close()
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in list(self._threads):
+            thread.join(10)
+
+    def __enter__(self: _Served) -> _Served:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._accepted()
+            self._sockets.append(sock)
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _accepted(self) -> None:
+        """(Counted by a subclass that wants to.)"""
+
+    def _serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class Server(Listening):
     """HTTP/1.1 on 127.0.0.1, TLS when given a certificate. `mode`:
     "answer" each request with BODY (keep-alive; "close" closes after the answer),
     "silent" accepts and never reads, "hangup" closes each connection at once,
@@ -51,12 +108,7 @@ class Server:
         self.ended = 0  # connections the server has closed
         self.errors: list[BaseException] = []  # what ended a connection early
         self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -67,39 +119,8 @@ class Server:
         with self._changed:
             assert self._changed.wait_for(lambda: self.ended >= count, 10)
 
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        except OSError:
-            pass
-        self._listener.close()
-        for sock in list(self._sockets):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._sockets.append(sock)
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+    def _accepted(self) -> None:
+        self.connections += 1
 
     def _serve(self, sock: socket.socket) -> None:
         conn: Any = sock
@@ -294,17 +315,9 @@ def test_tls_inside_tls_as_through_an_https_proxy(trusted: tuple[str, str]) -> N
             with outer_context.wrap_socket(sock, server_side=True) as outer:
                 inner = socket.create_connection(("127.0.0.1", server.port))
                 with inner:
-
-                    def pump(source: Any, sink: Any) -> None:
-                        try:
-                            while data := source.recv(65536):
-                                sink.sendall(data)
-                        except OSError:
-                            pass
-
-                    back = threading.Thread(target=pump, args=(inner, outer), daemon=True)
+                    back = threading.Thread(target=_pump, args=(inner, outer), daemon=True)
                     back.start()
-                    pump(outer, inner)
+                    _pump(outer, inner)
                     inner.shutdown(socket.SHUT_RDWR)  # the client is done: so is the relay
                     back.join(10)
 
@@ -685,7 +698,7 @@ def test_httpx_and_httpcore_say_nothing_of_a_quiet_request_only(name: str) -> No
     assert kept.messages == ["the application's request"]
 
 
-class Socks5:
+class Socks5(Listening):
     """A SOCKS5 proxy on 127.0.0.1 (no authentication, or a username and password; CONNECT
     only) that records the credentials and addresses it is given and relays the bytes."""
 
@@ -693,34 +706,7 @@ class Socks5:
         self.asked: list[tuple[str, int]] = []
         self.offered: list[set[int]] = []  # the authentication methods each client offered
         self.credentials: list[tuple[str, str]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        self._thread.join(10)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self._sockets.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _exactly(sock: socket.socket, count: int) -> bytes:
