@@ -27,6 +27,7 @@ from fapilog.exporters._deadline import (
     install_quiet_filter,
     quiet_requests,
 )
+from peers.drip_server import read_request
 
 BODY = bytes(range(256)) * 1200  # 300 KB: many TLS records, more than one read
 
@@ -167,23 +168,10 @@ class Server(Listening):
                 self._changed.notify_all()
 
     def _request(self, conn: Any) -> bool:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return False
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(body) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return False
-            body += chunk
+        request = read_request(conn)
+        if request is None:
+            return False
+        head, body = request
         self.received.append(len(body))
         self.heads.append(head)
         self.seen.set()

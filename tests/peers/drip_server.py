@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Any
 
 __all__ = ["DripServer"]
 
@@ -127,22 +128,28 @@ class DripServer:
     def _read_request(self, connection: socket.socket) -> bool:
         """Read one request (headers, then a Content-Length body)."""
         connection.settimeout(10)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return False
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        deadline = time.monotonic() + 10
-        while len(body) < length and time.monotonic() < deadline:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return False
-            body += chunk
-        return True
+        return read_request(connection) is not None
+
+
+def read_request(connection: Any) -> tuple[bytes, bytes] | None:
+    """One HTTP/1.1 request read from `connection` (a socket, plain or TLS): its request
+    line and headers, and its Content-Length body; None when the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    deadline = time.monotonic() + 10
+    while len(body) < length and time.monotonic() < deadline:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head, body
