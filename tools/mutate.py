@@ -266,6 +266,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_dev_console.py",
     ],
     "src/fapilog/exporters/console.py": [
+        "tests/test_console_contract.py",
         "tests/test_console_safety.py",
         "tests/test_dev_console.py",
         "tests/test_console_and_testing.py",
