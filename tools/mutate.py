@@ -274,6 +274,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "src/fapilog/exporters/file.py": [
         "tests/test_file_contract.py",
+        "tests/test_file_open_contract.py",
+        "tests/test_file_rotation_contract.py",
         "tests/test_file_exporter.py",
         "tests/test_file_multiprocess.py::"
         "test_a_partial_write_on_a_full_file_system_is_cut_back_to_the_last_whole_line",

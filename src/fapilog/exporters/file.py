@@ -86,8 +86,9 @@ def _dir_mode(mode: int) -> int:
 
 
 def _make_dirs(directory: Path, mode: int) -> None:
-    """`os.makedirs` giving every directory it creates `mode` (it gives the mode to the last
-    one only; the parents get the umask's default). Existing directories are left alone."""
+    """`os.makedirs` giving every directory it creates `mode` exactly, whatever the umask
+    (`os.makedirs` gives the mode to the last one only, less the umask). Existing
+    directories are left alone."""
     missing: list[Path] = []
     probe = directory
     while not probe.exists() and probe != probe.parent:
@@ -97,7 +98,9 @@ def _make_dirs(directory: Path, mode: int) -> None:
         try:
             os.mkdir(path, mode)
         except FileExistsError:  # created meanwhile (another process)
-            pass
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(path, mode)
 
 
 class FileExporter(LogRecordExporter):
