@@ -284,7 +284,11 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_deadline_contract.py",
         "tests/test_loki_deadline.py",
     ],
-    "src/fapilog/exporters/loki.py": ["tests/test_loki_exporter.py", "tests/test_loki_limits.py"],
+    "src/fapilog/exporters/loki.py": [
+        "tests/test_loki_contract.py",
+        "tests/test_loki_exporter.py",
+        "tests/test_loki_limits.py",
+    ],
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code) grouped for the table
