@@ -6,6 +6,7 @@ and real threads; the signal and process cases are in test_console_order."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
@@ -428,6 +429,26 @@ def test_a_foreign_record_is_shown_with_its_scope_and_its_stack() -> None:
     readable.log_record.timestamp = None
     readable.log_record.observed_timestamp = NS + 1_000_000
     assert exporter.render(readable).startswith("22:13:20.001 [warning ]  no scope")
+
+
+def test_a_foreign_records_exception_keys_stay_on_its_line_without_a_stack() -> None:
+    exporter = ConsoleExporter(Stream(), colors=False)
+    shown = exporter.render(
+        record("x", **{"exception.type": "ValueError", "exception.message": "m"})
+    )
+    assert shown.endswith(" exception.type=ValueError exception.message=m")
+
+
+def test_a_foreign_record_without_a_context_attribute_is_written_and_marked() -> None:
+    """(A LogRecord of an SDK release before records carried their context.)"""
+    stream = Stream()
+    exporter = ConsoleExporter(stream, colors=False)
+    readable = record("old sdk")
+    with contextlib.suppress(AttributeError):  # (releases whose records have none)
+        del readable.log_record.context
+    exporter.write_foreign(readable)
+    assert "old sdk" in stream.text
+    assert marked(exporter, readable) is console_module._WRITTEN
 
 
 def test_a_foreign_record_in_a_span_shows_its_ids() -> None:
