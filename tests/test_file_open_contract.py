@@ -334,3 +334,29 @@ def test_a_backup_that_cannot_be_archived_is_left_as_it_is_and_said(
     assert fields == {}
     assert odd.is_dir() and not (shared / f"{odd.name}.gz.tmp").exists()
     assert not (shared / f"{odd.name}.gz").exists()
+
+
+def test_a_directory_it_can_write_in_but_not_list_still_rotates(shared: Path) -> None:
+    """(A drop-box directory: write and search, no read.) Retention cannot see the backups
+    there, so it keeps them all; nothing fails."""
+    box = shared / "box"
+    box.mkdir()
+    box.chmod(0o333)
+    exporter = FileExporter(
+        FileSettings(path=str(box / "app.log"), max_bytes=200, backup_count=1, gzip=False)
+    )
+
+    def write() -> list[LogRecordExportResult]:
+        return [exporter.export(batch(start, 2)) for start in range(0, 8, 2)]
+
+    try:
+        assert as_unprivileged(write) == [LogRecordExportResult.SUCCESS] * 4
+    finally:
+        exporter.shutdown()
+    figures = exporter.stats()
+    assert (figures["written"], figures["dropped"], figures["errors"]) == (8, 0, 0)
+    rotated = [box / name for name in os.listdir(box) if name.startswith("app.log.")]
+    assert len(rotated) == figures["rotations"] > 1  # none pruned, none overwritten
+    assert sorted(n for path in [*rotated, box / "app.log"] for n in numbers(path)) == list(
+        range(8)
+    )
