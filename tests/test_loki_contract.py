@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -426,3 +427,286 @@ def test_a_rate_limit_given_up_is_counted_as_rate_limited(loki: LokiReceiver) ->
         sink.shutdown()
     assert sink.last_export_reasons == [("rate_limited", 2)]
     assert sink.stats()["dropped_entries"] == {"rate_limited": 2}
+
+
+# -- an export's accounting ------------------------------------------------------------------------
+
+
+def test_a_delivered_export_leaves_nothing_lost_nor_to_retry(loki: LokiReceiver) -> None:
+    sink = exporter(loki, tenant_id="team-a")
+    try:
+        assert sink.export([record(0), record(1)]) == SUCCESS
+        assert sink.force_flush() is True
+    finally:
+        sink.shutdown()
+    assert (sink.last_export_dropped, sink.last_export_reasons, sink.last_export_retry) == (
+        0,
+        [],
+        [],
+    )
+    assert seqs(loki) == [0, 1]
+    headers = loki.pushes[0].headers
+    assert headers["user-agent"] == "fapilog-loki/0.1"
+    assert headers["x-scope-orgid"] == "team-a"
+    assert "authorization" not in headers
+    assert sink.spool_destination == f"{loki.url}/loki/api/v1/push tenant=team-a"
+    figures = sink.stats()
+    assert figures["sent_entries"] == 2 and figures["sent_requests"] == 1
+    assert figures["requests"] == {"204": 1}
+    assert figures["request_duration_seconds"]["204"]["count"] == 1
+    assert figures["label_values_folded"] == {} and figures["structured_metadata"] is True
+
+
+def test_an_export_after_shutdown_sends_nothing_and_hands_everything_back(
+    loki: LokiReceiver,
+) -> None:
+    sink = exporter(loki)
+    sink.shutdown()
+    sink.shutdown()  # twice: nothing raises
+    batch = [record(0), record(1)]
+    assert sink.export(batch) == FAILURE
+    assert (sink.last_export_dropped, sink.last_export_reasons) == (2, None)
+    assert sink.last_export_retry == batch
+    assert loki.pushes == []
+
+
+def test_lines_over_max_line_bytes_are_dropped_before_sending_and_said_once(
+    loki: LokiReceiver, reports: Reports
+) -> None:
+    sink = exporter(loki, max_line_bytes=200)
+    batch = [record(0), record(1, pad="x" * 300), record(2, pad="y" * 300), record(3)]
+    try:
+        assert sink.export(batch) == FAILURE
+    finally:
+        sink.shutdown()
+    assert seqs(loki) == [0, 3]
+    assert sink.last_export_reasons == [("line_too_long", 2)]
+    assert sink.last_export_dropped == 2 and sink.last_export_retry == []
+    figures = sink.stats()
+    assert figures["dropped_entries"] == {"line_too_long": 2}
+    assert figures["dropped_bytes"]["line_too_long"] > 600
+    message, fields = reports.only("loki-drop:line_too_long")
+    assert message == (
+        "fapilog loki exporter dropped 2 lines longer than 200 bytes (FAPILOG_LOKI__MAX_LINE_BYTES)"
+    )
+    assert fields == {}
+
+
+def test_a_record_without_a_time_takes_its_observed_time_else_the_time_it_is_sent(
+    loki: LokiReceiver,
+) -> None:
+    observed, bare = record(0), record(1)
+    observed.log_record.timestamp = None
+    observed.log_record.observed_timestamp = time.time_ns() - 5 * 10**9 + 1
+    bare.log_record.timestamp = None
+    bare.log_record.observed_timestamp = None
+    sink = exporter(loki)
+    before = time.time_ns()
+    try:
+        assert sink.export([observed, bare]) == SUCCESS
+    finally:
+        sink.shutdown()
+    stamps = {json.loads(e.line)["seq"]: e.timestamp for e in loki.entries()}
+    assert stamps[0] == observed.log_record.observed_timestamp
+    assert before <= stamps[1] <= time.time_ns()
+
+
+def test_a_record_whose_labels_cannot_be_read_goes_to_the_fallback_stream(
+    loki: LokiReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = exporter(loki)
+
+    def unreadable(readable: ReadableLogRecord, now: float) -> Any:
+        raise ValueError("labels")
+
+    monkeypatch.setattr(sink._lines, "key", unreadable)
+    try:
+        assert sink.export([record(0)]) == SUCCESS
+    finally:
+        sink.shutdown()
+    assert list(loki.streams()) == [(("service_name", "unknown_service"),)]
+    assert seqs(loki) == [0]
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried_with_backoff_and_said(
+    loki: LokiReceiver, reports: Reports, levels: Any
+) -> None:
+    loki.fail(500, times=2, body="boom")
+    sink = exporter(loki, max_retries=5)
+    try:
+        assert sink.export([record(0)]) == SUCCESS
+    finally:
+        sink.shutdown()
+    assert [push.status for push in loki.pushes] == [500, 500, 204]
+    figures = sink.stats()
+    assert figures["retries"] == 2 and figures["requests"] == {"500": 2, "204": 1}
+    message, fields = reports.messages("loki-retry")[0]
+    assert message.startswith(
+        "fapilog loki exporter: push failed (HTTP 500: boom); retrying in 0.0"
+    )
+    assert message.endswith(" s")
+    assert fields == {"url": f"{loki.url}/loki/api/v1/push", "status": 500}
+    assert levels()["loki-retry"] == "warning"
+
+
+def test_a_connection_refused_is_retried_and_said_without_a_status(reports: Reports) -> None:
+    with LokiReceiver() as gone:
+        url = gone.url
+    sink = LokiExporter(LokiSettings(url=url, **{**FAST, "max_retries": 1}))
+    try:
+        assert sink.export([record(0)]) == FAILURE
+    finally:
+        sink.shutdown()
+    message, fields = reports.messages("loki-retry")[0]
+    assert message.startswith("fapilog loki exporter: push failed (ConnectError: ")
+    assert fields["status"] is None
+    assert sink.last_export_reasons == [("ingester_error", 1)]
+    assert sink.stats()["requests"] == {"error": 2}
+
+
+def test_retry_after_is_honoured_up_to_five_minutes(
+    loki: LokiReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = exporter(loki, max_retries=2)
+    waits: list[float] = []
+    real_wait = sink._stop.wait
+
+    def wait(delay: float) -> bool:
+        waits.append(delay)
+        return real_wait(0)
+
+    monkeypatch.setattr(sink._stop, "wait", wait)
+    loki.fail(429, times=1, retry_after=7)
+    loki.fail(503, times=1, retry_after=86400)
+    try:
+        assert sink.export([record(0)]) == SUCCESS
+    finally:
+        sink.shutdown()
+    assert waits == [7.0, 300.0]
+
+
+def test_the_backoff_doubles_from_min_to_max_with_jitter_below_double() -> None:
+    settings = LokiSettings(url="http://127.0.0.1:9", min_backoff=0.5, max_backoff=5.0)
+    sink = LokiExporter(settings, rng=random.Random(7))
+    twin = random.Random(7)
+    try:
+        for attempt in range(6):
+            delay = min(0.5 * 2**attempt, 5.0)
+            assert sink._backoff(attempt) == min(twin.uniform(delay, 2 * delay), 5.0)
+    finally:
+        sink.shutdown()
+    assert all(LokiExporter(settings)._backoff(9) == 5.0 for _ in range(3))
+
+
+def test_shutdown_during_the_backoff_wait_gives_the_request_up_as_shutdown(
+    loki: LokiReceiver,
+) -> None:
+    loki.fail(503, body="down")
+    sink = exporter(loki, min_backoff=30, max_backoff=60, max_retries=10)
+    results: list[LogRecordExportResult] = []
+    worker = threading.Thread(target=lambda: results.append(sink.export([record(0)])))
+    worker.start()
+    assert loki.wait_for_pushes(1, 10)
+    sink.shutdown()
+    worker.join(10)
+    assert not worker.is_alive() and results == [FAILURE]
+    assert sink.last_export_reasons == [("shutdown", 1)]
+    assert len(loki.pushes) == 1
+
+
+# -- Loki's answers --------------------------------------------------------------------------------
+
+
+def test_a_refusal_names_the_tenant_setting_when_loki_wants_one(reports: Reports) -> None:
+    with LokiReceiver(auth_enabled=True) as loki:
+        sink = exporter(loki)
+        try:
+            assert sink.export([record(0)]) == FAILURE
+        finally:
+            sink.shutdown()
+    message, fields = reports.only("loki-drop:ingester_error")
+    assert message == (
+        "fapilog loki exporter dropped 1 entries (HTTP 401: no org id; set "
+        "FAPILOG_LOKI__TENANT_ID (sent as X-Scope-OrgID) for a multi-tenant Loki); see the "
+        "exporter's stats()"
+    )
+    assert fields["status"] == 401
+
+
+def test_a_400_that_lists_nothing_is_an_unknown_outcome(
+    loki: LokiReceiver, reports: Reports
+) -> None:
+    loki.fail(400, times=1, body="bad request")
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0), record(1)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert sink.last_export_reasons == [("unknown_outcome", 2)]
+    assert sink.stats()["unknown_outcome"] == 2
+    message, _ = reports.only("loki-unknown-outcome")
+    assert "push of 2 entries" in message and "(HTTP 400: bad request)" in message
+
+
+def test_an_error_body_is_scrubbed_of_the_credentials_and_cut_in_the_report(
+    reports: Reports,
+) -> None:
+    """A proxy echoing the request's headers in its error: neither the password, the pair
+    nor its base64 form appear in what fapilog says."""
+    with LokiReceiver(basic=("user", "s3cret-pass")) as loki:
+        loki.fail(403, times=1, echo_headers=True)
+        sink = exporter(loki, username="user", password="s3cret-pass")
+        try:
+            assert sink.export([record(0)]) == FAILURE
+        finally:
+            sink.shutdown()
+    message, _ = reports.only("loki-drop:ingester_error")
+    encoded = base64.b64encode(b"user:s3cret-pass").decode()
+    assert "s3cret-pass" not in message and encoded not in message
+    assert "authorization" in message.lower()
+    shown = message[message.index("(HTTP 403: ") + len("(HTTP 403: ") : message.index("); see the")]
+    assert len(shown) <= 300
+
+
+def test_entries_loki_ignored_as_too_far_behind_are_counted_and_the_rest_sent(
+    reports: Reports,
+) -> None:
+    hour = 3600 * 10**9
+    with LokiReceiver() as loki:
+        sink = exporter(loki)
+        try:
+            assert sink.export([record(0)]) == SUCCESS  # the stream's newest: now
+            late = [record(1, age=2 * hour), record(2, age=2 * hour), record(3)]
+            assert sink.export(late) == FAILURE
+        finally:
+            sink.shutdown()
+        assert seqs(loki) == [0, 3]
+    assert sink.last_export_reasons == [("out_of_order", 2)]
+    figures = sink.stats()
+    assert figures["sent_entries"] == 2 and figures["dropped_entries"] == {"out_of_order": 2}
+    sent, dropped = figures["sent_bytes"], figures["dropped_bytes"]["out_of_order"]
+    assert type(dropped) is int and dropped == pytest.approx(sent, rel=0.5)
+    message, fields = reports.only("loki-drop:out_of_order")
+    assert message.startswith("fapilog loki exporter dropped 2 entries (HTTP 400: ")
+    assert fields["status"] == 400
+    assert sink._split_until > time.monotonic() + 500  # one stream per request a while
+
+
+def test_a_stream_over_the_limit_alone_in_its_request_is_dropped_as_stream_limited(
+    reports: Reports,
+) -> None:
+    with LokiReceiver(max_streams=1) as loki:
+        sink = exporter(loki, labels=["service_name", "s=s"])
+        try:
+            assert sink.export([record(0, s="a")]) == SUCCESS
+            assert sink.export([record(1, s="b"), record(2, s="b")]) == FAILURE
+        finally:
+            sink.shutdown()
+        assert seqs(loki) == [0] and len(loki.pushes) == 2  # never retried
+    assert sink.last_export_reasons == [("stream_limited", 2)]
+    message, fields = reports.only("loki-drop:stream_limited")
+    assert message.startswith("fapilog loki exporter dropped 2 entries (HTTP 429: Maximum active")
+    assert fields["status"] == 429
