@@ -95,6 +95,17 @@ class Stream:
         return self.buffer.data.decode()
 
 
+class Refuses:
+    """A buffer hook refusing each write as a reentrant call while `on`."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def __call__(self, data: bytes) -> None:
+        if self.on:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")
+
+
 class TextOnly:
     """A text stream without a binary layer (a StringIO-like test stream)."""
 
@@ -594,13 +605,8 @@ def test_a_write_inside_a_write_on_the_same_thread_follows_it() -> None:
 
 
 def test_a_write_the_stream_refuses_as_reentrant_is_written_by_the_next_one() -> None:
-    refuse = [True]
-
-    def reentrant(data: bytes) -> None:
-        if refuse[0]:
-            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")
-
-    stream = Stream(Buffer(reentrant))
+    refuse = Refuses()
+    stream = Stream(Buffer(refuse))
     exporter = ConsoleExporter(stream, colors=False)
     first = mark(exporter, exporter.write_capture(pending("first"), None))
     second = mark(exporter, exporter.write_capture(pending("second"), None))
@@ -608,7 +614,7 @@ def test_a_write_the_stream_refuses_as_reentrant_is_written_by_the_next_one() ->
     assert stream.text == "" and len(exporter._pending) == 2
     assert exporter.force_flush() is False  # still refused: kept, in order
     assert len(exporter._pending) == 2
-    refuse[0] = False
+    refuse.on = False
     third = mark(exporter, exporter.write_capture(pending("third"), None))
     assert [line.split(" app ")[1].split()[0] for line in stream.text.splitlines()] == [
         "third",
@@ -619,21 +625,16 @@ def test_a_write_the_stream_refuses_as_reentrant_is_written_by_the_next_one() ->
 
 
 def test_pending_lines_are_written_by_a_flush_and_by_shutdown() -> None:
-    refuse = [True]
-
-    def reentrant(data: bytes) -> None:
-        if refuse[0]:
-            raise RuntimeError("reentrant call")
-
-    stream = Stream(Buffer(reentrant))
+    refuse = Refuses()
+    stream = Stream(Buffer(refuse))
     exporter = ConsoleExporter(stream, colors=False)
     first = mark(exporter, exporter.write_capture(pending("first"), None))
-    refuse[0] = False
+    refuse.on = False
     assert exporter.force_flush() is True
     assert first.done and stream.text.count("\n") == 1
-    refuse[0] = True
+    refuse.on = True
     exporter.write_capture(pending("second"), None)
-    refuse[0] = False
+    refuse.on = False
     exporter.shutdown()
     assert stream.text.count("\n") == 2 and not exporter._pending
     assert exporter.force_flush() is True
@@ -668,19 +669,14 @@ def test_a_pending_line_whose_write_fails_gets_the_failures_reason(
 
 
 def test_a_pending_line_is_counted_by_the_export_that_writes_it() -> None:
-    refuse = [True]
-
-    def reentrant(data: bytes) -> None:
-        if refuse[0]:
-            raise RuntimeError("reentrant call")
-
-    stream = Stream(Buffer(reentrant))
+    refuse = Refuses()
+    stream = Stream(Buffer(refuse))
     exporter = ConsoleExporter(stream, colors=False)
     capture = exporter.write_capture(pending("late"), None)
     readable = record("late", context=capture.context)
     assert exporter.export([readable]) is LogRecordExportResult.FAILURE  # still refused
     assert (exporter.last_export_dropped, exporter.last_export_reason) == (1, "write_error")
-    refuse[0] = False
+    refuse.on = False
     assert exporter.export([readable]) is LogRecordExportResult.SUCCESS
     assert exporter.export_progress == 1 and exporter.last_export_dropped is None
     assert stream.text.count("\n") == 1

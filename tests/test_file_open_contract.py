@@ -33,6 +33,7 @@ from fapilog.exporters.file import FileExporter, backups
 from fapilog.settings import FileSettings
 from queue_support import Listened
 from test_file_contract import batch, numbers
+from test_file_exporter import Clock
 
 T = TypeVar("T")
 NOBODY = 65534
@@ -214,14 +215,6 @@ def test_its_descriptors_are_not_inherited_by_child_processes(shared: Path, lock
             assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
     finally:
         exporter.shutdown()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_file_left_from_an_earlier_day_rotates_at_the_first_write(shared: Path) -> None:

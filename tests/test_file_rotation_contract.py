@@ -22,23 +22,23 @@ from fapilog.exporters.file import FileExporter, backups
 from fapilog.settings import FileSettings
 from queue_support import Listened
 from test_file_contract import RenameFails, batch, numbers
+from test_file_exporter import Clock
 
 SUCCESS, FAILURE = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
 HOUR = 3600.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+START = 1_800_000_000.0 // HOUR * HOUR  # an hour's first second
 
 
 def line_length() -> int:
     """The bytes of one line of `batch(n)` for a one-digit n (they are all alike)."""
     exporter = FileExporter(FileSettings(path="/nonexistent/app.log"))
     return len(exporter._renderer.render_line(batch(0)[0]))
+
+
+def hourly(path: Path) -> tuple[FileExporter, Clock]:
+    """An exporter rotating hourly (UTC) on a clock 10 s into the hour `START`."""
+    clock = Clock(START + 10)
+    return FileExporter(FileSettings(path=str(path), when="hourly", utc=True), clock=clock), clock
 
 
 def files(path: Path) -> list[list[int]]:
@@ -99,14 +99,12 @@ def test_a_file_holding_a_single_byte_is_rotated_before_a_line_that_does_not_fit
 
 def test_the_rollover_instant_itself_starts_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "app.log"
-    start = 1_800_000_000.0 // HOUR * HOUR
-    clock = Clock(start + 10)
-    exporter = FileExporter(FileSettings(path=str(path), when="hourly", utc=True), clock=clock)
+    exporter, clock = hourly(path)
     try:
         assert exporter.export(batch(0)) == SUCCESS
-        clock.now = start + HOUR - 0.001
+        clock.now = START + HOUR - 0.001
         assert exporter.export(batch(1)) == SUCCESS
-        clock.now = start + HOUR
+        clock.now = START + HOUR
         assert exporter.export(batch(2)) == SUCCESS
     finally:
         exporter.shutdown()
@@ -119,20 +117,18 @@ def test_a_file_emptied_under_it_at_a_rollover_is_not_rotated_and_the_next_one_h
     """logrotate's copytruncate empties the file: the rollover then rotates nothing, and
     the file rotates at the following one. A single byte left is rotated."""
     path = tmp_path / "app.log"
-    start = 1_800_000_000.0 // HOUR * HOUR
-    clock = Clock(start + 10)
-    exporter = FileExporter(FileSettings(path=str(path), when="hourly", utc=True), clock=clock)
+    exporter, clock = hourly(path)
     try:
         assert exporter.export(batch(0)) == SUCCESS
         os.truncate(path, 0)
-        clock.now = start + HOUR + 10
+        clock.now = START + HOUR + 10
         assert exporter.export(batch(1)) == SUCCESS
         assert files(path) == [[1]]
-        clock.now = start + 2 * HOUR + 10
+        clock.now = START + 2 * HOUR + 10
         assert exporter.export(batch(2)) == SUCCESS
         assert files(path) == [[1], [2]]
         os.truncate(path, 1)
-        clock.now = start + 3 * HOUR + 10
+        clock.now = START + 3 * HOUR + 10
         assert exporter.export(batch(3)) == SUCCESS
     finally:
         exporter.shutdown()
