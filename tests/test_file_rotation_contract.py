@@ -5,9 +5,12 @@ counts, the "resumed" report, and retention that meets files vanishing or not re
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +95,44 @@ def test_a_file_holding_a_single_byte_is_rotated_before_a_line_that_does_not_fit
         exporter.shutdown()
     assert [backup.read_bytes() for backup in backups(path)] == [b"x"]
     assert numbers(path) == [0]
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[Any]:
+    """Limit the size of files this process writes (RLIMIT_FSIZE: a write past it is cut
+    short, then fails with EFBIG, as a disk filling up does), then lift it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(size: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_group_cut_short_before_a_rotation_is_cut_back_to_where_it_began(
+    tmp_path: Path, file_size_limit: Any, listened: Listened
+) -> None:
+    """The lines that fill the current file go out as one write before the file rotates;
+    the disk fills in the middle of it: the file is cut back to what it held before, and
+    the batch is counted as dropped."""
+    path = tmp_path / "app.log"
+    length = line_length()
+    exporter = FileExporter(FileSettings(path=str(path), max_bytes=3 * length))
+    try:
+        assert exporter.export(batch(0)) == SUCCESS
+        file_size_limit(length + length * 3 // 2)  # room for one line and a half
+        assert exporter.export(batch(1, 3)) == FAILURE
+    finally:
+        exporter.shutdown()
+    assert path.stat().st_size == length and numbers(path) == [0]
+    assert exporter.stats() == {"written": 1, "dropped": 3, "rotations": 0, "errors": 1}
+    _, fields = listened.wait_for(f"file:{path}")
+    assert fields["errno"] == errno.EFBIG
 
 
 # -- time ----------------------------------------------------------------------------------------
