@@ -24,10 +24,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from fapilog.exporters import file as file_module
 from fapilog.exporters.contract import LogRecordExportResult
 from fapilog.exporters.file import FileExporter, backups
 from fapilog.settings import FileSettings
@@ -190,6 +191,33 @@ def test_what_it_creates_has_the_configured_mode_whatever_the_umask(
     for directory in (shared / "a", shared / "a" / "b"):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o755  # searchable where readable
     assert numbers(written) == [0]
+
+
+class RacingMkdir:
+    """`os` for the file exporter, where another process creates each directory between
+    the exporter's check and its own `mkdir` (which then finds it there)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def mkdir(path: Any, mode: int = 0o777) -> None:
+        os.mkdir(path, 0o700)
+        os.mkdir(path, mode)  # FileExistsError, as the exporter meets it
+
+
+def test_directories_another_process_creates_meanwhile_are_taken_as_they_are(
+    shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "os", RacingMkdir())
+    target = shared / "a" / "b" / "app.log"
+    exporter = FileExporter(FileSettings(path=str(target), multiprocess="per_process"))
+    try:
+        assert exporter.export(batch(0)) == LogRecordExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert numbers(exporter.path) == [0]
+    assert stat.S_IMODE((shared / "a").stat().st_mode) == 0o700  # not its to change
 
 
 def test_an_existing_files_mode_is_left_as_it_is(shared: Path) -> None:
