@@ -710,3 +710,40 @@ def test_a_stream_over_the_limit_alone_in_its_request_is_dropped_as_stream_limit
     message, fields = reports.only("loki-drop:stream_limited")
     assert message.startswith("fapilog loki exporter dropped 2 entries (HTTP 429: Maximum active")
     assert fields["status"] == 429
+
+
+def test_a_loki_before_2_9_gets_the_whole_request_again_with_every_entry_in_order(
+    reports: Reports,
+) -> None:
+    """Loki 2.8 refuses a request carrying structured metadata as a whole: it is sent again
+    with the traced entries' fields in their lines and the other entries as they were."""
+    with LokiReceiver(structured_metadata="unsupported") as old:
+        sink = exporter(old)
+        batch = [record(0, traced=True), record(1), record(2, traced=True), record(3)]
+        try:
+            assert sink.export(batch) == SUCCESS
+        finally:
+            sink.shutdown()
+        assert [push.status for push in old.pushes] == [400, 204]
+        (stream,) = old.streams().values()
+        assert [json.loads(entry.line)["seq"] for entry in stream] == [0, 1, 2, 3]
+        assert [("trace_id" in json.loads(entry.line)) for entry in stream] == [True, False] * 2
+    assert sink.stats()["sent_entries"] == 4 and sink.stats()["structured_metadata"] is False
+    assert reports.keys().count("loki-metadata-off") == 1
+
+
+def test_a_400_naming_the_push_request_is_not_taken_for_a_metadata_refusal_without_metadata(
+    loki: LokiReceiver, reports: Reports
+) -> None:
+    """(A proxy's or a newer Loki's decoding error.) No entry carried metadata: the answer
+    says nothing about metadata, so the outcome is unknown and metadata stays on."""
+    loki.fail(400, times=1, body="error decoding PushRequest: unexpected EOF")
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0), record(1)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert len(loki.pushes) == 1
+    assert sink.last_export_reasons == [("unknown_outcome", 2)]
+    assert sink.stats()["structured_metadata"] is True
+    assert "loki-metadata-off" not in reports.keys()  # noqa: SIM118 (a list)
