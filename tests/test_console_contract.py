@@ -652,6 +652,8 @@ def test_a_pending_line_whose_write_fails_gets_the_failures_reason(
             raise LookupError("odd")
         if behaviour[0] == "gone":
             raise BrokenPipeError(32, "Broken pipe")
+        if behaviour[0] == "full":
+            raise OSError(28, "No space left on device")
 
     exporter = ConsoleExporter(Stream(Buffer(hook)), colors=False)
     odd = mark(exporter, exporter.write_capture(pending("odd"), None))
@@ -659,12 +661,24 @@ def test_a_pending_line_whose_write_fails_gets_the_failures_reason(
     exporter.force_flush()
     assert (odd.done, odd.reason) == (True, "write_error")
     behaviour[0] = "reentrant"
+    full = mark(exporter, exporter.write_capture(pending("full"), None))
+    behaviour[0] = "full"
+    exporter.force_flush()
+    assert (full.done, full.reason) == (True, "write_error")
+    assert reports == [
+        (
+            "stream:console",
+            "fapilog console exporter cannot write: OSError(28, 'No space left on device')",
+        )
+    ]
+    behaviour[0] = "reentrant"
     gone = mark(exporter, exporter.write_capture(pending("gone"), None))
-    after = mark(exporter, exporter.write_capture(pending("after"), None))
+    after = [mark(exporter, exporter.write_capture(pending("after"), None)) for _ in range(3)]
     behaviour[0] = "gone"
     assert exporter.force_flush() is True
     assert (gone.done, gone.reason) == (True, "broken_pipe")
-    assert (after.done, after.reason) == (True, "broken_pipe")  # not written after it
+    for outcome in after:  # not written after it
+        assert (outcome.done, outcome.reason) == (True, "broken_pipe")
     assert exporter._broken
 
 
