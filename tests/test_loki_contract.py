@@ -747,3 +747,39 @@ def test_a_400_naming_the_push_request_is_not_taken_for_a_metadata_refusal_witho
     assert sink.last_export_reasons == [("unknown_outcome", 2)]
     assert sink.stats()["structured_metadata"] is True
     assert "loki-metadata-off" not in reports.keys()  # noqa: SIM118 (a list)
+
+
+@pytest.mark.parametrize("span_hours", [1, 2])
+def test_a_stream_is_resent_alone_unless_it_spans_more_than_an_hour(
+    reports: Reports, span_hours: int
+) -> None:
+    """Loki refused the request's last stream (the stream limit) and stored the others:
+    each stream is sent again alone, except one spanning more than an hour, which Loki
+    could answer "too far behind" for entries it holds: its outcome is unknown."""
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    with LokiReceiver(max_streams=1) as loki:
+        sink = exporter(loki, labels=["service_name", "s=s"])
+        first, early, late, other = (record(seq, s=s) for seq, s in enumerate("aaab"))
+        stamps = (now, now - span_hours * hour, now, now + 2)
+        for readable, stamp in zip((first, early, late, other), stamps, strict=True):
+            readable.log_record.timestamp = stamp
+        try:
+            assert sink.export([first]) == SUCCESS
+            assert sink.export([early, late, other]) == FAILURE
+        finally:
+            sink.shutdown()
+        statuses = [push.status for push in loki.pushes]
+    figures = sink.stats()
+    assert figures["dropped_entries"] == {"stream_limited": 1}
+    if span_hours == 1:  # exactly the window: resent, and counted as sent
+        assert statuses == [204, 429, 204, 429]
+        assert (figures["unknown_outcome"], figures["sent_entries"]) == (0, 3)
+        return
+    assert statuses == [204, 429, 429]
+    assert (figures["unknown_outcome"], figures["sent_entries"]) == (2, 1)
+    message, _ = reports.only("loki-unknown-outcome")
+    assert message.startswith(
+        "fapilog loki exporter: the answer to a push of 2 entries does not say which were "
+        "stored (HTTP 429/400 for several streams: Maximum active stream limit exceeded"
+    )
