@@ -826,6 +826,46 @@ def test_unmarked_records_go_out_in_chunks_of_about_64_kib() -> None:
     assert exporter.export_progress == count
 
 
+def sized(exporter: ConsoleExporter, length: int) -> ReadableLogRecord:
+    """A record whose console line, with its newline, is `length` bytes."""
+    base = len(exporter.render(record(""))) + 1
+    made = record("x" * (length - base))
+    assert len(exporter.render(made)) + 1 == length
+    return made
+
+
+@pytest.mark.parametrize(
+    ("length", "count", "chunks"),
+    [
+        (1024, 65, [64, 1]),  # 64 lines: exactly 64 KiB, the chunk is full
+        (255, 516, [258, 258]),  # 257 lines: one byte short; each chunk counts from 0
+    ],
+)
+def test_a_chunk_closes_at_64_kib_exactly(length: int, count: int, chunks: list[int]) -> None:
+    stream = Stream()
+    exporter = ConsoleExporter(stream, colors=False)
+    batch = [sized(exporter, length)] * count
+    assert exporter.export(batch) is LogRecordExportResult.SUCCESS
+    assert [len(write) // length for write in stream.buffer.writes] == chunks
+
+
+def test_an_exported_record_without_a_context_is_written_from_the_queue() -> None:
+    """(A LogRecord of an SDK release before records carried their context, or one
+    whose context is None.)"""
+    stream = Stream()
+    exporter = ConsoleExporter(stream, colors=False)
+    bare, none = record("bare"), record("none")
+    with contextlib.suppress(AttributeError):
+        del bare.log_record.context
+    none.log_record.context = None
+    assert exporter.export([bare, none]) is LogRecordExportResult.SUCCESS
+    assert exporter.export_progress == 2
+    assert [line.split(" lib ")[1].split()[0] for line in stream.text.splitlines()] == [
+        "bare",
+        "none",
+    ]
+
+
 def test_a_failed_chunk_counts_its_records_lost_and_the_written_ones_delivered(
     reports: list[tuple[str, str]],
 ) -> None:
