@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -365,3 +366,35 @@ def test_a_batch_given_back_is_read_again_from_what_is_not_acknowledged(
     spool.give_back(again)  # nothing to rewind: read_at is already at the start
     replay = spool.read(10)
     assert replay is not None and bodies(replay) == ["r2", "r3"]
+
+
+def test_one_write_that_needs_two_segments_removed_counts_both(
+    spools: list[Spool], tmp_path: Path
+) -> None:
+    spool = make(spools, tmp_path, max_bytes=256 * KIB)  # 64 KiB segments
+    for n in range(4):  # two segments of two records each
+        spool.write([rec(n, size=60 * KIB)])
+    assert len(spool._segments) == 2
+    marks, evicted = spool.write([rec(4, size=200 * KIB)])
+    assert evicted == 4 and sum(m[2] for m in marks) == 1
+    assert spool.settled_own == 4 and len(spool._segments) == 1
+
+
+def test_taking_over_goes_on_past_an_orphan_with_nothing_left(
+    spools: list[Spool], tmp_path: Path
+) -> None:
+    """A process that died after its segment's records were all settled, before it removed
+    the file: that one is removed, and the orphans after it are taken over all the same."""
+    writer = make(spools, tmp_path / "a")
+    ((segment, stop, count),) = writer.write([rec(0)])[0]
+    segment.acknowledge(stop, count)
+    shutil.copy(segment.path, tmp_path / "00000000000000000001-1-1.seg")
+    writer.close()
+    orphan_of(spools, tmp_path / "b", [rec(1), rec(2)]).rename(
+        tmp_path / "00000000000000000002-1-1.seg"
+    )
+    spool = make(spools, tmp_path)
+    assert spool.adopt_orphans() == (2, 0)
+    assert seg_files(tmp_path) == ["00000000000000000002-1-1.seg"]
+    replay = spool.read(10)
+    assert replay is not None and bodies(replay) == ["r1", "r2"]
