@@ -211,6 +211,48 @@ def test_block_holds_the_caller_until_the_worker_makes_room(
     assert set(clock.sleeps) == {0.0005}
 
 
+def test_block_holds_the_caller_before_the_workers_first_batch_too(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker slow to start (a busy interpreter): the queue fills before it takes
+    anything, and a caller under `block` waits for it as for any other batch."""
+    started = threading.Event()
+    real_start = intake_module.start_worker
+
+    def slow_start(name: str, run: Any) -> Any:
+        def late() -> None:
+            started.wait(30)
+            run()
+
+        return real_start(name, late)
+
+    monkeypatch.setattr(intake_module, "start_worker", slow_start)
+    clock = Polling()
+    monkeypatch.setattr(intake_module, "time", clock)
+    queue, consumer = make(overflow="block", max_size=2, block_timeout=30)
+    assert put_all(queue, *infos("a", "b")) == [True, True]
+    done = threading.Event()
+    results: list[bool] = []
+
+    def caller() -> None:
+        results.append(queue.put((INFO, "c")))
+        done.set()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    try:
+        assert clock.polling.wait(10)
+        assert not done.is_set()
+    finally:
+        started.set()
+    assert done.wait(10)
+    thread.join()
+    assert results == [True]
+    assert queue.flush(10)
+    assert consumer.delivered == ["a", "b", "c"]
+    assert queue.dropped == {}
+
+
 def test_block_waits_its_timeout_once_then_sheds_past_twice_the_bound(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,38 @@ def test_block_waits_and_is_let_in_as_soon_as_the_worker_takes_a_batch(
     assert consumer.names() == ["blocker", "i1", "i2", "i3"]
 
 
+def test_block_waits_for_a_worker_that_has_not_taken_its_first_batch_yet(
+    new_queue: Any, queue_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker slow to start (a busy interpreter): the queue fills before it takes
+    anything, and a caller under `block` waits for it as for any other batch."""
+    started = threading.Event()
+    real_start = queue_module.start_worker
+
+    def slow_start(name: str, run: Any) -> Any:
+        def late() -> None:
+            started.wait(30)
+            run()
+
+        return real_start(name, late)
+
+    monkeypatch.setattr(queue_module, "start_worker", slow_start)
+    queue, consumer = new_queue(overflow="block", max_size=2, block_timeout=60)
+    queue.put((INFO, "i1"))
+    queue.put((INFO, "i2"))
+    putter, results = in_thread(lambda: queue.put((INFO, "i3")))
+    queue_clock.at(putter, 1, started.set)  # the worker starts once the caller waits
+    putter.start()
+    try:
+        assert finished(putter)
+    finally:
+        started.set()
+    assert results == [True]
+    assert queue.flush(10)
+    assert consumer.names() == ["i1", "i2", "i3"]
+    assert queue.dropped == {}
+
+
 def test_block_gives_up_after_block_timeout_then_sheds_at_once_until_the_worker_moves(
     new_queue: Any, queue_clock: Clock
 ) -> None:
