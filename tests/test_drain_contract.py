@@ -501,3 +501,61 @@ def test_dying_by_a_signal_ends_the_process_even_past_its_own_handler(
     status, out, err = run_python(code, subprocess_env)
     assert status == -signal.SIGUSR1, err
     assert "HANDLED" not in out and "SURVIVED" not in out
+
+
+# -- edges of the drain ----------------------------------------------------------------------------
+
+
+def test_a_flush_between_the_bridge_and_the_pipeline_being_set_is_done_at_once(
+    memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Another thread flushing while the first `configure_logging()` is half way.)"""
+    configure_logging(exporters=[memory_exporter.name])
+    monkeypatch.setattr(STATE, "pipeline", None)
+    assert fapilog.force_flush(1) is True
+
+
+def test_past_its_deadline_a_shutdown_gives_the_exporters_no_time_at_all(
+    clock: Clock, memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[float] = []
+    real = drain.shutdown_processors
+
+    def recording(processors: Any, timeout: float, **options: Any) -> bool:
+        given.append(timeout)
+        return real(processors, timeout, **options)
+
+    monkeypatch.setattr(drain, "shutdown_processors", recording)
+    configure_logging(exporters=[memory_exporter.name])
+    assert STATE.bridge is not None
+    real_bridge_shutdown = STATE.bridge.shutdown
+
+    def slow_bridge(timeout: float) -> bool:
+        clock.now += timeout + 5  # the bridge's drain took all the time and more
+        return real_bridge_shutdown(0)
+
+    monkeypatch.setattr(STATE.bridge, "shutdown", slow_bridge)
+    fapilog.shutdown(2)
+    assert given == [0.0]
+
+
+def test_the_exporters_a_reconfiguration_replaced_are_drained_on_their_own_thread_only(
+    memory_exporter: MemoryExporter,
+) -> None:
+    drained: list[threading.Thread] = []
+    done = threading.Event()
+
+    class Retired:
+        def shutdown(self, timeout: float) -> bool:
+            drained.append(threading.current_thread())
+            done.set()
+            return True
+
+    drain.drain_in_background([Retired(), Retired()], 1)  # type: ignore[list-item]
+    assert done.wait(10)
+    for thread in threading.enumerate():
+        if thread.name == "fapilog-retire":
+            thread.join(10)
+    assert len(drained) == 2
+    assert threading.current_thread() not in drained
+    assert {thread.name for thread in drained} == {"fapilog-retire"}
