@@ -397,6 +397,23 @@ def test_the_monitor_thread_starts_with_the_first_alert_where_none_runs(
     fresh.thread = None  # (the fixture's monitor, not this one, is reset after the test)
 
 
+def test_starting_the_monitor_never_waits_for_a_start_already_in_progress() -> None:
+    """A signal handler that raises an alert while its own thread is starting the monitor
+    (the start's lock held by the frame it interrupted): it returns at once, and the frame
+    it interrupted finishes the start. (Another thread stands for the handler, so that a
+    start that waited would fail the test rather than hang it.)"""
+    fresh = alerts._Monitor()
+    assert fresh.lock.acquire()  # a start in progress
+    try:
+        caller = threading.Thread(target=fresh.start)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive()
+        assert fresh.thread is None
+    finally:
+        fresh.lock.release()
+
+
 def test_where_no_thread_can_start_an_alert_is_written_in_place(
     received: Received, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
