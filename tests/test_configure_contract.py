@@ -719,3 +719,24 @@ def test_an_app_given_is_instrumented_with_the_settings_given(
     configure_logging(exporters=[memory_exporter.name], app=app, request={"tracing": "off"})
     assert [entry.cls for entry in app.user_middleware] == [RequestLoggingMiddleware]
     assert app.user_middleware[0].kwargs == {}  # tracing off: no server span of its own
+
+
+def test_reset_forgets_the_router_of_a_provider_that_could_not_be_made_global(
+    memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the global LoggerProvider cannot be set (the API sets it once per process),
+    fapilog's own provider is not the global one: a reset forgets the router it added to
+    it, so that nothing keeps that provider alive or routes through it again."""
+    real_global = configure.global_sdk_provider
+    monkeypatch.setattr(STATE, "own_provider", STATE.own_provider)  # (put back after)
+    monkeypatch.setattr(configure, "global_sdk_provider", lambda: None)
+    monkeypatch.setattr(configure, "set_global_provider", lambda provider: None)
+    configure_logging(exporters=[memory_exporter.name])
+    assert STATE.pipeline is not None
+    provider = STATE.pipeline.provider
+    assert provider is not real_global() and id(provider) in STATE.routers
+    monkeypatch.setattr(configure, "global_sdk_provider", real_global)
+    global_router = STATE.routers.get(id(real_global()))
+    configure.reset()
+    assert id(provider) not in STATE.routers
+    assert STATE.routers.get(id(real_global())) is global_router  # the global's stays
