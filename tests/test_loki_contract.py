@@ -492,6 +492,22 @@ def test_lines_over_max_line_bytes_are_dropped_before_sending_and_said_once(
     assert fields == {}
 
 
+def test_a_line_of_exactly_max_line_bytes_is_sent(loki: LokiReceiver) -> None:
+    probe = exporter(loki)
+    try:
+        assert probe.export([record(0, pad="x" * 100)]) == SUCCESS
+    finally:
+        probe.shutdown()
+    length = len(loki.entries()[0].line.encode())
+    for limit, sent in ((length, 1), (length - 1, 0)):
+        sink = exporter(loki, max_line_bytes=limit)
+        try:
+            sink.export([record(1, pad="x" * 100)])
+        finally:
+            sink.shutdown()
+        assert sink.stats()["sent_entries"] == sent
+
+
 def test_a_record_without_a_time_takes_its_observed_time_else_the_time_it_is_sent(
     loki: LokiReceiver,
 ) -> None:
