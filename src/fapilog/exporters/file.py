@@ -357,6 +357,9 @@ class FileExporter(LogRecordExporter):
             stamp, counter = existing[-1][0], existing[-1][1] + 1
         suffix = f"{stamp}-{counter}" if counter else stamp
         backup = path.with_name(f"{path.name}.{suffix}")
+        while os.path.lexists(backup):  # a directory it cannot list hides its backups
+            counter += 1
+            backup = path.with_name(f"{path.name}.{stamp}-{counter}")
         try:
             os.rename(path, backup)
         except OSError as exc:
