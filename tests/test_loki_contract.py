@@ -799,3 +799,38 @@ def test_a_stream_is_resent_alone_unless_it_spans_more_than_an_hour(
         "fapilog loki exporter: the answer to a push of 2 entries does not say which were "
         "stored (HTTP 429/400 for several streams: Maximum active stream limit exceeded"
     )
+
+
+@pytest.mark.parametrize(("status", "delivered"), [(200, True), (300, False)])
+def test_any_2xx_answer_is_a_delivery_and_a_3xx_is_not(
+    loki: LokiReceiver, status: int, delivered: bool
+) -> None:
+    """(A proxy in front of Loki answering 200, or a redirect, which is not followed.)"""
+    loki.fail(status, times=1, body="from a proxy")
+    sink = exporter(loki)
+    try:
+        result = sink.export([record(0)])
+    finally:
+        sink.shutdown()
+    assert result == (SUCCESS if delivered else FAILURE)
+    assert sink.last_export_dropped == (0 if delivered else 1)
+    assert sink.stats()["sent_entries"] == (1 if delivered else 0)
+    assert len(loki.pushes) == 1
+
+
+def test_a_loki_that_took_metadata_once_is_never_taken_for_one_refusing_it(
+    loki: LokiReceiver, reports: Reports
+) -> None:
+    """Once a request with structured metadata was accepted, a later 400 naming the
+    PushRequest is not read as an old Loki refusing metadata, whatever was sent between."""
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0, traced=True)]) == SUCCESS
+        assert sink.export([record(1)]) == SUCCESS  # no metadata in this one
+        loki.fail(400, times=1, body="error decoding PushRequest: unexpected EOF")
+        assert sink.export([record(2, traced=True)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert sink.last_export_reasons == [("unknown_outcome", 1)]
+    assert sink.stats()["structured_metadata"] is True
+    assert "loki-metadata-off" not in reports.keys()  # noqa: SIM118 (a list)
