@@ -834,3 +834,25 @@ def test_a_loki_that_took_metadata_once_is_never_taken_for_one_refusing_it(
     assert sink.last_export_reasons == [("unknown_outcome", 1)]
     assert sink.stats()["structured_metadata"] is True
     assert "loki-metadata-off" not in reports.keys()  # noqa: SIM118 (a list)
+
+
+@pytest.mark.parametrize(("ignored", "of"), [(3, 2), (1, 3)])
+def test_an_ingester_answer_that_does_not_add_up_is_an_unknown_outcome(
+    loki: LokiReceiver, ignored: int, of: int
+) -> None:
+    """ "N out of M ignored" for a request of two entries, with N over M or M not two: which
+    entries were stored is not known."""
+    loki.fail(
+        400,
+        times=1,
+        body="entry with timestamp 1 ignored, reason: 'entry too far behind', "
+        f'total ignored: {ignored} out of {of} for stream: {{service_name="api"}}',
+    )
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0), record(1)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert sink.last_export_reasons == [("unknown_outcome", 2)]
+    figures = sink.stats()
+    assert figures["unknown_outcome"] == 2 and figures["dropped_entries"] == {}
