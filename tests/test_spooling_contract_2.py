@@ -5,8 +5,10 @@ delivered after earlier deliveries; a batch stuck at the shutdown deadline after
 deliveries, part of it too large for the disk; a batch refused for good (nothing engages);
 a replay whose records have all expired (the back-off starts afresh); a live batch after a
 replay; the copy of each batch in flight; a batch too large to copy (tried once); policy
-`block` with no room on disk (the bridge never waits). The rest:
-tests/test_spooling_contract.py."""
+`block` with no room on disk (the bridge never waits); the watchdog with two queues
+exporting at once (each engaged, the earlier when its own time comes, not the later's); how
+long the idle worker waits (all the back-off left; no wait for segments just taken over).
+The rest: tests/test_spooling_contract.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from fapilog.pipeline import spooling
 from fapilog.pipeline.spool import Spool
 from fapilog.pipeline.spooling import SpoolingQueue
 from fapilog.settings import QueueSettings
-from spool_support import KIB, make, orphan_of, queue_for, rec, recs, settled
+from spool_support import KIB, make, orphan_of, queue_for, rec, recs, settled, with_a_backlog
 
 MIB = 1024 * KIB
 
@@ -263,3 +265,124 @@ def test_under_policy_block_a_record_with_no_room_on_disk_is_shed_at_once(
     assert sink.batches == [["r0"], ["r1"]]
     assert queue.dropped == {"block_timeout": 1} and queue.delivered == 2
     assert spool.written == 0
+
+
+def on_engaged(
+    monkeypatch: pytest.MonkeyPatch, queue: SpoolingQueue, note: Callable[[], None] = lambda: None
+) -> threading.Event:
+    """An event set when `queue` engages because its export is in flight too long (what the
+    watchdog checks); `note()` is called at that moment, on the engaging thread."""
+    engaged = threading.Event()
+    engage_if_slow = queue._engage_if_slow
+
+    def watched() -> None:
+        was = queue._engaged
+        engage_if_slow()
+        if queue._engaged and not was:
+            note()
+            engaged.set()
+
+    monkeypatch.setattr(queue, "_engage_if_slow", watched)
+    return engaged
+
+
+def test_the_watchdog_engages_each_of_two_queues_whose_exports_are_in_flight_too_long(
+    spools: list[Spool],
+    queues: list[SpoolingQueue],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two spooling queues export at once, neither sink answering: the watchdog keeps both
+    in sight and engages each (its batch copied to disk), not only the last one started."""
+    monkeypatch.setattr(spooling, "ENGAGE_AFTER", 0.2)
+    monkeypatch.setattr(spooling, "_WATCHDOG", spooling._Watchdog())  # (started in this test)
+    setups = []
+    for name in ("a", "b"):
+        sink, spool = Script(hold=0), make(spools, tmp_path / name)
+        queue = queue_for(queues, spool, sink)
+        setups.append((queue, spool, sink, on_engaged(monkeypatch, queue)))
+    for queue, _, sink, _ in setups:
+        queue.put_many(recs(0))
+        assert sink.started.wait(10)
+    for _, spool, _, engaged in setups:
+        assert engaged.wait(10) and spool.written == 1  # its batch in flight copied
+    for queue, spool, sink, _ in setups:
+        sink.release.set()
+        assert queue.flush(5) and sink.sent() == ["r0"]
+        assert queue.delivered == 1 and spool.pending == 0 and queue.dropped == {}
+
+
+def test_the_watchdog_engages_the_earlier_export_when_it_is_due_not_when_the_later_is(
+    spools: list[Spool],
+    queues: list[SpoolingQueue],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Queue a's export starts, then b's (1 s later): a is engaged once a's export has
+    been in flight ENGAGE_AFTER, while b's has not yet (a does not wait for b's time); b
+    is engaged when its own time comes."""
+    monkeypatch.setattr(spooling, "ENGAGE_AFTER", 2.0)  # (1 s of slack either way)
+    monkeypatch.setattr(spooling, "_WATCHDOG", spooling._Watchdog())  # (started in this test)
+    sink_a, sink_b = Script(hold=0), Script(hold=0)
+    disk_a, disk_b = make(spools, tmp_path / "a"), make(spools, tmp_path / "b")
+    a = queue_for(queues, disk_a, sink_a)
+    b = queue_for(queues, disk_b, sink_b)
+    b_in_flight: list[float | None] = []  # (when a is engaged) since when b's export is
+
+    def note() -> None:
+        b_in_flight.append(time.monotonic() - b._batch_started if b._busy else None)
+
+    a_engaged, b_engaged = on_engaged(monkeypatch, a, note), on_engaged(monkeypatch, b)
+    a.put_many(recs(0))
+    assert sink_a.started.wait(10)
+    time.sleep(1.0)  # the watchdog's own timing is what is tested: b starts later
+    b.put_many(recs(1))
+    assert sink_b.started.wait(10)
+    assert a_engaged.wait(10) and b_engaged.wait(10)
+    (seconds,) = b_in_flight
+    assert seconds is not None and seconds < spooling.ENGAGE_AFTER  # b not due yet
+    assert disk_a.written == 1 and disk_b.written == 1
+    for queue, sink, name in ((a, sink_a, "r0"), (b, sink_b, "r1")):
+        sink.release.set()
+        assert queue.flush(5) and sink.sent() == [name] and queue.delivered == 1
+
+
+def test_in_back_off_the_worker_waits_all_the_time_left_before_replaying(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> None:
+    """A failing sink, records on disk, 0.5 s of back-off left: the idle worker waits
+    that long (not less: a shorter wait would replay early), then replays."""
+    sink, spool, queue = with_a_backlog(spools, queues, tmp_path, 0, 1)
+    with queue._lock:
+        queue._retry_at = time.monotonic() + 0.5
+        wait = queue._idle_wait()
+        left = queue._retry_at - time.monotonic()
+        assert wait is not None and wait >= left > 0
+        assert spool.has_unread()
+        queue._retry_at = time.monotonic() - 1  # the back-off is over
+        assert queue._idle_wait() == 0  # replay now
+    sink.up = True
+    assert queue.flush(5) and sink.got == ["r0", "r1"] and spool.pending == 0
+
+
+def test_once_its_own_backlog_is_delivered_the_worker_replays_adopted_segments_at_once(
+    spools: list[Spool], queues: list[SpoolingQueue], tmp_path: Path
+) -> None:
+    """Engaged, everything this process wrote delivered: the queue disengages and looks
+    for segments of processes that are gone. None: the idle worker waits for records (no
+    timeout). One: it is taken over and replayed now (a wait of 0), not after a delay. A
+    queue never engaged does not look each time its worker is idle."""
+    sink = Script()
+    spool = make(spools, tmp_path)
+    queue = queue_for(queues, spool, sink)
+    with queue._lock:
+        queue._engaged = True  # (its own backlog just delivered)
+        assert queue._idle_wait() is None and not queue._engaged
+        orphan_of(spools, tmp_path / "x", recs(0)).rename(tmp_path / "00000000000000000001-1-1.seg")
+        assert queue._idle_wait() is None and spool.adopted == 0  # not engaged: not looked for
+        queue._engaged = True
+        assert queue._idle_wait() == 0 and not queue._engaged
+        assert spool.pending == 1 and spool.adopted == 1
+        queue._wakeup.notify()  # (the worker, doing this itself, would replay at once)
+    assert settled(queue, lambda: queue.delivered == 1 and not queue._busy)
+    assert sink.sent() == ["r0"] and spool.pending == 0
