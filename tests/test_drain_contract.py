@@ -511,8 +511,12 @@ def test_a_flush_between_the_bridge_and_the_pipeline_being_set_is_done_at_once(
 ) -> None:
     """(Another thread flushing while the first `configure_logging()` is half way.)"""
     configure_logging(exporters=[memory_exporter.name])
+    pipeline = STATE.pipeline
     monkeypatch.setattr(STATE, "pipeline", None)
-    assert fapilog.force_flush(1) is True
+    try:
+        assert fapilog.force_flush(1) is True
+    finally:
+        STATE.pipeline = pipeline  # so that the reset after the test shuts its bridge down
 
 
 def test_past_its_deadline_a_shutdown_gives_the_exporters_no_time_at_all(

@@ -541,10 +541,12 @@ def _full_intake_behind_a_held_exporter(
     assert exporter.entered.wait(10)
     for n in range(1, 7):  # 5 fill the exporter's queue, the 6th waits with the bridge
         log.info("queued", n=n)
-    [bridge] = [thread for thread in threading.enumerate() if thread.name == "fapilog-intake"]
-    assert _until(lambda: _inside(bridge, "_wait_for_handoff"))
     assert STATE.bridge is not None
     intake = STATE.bridge.intake
+    # this configuration's worker (an earlier test's abandoned bridge may share its name)
+    bridge = intake._thread
+    assert bridge is not None and bridge.name == "fapilog-intake"
+    assert _until(lambda: _inside(bridge, "_wait_for_handoff"))
     logged = 7
     for n in range(logged, logged + intake.max_size - intake.depth):
         log.info("queued", n=n)  # room left: no wait
