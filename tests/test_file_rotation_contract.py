@@ -12,7 +12,7 @@ import resource
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,25 +97,36 @@ def test_a_file_holding_a_single_byte_is_rotated_before_a_line_that_does_not_fit
     assert numbers(path) == [0]
 
 
-@pytest.fixture
-def file_size_limit() -> Iterator[Any]:
-    """Limit the size of files this process writes (RLIMIT_FSIZE: a write past it is cut
-    short, then fails with EFBIG, as a disk filling up does), then lift it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    def limit(size: int) -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-
-    try:
-        yield limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
+def in_a_child_with_a_file_size_limit(size: int, work: Callable[[], dict[str, Any]]) -> Any:
+    """Run `work` in a forked child whose files may not grow past `size` bytes (RLIMIT_FSIZE:
+    a write past it is cut short, then fails with EFBIG, as a disk filling up does) and
+    return what it returned. In a child, so that nothing else of the test process (its
+    output, its log files) meets the limit."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(reading)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+            outcome: Any = work()
+        except BaseException as exc:
+            outcome, code = {"child raised": repr(exc)}, 1
+        try:
+            os.write(writing, json.dumps(outcome).encode())
+        finally:
+            os._exit(code)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
 
 
 def test_a_group_cut_short_before_a_rotation_is_cut_back_to_where_it_began(
-    tmp_path: Path, file_size_limit: Any, listened: Listened
+    tmp_path: Path,
 ) -> None:
     """The lines that fill the current file go out as one write before the file rotates;
     the disk fills in the middle of it: the file is cut back to what it held before, and
@@ -123,16 +134,25 @@ def test_a_group_cut_short_before_a_rotation_is_cut_back_to_where_it_began(
     path = tmp_path / "app.log"
     length = line_length()
     exporter = FileExporter(FileSettings(path=str(path), max_bytes=3 * length))
+
+    def fill_the_disk() -> dict[str, Any]:
+        errors: list[Any] = []
+        _diag.add_listener(lambda key, message, fields: errors.append([key, fields.get("errno")]))
+        result = exporter.export(batch(1, 3))
+        exporter.shutdown()
+        return {"result": result.name, "stats": exporter.stats(), "errors": errors}
+
     try:
         assert exporter.export(batch(0)) == SUCCESS
-        file_size_limit(length + length * 3 // 2)  # room for one line and a half
-        assert exporter.export(batch(1, 3)) == FAILURE
+        outcome = in_a_child_with_a_file_size_limit(length + length * 3 // 2, fill_the_disk)
     finally:
         exporter.shutdown()
     assert path.stat().st_size == length and numbers(path) == [0]
-    assert exporter.stats() == {"written": 1, "dropped": 3, "rotations": 0, "errors": 1}
-    _, fields = listened.wait_for(f"file:{path}")
-    assert fields["errno"] == errno.EFBIG
+    assert outcome == {
+        "result": "FAILURE",
+        "stats": {"written": 1, "dropped": 3, "rotations": 0, "errors": 1},
+        "errors": [[f"file:{path}", errno.EFBIG]],
+    }
 
 
 # -- time ----------------------------------------------------------------------------------------
