@@ -748,6 +748,27 @@ def test_a_loki_before_2_9_gets_the_whole_request_again_with_every_entry_in_orde
     assert reports.keys().count("loki-metadata-off") == 1
 
 
+def test_requests_built_before_metadata_went_off_keep_every_entry_in_its_order() -> None:
+    """Loki 2.8, one export of several requests whose streams each begin with an entry
+    without metadata: once the first refusal turns metadata off, each later request is sent
+    with the fields of its traced entries in their lines, the others as they were."""
+    with LokiReceiver(structured_metadata="unsupported") as old:
+        sink = exporter(old, batch_bytes=1024)
+        batch = [record(seq, traced=seq % 2 == 1, pad="x" * 300) for seq in range(8)]
+        try:
+            assert sink.export(batch) == SUCCESS
+        finally:
+            sink.shutdown()
+        assert [push.status for push in old.pushes].count(400) == 1
+        assert len(old.pushes) > 3  # several requests after the refusal
+        lines = [json.loads(entry.line) for entry in old.entries()]
+        assert sorted(line["seq"] for line in lines) == list(range(8))
+        assert all(entry.metadata == {} for entry in old.entries())
+        traced = [line for line in lines if "trace_id" in line]
+        assert sorted(line["seq"] for line in traced) == [1, 3, 5, 7]
+    assert sink.stats()["sent_entries"] == 8
+
+
 def test_a_400_naming_the_push_request_is_not_taken_for_a_metadata_refusal_without_metadata(
     loki: LokiReceiver, reports: Reports
 ) -> None:
