@@ -118,6 +118,8 @@ def _clean_fapilog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         if key.startswith(("FAPILOG_", "OTEL_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    # (an earlier test put a configuration back after the reset that ended it)
+    assert STATE.pipeline is None and STATE.bridge is None, "fapilog configured before the test"
     yield
     if STATE.pipeline is not None:
         if not STATE.shut_down:

@@ -507,12 +507,12 @@ def test_dying_by_a_signal_ends_the_process_even_past_its_own_handler(
 
 
 def test_a_flush_between_the_bridge_and_the_pipeline_being_set_is_done_at_once(
-    memory_exporter: MemoryExporter, monkeypatch: pytest.MonkeyPatch
+    memory_exporter: MemoryExporter,
 ) -> None:
     """(Another thread flushing while the first `configure_logging()` is half way.)"""
     configure_logging(exporters=[memory_exporter.name])
-    pipeline = STATE.pipeline
-    monkeypatch.setattr(STATE, "pipeline", None)
+    # (not monkeypatch: it would restore this pipeline after the reset that ends the test)
+    pipeline, STATE.pipeline = STATE.pipeline, None
     try:
         assert fapilog.force_flush(1) is True
     finally:
