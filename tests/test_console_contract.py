@@ -468,6 +468,15 @@ def test_a_foreign_record_in_a_span_shows_its_ids() -> None:
     assert shown.endswith(" trace_id=abcdef01 span_id=12345678")
 
 
+def test_a_foreign_record_with_a_trace_id_and_no_span_id_shows_no_span() -> None:
+    """(Another library's record may carry a trace id alone.)"""
+    exporter = ConsoleExporter(Stream(), colors=False)
+    for no_span in (None, 0):
+        readable = record("x", context=in_span())
+        readable.log_record.span_id = no_span
+        assert exporter.render(readable).endswith(" trace_id=abcdef01"), no_span
+
+
 def test_a_record_the_console_cannot_show_is_its_json_line(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = ConsoleExporter(Stream(), colors=False)
 
