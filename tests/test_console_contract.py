@@ -613,6 +613,36 @@ def test_a_write_inside_a_write_on_the_same_thread_follows_it() -> None:
     assert not exporter._pending
 
 
+def test_a_write_inside_a_drain_on_another_thread_is_left_pending_and_follows() -> None:
+    """A line logged from inside the stream's write while pending lines are written (a
+    stream that logs; not the main thread, where the lock is never waited for long): it is
+    left pending, never waited for, and goes out after them."""
+    exporter: ConsoleExporter
+    refuse = Refuses()
+    inner: list[_Outcome] = []
+
+    def hook(data: bytes) -> None:
+        refuse(data)
+        if not inner:
+            inner.append(mark(exporter, exporter.write_capture(pending("inner"), None)))
+
+    stream = Stream(Buffer(hook))
+    exporter = ConsoleExporter(stream, colors=False)
+    first = mark(exporter, exporter.write_capture(pending("first"), None))
+    assert not first.done and len(exporter._pending) == 1  # refused: pending
+    refuse.on = False
+    flushed: list[bool] = []
+    drain = threading.Thread(target=lambda: flushed.append(exporter.force_flush()), daemon=True)
+    drain.start()
+    drain.join(10)
+    assert flushed == [True], "the drain waited for its own lock"
+    assert [line.split(" app ")[1].split()[0] for line in stream.text.splitlines()] == [
+        "first",
+        "inner",
+    ]
+    assert (first.done, inner[0].done) == (True, True) and not exporter._pending
+
+
 def test_a_write_the_stream_refuses_as_reentrant_is_written_by_the_next_one() -> None:
     refuse = Refuses()
     stream = Stream(Buffer(refuse))
