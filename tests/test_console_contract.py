@@ -284,6 +284,23 @@ def test_an_os_error_is_a_write_error(reports: list[tuple[str, str]]) -> None:
     ]
 
 
+def test_a_write_error_on_the_callers_thread_is_reported_by_the_exporters_name(
+    reports: list[tuple[str, str]],
+) -> None:
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    exporter = ConsoleExporter(Stream(Buffer(full)), colors=False)
+    outcome = mark(exporter, exporter.write_capture(pending("x"), None))
+    assert (outcome.done, outcome.reason) == (True, "write_error")
+    assert reports == [
+        (
+            "stream:console",
+            "fapilog console exporter cannot write: OSError(28, 'No space left on device')",
+        )
+    ]
+
+
 def test_a_reader_gone_away_points_the_stream_at_dev_null(reports: list[tuple[str, str]]) -> None:
     read, write = os.pipe()
     os.close(read)
