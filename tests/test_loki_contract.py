@@ -786,6 +786,26 @@ def test_requests_built_before_metadata_went_off_keep_every_entry_in_its_order()
     assert sink.stats()["sent_entries"] == 8
 
 
+def test_a_400_naming_the_push_request_and_listing_too_many_refusals_is_an_unknown_outcome(
+    loki: LokiReceiver,
+) -> None:
+    """(No Loki answers so.) Three metadata refusals listed for a request of two entries:
+    the answer does not add up, whatever else it names; nothing is sent again."""
+    loki.fail(
+        400,
+        times=1,
+        body="3 errors like: stream '{service_name=\"api\"}' includes structured metadata, "
+        "but this feature is disallowed (PushRequest)",
+    )
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0, traced=True), record(1, traced=True)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert len(loki.pushes) == 1
+    assert sink.last_export_reasons == [("unknown_outcome", 2)]
+
+
 def test_a_400_naming_the_push_request_is_not_taken_for_a_metadata_refusal_without_metadata(
     loki: LokiReceiver, reports: Reports
 ) -> None:
@@ -856,6 +876,23 @@ def test_any_2xx_answer_is_a_delivery_and_a_3xx_is_not(
     assert len(loki.pushes) == 1
 
 
+def test_a_request_loki_2_8_refused_for_its_metadata_counts_what_its_resend_loses() -> None:
+    """The request sent again without metadata has an entry refused in its turn (too old):
+    that loss is counted in the export's result and the exporter's figures."""
+    with LokiReceiver(structured_metadata="unsupported") as old:
+        sink = exporter(old)
+        try:
+            assert sink.export([record(0, traced=True), record(1, age=OLD)]) == FAILURE
+        finally:
+            sink.shutdown()
+        assert seqs(old) == [0]
+        assert [push.status for push in old.pushes] == [400, 400]
+    assert sink.last_export_reasons == [("greater_than_max_sample_age", 1)]
+    figures = sink.stats()
+    assert figures["sent_entries"] == 1
+    assert figures["dropped_entries"] == {"greater_than_max_sample_age": 1}
+
+
 def test_a_loki_that_took_only_entries_without_metadata_may_still_refuse_it() -> None:
     """Loki 2.8: entries without metadata are accepted, which says nothing of metadata; the
     first request with metadata is refused as a whole and sent again without."""
@@ -891,7 +928,7 @@ def test_a_loki_that_took_metadata_once_is_never_taken_for_one_refusing_it(
 
 @pytest.mark.parametrize(("ignored", "of"), [(3, 2), (1, 3)])
 def test_an_ingester_answer_that_does_not_add_up_is_an_unknown_outcome(
-    loki: LokiReceiver, ignored: int, of: int
+    loki: LokiReceiver, reports: Reports, ignored: int, of: int
 ) -> None:
     """ "N out of M ignored" for a request of two entries, with N over M or M not two: which
     entries were stored is not known."""
@@ -909,3 +946,5 @@ def test_an_ingester_answer_that_does_not_add_up_is_an_unknown_outcome(
     assert sink.last_export_reasons == [("unknown_outcome", 2)]
     figures = sink.stats()
     assert figures["unknown_outcome"] == 2 and figures["dropped_entries"] == {}
+    message, _ = reports.only("loki-unknown-outcome")
+    assert "(HTTP 400: entry with timestamp 1 ignored, reason: 'entry too far" in message
