@@ -203,7 +203,7 @@ def test_the_exporter_names_its_url_tenant_and_kind_of_credentials() -> None:
 # -- abort -----------------------------------------------------------------------------------------
 
 
-def test_abort_cuts_a_push_in_progress_and_stops_retrying() -> None:
+def test_abort_cuts_a_push_in_progress_and_stops_retrying(reports: Reports) -> None:
     """A server that read the request and answers one byte every 10 s: abort, from another
     thread, ends the export at once, with nothing retried."""
     with DripServer(interval=10) as slow:
@@ -224,6 +224,8 @@ def test_abort_cuts_a_push_in_progress_and_stops_retrying() -> None:
         assert slow.requests == 1
     assert results == [FAILURE]
     assert sink.last_export_reasons == [("shutdown", 1)]
+    message, _ = reports.only("loki-drop:shutdown")
+    assert "dropped 1 entries (shutdown: fapilog is shutting down); see" in message
 
 
 def test_abort_without_a_deadline_transport_only_stops_retrying(loki: LokiReceiver) -> None:
