@@ -228,6 +228,35 @@ def test_abort_cuts_a_push_in_progress_and_stops_retrying(reports: Reports) -> N
     assert "dropped 1 entries (shutdown: fapilog is shutting down); see" in message
 
 
+def test_abort_drops_the_requests_of_the_export_not_sent_yet_at_shutdown(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests, abort during the first: the second is never sent; each is reported
+    dropped at shutdown (the rate limit lifted here, so that both reports show)."""
+    monkeypatch.setattr(_diag, "INTERVAL", 0)
+    with DripServer(interval=10) as slow:
+        settings = {**FAST, "timeout": 60, "max_retries": 100, "batch_bytes": 1024}
+        sink = LokiExporter(LokiSettings(url=slow.url, **settings))
+        batch = [record(seq, pad="x" * 600) for seq in range(2)]
+        results: list[LogRecordExportResult] = []
+        worker = threading.Thread(target=lambda: results.append(sink.export(batch)))
+        worker.start()
+        try:
+            assert slow.wait_for_requests(1, 10)
+            sink.abort()
+            worker.join(5)
+            assert not worker.is_alive()
+        finally:
+            sink.shutdown()
+            worker.join(60)
+        assert slow.requests == 1
+    assert results == [FAILURE]
+    assert sink.last_export_reasons == [("shutdown", 2)]
+    drops = reports.messages("loki-drop:shutdown")
+    assert len(drops) == 2
+    assert all("dropped 1 entries (shutdown: fapilog is shutting down); see" in m for m, _ in drops)
+
+
 def test_abort_without_a_deadline_transport_only_stops_retrying(loki: LokiReceiver) -> None:
     sink = LokiExporter(LokiSettings(url=loki.url, **FAST), transport=httpx.HTTPTransport())
     sink.abort()
