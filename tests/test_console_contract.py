@@ -485,6 +485,20 @@ def test_a_foreign_record_in_a_span_shows_its_ids() -> None:
     assert shown.endswith(" trace_id=abcdef01 span_id=12345678")
 
 
+def test_a_capture_shows_its_own_level_name() -> None:
+    """(A stdlib level of the application's own, at INFO's severity.)"""
+    exporter = ConsoleExporter(Stream(), colors=False)
+    notice = pending("x")._replace(severity_text="NOTICE")
+    assert " [notice  ] app x" in exporter._render_capture(notice, None)
+
+
+def test_a_capture_in_an_invalid_span_context_shows_no_ids() -> None:
+    """A trace id without a span id is not a span: no ids are shown for it."""
+    exporter = ConsoleExporter(Stream(), colors=False)
+    line = exporter._render_capture(pending("x", context=in_span(span_id=0)), None)
+    assert "trace_id" not in line and "span_id" not in line
+
+
 def test_a_foreign_record_with_a_trace_id_and_no_span_id_shows_no_span() -> None:
     """(Another library's record may carry a trace id alone.)"""
     exporter = ConsoleExporter(Stream(), colors=False)

@@ -732,6 +732,20 @@ def test_an_error_body_is_reported_up_to_its_first_300_characters(
     assert f"(HTTP 403: {body[:300]}); see the" in message
 
 
+def test_a_retried_error_is_reported_up_to_its_first_300_characters(
+    loki: LokiReceiver, reports: Reports
+) -> None:
+    body = "".join(f"{n:03d}," for n in range(100))  # 400 characters, no two alike
+    loki.fail(503, times=1, body=body)
+    sink = exporter(loki)
+    try:
+        assert sink.export([record(0)]) == SUCCESS
+    finally:
+        sink.shutdown()
+    message, _ = reports.only("loki-retry")
+    assert f"(HTTP 503: {body[:300]}); retrying in " in message
+
+
 def test_entries_loki_ignored_as_too_far_behind_are_counted_and_the_rest_sent(
     reports: Reports,
 ) -> None:
