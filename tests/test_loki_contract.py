@@ -200,6 +200,46 @@ def test_the_exporter_names_its_url_tenant_and_kind_of_credentials() -> None:
             sink.shutdown()
 
 
+def test_an_export_that_fails_part_way_counts_each_record_once(
+    loki: LokiReceiver, reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an earlier export: four requests, the first refused (too old), the second
+    delivered, the third given up after its retries, the fourth failing inside fapilog.
+    The delivered one is not lost, the refused and given-up ones keep their reasons, and
+    only the last counts as export_failed."""
+    sink = exporter(loki, batch_bytes=1024)
+    assert sink.export([record(9)]) == SUCCESS
+    encode = sink._requests.encode
+    calls: list[int] = []
+
+    def encoding(chunk: Any) -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) == 3:
+            loki.fail(503, times=FAST["max_retries"] + 1)
+        if len(calls) == 4:
+            raise RuntimeError("boom")
+        return encode(chunk)
+
+    monkeypatch.setattr(sink._requests, "encode", encoding)
+    batch = [record(0, age=OLD, pad="x" * 600)] + [
+        record(seq, pad="x" * 600) for seq in range(1, 4)
+    ]
+    try:
+        assert sink.export(batch) == FAILURE
+    finally:
+        sink.shutdown()
+    assert seqs(loki) == [1, 9] and calls == [1, 2, 3, 4]
+    assert sink.last_export_dropped == 3
+    assert sink.last_export_reasons == [
+        ("greater_than_max_sample_age", 1),
+        ("export_failed", 1),
+        ("ingester_error", 1),
+    ]
+    assert [retry.log_record.attributes["seq"] for retry in sink.last_export_retry] == [2]
+    message, _ = reports.only("loki-export")
+    assert message == "fapilog loki exporter failed: RuntimeError('boom')"
+
+
 # -- abort -----------------------------------------------------------------------------------------
 
 
@@ -771,6 +811,25 @@ def test_entries_loki_ignored_as_too_far_behind_are_counted_and_the_rest_sent(
     assert message.startswith("fapilog loki exporter dropped 2 entries (HTTP 400: ")
     assert fields["status"] == 400
     assert sink._split_until > time.monotonic() + 500  # one stream per request a while
+
+
+def test_after_an_out_of_order_answer_an_export_cuts_one_stream_per_request(
+    loki: LokiReceiver,
+) -> None:
+    """For a while after it, requests are cut stream by stream: two streams of two entries
+    go in two requests, where three entries fit in one."""
+    hour = 3600 * 10**9
+    sink = exporter(loki, batch_bytes=1024, labels=["service_name", "s=s"])
+    try:
+        assert sink.export([record(0, s="a")]) == SUCCESS
+        assert sink.export([record(1, s="a", age=2 * hour), record(2, s="a")]) == FAILURE
+        pushed = len(loki.pushes)
+        batch = [record(seq, s=s, pad="x" * 150) for seq, s in enumerate("aabb", 3)]
+        assert sink.export(batch) == SUCCESS
+    finally:
+        sink.shutdown()
+    streams = [len(push.body["streams"]) for push in loki.pushes[pushed:]]
+    assert streams == [1, 1]
 
 
 def test_a_stream_over_the_limit_alone_in_its_request_is_dropped_as_stream_limited(
