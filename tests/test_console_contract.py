@@ -25,6 +25,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from fapilog import _diag
 from fapilog.capture.record import Pending, Released
+from fapilog.capture.redaction import Redactor
 from fapilog.exporters import ReadableLogRecord
 from fapilog.exporters import console as console_module
 from fapilog.exporters.console import _CHUNK, ConsoleExporter, _Outcome, write_all
@@ -247,7 +248,9 @@ def test_a_full_non_blocking_raw_layer_is_a_write_error(reports: list[tuple[str,
         assert buffer.writes == [b"ab", b""]
         assert buffer.flushes == 0
     assert [key for key, _ in reports] == ["stream:console", "stream:console"]
-    assert "fapilog console exporter cannot write: BlockingIOError(" in reports[0][1]
+    assert reports[0][1] == (
+        "fapilog console exporter cannot write: BlockingIOError('stdout would block')"
+    )
 
 
 def test_a_buffered_layer_is_written_once() -> None:
@@ -483,6 +486,25 @@ def test_a_foreign_record_in_a_span_shows_its_ids() -> None:
     exporter = ConsoleExporter(Stream(), colors=False)
     shown = exporter.render(record("x", context=in_span()))
     assert shown.endswith(" trace_id=abcdef01 span_id=12345678")
+
+
+def test_logger_names_are_redacted_by_the_consoles_redactor() -> None:
+    exporter = ConsoleExporter(
+        Stream(), colors=False, redactor=Redactor(patterns=[r"tok_[a-z0-9]+"])
+    )
+    line = exporter._render_capture(pending("x")._replace(logger="app.tok_abc123"), None)
+    assert " app.[REDACTED] x" in line and "tok_abc123" not in line
+
+
+def test_colours_asked_for_reach_the_tracebacks_too() -> None:
+    """(On a stream that is not a terminal, where rich left to itself would not colour.)"""
+    exporter = ConsoleExporter(Stream(), colors=True)
+    try:
+        raise ValueError("v")
+    except ValueError as exc:
+        text = exporter._render_capture(pending("failed"), exc)
+    block = text.split("\n", 1)[1]
+    assert "ValueError" in block and "\x1b[" in block
 
 
 def test_a_capture_shows_its_own_level_name() -> None:
