@@ -507,6 +507,13 @@ def test_colours_asked_for_reach_the_tracebacks_too() -> None:
     assert "ValueError" in block and "\x1b[" in block
 
 
+def test_a_new_console_exporter_has_exported_nothing_and_lost_nothing() -> None:
+    """The exporter contract's extras before any export."""
+    exporter = ConsoleExporter(Stream(), colors=False)
+    assert (exporter.last_export_dropped, exporter.last_export_reason) == (None, None)
+    assert exporter.export_progress == 0 and type(exporter.export_progress) is int
+
+
 def test_a_capture_shows_its_own_level_name() -> None:
     """(A stdlib level of the application's own, at INFO's severity.)"""
     exporter = ConsoleExporter(Stream(), colors=False)
