@@ -965,9 +965,10 @@ def test_a_stream_is_resent_alone_unless_it_spans_more_than_an_hour(
 
 @pytest.mark.parametrize(("status", "delivered"), [(200, True), (300, False)])
 def test_any_2xx_answer_is_a_delivery_and_a_3xx_is_not(
-    loki: LokiReceiver, status: int, delivered: bool
+    loki: LokiReceiver, reports: Reports, status: int, delivered: bool
 ) -> None:
-    """(A proxy in front of Loki answering 200, or a redirect, which is not followed.)"""
+    """(A proxy in front of Loki answering 200, or a redirect, which is not followed: its
+    body is shown.)"""
     loki.fail(status, times=1, body="from a proxy")
     sink = exporter(loki)
     try:
@@ -978,6 +979,55 @@ def test_any_2xx_answer_is_a_delivery_and_a_3xx_is_not(
     assert sink.last_export_dropped == (0 if delivered else 1)
     assert sink.stats()["sent_entries"] == (1 if delivered else 0)
     assert len(loki.pushes) == 1
+    if not delivered:
+        message, _ = reports.only("loki-drop:ingester_error")
+        assert f"(HTTP {status}: from a proxy)" in message
+
+
+def test_a_transport_of_the_applications_own_delivers() -> None:
+    """(No deadline around its requests: httpx's own timeouts bound them.)"""
+    with LokiReceiver() as loki:
+        transport = httpx.HTTPTransport()
+        sink = LokiExporter(LokiSettings(url=loki.url, **FAST), transport=transport)
+        try:
+            assert sink.export([record(0)]) == SUCCESS
+        finally:
+            sink.shutdown()
+        assert seqs(loki) == [0]
+
+
+def test_a_request_answered_a_byte_at_a_time_ends_at_its_timeout() -> None:
+    """Each byte comes well within httpx's read timeout; the whole answer would take 14 s:
+    the request is cut at `timeout` (1 s) all the same."""
+    with DripServer(interval=0.2) as slow:
+        sink = LokiExporter(LokiSettings(url=slow.url, **{**FAST, "timeout": 1, "max_retries": 0}))
+        try:
+            assert sink.export([record(0)]) == FAILURE
+        finally:
+            sink.shutdown()
+        assert slow.requests == 1
+    assert sink.last_export_reasons == [("ingester_error", 1)]
+
+
+def test_an_export_failing_after_its_accounting_counts_nothing_as_export_failed(
+    loki: LokiReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The report of a refusal raising, say: the entry is already counted as refused.)"""
+    sink = exporter(loki)
+
+    def failing(*args: Any) -> None:
+        raise RuntimeError("report")
+
+    monkeypatch.setattr(sink, "_report_drop", failing)
+    try:
+        assert sink.export([record(0, age=OLD)]) == FAILURE
+    finally:
+        sink.shutdown()
+    assert sink.last_export_dropped == 1
+    assert sink.last_export_reasons == [
+        ("greater_than_max_sample_age", 1),
+        ("export_failed", 0),
+    ]
 
 
 def test_a_request_loki_2_8_refused_for_its_metadata_counts_what_its_resend_loses() -> None:
