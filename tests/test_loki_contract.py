@@ -240,6 +240,17 @@ def test_an_export_that_fails_part_way_counts_each_record_once(
     assert message == "fapilog loki exporter failed: RuntimeError('boom')"
 
 
+def test_a_new_exporter_has_exported_nothing() -> None:
+    """The exporter contract's extras before any export."""
+    sink = LokiExporter(LokiSettings(url="http://127.0.0.1:9/", **FAST))
+    try:
+        assert sink.last_export_dropped is None
+        assert sink.last_export_reasons is None
+        assert sink.last_export_retry is None
+    finally:
+        sink.shutdown()
+
+
 # -- abort -----------------------------------------------------------------------------------------
 
 
