@@ -251,6 +251,22 @@ def test_a_new_exporter_has_exported_nothing() -> None:
         sink.shutdown()
 
 
+def test_each_tenant_is_a_spool_destination_of_its_own() -> None:
+    """What one tenant's exporter spooled is never replayed to another, nor to no tenant,
+    whatever the tenant is called."""
+    url = "http://127.0.0.1:9"
+    destinations = set()
+    for tenant in (None, "", "XXXX", "a"):
+        sink = LokiExporter(LokiSettings(url=url, tenant_id=tenant, **FAST))
+        destinations.add(sink.spool_destination)
+        sink.shutdown()
+    assert destinations == {
+        f"{url}/loki/api/v1/push tenant=",
+        f"{url}/loki/api/v1/push tenant=XXXX",
+        f"{url}/loki/api/v1/push tenant=a",
+    }
+
+
 # -- abort -----------------------------------------------------------------------------------------
 
 
