@@ -785,32 +785,26 @@ def test_an_error_body_is_scrubbed_of_the_credentials_and_cut_in_the_report(
     assert len(shown) <= 300
 
 
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (403, (FAILURE, "loki-drop:ingester_error", "; see the")),  # given up
+        (503, (SUCCESS, "loki-retry", "; retrying in ")),  # retried, then delivered
+    ],
+)
 def test_an_error_body_is_reported_up_to_its_first_300_characters(
-    loki: LokiReceiver, reports: Reports
+    loki: LokiReceiver, reports: Reports, status: int, outcome: tuple[Any, str, str]
 ) -> None:
+    result, key, after = outcome
     body = "".join(f"{n:03d}," for n in range(100))  # 400 characters, no two alike
-    loki.fail(403, times=1, body=body)
+    loki.fail(status, times=1, body=body)
     sink = exporter(loki)
     try:
-        assert sink.export([record(0)]) == FAILURE
+        assert sink.export([record(0)]) == result
     finally:
         sink.shutdown()
-    message, _ = reports.only("loki-drop:ingester_error")
-    assert f"(HTTP 403: {body[:300]}); see the" in message
-
-
-def test_a_retried_error_is_reported_up_to_its_first_300_characters(
-    loki: LokiReceiver, reports: Reports
-) -> None:
-    body = "".join(f"{n:03d}," for n in range(100))  # 400 characters, no two alike
-    loki.fail(503, times=1, body=body)
-    sink = exporter(loki)
-    try:
-        assert sink.export([record(0)]) == SUCCESS
-    finally:
-        sink.shutdown()
-    message, _ = reports.only("loki-retry")
-    assert f"(HTTP 503: {body[:300]}); retrying in " in message
+    message, _ = reports.only(key)
+    assert f"(HTTP {status}: {body[:300]}){after}" in message
 
 
 def test_entries_loki_ignored_as_too_far_behind_are_counted_and_the_rest_sent(
