@@ -1017,6 +1017,23 @@ def test_a_transport_of_the_applications_own_delivers() -> None:
         assert seqs(loki) == [0]
 
 
+def test_a_transport_of_the_applications_own_still_has_the_timeout() -> None:
+    """A server that never answers, behind a transport without fapilog's deadline: httpx's
+    own timeouts (`timeout`, 1 s) end the push."""
+    with DripServer(interval=30) as silent:
+        transport = httpx.HTTPTransport()
+        settings = {**FAST, "timeout": 1, "max_retries": 0}
+        sink = LokiExporter(LokiSettings(url=silent.url, **settings), transport=transport)
+        results: list[LogRecordExportResult] = []
+        worker = threading.Thread(target=lambda: results.append(sink.export([record(0)])))
+        worker.start()
+        worker.join(10)
+        alive = worker.is_alive()
+        sink.shutdown()
+    worker.join(10)
+    assert not alive and results == [FAILURE]
+
+
 def test_a_request_answered_a_byte_at_a_time_ends_at_its_timeout() -> None:
     """Each byte comes well within httpx's read timeout; the whole answer would take 14 s:
     the request is cut at `timeout` (1 s) all the same."""
