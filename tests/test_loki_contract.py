@@ -1005,6 +1005,25 @@ def test_any_2xx_answer_is_a_delivery_and_a_3xx_is_not(
         assert f"(HTTP {status}: from a proxy)" in message
 
 
+def test_a_redirect_is_not_followed(loki: LokiReceiver) -> None:
+    """(A 307 keeps the method and body: followed, it would deliver to a place fapilog was
+    not configured to send logs to.)"""
+    target = f"{loki.url}/loki/api/v1/push".encode()
+    redirect = (
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " + target + b"\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    with DripServer(interval=0.001, response=redirect) as proxy:
+        sink = LokiExporter(LokiSettings(url=proxy.url, **{**FAST, "max_retries": 0}))
+        try:
+            assert sink.export([record(0)]) == FAILURE
+        finally:
+            sink.shutdown()
+        assert proxy.requests == 1
+    assert loki.pushes == []
+    assert sink.last_export_reasons == [("ingester_error", 1)]
+
+
 def test_a_transport_of_the_applications_own_delivers() -> None:
     """(No deadline around its requests: httpx's own timeouts bound them.)"""
     with LokiReceiver() as loki:
