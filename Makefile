@@ -38,7 +38,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench tools
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff format --check src tests examples bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/fapilog

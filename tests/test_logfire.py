@@ -35,7 +35,9 @@ logfire.configure(
 )
 """
 
-_CHILD = _LOGFIRE + """
+_CHILD = (
+    _LOGFIRE
+    + """
 import json, logging
 import structlog
 from opentelemetry._logs import get_logger_provider
@@ -66,6 +68,7 @@ print(json.dumps({
     ],
 }))
 """
+)
 
 
 @pytest.mark.slow
@@ -91,7 +94,9 @@ def test_fapilog_structlog_and_stdlib_records_reach_logfires_processors(
     assert len(printed) == 3
 
 
-_CHILD_APP = _LOGFIRE + """
+_CHILD_APP = (
+    _LOGFIRE
+    + """
 import json
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -120,6 +125,7 @@ print(json.dumps({
     ],
 }))
 """
+)
 
 
 @pytest.mark.slow

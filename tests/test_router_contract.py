@@ -316,9 +316,7 @@ def test_a_raising_exporters_alert_names_the_exception(make: Any, reports: Any) 
     assert alert["error"] == "ValueError('boom')"
 
 
-def test_an_exporter_that_exports_again_raises_the_recovered_alert(
-    make: Any, reports: Any
-) -> None:
+def test_an_exporter_that_exports_again_raises_the_recovered_alert(make: Any, reports: Any) -> None:
     processor = make(Exporter(FAILURE))
     for _ in range(3):
         processor._export([record()])
