@@ -270,41 +270,16 @@ def test_each_tenant_is_a_spool_destination_of_its_own() -> None:
 # -- abort -----------------------------------------------------------------------------------------
 
 
-def test_abort_cuts_a_push_in_progress_and_stops_retrying(reports: Reports) -> None:
-    """A server that read the request and answers one byte every 10 s: abort, from another
-    thread, ends the export at once, with nothing retried."""
+def export_aborted_during_its_first_request(
+    batch: list[ReadableLogRecord], **settings: Any
+) -> tuple[LokiExporter, list[LogRecordExportResult]]:
+    """Export `batch` on another thread to a server that read the first request and answers
+    it one byte every 10 s; abort once that request is in, check the export ended at once
+    and that no other request was sent. Returns the exporter (shut down) and the result."""
     with DripServer(interval=10) as slow:
         sink = LokiExporter(
-            LokiSettings(url=slow.url, **{**FAST, "timeout": 60, "max_retries": 100})
+            LokiSettings(url=slow.url, **{**FAST, "timeout": 60, "max_retries": 100, **settings})
         )
-        results: list[LogRecordExportResult] = []
-        worker = threading.Thread(target=lambda: results.append(sink.export([record(0)])))
-        worker.start()
-        try:
-            assert slow.wait_for_requests(1, 10)
-            sink.abort()
-            worker.join(5)
-            assert not worker.is_alive()
-        finally:
-            sink.shutdown()
-            worker.join(60)
-        assert slow.requests == 1
-    assert results == [FAILURE]
-    assert sink.last_export_reasons == [("shutdown", 1)]
-    message, _ = reports.only("loki-drop:shutdown")
-    assert "dropped 1 entries (shutdown: fapilog is shutting down); see" in message
-
-
-def test_abort_drops_the_requests_of_the_export_not_sent_yet_at_shutdown(
-    reports: Reports, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two requests, abort during the first: the second is never sent; each is reported
-    dropped at shutdown (the rate limit lifted here, so that both reports show)."""
-    monkeypatch.setattr(_diag, "INTERVAL", 0)
-    with DripServer(interval=10) as slow:
-        settings = {**FAST, "timeout": 60, "max_retries": 100, "batch_bytes": 1024}
-        sink = LokiExporter(LokiSettings(url=slow.url, **settings))
-        batch = [record(seq, pad="x" * 600) for seq in range(2)]
         results: list[LogRecordExportResult] = []
         worker = threading.Thread(target=lambda: results.append(sink.export(batch)))
         worker.start()
@@ -317,6 +292,27 @@ def test_abort_drops_the_requests_of_the_export_not_sent_yet_at_shutdown(
             sink.shutdown()
             worker.join(60)
         assert slow.requests == 1
+    return sink, results
+
+
+def test_abort_cuts_a_push_in_progress_and_stops_retrying(reports: Reports) -> None:
+    """A server that read the request and answers one byte every 10 s: abort, from another
+    thread, ends the export at once, with nothing retried."""
+    sink, results = export_aborted_during_its_first_request([record(0)])
+    assert results == [FAILURE]
+    assert sink.last_export_reasons == [("shutdown", 1)]
+    message, _ = reports.only("loki-drop:shutdown")
+    assert "dropped 1 entries (shutdown: fapilog is shutting down); see" in message
+
+
+def test_abort_drops_the_requests_of_the_export_not_sent_yet_at_shutdown(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests, abort during the first: the second is never sent; each is reported
+    dropped at shutdown (the rate limit lifted here, so that both reports show)."""
+    monkeypatch.setattr(_diag, "INTERVAL", 0)
+    batch = [record(seq, pad="x" * 600) for seq in range(2)]
+    sink, results = export_aborted_during_its_first_request(batch, batch_bytes=1024)
     assert results == [FAILURE]
     assert sink.last_export_reasons == [("shutdown", 2)]
     drops = reports.messages("loki-drop:shutdown")
