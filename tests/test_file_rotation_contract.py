@@ -23,6 +23,7 @@ from fapilog.exporters import file as file_module
 from fapilog.exporters.contract import LogRecordExportResult
 from fapilog.exporters.file import FileExporter, backups
 from fapilog.settings import FileSettings
+from fork_support import in_forked_child
 from queue_support import Listened
 from test_file_contract import RenameFails, batch, numbers
 from test_file_exporter import Clock
@@ -102,27 +103,14 @@ def in_a_child_with_a_file_size_limit(size: int, work: Callable[[], dict[str, An
     a write past it is cut short, then fails with EFBIG, as a disk filling up does) and
     return what it returned. In a child, so that nothing else of the test process (its
     output, its log files) meets the limit."""
-    reading, writing = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            os.close(reading)
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
-            outcome: Any = work()
-        except BaseException as exc:
-            outcome, code = {"child raised": repr(exc)}, 1
-        try:
-            os.write(writing, json.dumps(outcome).encode())
-        finally:
-            os._exit(code)
-    os.close(writing)
-    with os.fdopen(reading, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, data
-    return json.loads(data)
+
+    def limited() -> dict[str, Any]:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+        return work()
+
+    return in_forked_child(limited)
 
 
 def test_a_group_cut_short_before_a_rotation_is_cut_back_to_where_it_began(

@@ -19,7 +19,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,38 +33,10 @@ from fapilog import configure_logging
 from fapilog._state import STATE
 from fapilog.lifecycle import drain, foreign, fork
 from fapilog.otel.logs import LoggerProvider, LogRecordProcessor
+from fork_support import in_forked_child
 from queue_support import Unfinished
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-
-
-def in_forked_child(work: Callable[[], Any]) -> Any:
-    """`work()`'s JSON result, run in a forked child, where no at-fork hook may raise."""
-    read_fd, write_fd = os.pipe()
-    escaped: list[str] = []
-    pid = -1
-    saved_hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: escaped.append(repr(unraisable.exc_value))
-    try:
-        pid = os.fork()
-    finally:
-        if pid != 0:
-            sys.unraisablehook = saved_hook
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            answer = {"pid": os.getpid(), "got": work(), "escaped": escaped}
-            os.write(write_fd, json.dumps(answer).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    answer = json.loads(data)
-    assert answer["pid"] == pid
-    assert answer["escaped"] == []
-    return answer["got"]
 
 
 # -- fork.py ------------------------------------------------------------------------------------
